@@ -1,0 +1,56 @@
+# mxr: every target sets itself up (creates .venv if missing, installs, then acts).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mxr-installed
+NB     := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
+DATA   ?= data/shapesx
+
+.PHONY: venv test lint unit notebooks-smoke run lab data clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	@touch $@
+
+## make test: ruff, the pytest suite, and the notebooks under nbval in smoke mode
+test: venv lint unit notebooks-smoke
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+unit: venv
+	$(VENV)/bin/pytest -q tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+
+notebooks-smoke: venv
+ifneq ($(NB),)
+	MXR_BUDGET=smoke $(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider $(NB); rc=$$?; \
+	  [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+else
+	@echo "no notebooks yet"
+endif
+
+## make data: generate the ShapesX dataset if it is missing
+data: venv
+	$(PY) -c "from mxr.data import ensure_shapesx; ensure_shapesx('$(DATA)')"
+
+## make run: the main job, headless: data if missing, then every notebook in full mode, in place
+run: data
+ifneq ($(NB),)
+	@for nb in $(NB); do \
+	  echo "== $$nb"; \
+	  MXR_BUDGET=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
+	done
+endif
+	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
+	@echo "Dataset: $(CURDIR)/$(DATA)"
+
+## make lab: JupyterLab on notebooks/ for learners
+lab: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean-venv:
+	rm -rf $(VENV)

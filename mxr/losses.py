@@ -1,0 +1,56 @@
+"""Losses as pure functions, with torchvision's names and shapes.
+
+The box and class losses are torchvision's ``fastrcnn_loss`` unchanged (all classes, A ∪ B). The mask
+loss differs from torchvision's ``maskrcnn_loss`` in two ways: it only sees RoIs whose ground-truth
+instance has a mask (set A, Detectron's ``MRCNN_FILTER_LABELS``), and it receives each RoI's logits
+for its own class already selected, so it never builds a ``(R, num_classes, 28, 28)`` tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.roi_heads import fastrcnn_loss, project_masks_on_boxes
+
+__all__ = ["fastrcnn_loss", "partial_mask_loss", "mask_targets"]
+
+
+def mask_targets(
+    gt_masks: list[Tensor], proposals: list[Tensor], mask_rows: list[Tensor], size: int
+) -> Tensor:
+    """Crop and resize each RoI's ground-truth mask to ``size × size`` (RoIAlign on the binary mask).
+
+    Args:
+        gt_masks: per image ``(M_i, H, W)`` masks of the instances that have one.
+        proposals: per image ``(R_i, 4)`` RoIs (XYXY).
+        mask_rows: per image ``(R_i,)`` int64 row of ``gt_masks[i]`` each RoI is matched to.
+        size: output side (28).
+
+    Returns:
+        ``(sum R_i, size, size)`` float targets in [0, 1].
+    """
+    targets = [
+        project_masks_on_boxes(m, p, r, size)
+        for m, p, r in zip(gt_masks, proposals, mask_rows, strict=True)
+    ]
+    return torch.cat(targets, dim=0)
+
+
+def partial_mask_loss(
+    mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tensor], mask_rows: list[Tensor]
+) -> Tensor:
+    """Binary cross-entropy between each RoI's own-class mask logits and its target.
+
+    Args:
+        mask_logits: ``(R, 28, 28)``, one map per RoI (already its ground-truth class's channel).
+        proposals, gt_masks, mask_rows: as in :func:`mask_targets`; ``R = sum R_i``.
+
+    Returns:
+        A scalar: the mean per-pixel BCE, or ``mask_logits.sum() * 0`` when ``R == 0`` (zero, and a
+        zero gradient rather than none, so distributed training sees every parameter).
+    """
+    if mask_logits.shape[0] == 0:
+        return mask_logits.sum() * 0.0
+    targets = mask_targets(gt_masks, proposals, mask_rows, mask_logits.shape[-1])
+    return F.binary_cross_entropy_with_logits(mask_logits, targets.to(mask_logits.dtype))

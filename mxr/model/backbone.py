@@ -1,0 +1,138 @@
+"""Backbones with FPN, built without downloads: ``tiny`` (for CPUs), ``resnet18_fpn``, ``resnet50_fpn``.
+
+All start from scratch unless the user names a local ImageNet state dict (``backbone_weights``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TinyBody(nn.Sequential):
+    """A small conv net with ResNet-style stage names: strides 4 / 8 / 16 at ``layer1..layer3``.
+
+    ~0.4 M parameters; the stages have ``channels`` = (32, 64, 128) outputs.
+    """
+
+    channels = (32, 64, 128)
+
+    def __init__(self) -> None:
+        c1, c2, c3 = self.channels
+        super().__init__(
+            OrderedDict(
+                stem=nn.Sequential(_conv_bn(3, 16, 2), _conv_bn(16, c1, 2)),
+                layer1=nn.Sequential(_conv_bn(c1, c1, 1), _conv_bn(c1, c1, 1)),
+                layer2=nn.Sequential(_conv_bn(c1, c2, 2), _conv_bn(c2, c2, 1)),
+                layer3=nn.Sequential(_conv_bn(c2, c3, 2), _conv_bn(c3, c3, 1)),
+            )
+        )
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a local state dict (e.g. torchvision's ImageNet ResNet file) into a backbone body.
+
+    Accepts a plain state dict or one nested under ``"state_dict"`` / ``"model"``, with or without a
+    ``"module."`` prefix; the classifier (``fc.*``) is ignored. Raises ``FileNotFoundError`` or
+    ``ValueError`` naming the file and the keys that do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone_weights: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(
+            f"backbone_weights: {path} is not a readable PyTorch state dict: {e}"
+        ) from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"backbone_weights: {path} holds a {type(state).__name__}, expected a state dict"
+        )
+    state = {
+        k.removeprefix("module."): v
+        for k, v in state.items()
+        if not k.removeprefix("module.").startswith("fc.")
+    }
+    own = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
+    ignored = ("num_batches_tracked",)
+    missing = sorted(k for k in own if k not in state and not k.endswith(ignored))
+    unexpected = sorted(k for k in state if k not in own and not k.endswith(ignored))
+    mismatched = sorted(
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or mismatched:
+
+        def head(xs: list[str]) -> str:
+            return ", ".join(xs[:5]) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
+
+        problems = [
+            f"{n} {what}: {head(xs)}"
+            for what, xs, n in (
+                ("missing keys", missing, len(missing)),
+                ("unexpected keys", unexpected, len(unexpected)),
+                ("shape mismatches", mismatched, len(mismatched)),
+            )
+            if xs
+        ]
+        raise ValueError(
+            f"backbone_weights: {path} does not fit the {type(body).__name__} backbone: "
+            + "; ".join(problems)
+        )
+    body.load_state_dict(state, strict=False)
+
+
+def build_backbone(
+    name: str, fpn_channels: int, weights: str | Path | None = None
+) -> BackboneWithFPN:
+    """Backbone + FPN with feature maps ``"0".."k"`` and ``"pool"``; ``out_channels = fpn_channels``.
+
+    ``tiny``: 3 stages (strides 4, 8, 16) + pool (32). ResNets: 4 stages (4..32) + pool (64). From
+    scratch the ResNets use BatchNorm and train every stage; with ``weights`` they use frozen
+    BatchNorm and freeze the stem and first stage, as torchvision does for pretrained backbones.
+    """
+    if name == "tiny":
+        body = TinyBody()
+        if weights is not None:
+            load_backbone_weights(body, weights)
+        in_channels = list(body.channels)
+    elif name in ("resnet18_fpn", "resnet50_fpn"):
+        ctor = resnet18 if name == "resnet18_fpn" else resnet50
+        body = ctor(
+            weights=None, norm_layer=FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+        )
+        if weights is not None:
+            load_backbone_weights(body, weights)
+            for pname, p in body.named_parameters():
+                if not pname.startswith(("layer2", "layer3", "layer4")):
+                    p.requires_grad_(False)
+        c = 64 if name == "resnet18_fpn" else 256
+        in_channels = [c, 2 * c, 4 * c, 8 * c]
+    else:
+        raise ValueError(
+            f"backbone={name!r} is not valid; expected 'tiny', 'resnet18_fpn' or 'resnet50_fpn'"
+        )
+    return_layers = {f"layer{i + 1}": str(i) for i in range(len(in_channels))}
+    return BackboneWithFPN(
+        body, return_layers, in_channels, fpn_channels, extra_blocks=LastLevelMaxPool()
+    )

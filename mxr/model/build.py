@@ -1,0 +1,180 @@
+"""``build_model(cfg)``: torchvision's Mask R-CNN with FPN, with the Mask^X R-CNN mask branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from mxr.config import ModelConfig
+from mxr.model.backbone import build_backbone
+from mxr.model.heads import (
+    AgnosticMaskPredictor,
+    ClassMaskPredictor,
+    MaskPredictor,
+    TransferMaskPredictor,
+)
+from mxr.model.roi_heads import MaskXRoIHeads
+from mxr.model.transfer import detection_weight_dim
+
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def build_mask_predictor(cfg: ModelConfig) -> MaskPredictor:
+    """The mask predictor named by ``cfg.mask_head`` (``cfg`` resolved: head sizes filled in)."""
+    common = dict(mlp_fusion=cfg.mlp_fusion, mlp_form=cfg.mlp_form, mlp_channels=cfg.mlp_channels)
+    c = cfg.mask_head_channels
+    if cfg.mask_head == "agnostic":
+        return AgnosticMaskPredictor(c, **common)
+    if cfg.mask_head == "class":
+        return ClassMaskPredictor(c, cfg.num_classes, **common)
+    return TransferMaskPredictor(
+        c,
+        detection_weight_dim(cfg.transfer_input, cfg.box_fc_dim),
+        transfer_layers=cfg.transfer_layers,
+        transfer_activation=cfg.transfer_activation,
+        **common,
+    )
+
+
+def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
+    """Backbone, RPN, transform and the box/mask modules shared by Mask^X and stock Mask R-CNN."""
+    backbone = build_backbone(cfg.backbone, cfg.fpn_channels, backbone_weights)
+    levels = [k for k in backbone.body.return_layers.values()]
+    n_maps = len(levels) + 1  # + "pool"
+    sizes = cfg.anchor_sizes
+    if len(sizes) != n_maps:
+        raise ValueError(
+            f"model.anchor_sizes={sizes!r} is not valid for backbone {cfg.backbone!r}; expected {n_maps} sizes "
+            "(one per FPN level)"
+        )
+    anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_maps)
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=cfg.rpn_batch_size_per_image,
+        positive_fraction=0.5,
+        pre_nms_top_n=dict(
+            training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test
+        ),
+        post_nms_top_n=dict(
+            training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test
+        ),
+        nms_thresh=0.7,
+    )
+    transform = GeneralizedRCNNTransform(
+        cfg.min_size, cfg.max_size, list(IMAGE_MEAN), list(IMAGE_STD)
+    )
+    box_parts = dict(
+        box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
+        box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_fc_dim),
+        box_predictor=FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes),
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=cfg.box_batch_size_per_image,
+        positive_fraction=0.25,
+        bbox_reg_weights=None,
+        score_thresh=cfg.box_score_thresh,
+        nms_thresh=0.5,
+        detections_per_img=cfg.box_detections_per_img,
+        mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
+        mask_head=MaskRCNNHeads(
+            cfg.fpn_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1
+        ),
+    )
+    return backbone, rpn, transform, box_parts
+
+
+def _check_ready(cfg: ModelConfig) -> ModelConfig:
+    if cfg.num_classes is None or cfg.mask_classes is None:
+        raise ValueError(
+            "model.num_classes and model.mask_classes must be set before building "
+            f"(got num_classes={cfg.num_classes!r}, mask_classes={cfg.mask_classes!r}); "
+            "the engine fills them from the dataset"
+        )
+    return cfg.resolved()
+
+
+class MaskXRCNN(MaskRCNN):
+    """Mask R-CNN (torchvision) whose mask branch is class-agnostic, class-specific or weight transfer.
+
+    Build it with :func:`build_model`. ``self.config`` keeps the resolved :class:`ModelConfig`.
+    Inputs and outputs are torchvision's ``MaskRCNN``'s.
+    """
+
+    def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None) -> None:
+        cfg = _check_ready(cfg)
+        backbone, rpn, transform, parts = _parts(cfg, backbone_weights or cfg.backbone_weights)
+        roi_heads = MaskXRoIHeads(
+            mask_predictor=build_mask_predictor(cfg),
+            mask_classes=cfg.mask_classes,
+            transfer_input=cfg.transfer_input,
+            stop_grad=cfg.stop_grad,
+            **parts,
+        )
+        GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
+        self.config = cfg
+
+
+def build_model(cfg: ModelConfig, backbone_weights: str | Path | None = None) -> MaskXRCNN:
+    """Build the model a :class:`ModelConfig` describes; never downloads anything.
+
+    Construction is seeded by ``cfg.init_seed`` and leaves the global RNG untouched.
+    ``backbone_weights`` (or ``cfg.backbone_weights``) names a local state dict for the backbone.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        return MaskXRCNN(cfg, backbone_weights)
+
+
+def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
+    """torchvision's own ``MaskRCNN`` with the same backbone, sizes and heads (a class-specific mask
+    predictor over all classes): the reference for benchmarks and the walkthrough notebook."""
+    cfg = _check_ready(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        backbone, rpn, transform, parts = _parts(cfg, cfg.backbone_weights)
+        model = MaskRCNN(
+            backbone,
+            num_classes=None,
+            min_size=cfg.min_size,
+            max_size=cfg.max_size,
+            rpn_anchor_generator=rpn.anchor_generator,
+            rpn_head=rpn.head,
+            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+            rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+            box_roi_pool=parts["box_roi_pool"],
+            box_head=parts["box_head"],
+            box_predictor=parts["box_predictor"],
+            box_score_thresh=cfg.box_score_thresh,
+            box_detections_per_img=cfg.box_detections_per_img,
+            box_batch_size_per_image=cfg.box_batch_size_per_image,
+            mask_roi_pool=parts["mask_roi_pool"],
+            mask_head=parts["mask_head"],
+            mask_predictor=MaskRCNNPredictor(
+                cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes
+            ),
+            image_mean=list(IMAGE_MEAN),
+            image_std=list(IMAGE_STD),
+        )
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,178 @@
+"""Mask predictors: class-agnostic, class-specific and weight-transfer, with optional MLP fusion.
+
+Every predictor has the same interface, so the RoI heads treat them alike::
+
+    logits = predictor(features, classes, read_w_det)   # (R, C, 14, 14), (R,) -> (R, 28, 28)
+
+``read_w_det(classes (K,)) -> (K, d)`` reads detection weights out of the box predictor; only the
+transfer predictor calls it (the box predictor is not a submodule of it, so no weight is stored twice).
+
+It returns the logits of *one* mask per RoI: the channel of the class asked for. Computing only the
+needed channel keeps the mask branch's cost independent of the vocabulary size (the paper's Visual
+Genome setting has 3,000 classes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mxr.model.transfer import WeightTransfer
+
+WDetReader = Callable[[Tensor], Tensor]
+
+
+class MLPFusion(nn.Module):
+    """The class-agnostic MLP branch of Sec. 3.4: an FC layer predicting a 28×28 logit map per RoI.
+
+    ``form="paper"`` (the official code): one FC from the 28×28×C deconv features to 784 logits
+    (157 M weights at C=256). ``form="light"`` (as PANet's fused head): a 3×3 conv reduces the 14×14×C
+    features to ``channels``, then one FC to 784 logits. The FC starts at std 0.001 (bias 0), so at
+    initialisation the branch adds almost nothing to the FCN logits.
+    """
+
+    def __init__(
+        self, in_channels: int, *, form: str = "light", channels: int = 16, size: int = 28
+    ):
+        super().__init__()
+        self.form = form
+        self.size = size
+        if form == "paper":
+            self.reduce = None
+            fc_in = in_channels * size * size
+        elif form == "light":
+            self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())
+            fc_in = channels * (size // 2) ** 2
+        else:
+            raise ValueError(f"mlp_form={form!r} is not valid; expected 'light' or 'paper'")
+        self.fc = nn.Linear(fc_in, size * size)
+        nn.init.normal_(self.fc.weight, std=0.001)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features14: Tensor, features28: Tensor) -> Tensor:
+        """``(R, C, 14, 14)``, ``(R, C, 28, 28)`` -> ``(R, 28, 28)`` class-agnostic logits."""
+        x = features28 if self.reduce is None else self.reduce(features14)
+        return self.fc(x.flatten(1)).view(-1, self.size, self.size)
+
+
+class MaskPredictor(nn.Module, ABC):
+    """Upsample the mask-head features 2× and turn them into per-RoI mask logits.
+
+    Subclasses say where the 1×1 mask weights ``w_seg`` of each RoI's class come from
+    (:meth:`mask_weights`). The result is ``(features28 · w_seg) + bias (+ MLP term)``.
+    """
+
+    uses_detection_weights = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        mlp_fusion: bool = False,
+        mlp_form: str = "light",
+        mlp_channels: int = 16,
+    ):
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2)
+        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.deconv.bias)
+        self.mlp = (
+            MLPFusion(in_channels, form=mlp_form, channels=mlp_channels) if mlp_fusion else None
+        )
+
+    @abstractmethod
+    def mask_weights(
+        self, classes: Tensor, read_w_det: WDetReader | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(R,)`` classes -> ``(R, C)`` weights and ``(R,)`` biases (or None)."""
+
+    def forward(
+        self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
+    ) -> Tensor:
+        """Args: features ``(R, C, 14, 14)``; classes ``(R,)`` int64; read_w_det (transfer only).
+
+        Returns: ``(R, 28, 28)`` mask logits, each RoI's for its own class.
+        """
+        x28 = torch.relu(self.deconv(features))
+        w_seg, bias = self.mask_weights(classes, read_w_det)
+        logits = torch.einsum("rchw,rc->rhw", x28, w_seg.to(x28.dtype))
+        if bias is not None:
+            logits = logits + bias.to(logits.dtype)[:, None, None]
+        if self.mlp is not None:
+            logits = logits + self.mlp(features, x28)
+        return logits
+
+    def class_logits(
+        self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
+    ) -> Tensor:
+        """Logits of the same RoIs for several classes each: ``classes (K,)`` -> ``(R, K, 28, 28)``.
+
+        For inspection (notebooks): every RoI is segmented with every listed class's weights.
+        """
+        r, k = features.shape[0], classes.numel()
+        logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_w_det)
+        return logits.view(r, k, *logits.shape[-2:])
+
+
+class AgnosticMaskPredictor(MaskPredictor):
+    """One mask for every class (a single 1×1 filter with bias): the class-agnostic baseline."""
+
+    def __init__(self, in_channels: int, **kwargs):
+        super().__init__(in_channels, **kwargs)
+        self.weight = nn.Parameter(torch.randn(1, in_channels) * 0.001)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
+        n = classes.shape[0]
+        return self.weight.expand(n, -1), self.bias.expand(n)
+
+
+class ClassMaskPredictor(MaskPredictor):
+    """One learned 1×1 filter (with bias) per class: Mask R-CNN's class-specific head (the oracle)."""
+
+    def __init__(self, in_channels: int, num_classes: int, **kwargs):
+        super().__init__(in_channels, **kwargs)
+        self.weight = nn.Parameter(torch.randn(num_classes, in_channels) * 0.001)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
+        return self.weight[classes], self.bias[classes]
+
+
+class TransferMaskPredictor(MaskPredictor):
+    """Mask weights predicted from detection weights: ``w_seg^c = τ(w_det^c)`` (no bias).
+
+    τ is applied once per distinct class in the batch, then gathered per RoI.
+    """
+
+    uses_detection_weights = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        w_det_dim: int,
+        *,
+        transfer_layers: int = 2,
+        transfer_activation: str = "leaky_relu",
+        **kwargs,
+    ):
+        super().__init__(in_channels, **kwargs)
+        self.transfer = WeightTransfer(
+            w_det_dim, in_channels, layers=transfer_layers, activation=transfer_activation
+        )
+
+    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, None]:
+        if read_w_det is None:
+            raise ValueError(
+                "TransferMaskPredictor needs read_w_det to read the box predictor's weights"
+            )
+        distinct, index = torch.unique(classes, return_inverse=True)
+        w_seg = self.transfer(read_w_det(distinct))  # (K, C): τ once per distinct class
+        return w_seg[index], None
+
+    def mask_weights_of(self, classes: Tensor, read_w_det: WDetReader) -> Tensor:
+        """``w_seg`` of the given classes: ``(K,)`` -> ``(K, C)`` (for inspection)."""
+        return self.transfer(read_w_det(classes))

@@ -1,0 +1,161 @@
+"""RoI heads for partially supervised training: box losses on A ∪ B, mask loss on set A only.
+
+Targets follow torchvision (``boxes`` XYXY, ``labels``, ``masks``) with one addition for instances that
+have no mask. ``masks`` may hold either
+
+* one mask per instance, ``(N, H, W)``: masks of B-class instances are then simply ignored; or
+* only the masks of the instances that have one, ``(M, H, W)``, in instance order, with
+  ``has_mask`` ``(N,)`` bool marking those instances (what :class:`mxr.data.CocoInstances` returns).
+  Without ``has_mask``, ``M`` must equal the number of instances whose label is in ``mask_classes``.
+
+A RoI contributes to the mask loss when its matched ground truth has a mask *and* its class is in
+``mask_classes``. At inference every detection gets a mask, whatever its class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+
+from mxr.losses import partial_mask_loss
+from mxr.model.heads import MaskPredictor
+from mxr.model.transfer import read_detection_weights
+
+
+def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
+    """For each instance of a target, the row of ``target["masks"]`` holding its mask, or -1.
+
+    Args:
+        target: torchvision target with ``labels`` (N,), ``masks`` (N or M, H, W), optional ``has_mask`` (N,).
+        mask_classes: ``(A,)`` int64 labels of set A.
+
+    Returns:
+        ``(N,)`` int64; -1 where the instance has no mask or its class is not in set A.
+    """
+    labels = target["labels"]
+    n = labels.shape[0]
+    in_a = torch.isin(labels, mask_classes)
+    masks = target.get("masks")
+    m = 0 if masks is None else masks.shape[0]
+    if "has_mask" in target:
+        has_mask = target["has_mask"].to(torch.bool)
+        if int(has_mask.sum()) != m:
+            raise ValueError(
+                f"target 'has_mask' marks {int(has_mask.sum())} instances but 'masks' has {m} rows; "
+                "expected one mask per marked instance"
+            )
+        rows = torch.cumsum(has_mask.long(), 0) - 1
+    elif m == n:
+        has_mask = torch.ones(n, dtype=torch.bool, device=labels.device)
+        rows = torch.arange(n, device=labels.device)
+    elif m == int(in_a.sum()):
+        has_mask = in_a
+        rows = torch.cumsum(in_a.long(), 0) - 1
+    else:
+        raise ValueError(
+            f"target 'masks' has {m} rows for {n} instances ({int(in_a.sum())} in mask_classes); expected "
+            "one per instance, one per mask-class instance, or a 'has_mask' flag per instance"
+        )
+    keep = has_mask & in_a
+    return torch.where(keep, rows, torch.full_like(rows, -1))
+
+
+class MaskXRoIHeads(RoIHeads):
+    """torchvision's :class:`RoIHeads` with a Mask^X R-CNN mask branch.
+
+    The box branch is torchvision's. The mask branch (``mask_roi_pool`` -> ``mask_head`` ->
+    ``mask_predictor``) computes, for each RoI, only the mask of one class: its ground-truth class
+    in training, its predicted class at inference. A transfer predictor reads the detection weights
+    of those classes from ``box_predictor`` through :meth:`read_w_det` (detached when ``stop_grad``).
+    """
+
+    def __init__(
+        self,
+        *args,
+        mask_classes: tuple[int, ...],
+        transfer_input: str = "cls+box",
+        stop_grad: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.mask_predictor, MaskPredictor):
+            raise TypeError(
+                "MaskXRoIHeads needs an mxr.model.heads.MaskPredictor as mask_predictor"
+            )
+        self.register_buffer(
+            "mask_classes", torch.tensor(sorted(mask_classes), dtype=torch.int64), persistent=False
+        )
+        self.transfer_input = transfer_input
+        self.stop_grad = stop_grad
+
+    def read_w_det(self, classes: Tensor) -> Tensor:
+        """Detection weights of ``classes`` ``(K,)`` -> ``(K, d)`` (see :func:`read_detection_weights`)."""
+        return read_detection_weights(
+            self.box_predictor, classes, self.transfer_input, self.stop_grad
+        )
+
+    def mask_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor, image_shapes
+    ) -> Tensor:
+        """RoIAlign + mask head + predictor: per-image boxes ``(R_i, 4)``, classes ``(R,)`` -> ``(R, 28, 28)``."""
+        x = self.mask_roi_pool(features, boxes, image_shapes)
+        x = self.mask_head(x)
+        reader = self.read_w_det if self.mask_predictor.uses_detection_weights else None
+        return self.mask_predictor(x, classes, reader)
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        """Same contract as torchvision's ``RoIHeads.forward``: ``(detections, losses)``."""
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            for t in targets:
+                if not t["boxes"].is_floating_point():
+                    raise TypeError(f"target boxes must be floating point, got {t['boxes'].dtype}")
+                if t["labels"].dtype != torch.int64:
+                    raise TypeError(f"target labels must be int64, got {t['labels'].dtype}")
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        if not self.training:
+            boxes, scores, labels = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes
+            )
+            result = [
+                {"boxes": b, "labels": lab, "scores": s}
+                for b, lab, s in zip(boxes, labels, scores, strict=True)
+            ]
+            classes = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+            logits = self.mask_logits(features, boxes, classes, image_shapes)
+            probs = logits.sigmoid()[:, None].split([len(b) for b in boxes])
+            for r, p in zip(result, probs, strict=True):
+                r["masks"] = p  # (N_i, 1, 28, 28); the transform pastes them into the image
+            return result, {}
+
+        loss_classifier, loss_box_reg = fastrcnn_loss(
+            class_logits, box_regression, labels, regression_targets
+        )
+
+        # Mask branch: foreground RoIs whose matched instance is in set A and has a mask.
+        mask_boxes, mask_rows, mask_classes = [], [], []
+        for props, matched, lab, target in zip(
+            proposals, matched_idxs, labels, targets, strict=True
+        ):
+            rows = mask_rows_of_instances(target, self.mask_classes)
+            row = rows[matched]
+            keep = (lab > 0) & (row >= 0)
+            mask_boxes.append(props[keep])
+            mask_rows.append(row[keep])
+            mask_classes.append(lab[keep])
+        logits = self.mask_logits(features, mask_boxes, torch.cat(mask_classes), image_shapes)
+        gt_masks = [t.get("masks") for t in targets]
+        loss_mask = partial_mask_loss(logits, mask_boxes, gt_masks, mask_rows)
+        return [], {
+            "loss_classifier": loss_classifier,
+            "loss_box_reg": loss_box_reg,
+            "loss_mask": loss_mask,
+        }

@@ -1,0 +1,87 @@
+"""The weight transfer function τ and the detection-weight readout (Hu et al., CVPR 2018, Sec. 3.1).
+
+For class ``c`` the detection weights ``w_det^c`` are read out of the box predictor:
+
+* ``"cls"``: ``cls_score.weight[c]``                       -> ``(D,)``
+* ``"box"``: ``bbox_pred.weight[4c:4c+4]`` flattened      -> ``(4D,)``
+* ``"cls+box"``: their concatenation                      -> ``(5D,)``
+
+where ``D`` is the box head's representation size (1024 in the paper). τ maps ``w_det^c`` to the
+class's mask weights ``w_seg^c`` (one 1×1 conv filter over the mask features, no bias).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
+
+def detection_weight_dim(transfer_input: str, representation_size: int) -> int:
+    """Length of ``w_det^c`` for a transfer input and box-head width ``D``: D, 4D or 5D."""
+    return {"cls": 1, "box": 4, "cls+box": 5}[transfer_input] * representation_size
+
+
+def read_detection_weights(
+    box_predictor: FastRCNNPredictor,
+    classes: Tensor,
+    transfer_input: str,
+    stop_grad: bool = True,
+) -> Tensor:
+    """Read ``w_det`` for the given classes out of a torchvision box predictor.
+
+    Args:
+        box_predictor: holds ``cls_score`` (Linear D -> C) and ``bbox_pred`` (Linear D -> 4C).
+        classes: ``(K,)`` int64 class labels (background allowed).
+        transfer_input: ``"cls"``, ``"box"`` or ``"cls+box"``.
+        stop_grad: detach the weights, so a loss on τ's output does not reach the box predictor.
+
+    Returns:
+        ``(K, d)`` with ``d = detection_weight_dim(transfer_input, D)``.
+    """
+    parts = []
+    if transfer_input in ("cls", "cls+box"):
+        parts.append(box_predictor.cls_score.weight[classes])
+    if transfer_input in ("box", "cls+box"):
+        w = box_predictor.bbox_pred.weight  # (4C, D): rows 4c..4c+3 belong to class c
+        w = w.view(-1, 4 * w.shape[1])  # (C, 4D): one row per class
+        parts.append(w[classes])
+    if not parts:
+        raise ValueError(
+            f"transfer_input={transfer_input!r} is not valid; expected 'cls', 'box' or 'cls+box'"
+        )
+    w_det = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    return w_det.detach() if stop_grad else w_det
+
+
+class WeightTransfer(nn.Module):
+    """τ: an MLP from detection weights ``(K, d_in)`` to mask weights ``(K, d_out)``.
+
+    ``layers=1`` is a single Linear; ``layers=2`` is Linear -> ReLU/LeakyReLU(0.1) -> Linear.
+    No activation on the output (mask weights may be negative).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        layers: int = 2,
+        hidden_dim: int | None = None,
+        activation: str = "leaky_relu",
+    ) -> None:
+        super().__init__()
+        hidden_dim = hidden_dim or out_dim
+        if layers == 1:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim))
+        elif layers == 2:
+            act = nn.LeakyReLU(0.1) if activation == "leaky_relu" else nn.ReLU()
+            self.mlp = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim), act, nn.Linear(hidden_dim, out_dim)
+            )
+        else:
+            raise ValueError(f"transfer_layers={layers!r} is not valid; expected 1 or 2")
+
+    def forward(self, w_det: Tensor) -> Tensor:
+        """``(K, d_in)`` -> ``(K, d_out)``."""
+        return self.mlp(w_det)
