@@ -1,0 +1,74 @@
+"""``python -m mxr data ...``: generate ShapesX, check a COCO-format dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _shapesx(args: argparse.Namespace) -> int:
+    from mxr.data.shapesx import generate_shapesx
+
+    try:
+        generate_shapesx(
+            args.out,
+            train=args.train,
+            val=args.val,
+            test=args.test,
+            seed=args.seed,
+            image_size=args.image_size,
+            design=args.design,
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from mxr.data.validate import validate_dataset
+
+    try:
+        report = validate_dataset(args.annotations, args.images)
+    except Exception as e:  # validate_dataset should not raise; never show a traceback to the user
+        print(
+            f"error: could not check {args.annotations}: {type(e).__name__}: {e}", file=sys.stderr
+        )
+        return 1
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def add_subparser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``data`` command (with ``shapesx`` and ``check``) on ``sub`` (from ``add_subparsers``)."""
+    from mxr.data.shapesx import DEFAULT_DESIGN, DESIGNS
+
+    parser = sub.add_parser("data", help="generate ShapesX or check a COCO-format dataset")
+    data_sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+
+    gen = data_sub.add_parser(
+        "shapesx", help="generate the ShapesX synthetic dataset (COCO format)"
+    )
+    gen.add_argument("--out", default="data/shapesx", help="output folder (default: data/shapesx)")
+    gen.add_argument("--train", type=int, default=2000, help="training images (default: 2000)")
+    gen.add_argument("--val", type=int, default=300, help="validation images (default: 300)")
+    gen.add_argument("--test", type=int, default=300, help="test images (default: 300)")
+    gen.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    gen.add_argument(
+        "--image-size", type=int, default=128, help="image side in pixels (default: 128)"
+    )
+    gen.add_argument(
+        "--design",
+        default=DEFAULT_DESIGN,
+        choices=sorted(DESIGNS),
+        help=f"design (default: {DEFAULT_DESIGN})",
+    )
+    gen.set_defaults(func=_shapesx)
+
+    check = data_sub.add_parser("check", help="check a COCO annotation file and its images")
+    check.add_argument("annotations", help="COCO instances JSON file")
+    check.add_argument("--images", default=None, help="image folder (omit to check the JSON only)")
+    check.set_defaults(func=_check)
+    return parser

@@ -1,0 +1,477 @@
+"""COCO-format instance segmentation for torchvision's Mask R-CNN, with the Mask^X A/B split.
+
+:class:`CocoInstances` reads an image folder and a COCO annotation file through pycocotools and returns
+torchvision targets. Set A classes carry masks; set B classes carry boxes and labels only, and their
+masks are never decoded (``masks="A"``), unless the oracle asks for every mask (``masks="all"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+
+#: COCO category ids of the 20 PASCAL VOC classes (set A of the paper's ``voc`` split).
+VOC_CAT_IDS: tuple[int, ...] = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    9,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    44,
+    62,
+    63,
+    64,
+    67,
+    72,
+)
+#: Their COCO 2017 names, used to check that a file really uses COCO's ids before splitting by them.
+VOC_CAT_NAMES: dict[int, str] = {
+    1: "person",
+    2: "bicycle",
+    3: "car",
+    4: "motorcycle",
+    5: "airplane",
+    6: "bus",
+    7: "train",
+    9: "boat",
+    16: "bird",
+    17: "cat",
+    18: "dog",
+    19: "horse",
+    20: "sheep",
+    21: "cow",
+    44: "bottle",
+    62: "chair",
+    63: "couch",
+    64: "potted plant",
+    67: "dining table",
+    72: "tv",
+}
+
+REQUIRED_IMAGE_FIELDS = ("id", "file_name")
+REQUIRED_ANN_FIELDS = ("id", "image_id", "category_id", "bbox")
+
+
+def read_coco_json(path: str | Path) -> dict[str, Any]:
+    """Read a COCO annotation file with errors that name it.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not valid JSON, or not a mapping with ``images``/``annotations``/``categories`` lists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: malformed JSON ({e}); expected a COCO annotation file") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(
+                f"{path}: field '{key}' is {type(data.get(key)).__name__ if key in data else 'missing'}; "
+                "expected a list"
+            )
+    return data
+
+
+def _coco_from_dict(data: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+        coco.createIndex()
+    return coco
+
+
+def _read_split_file(path: Path) -> list[Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f'split file {path}: malformed JSON ({e}); expected {{"A": [names], "B": [names]}}'
+        ) from e
+    if not isinstance(data, dict) or not isinstance(data.get("A"), list):
+        raise ValueError(
+            f"split file {path}: expected a JSON object with a list 'A' (and optionally 'B')"
+        )
+    return data["A"], data.get("B")
+
+
+def resolve_split(
+    spec: Any,
+    categories: list[dict[str, Any]],
+    root: str | Path | None = None,
+    *,
+    ann_file: str | Path | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Resolve a split spec into ``(a_cat_ids, b_cat_ids)``, both sorted tuples of COCO category ids.
+
+    Args:
+        spec: ``None`` (every class is in A); ``"voc"`` (A = the 20 VOC classes) or ``"nonvoc"``
+            (the reverse); a path to a JSON file ``{"A": [names or ids], "B": [...]}`` (relative paths
+            are tried as given, then under ``root``); or a list/tuple of category names or ids (set A).
+            B is always the rest of the categories.
+        categories: the ``categories`` list of the annotation file (dicts with ``id`` and ``name``).
+        root: folder for relative split paths.
+        ann_file: named in error messages.
+
+    Raises:
+        ValueError: an unknown category name/id (naming them and the file), a bad spec, or ``voc``/
+            ``nonvoc`` on a file whose ids are not COCO's.
+        FileNotFoundError: a split path that does not exist.
+    """
+    where = f" in {ann_file}" if ann_file else ""
+    all_ids = tuple(sorted(int(c["id"]) for c in categories))
+    by_name = {str(c["name"]): int(c["id"]) for c in categories}
+    id_to_name = {int(c["id"]): str(c["name"]) for c in categories}
+    if spec is None:
+        return all_ids, ()
+    source = "split list"
+    b_items = None
+    if isinstance(spec, str | Path) and str(spec).lower() in ("voc", "nonvoc"):
+        wrong = {
+            i: id_to_name[i]
+            for i in VOC_CAT_IDS
+            if i in id_to_name and id_to_name[i] != VOC_CAT_NAMES[i]
+        }
+        present = [i for i in VOC_CAT_IDS if i in id_to_name]
+        if wrong or not present:
+            detail = (
+                ", ".join(f"id {i} is {n!r} (COCO: {VOC_CAT_NAMES[i]!r})" for i, n in wrong.items())
+                if wrong
+                else "none of the VOC ids is present"
+            )
+            raise ValueError(
+                f"split {str(spec)!r} expects COCO category ids{where}, but {detail}; "
+                "use a split file or a list of names instead"
+            )
+        voc = set(VOC_CAT_IDS)
+        a = tuple(i for i in all_ids if (i in voc) == (str(spec).lower() == "voc"))
+        return a, tuple(i for i in all_ids if i not in a)
+    if isinstance(spec, str | Path):
+        path = Path(spec)
+        candidates = [path] if path.is_absolute() or root is None else [path, Path(root) / path]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            if isinstance(spec, str) and not spec.endswith(".json") and "/" not in spec:
+                raise ValueError(
+                    f"split={spec!r} is not valid; expected 'voc', 'nonvoc', a path to a split JSON file, "
+                    "or a list of category names or ids"
+                )
+            raise FileNotFoundError(
+                f"split file not found: {spec} (tried {', '.join(str(p) for p in candidates)})"
+            )
+        items, b_items = _read_split_file(found)
+        source = f"split file {found}"
+    elif isinstance(spec, Sequence):
+        items = list(spec)
+    else:
+        raise ValueError(
+            f"split={spec!r} is not valid; expected None, 'voc', 'nonvoc', a path or a list of names/ids"
+        )
+
+    def to_ids(values: list[Any]) -> tuple[list[int], list[Any]]:
+        ids, unknown = [], []
+        for v in values:
+            if isinstance(v, bool):
+                unknown.append(v)
+            elif isinstance(v, int):
+                (ids if v in id_to_name else unknown).append(v)
+            elif isinstance(v, str) and v in by_name:
+                ids.append(by_name[v])
+            else:
+                unknown.append(v)
+        return ids, unknown
+
+    a_ids, unknown = to_ids(items)
+    if b_items is not None:
+        b_ids, unknown_b = to_ids(list(b_items))
+        unknown += unknown_b
+    if unknown:
+        raise ValueError(
+            f"{source} names unknown categor{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(map(repr, unknown))}{where}; known: {', '.join(repr(n) for n in by_name)}"
+        )
+    if b_items is not None and set(a_ids) & set(b_ids):
+        both = sorted(id_to_name[i] for i in set(a_ids) & set(b_ids))
+        raise ValueError(f"{source} puts {', '.join(map(repr, both))} in both A and B")
+    a = tuple(sorted(set(a_ids)))
+    return a, tuple(i for i in all_ids if i not in set(a))
+
+
+def _check_fields(data: dict[str, Any], path: Path, need_segmentation: set[int]) -> None:
+    for img in data["images"]:
+        missing = [f for f in REQUIRED_IMAGE_FIELDS if not isinstance(img, dict) or f not in img]
+        if missing:
+            ident = img.get("id", "?") if isinstance(img, dict) else "?"
+            raise ValueError(f"{path}: image id {ident} is missing required field '{missing[0]}'")
+    for cat in data["categories"]:
+        for f in ("id", "name"):
+            if not isinstance(cat, dict) or f not in cat:
+                raise ValueError(f"{path}: a category is missing required field '{f}': {cat!r}")
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            raise ValueError(f"{path}: annotation {ann!r} is not an object")
+        for f in REQUIRED_ANN_FIELDS:
+            if f not in ann:
+                raise ValueError(
+                    f"{path}: annotation id {ann.get('id', '?')} is missing required field '{f}'"
+                )
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
+            raise ValueError(
+                f"{path}: annotation id {ann['id']} field 'bbox' is {bbox!r}; expected [x, y, width, height]"
+            )
+        if (
+            ann["category_id"] in need_segmentation
+            and not ann.get("iscrowd", 0)
+            and "segmentation" not in ann
+        ):
+            raise ValueError(
+                f"{path}: annotation id {ann['id']} is missing required field 'segmentation' "
+                "(its class is in the mask set)"
+            )
+
+
+class CocoInstances(torch.utils.data.Dataset):
+    """A COCO-format dataset returning ``(image, target)`` for torchvision's Mask R-CNN.
+
+    Args:
+        image_dir: folder of the images named by ``file_name``.
+        ann_file: COCO instances JSON.
+        split: set A (see :func:`resolve_split`); ``None`` puts every class in A.
+        masks: ``"A"`` decodes masks of A-class instances only (B masks are never decoded);
+            ``"all"`` decodes every mask (the oracle).
+        train: apply augmentation (horizontal flip with ``flip_prob``).
+        flip_prob: probability of a horizontal flip when ``train``; the decision is a pure function of
+            ``(seed, epoch, index)``, so it is deterministic, resumable and the same on every process.
+        seed: seed of the flip decisions.
+        skip_empty: drop images with no usable annotation (for training); keep them for evaluation.
+        root: folder for a relative split path (tried after the path as given and the annotation file's
+            folder and its parent).
+
+    ``image`` is float32 ``(3, H, W)`` in [0, 1]; ``target`` holds ``boxes`` float32 ``(N, 4)`` XYXY
+    pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` for the M instances whose
+    label is in :attr:`mask_labels` (in instance order), ``has_mask`` bool ``(N,)`` marking them,
+    ``image_id`` int64 scalar (the COCO image id) and ``area`` float32 ``(N,)``.
+    Crowd annotations are left out of the targets; boxes of zero width or height are dropped and counted
+    in :attr:`num_dropped_boxes`.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        ann_file: str | Path,
+        *,
+        split: Any = None,
+        masks: str = "A",
+        train: bool = False,
+        flip_prob: float = 0.0,
+        seed: int = 0,
+        skip_empty: bool = False,
+        root: str | Path | None = None,
+    ) -> None:
+        if masks not in ("A", "all"):
+            raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
+        if not 0.0 <= float(flip_prob) <= 1.0:
+            raise ValueError(f"flip_prob={flip_prob!r} is not valid; expected a number in [0, 1]")
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        data = read_coco_json(self.ann_file)
+        categories = sorted(
+            data["categories"],
+            key=lambda c: int(c["id"]) if isinstance(c, dict) and "id" in c else -1,
+        )
+        for cat in categories:
+            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+                raise ValueError(
+                    f"{self.ann_file}: a category is missing required field 'id' or 'name': {cat!r}"
+                )
+
+        split_root = root
+        if isinstance(split, str | Path) and str(split).lower() not in ("voc", "nonvoc"):
+            p = Path(split)
+            if not p.is_absolute() and not p.is_file():
+                for base in ([Path(root)] if root else []) + [
+                    self.ann_file.parent,
+                    self.ann_file.parent.parent,
+                ]:
+                    if (base / p).is_file():
+                        split_root = base
+                        break
+        self.a_cat_ids, self.b_cat_ids = resolve_split(
+            split, categories, split_root, ann_file=self.ann_file
+        )
+
+        self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in categories]
+        self.label_to_cat_id: dict[int, int] = {
+            i + 1: int(c["id"]) for i, c in enumerate(categories)
+        }
+        self.cat_id_to_label: dict[int, int] = {v: k for k, v in self.label_to_cat_id.items()}
+        self.num_classes: int = len(categories) + 1
+        self.a_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.a_cat_ids)
+        self.b_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.b_cat_ids)
+        self.masks = masks
+        self.mask_labels: tuple[int, ...] = (
+            self.a_labels if masks == "A" else tuple(range(1, self.num_classes))
+        )
+        mask_cat_ids = {self.label_to_cat_id[label] for label in self.mask_labels}
+        _check_fields(data, self.ann_file, mask_cat_ids)
+
+        self.coco = _coco_from_dict(data)
+        self.train = train
+        self.flip_prob = float(flip_prob)
+        self.seed = seed
+        self.epoch = 0
+
+        # Usable annotations per image, decided once: known category, not crowd, positive size.
+        self.num_dropped_boxes = 0
+        self.num_crowd = 0
+        self._anns: dict[int, list[dict[str, Any]]] = {}
+        image_ids = sorted(self.coco.imgs)
+        for image_id in image_ids:
+            kept = []
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                if ann["category_id"] not in self.cat_id_to_label:
+                    raise ValueError(
+                        f"{self.ann_file}: annotation id {ann['id']} has category_id={ann['category_id']!r}; "
+                        f"expected one of the file's category ids {sorted(self.cat_id_to_label)}"
+                    )
+                if ann.get("iscrowd", 0):
+                    self.num_crowd += 1
+                    continue
+                _, _, w, h = (float(v) for v in ann["bbox"])
+                if w <= 0 or h <= 0:
+                    self.num_dropped_boxes += 1
+                    continue
+                kept.append(ann)
+            self._anns[image_id] = kept
+        for ann in self.coco.anns.values():
+            if ann["image_id"] not in self.coco.imgs:
+                raise ValueError(
+                    f"{self.ann_file}: annotation id {ann['id']} has image_id={ann['image_id']!r}, "
+                    "which is not in 'images'"
+                )
+        self.image_ids: list[int] = [i for i in image_ids if self._anns[i] or not skip_empty]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that (with ``seed`` and the index) decides each image's flip."""
+        self.epoch = int(epoch)
+
+    def flips(self, index: int) -> bool:
+        """Whether item ``index`` is flipped in the current epoch (a pure function of seed, epoch, index)."""
+        if not self.train or self.flip_prob <= 0.0:
+            return False
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+        return bool(rng.random() < self.flip_prob)
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """The RGB image of ``image_id`` as uint8 ``(H, W, 3)``, with errors naming file and image id."""
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / str(info["file_name"])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"image file not found: {path} (image id {image_id} in {self.ann_file})"
+            )
+        try:
+            with Image.open(path) as im:
+                return np.array(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(
+                f"{path} (image id {image_id} in {self.ann_file}) is not a readable image: {e}"
+            ) from e
+
+    def _decode(self, ann: dict[str, Any], h: int, w: int) -> np.ndarray:
+        seg = ann["segmentation"]
+        where = f"{self.ann_file}: annotation id {ann['id']} (image id {ann['image_id']})"
+        try:
+            if isinstance(seg, list):
+                rles = mask_utils.frPyObjects(seg, h, w)
+                rle = mask_utils.merge(rles)
+            elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
+                if list(seg["size"]) != [h, w]:
+                    raise ValueError(
+                        f"RLE size {seg['size']} does not match the image size [{h}, {w}]"
+                    )
+                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
+            else:
+                raise ValueError("expected a list of polygons or an RLE {'size', 'counts'}")
+            return mask_utils.decode(rle)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{where}: field 'segmentation' could not be decoded: {e}") from e
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_id = self.image_ids[index]
+        pixels = self.load_image(image_id)
+        h, w = pixels.shape[:2]
+        anns = self._anns[image_id]
+        boxes = np.zeros((len(anns), 4), dtype=np.float32)
+        labels = np.zeros(len(anns), dtype=np.int64)
+        area = np.zeros(len(anns), dtype=np.float32)
+        has_mask = np.zeros(len(anns), dtype=bool)
+        masks = []
+        mask_labels = set(self.mask_labels)
+        for i, ann in enumerate(anns):
+            x, y, bw, bh = (float(v) for v in ann["bbox"])
+            boxes[i] = (x, y, x + bw, y + bh)
+            labels[i] = self.cat_id_to_label[ann["category_id"]]
+            area[i] = float(ann.get("area", bw * bh))
+            if labels[i] in mask_labels:
+                has_mask[i] = True
+                masks.append(self._decode(ann, h, w))
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        mask_arr = np.stack(masks) if masks else np.zeros((0, h, w), dtype=np.uint8)
+        if self.flips(index):
+            pixels = pixels[:, ::-1]
+            mask_arr = mask_arr[:, :, ::-1]
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+        image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div_(255.0)
+        target = {
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "masks": torch.from_numpy(np.ascontiguousarray(mask_arr, dtype=np.uint8)),
+            "has_mask": torch.from_numpy(has_mask),
+            "image_id": torch.tensor(image_id, dtype=torch.int64),
+            "area": torch.from_numpy(area),
+        }
+        return image, target
+
+    def __repr__(self) -> str:
+        return (
+            f"CocoInstances({len(self)} images, {self.num_classes - 1} classes: {len(self.a_labels)} A / "
+            f"{len(self.b_labels)} B, masks={self.masks!r}, ann_file={str(self.ann_file)!r})"
+        )
+
+
+def collate_fn(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list, list]:
+    """Collate ``(image, target)`` pairs into ``(list of images, list of targets)`` (sizes may differ)."""
+    images, targets = [], []
+    for image, target in batch:
+        images.append(image)
+        targets.append(target)
+    return images, targets

@@ -1,0 +1,596 @@
+"""ShapesX: a seeded synthetic instance-segmentation dataset that poses the Mask^X R-CNN question.
+
+Every object is a *head* (a convex shape whose outline names the object's **family**) joined to a
+*tail* (the part whose geometry names the **member** of the family). Classes are ``family-member``
+(6 families x 5 members = 30 classes, e.g. ``fork-3``). In the default design (``"hidden-tail"``)
+a dark slab always hides the tail, masks and boxes are **amodal** (the whole shape), paint is sparse
+and its colour is random per object (colour is never tied to class). The member is signalled only by
+a visible cue, ``k`` dots on the head (``k`` = member index), and by how far the amodal box reaches
+under the slab (the tail length grows with ``k``; the slab length does not). So the hidden mask of a
+set-B class is taught by its box labels (through the detector's weights), not by its pixels.
+
+Files written by :func:`generate_shapesx` (COCO format, read back through pycocotools)::
+
+    out_dir/train/000001.png ...            RGB PNG, image_size x image_size
+    out_dir/{val,test}/...
+    out_dir/annotations/instances_{train,val,test}.json   masks as compressed RLE (counts: str)
+    out_dir/annotations/split.json          {"A": [names], "B": [names]}
+    out_dir/manifest.json                   seed, design, parameters, version, counts
+
+Same seed and parameters give byte-identical files: each image draws from its own generator seeded by
+``(seed, split, index)``, so the output does not depend on order or on other splits' sizes.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+SHAPESX_VERSION = 1
+
+#: The six shape families, in category-id order: (family, head shape, tail shape).
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("fork", "disc"),
+    ("taper", "square"),
+    ("ring", "triangle"),
+    ("notch", "hexagon"),
+    ("bulb", "diamond"),
+    ("tee", "pentagon"),
+)
+#: Members per family (``k`` = 1..MEMBERS; the cue shows ``k`` dots).
+MEMBERS = 5
+#: The member of each family held out as set B (in-between members, so each B tail lies between
+#: two A tails of the same family and every member index also occurs in A for other families).
+B_MEMBERS: tuple[int, ...] = (2, 3, 4, 2, 3, 4)
+
+SPLITS = ("train", "val", "test")
+
+#: Named designs; explicit keyword parameters override them. ``hidden-tail`` is the default.
+DESIGNS: dict[str, dict[str, Any]] = {
+    # The slab always covers the tail (the member-specific part) and a little of the head; the member
+    # is visible only through the dots cue and the amodal box extent.
+    "hidden-tail": {
+        "slab": "tail",
+        "cue_dots": True,
+        "paint_density": (0.3, 0.6),
+        "p_unoccluded": 0.0,
+    },
+    # Trial-2-like control: a slab on a random side hides 30-55 % of the object's box, no cue,
+    # sparser paint, 20 % of objects unoccluded (the tail is then visible in the pixels).
+    "random-slab": {
+        "slab": "random",
+        "cue_dots": False,
+        "paint_density": (0.15, 0.35),
+        "p_unoccluded": 0.2,
+    },
+    # No occluder: only sparse paint (the shape is visible; masks are easy to recover from pixels).
+    "sparse": {
+        "slab": "none",
+        "cue_dots": False,
+        "paint_density": (0.15, 0.35),
+        "p_unoccluded": 1.0,
+    },
+}
+DEFAULT_DESIGN = "hidden-tail"
+
+#: Parameters shared by every design (all overridable through ``**design_params``).
+COMMON_PARAMS: dict[str, Any] = {
+    "objects_per_image": (2, 4),  # inclusive range of objects attempted per image
+    "radius": (
+        9.0,
+        15.0,
+    ),  # head radius in pixels at 128 px (scaled with image_size); objects are ~3.8 r long
+    "clutter": (3, 6),  # inclusive range of clutter blobs (same palette as objects)
+    "distractor_slabs": (0, 2),  # inclusive range of object-free dark slabs
+    "random_slab_fraction": (0.3, 0.55),  # random-slab design: fraction of the box hidden
+    "noise_std": 8.0,  # per-pixel Gaussian noise of the background
+}
+
+
+def class_names() -> list[str]:
+    """The 30 ShapesX class names in category-id order (id = position + 1), e.g. ``"fork-1"``."""
+    return [f"{family}-{k}" for family, _ in FAMILIES for k in range(1, MEMBERS + 1)]
+
+
+def default_split() -> dict[str, list[str]]:
+    """The shipped A/B split: ``{"A": [24 names], "B": [6 names]}`` (one in-between member per family)."""
+    b = [f"{family}-{k}" for (family, _), k in zip(FAMILIES, B_MEMBERS, strict=True)]
+    return {"A": [n for n in class_names() if n not in b], "B": b}
+
+
+def resolve_design(design: str = DEFAULT_DESIGN, **design_params: Any) -> dict[str, Any]:
+    """The full parameter dict for ``design`` with ``design_params`` overriding it.
+
+    Raises:
+        ValueError: unknown design name or parameter (naming the valid options).
+    """
+    if design not in DESIGNS:
+        raise ValueError(
+            f"ShapesX design={design!r} is not valid; expected one of {', '.join(map(repr, DESIGNS))}"
+        )
+    params: dict[str, Any] = {**COMMON_PARAMS, **DESIGNS[design]}
+    unknown = sorted(set(design_params) - set(params))
+    if unknown:
+        raise ValueError(
+            f"unknown ShapesX parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(params))}"
+        )
+    params.update(design_params)
+    if params["slab"] not in ("tail", "random", "none"):
+        raise ValueError(
+            f"ShapesX slab={params['slab']!r} is not valid; expected 'tail', 'random' or 'none'"
+        )
+    for key, value in params.items():
+        if isinstance(value, list):
+            params[key] = tuple(value)
+    return params
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry, in a canonical frame: head centred at the origin, tail pointing to +x, units of pixels.
+# Every shape is symmetric about the x axis, so horizontal-flip augmentation never turns one member
+# into another.
+# --------------------------------------------------------------------------------------------------
+
+TAIL_START = 0.6  # tail starts at x = 0.6 r (inside the head, so the two parts join)
+
+
+def tail_length(k: int, r: float) -> float:
+    """Tail length of member ``k`` (1..5) for head radius ``r``: 1.2 r ... 2.0 r."""
+    return r * (1.2 + 0.2 * (k - 1))
+
+
+def _regular_polygon(n: int, r: float, start_deg: float) -> list[tuple[float, float]]:
+    return [
+        (
+            r * math.cos(math.radians(start_deg + 360.0 * i / n)),
+            r * math.sin(math.radians(start_deg + 360.0 * i / n)),
+        )
+        for i in range(n)
+    ]
+
+
+def _draw_head(draw: ImageDraw.ImageDraw, shape: str, r: float, to_px: Callable) -> None:
+    if shape == "disc":
+        (x0, y0), (x1, y1) = to_px(-r, -r), to_px(r, r)
+        draw.ellipse([x0, y0, x1, y1], fill=1)
+        return
+    polys = {
+        "square": _regular_polygon(4, r * 1.2, 45.0),
+        "triangle": _regular_polygon(3, r * 1.15, 180.0),
+        "hexagon": _regular_polygon(6, r, 0.0),
+        "diamond": _regular_polygon(4, r * 1.1, 0.0),
+        "pentagon": _regular_polygon(5, r * 1.05, 180.0),
+    }
+    draw.polygon([to_px(x, y) for x, y in polys[shape]], fill=1)
+
+
+def _draw_tail(draw: ImageDraw.ImageDraw, family: str, k: int, r: float, to_px: Callable) -> None:
+    """Draw member ``k`` of ``family``'s tail (value 1) on ``draw``; ``to_px`` maps frame -> pixels."""
+    x0 = TAIL_START * r
+    length = tail_length(k, r)
+    x1 = x0 + length
+
+    def rect(ax: float, ay: float, bx: float, by: float, fill: int = 1) -> None:
+        (px0, py0), (px1, py1) = to_px(ax, ay), to_px(bx, by)
+        draw.rectangle([px0, py0, px1, py1], fill=fill)
+
+    def ellipse(cx: float, cy: float, rad: float, fill: int = 1) -> None:
+        (px0, py0), (px1, py1) = to_px(cx - rad, cy - rad), to_px(cx + rad, cy + rad)
+        draw.ellipse([px0, py0, px1, py1], fill=fill)
+
+    if family == "fork":  # k prongs of equal width and gap
+        h = 0.9 * r
+        base = x0 + 0.3 * length
+        rect(x0, -h, base, h)
+        w = 2 * h / (2 * k - 1)
+        for j in range(k):
+            y = -h + 2 * w * j
+            rect(base, y, x1, y + w)
+    elif family == "taper":  # far-end half-width grows with k: a spike (k=1) ... a fan (k=5)
+        hw = r * (0.1 + 0.225 * (k - 1))
+        draw.polygon(
+            [to_px(x0, -0.6 * r), to_px(x1, -hw), to_px(x1, hw), to_px(x0, 0.6 * r)], fill=1
+        )
+    elif family == "ring":  # an annulus; the hole grows with k
+        rad = length / 2
+        ellipse(x0 + rad, 0.0, rad)
+        ellipse(x0 + rad, 0.0, rad * (0.15 + 0.17 * (k - 1)), fill=0)
+    elif family == "notch":  # a block with a V notch cut from its end; deeper with k
+        h = 0.8 * r
+        rect(x0, -h, x1, h)
+        depth = length * (0.15 + 0.175 * (k - 1))
+        draw.polygon(
+            [to_px(x1 + 1, -0.55 * r), to_px(x1 - depth, 0.0), to_px(x1 + 1, 0.55 * r)], fill=0
+        )
+    elif family == "bulb":  # a stem ending in a disc whose radius grows with k
+        b = r * (0.3 + 0.15 * (k - 1))
+        rect(x0, -0.25 * r, x1 - b, 0.25 * r)
+        ellipse(x1 - b, 0.0, b)
+    elif family == "tee":  # a stem with a crossbar that moves out with k
+        rect(x0, -0.25 * r, x1, 0.25 * r)
+        xc = min(x0 + length * (0.2 + 0.2 * (k - 1)), x1 - 0.15 * r)
+        rect(xc - 0.15 * r, -0.95 * r, xc + 0.15 * r, 0.95 * r)
+    else:  # pragma: no cover - FAMILIES is fixed
+        raise ValueError(f"unknown family {family!r}")
+
+
+def _draw_dots(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> None:
+    rad = max(1.0, 0.13 * r)
+    ys = [0.0] if k == 1 else list(np.linspace(-0.55 * r, 0.55 * r, k))
+    for y in ys:
+        (px0, py0), (px1, py1) = to_px(0.15 * r - rad, y - rad), to_px(0.15 * r + rad, y + rad)
+        draw.ellipse([px0, py0, px1, py1], fill=1)
+
+
+def _render_object(
+    family_index: int,
+    k: int,
+    r: float,
+    rotation: int,
+    slab_mode: str,
+    rng: np.random.Generator,
+    params: dict,
+) -> dict[str, np.ndarray]:
+    """Masks of one object on a local canvas, rotated by ``rotation`` x 90 degrees.
+
+    Returns: dict of bool arrays (h, w): ``amodal`` (the whole shape), ``slab`` (the occluder, may be
+    empty), ``dots`` (the cue; empty when disabled).
+    """
+    family, head = FAMILIES[family_index]
+    pad = 2.0
+    xmin, xmax, ymax = (
+        -1.25 * r - pad,
+        TAIL_START * r + tail_length(MEMBERS, r) + 0.7 * r + pad,
+        1.5 * r + pad,
+    )
+    w, h = int(math.ceil(xmax - xmin)), int(math.ceil(2 * ymax))
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (x - xmin, y + ymax)
+
+    head_img = Image.new("L", (w, h), 0)
+    _draw_head(ImageDraw.Draw(head_img), head, r, to_px)
+    tail_img = Image.new("L", (w, h), 0)
+    _draw_tail(ImageDraw.Draw(tail_img), family, k, r, to_px)
+    amodal = (np.asarray(head_img) > 0) | (np.asarray(tail_img) > 0)
+
+    dots = np.zeros_like(amodal)
+    if params["cue_dots"]:
+        dots_img = Image.new("L", (w, h), 0)
+        _draw_dots(ImageDraw.Draw(dots_img), k, r, to_px)
+        dots = (np.asarray(dots_img) > 0) & amodal
+
+    slab = np.zeros_like(amodal)
+    occlude = rng.random() >= params["p_unoccluded"]
+    if occlude and slab_mode == "tail":
+        d, e, m = rng.uniform(0.0, 0.25) * r, rng.uniform(0.1, 0.6) * r, rng.uniform(0.1, 0.4) * r
+        sx0, sx1 = (
+            TAIL_START * r - d,
+            TAIL_START * r + tail_length(MEMBERS, r) + e,
+        )  # independent of k
+        (px0, py0), (px1, py1) = to_px(sx0, -1.05 * r - m), to_px(sx1, 1.05 * r + m)
+        slab[int(round(py0)) : int(round(py1)) + 1, int(round(px0)) : int(round(px1)) + 1] = True
+    elif occlude and slab_mode == "random":
+        ys, xs = np.nonzero(amodal)
+        by0, by1, bx0, bx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        lo, hi = params["random_slab_fraction"]
+        f = rng.uniform(lo, hi)
+        side = int(rng.integers(4))
+        m = int(rng.integers(1, 4))
+        if side == 0:  # right
+            slab[max(by0 - m, 0) : by1 + m, bx1 - int(round(f * (bx1 - bx0))) : bx1 + m] = True
+        elif side == 1:  # left
+            slab[max(by0 - m, 0) : by1 + m, max(bx0 - m, 0) : bx0 + int(round(f * (bx1 - bx0)))] = (
+                True
+            )
+        elif side == 2:  # bottom
+            slab[by1 - int(round(f * (by1 - by0))) : by1 + m, max(bx0 - m, 0) : bx1 + m] = True
+        else:  # top
+            slab[max(by0 - m, 0) : by0 + int(round(f * (by1 - by0))), max(bx0 - m, 0) : bx1 + m] = (
+                True
+            )
+
+    return {
+        "amodal": np.rot90(amodal, rotation),
+        "slab": np.rot90(slab, rotation),
+        "dots": np.rot90(dots, rotation),
+    }
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
+    return np.array(rgb) * 255.0
+
+
+def _paint(
+    canvas: np.ndarray,
+    region: np.ndarray,
+    colour: np.ndarray,
+    density: float,
+    rng: np.random.Generator,
+) -> None:
+    """Speckle ``colour`` onto ``canvas`` (h, w, 3 float) at a random ``density`` of ``region`` (h, w)."""
+    speckle = region & (rng.random(region.shape) < density)
+    n = int(speckle.sum())
+    if n:
+        canvas[speckle] = np.clip(colour + rng.normal(0.0, 18.0, (n, 3)), 0, 255)
+
+
+def _slab_fill(canvas: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> None:
+    n = int(region.sum())
+    if n:
+        canvas[region] = np.clip(rng.uniform(15, 45) + rng.normal(0.0, 5.0, (n, 1)), 0, 255)
+
+
+def _background(size: int, rng: np.random.Generator, noise_std: float) -> np.ndarray:
+    base = rng.uniform(70, 150) + rng.uniform(-15, 15, 3)
+    low = rng.normal(0.0, 25.0, (6, 6, 3))
+    low_img = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(low[..., c].astype(np.float32), mode="F").resize(
+                    (size, size), Image.BILINEAR
+                )
+            )
+            for c in range(3)
+        ],
+        axis=-1,
+    )
+    return base + low_img + rng.normal(0.0, noise_std, (size, size, 3))
+
+
+def _overlaps(
+    box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]], gap: int = 2
+) -> bool:
+    x0, y0, x1, y1 = box
+    return any(
+        x0 < b[2] + gap and b[0] < x1 + gap and y0 < b[3] + gap and b[1] < y1 + gap for b in boxes
+    )
+
+
+def render_image(
+    rng: np.random.Generator, image_size: int, params: dict[str, Any]
+) -> tuple[np.ndarray, list[dict]]:
+    """Draw one ShapesX image.
+
+    Returns:
+        image: uint8 (image_size, image_size, 3).
+        objects: list of dicts with ``category_id`` (1..30), ``mask`` bool (H, W) amodal, ``visible``
+        (fraction of the mask not under a slab).
+    """
+    size = image_size
+    scale = size / 128.0  # sizes are given for 128-px images
+    canvas = _background(size, rng, params["noise_std"])
+    lo, hi = params["clutter"]
+    for _ in range(int(rng.integers(lo, hi + 1))):  # clutter first: objects and slabs draw over it
+        rad = rng.uniform(2.0, 7.0) * scale
+        cx, cy = rng.uniform(0, size, 2)
+        yy, xx = np.ogrid[:size, :size]
+        if rng.random() < 0.5:
+            blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= rad**2
+        else:
+            blob = (np.abs(xx - cx) <= rad) & (np.abs(yy - cy) <= rng.uniform(1.0, 6.0))
+        _paint(canvas, blob, _random_colour(rng), rng.uniform(0.15, 0.5), rng)
+
+    footprints: list[tuple[int, int, int, int]] = []
+    objects: list[dict] = []
+    slabs = np.zeros((size, size), dtype=bool)
+    lo, hi = params["objects_per_image"]
+    n_classes = len(FAMILIES) * MEMBERS
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        cat = int(rng.integers(n_classes))
+        family_index, k = divmod(cat, MEMBERS)
+        k += 1
+        r = rng.uniform(*params["radius"]) * scale
+        rotation = int(rng.integers(4))
+        parts = _render_object(family_index, k, r, rotation, params["slab"], rng, params)
+        ys, xs = np.nonzero(parts["amodal"] | parts["slab"])
+        fy0, fy1, fx0, fx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        if fx1 - fx0 > size or fy1 - fy0 > size:
+            continue
+        for _try in range(30):
+            ox = int(rng.integers(0, size - (fx1 - fx0) + 1)) - fx0
+            oy = int(rng.integers(0, size - (fy1 - fy0) + 1)) - fy0
+            box = (fx0 + ox, fy0 + oy, fx1 + ox, fy1 + oy)
+            if not _overlaps(box, footprints):
+                break
+        else:
+            continue
+        footprints.append(box)
+        ph, pw = parts["amodal"].shape
+        full = {}
+        for name, local in parts.items():
+            arr = np.zeros(
+                (size + 2 * ph, size + 2 * pw), dtype=bool
+            )  # padded so slabs may cross edges
+            arr[oy + ph : oy + 2 * ph, ox + pw : ox + 2 * pw] = local
+            full[name] = arr[ph : ph + size, pw : pw + size]
+        colour = _random_colour(rng)
+        visible = full["amodal"] & ~full["slab"]
+        _paint(canvas, visible & ~full["dots"], colour, rng.uniform(*params["paint_density"]), rng)
+        if full["dots"].any():  # the cue: solid dots in the complementary colour
+            canvas[full["dots"] & visible] = 255.0 - colour
+        slabs |= full["slab"]
+        area = int(full["amodal"].sum())
+        objects.append(
+            {
+                "category_id": cat + 1,
+                "mask": full["amodal"],
+                "visible": float((visible.sum()) / max(area, 1)),
+            }
+        )
+
+    lo, hi = params["distractor_slabs"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        sw, sh = (int(v) for v in rng.integers(int(8 * scale), int(30 * scale), 2))
+        x0, y0 = int(rng.integers(0, size - sw)), int(rng.integers(0, size - sh))
+        if not _overlaps((x0, y0, x0 + sw, y0 + sh), footprints):
+            slabs[y0 : y0 + sh, x0 : x0 + sw] = True
+            footprints.append((x0, y0, x0 + sw, y0 + sh))
+    _slab_fill(canvas, slabs, rng)
+    return np.clip(canvas, 0, 255).astype(np.uint8), objects
+
+
+def _encode(mask: np.ndarray) -> dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _categories() -> list[dict[str, Any]]:
+    b = set(default_split()["B"])
+    return [
+        {
+            "id": i + 1,
+            "name": name,
+            "supercategory": name.rsplit("-", 1)[0],
+            "member": int(name.rsplit("-", 1)[1]),
+            "set": "B" if name in b else "A",
+        }
+        for i, name in enumerate(class_names())
+    ]
+
+
+def _dump_json(obj: Any, path: Path) -> None:
+    path.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+
+
+def generate_shapesx(
+    out_dir: str | Path,
+    *,
+    train: int = 2000,
+    val: int = 300,
+    test: int = 300,
+    seed: int = 0,
+    image_size: int = 128,
+    design: str = DEFAULT_DESIGN,
+    progress: bool = True,
+    **design_params: Any,
+) -> Path:
+    """Generate ShapesX under ``out_dir`` (see the module docstring for the layout); returns ``out_dir``.
+
+    Args:
+        out_dir: folder to write (created; existing ShapesX PNGs in its split folders are replaced).
+        train, val, test: number of images per split.
+        seed: the generator seed; the same seed and parameters give byte-identical files.
+        image_size: side of the square images, in pixels.
+        design: a name in :data:`DESIGNS`; ``design_params`` override its parameters (see
+            :data:`COMMON_PARAMS` and :data:`DESIGNS` for the names).
+        progress: show a tqdm bar and print the rate (images/s) at the end.
+    """
+    params = resolve_design(design, **design_params)
+    counts_req = {"train": train, "val": val, "test": test}
+    for name, n in counts_req.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"ShapesX {name}={n!r} is not valid; expected a non-negative integer")
+    if image_size < 64:
+        raise ValueError(f"ShapesX image_size={image_size!r} is not valid; expected >= 64")
+    out = Path(out_dir)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    categories = _categories()
+    total = sum(counts_req.values())
+    bar = tqdm(total=total, desc="ShapesX", unit="img", disable=not progress)
+    start = time.perf_counter()
+    counts: dict[str, dict[str, int]] = {}
+    for split_index, split in enumerate(SPLITS):
+        split_dir = out / split
+        split_dir.mkdir(exist_ok=True)
+        for stale in split_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            stale.unlink()
+        images, annotations = [], []
+        for index in range(counts_req[split]):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+            pixels, objects = render_image(rng, image_size, params)
+            image_id = index + 1
+            file_name = f"{image_id:06d}.png"
+            Image.fromarray(pixels).save(split_dir / file_name, compress_level=1)
+            images.append(
+                {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
+            )
+            for obj in objects:
+                ys, xs = np.nonzero(obj["mask"])
+                x0, y0 = int(xs.min()), int(ys.min())
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": obj["category_id"],
+                        "segmentation": _encode(obj["mask"]),
+                        "area": int(obj["mask"].sum()),
+                        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+                        "iscrowd": 0,
+                        "visible_fraction": round(obj["visible"], 4),
+                    }
+                )
+            bar.update(1)
+        coco = {
+            "info": {"description": f"ShapesX {split}", "version": SHAPESX_VERSION, "seed": seed},
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
+        _dump_json(coco, out / "annotations" / f"instances_{split}.json")
+        counts[split] = {"images": len(images), "annotations": len(annotations)}
+    bar.close()
+    elapsed = time.perf_counter() - start
+    _dump_json(default_split(), out / "annotations" / "split.json")
+    manifest = {
+        "generator": "mxr.data.shapesx",
+        "version": SHAPESX_VERSION,
+        "seed": seed,
+        "image_size": image_size,
+        "design": design,
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())},
+        "counts": counts,
+        "classes": class_names(),
+        "split": default_split(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if progress:
+        print(
+            f"ShapesX: {total} images in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f} images/s) -> {out}"
+        )
+    return out
+
+
+def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:
+    """Generate ShapesX into ``root`` unless ``root/manifest.json`` exists; returns ``root``.
+
+    ``kwargs`` go to :func:`generate_shapesx` (they are ignored when the data already exists).
+    """
+    root = Path(root)
+    if not (root / "manifest.json").is_file():
+        generate_shapesx(root, **kwargs)
+    return root
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a generated ShapesX folder."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ShapesX manifest not found: {path} (generate with `python -m mxr data shapesx`)"
+        )
+    return json.loads(path.read_text())
+
+
+__all__: Sequence[str] = (
+    "DESIGNS",
+    "DEFAULT_DESIGN",
+    "FAMILIES",
+    "class_names",
+    "default_split",
+    "ensure_shapesx",
+    "generate_shapesx",
+    "render_image",
+    "resolve_design",
+)
