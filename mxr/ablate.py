@@ -1,0 +1,335 @@
+"""Ablations: train every variant of a preset for several seeds at one budget, and tabulate.
+
+``python -m mxr ablate --preset shapesx --seeds 3`` trains each row of the preset (one config file
+per row under ``configs/<preset>/``, all with the same data and training sections) for seeds
+``0..seeds-1`` (``train.seed`` and ``model.init_seed``), evaluates on the chosen split, and writes
+into ``--out``:
+
+* ``results.json`` — ``{"rows": {name: {"A": {"segm": {"AP": mean, "AP_std": std, ...},
+  "bbox": {...}, "mask_iou": {...}}, "B": {...}, "all": {...}}}, "wall_s": {name: seconds},
+  "meta": {...}}`` (metrics in 0–100; ``std`` over seeds, 0 for one seed);
+* ``results.md`` — a markdown table (mean ± std), with the wall time of each row;
+* ``results.png`` — mask AP on A and on B per variant, mean ± std error bars;
+* ``<row>/seed<k>/`` — each run's ``train`` output plus ``result.json``; a finished run is reused,
+  an interrupted one resumed, so the command can be re-run after a stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mxr.config import load_config
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "shapesx": (
+        "agnostic",
+        "agnostic_mlp",
+        "agnostic_deep",
+        "transfer_cls",
+        "transfer_box",
+        "transfer_clsbox",
+        "transfer_clsbox_1layer",
+        "transfer_clsbox_relu",
+        "transfer_mlp",
+        "transfer_mlp_nostopgrad",
+        "oracle",
+    ),
+}
+"""Rows of each preset, in table order; row ``name`` is ``configs/<preset>/<name>.yaml``."""
+
+SETS = ("A", "B", "all")
+
+
+def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
+    """The folder holding a preset's configs: ``config_dir``, ``./configs/<preset>`` or the repo's."""
+    if config_dir is not None:
+        d = Path(config_dir)
+        if not d.is_dir():
+            raise FileNotFoundError(f"config folder not found: {d}")
+        return d
+    import mxr
+
+    candidates = [
+        Path("configs") / preset,
+        Path(mxr.__file__).resolve().parents[1] / "configs" / preset,
+    ]
+    for d in candidates:
+        if d.is_dir():
+            return d
+    raise FileNotFoundError(
+        f"no config folder for preset {preset!r}; looked in {', '.join(map(str, candidates))}"
+    )
+
+
+def preset_configs(
+    preset: str, rows: Sequence[str] | None = None, config_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """Row name -> config file of a preset (optionally only ``rows``), checked to exist."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}")
+    names = list(PRESETS[preset]) if not rows else list(rows)
+    unknown = [r for r in names if r not in PRESETS[preset]]
+    if unknown:
+        raise ValueError(
+            f"row(s) {', '.join(unknown)} not in preset {preset!r}; valid: {', '.join(PRESETS[preset])}"
+        )
+    d = config_dir_for(preset, config_dir)
+    out = {name: d / f"{name}.yaml" for name in names}
+    missing = [str(p) for p in out.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"config file(s) not found: {', '.join(missing)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# aggregation
+# --------------------------------------------------------------------------------------------------
+def aggregate(evals: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of evaluation dicts: ``{set: {task: {"AP": m, "AP_std": s, ...}}}``.
+
+    ``None`` values (no ground truth) are skipped; a metric that is ``None`` in every seed stays
+    ``None``. The std is the sample std (``ddof=1``) for two or more seeds, 0 for one.
+    """
+    out: dict[str, Any] = {}
+    if not evals:
+        return out
+    for s in evals[0]:
+        out[s] = {}
+        for task in evals[0][s]:
+            out[s][task] = {}
+            for metric in evals[0][s][task]:
+                vals = [e[s][task][metric] for e in evals if e[s][task][metric] is not None]
+                if not vals:
+                    mean = std = None
+                else:
+                    mean = round(float(np.mean(vals)), 3)
+                    std = round(float(np.std(vals, ddof=1)), 3) if len(vals) > 1 else 0.0
+                out[s][task][metric] = mean
+                out[s][task][f"{metric}_std"] = std
+    return out
+
+
+def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
+    try:
+        m, sd = d[s][task][metric], d[s][task][f"{metric}_std"]
+    except KeyError:
+        return "—"
+    if m is None:
+        return "—"
+    return f"{m:.1f} ± {sd:.1f}"
+
+
+def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None) -> str:
+    """The ablation table: box AP and mask AP / AP50 / AP75 on A and B, mask IoU on B given true
+    boxes, and wall time, each ``mean ± std`` over seeds."""
+    cols = [
+        ("box AP A", "A", "bbox", "AP"),
+        ("box AP B", "B", "bbox", "AP"),
+        ("mask AP A", "A", "segm", "AP"),
+        ("mask AP50 A", "A", "segm", "AP50"),
+        ("mask AP75 A", "A", "segm", "AP75"),
+        ("mask AP B", "B", "segm", "AP"),
+        ("mask AP50 B", "B", "segm", "AP50"),
+        ("mask AP75 B", "B", "segm", "AP75"),
+        ("mIoU B (gt boxes)", "B", "mask_iou", "mIoU"),
+    ]
+    header = ["variant", *(c[0] for c in cols)] + (["wall (s)"] if wall_s else [])
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for name, agg in rows.items():
+        cells = [name, *(_pm(agg, s, t, m) for _, s, t, m in cols)]
+        if wall_s:
+            cells.append(f"{wall_s.get(name, float('nan')):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
+    """Save a bar chart of mask ``metric`` on A and on B per variant (mean ± std error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
+    for k, (s, color) in enumerate((("A", "#4c72b0"), ("B", "#dd8452"))):
+        means = [rows[n].get(s, {}).get("segm", {}).get(metric) or 0.0 for n in names]
+        stds = [rows[n].get(s, {}).get("segm", {}).get(f"{metric}_std") or 0.0 for n in names]
+        ax.bar(
+            x + (k - 0.5) * 0.38,
+            means,
+            0.38,
+            yerr=stds,
+            capsize=3,
+            color=color,
+            label=f"set {s}" + (" (no masks in training)" if s == "B" else ""),
+        )
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    ax.set_ylabel(f"mask {metric} (0–100)")
+    ax.set_title("Mask AP per variant, mean ± std over seeds")
+    ax.legend(frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------------
+def run_ablation(
+    preset: str = "shapesx",
+    *,
+    seeds: int = 3,
+    iterations: int | None = None,
+    split: str = "val",
+    out_dir: str | Path = "runs/ablate_shapesx",
+    rows: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    config_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate each row × seed, then write ``results.{json,md,png}`` into ``out_dir``.
+
+    Args:
+        preset: a key of :data:`PRESETS`.
+        seeds: seeds ``0..seeds-1`` per row.
+        iterations: override ``train.iterations`` for every row (the shared budget).
+        split: ``"val"`` (choose) or ``"test"`` (report).
+        out_dir: where runs and results go.
+        rows: a subset of the preset's rows (default: all).
+        overrides: extra ``section.key=value`` applied to every row (e.g. ``data.root=...``).
+        config_dir: folder of the preset's YAML files (default: ``configs/<preset>``).
+        progress: tqdm bars for each run.
+        log: where one-line progress messages go.
+
+    Returns:
+        The ``results.json`` content.
+    """
+    from mxr.engine import train
+
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} is not valid; expected >= 1")
+    if split not in ("val", "test"):
+        raise ValueError(f"split={split!r} is not valid; expected 'val' or 'test'")
+    configs = preset_configs(preset, rows, config_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
+    per_row: dict[str, Any] = {}
+    wall: dict[str, float] = {}
+    budgets: dict[str, int] = {}
+    for name, path in configs.items():
+        evals, wall[name] = [], 0.0
+        for seed in range(seeds):
+            cfg = load_config(path, [*extra, f"train.seed={seed}", f"model.init_seed={seed}"])
+            budgets[name] = cfg.train.iterations
+            run_dir = out / name / f"seed{seed}"
+            done = run_dir / "result.json"
+            key = {"split": split, "iterations": cfg.train.iterations, "config": str(path)}
+            if done.is_file():
+                prev = json.loads(done.read_text())
+                if {k: prev.get(k) for k in key} == key:
+                    log(f"[{name} seed {seed}] reusing {done}")
+                    evals.append(prev["eval"])
+                    wall[name] += prev["wall_s"]
+                    continue
+            log(f"[{name} seed {seed}] training {cfg.train.iterations} iterations -> {run_dir}")
+            t0 = time.perf_counter()
+            summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=split)
+            dt = time.perf_counter() - t0
+            done.write_text(json.dumps({**key, "eval": summary["eval"], "wall_s": dt}, indent=2))
+            evals.append(summary["eval"])
+            wall[name] += dt
+            b = summary["eval"]["B"]["segm"]["AP"]
+            log(f"[{name} seed {seed}] mask AP B = {b} ({dt:.0f} s)")
+        per_row[name] = aggregate(evals)
+    if len(set(budgets.values())) > 1:
+        log(f"warning: rows have different train.iterations: {budgets}")
+    results = {
+        "rows": per_row,
+        "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "meta": {
+            "preset": preset,
+            "seeds": seeds,
+            "split": split,
+            "iterations": budgets,
+            "overrides": extra,
+            "machine": f"{platform.machine()} {platform.processor() or ''} ".strip()
+            + f", {_cpu_count()} CPUs, {platform.system()}",
+        },
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown_table(per_row, results["wall_s"]) + "\n")
+    bar_chart(per_row, out / "results.png")
+    return results
+
+
+def _cpu_count() -> int:
+    import os
+
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# command line: python -m mxr ablate
+# --------------------------------------------------------------------------------------------------
+def _run_cli(args: argparse.Namespace) -> int:
+    overrides = [o for group in (args.set or []) for o in group]
+    res = run_ablation(
+        args.preset,
+        seeds=args.seeds,
+        iterations=args.iterations,
+        split=args.split,
+        out_dir=args.out or f"runs/ablate_{args.preset}",
+        rows=args.rows.split(",") if args.rows else None,
+        overrides=overrides,
+        config_dir=args.config_dir,
+        progress=not args.no_progress,
+    )
+    print(markdown_table(res["rows"], res["wall_s"]))
+    return 0
+
+
+def add_subparser(sub: Any) -> None:
+    """Register ``ablate``: the preset's rows × seeds at one budget -> table, JSON, bar chart."""
+    p = sub.add_parser(
+        "ablate",
+        help="train and evaluate every variant of a preset over seeds; table + JSON + chart",
+        description="Run an ablation preset (rows × seeds, one budget) and tabulate mask/box AP.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="shapesx")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    p.add_argument("--iterations", type=int, help="override train.iterations for every row")
+    p.add_argument(
+        "--split", choices=("val", "test"), default="val", help="evaluate on (default val)"
+    )
+    p.add_argument("--out", help="output folder (default runs/ablate_<preset>)")
+    p.add_argument("--rows", help="comma-separated subset of rows (default: all)")
+    p.add_argument("--config-dir", help="folder with the preset's YAML files")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override config fields for every row, e.g. data.root=data/shapesx",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_cli)

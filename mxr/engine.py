@@ -1,0 +1,711 @@
+"""Training engine: SGD with warm-up and step decay, checkpoints, resume, DDP via ``torchrun``.
+
+``train(cfg, out_dir)`` (or ``python -m mxr train --config FILE --out DIR``) writes into ``out_dir``:
+
+* ``config.yaml`` — the resolved config (``model.num_classes`` / ``mask_classes`` filled in);
+* ``metrics.jsonl`` — one JSON object per logged iteration: ``iter`` (iterations done), ``lr``, the
+  mean of ``loss`` and of each loss term over the iterations since the previous record, and ``time``
+  (mean seconds per iteration, data loading included);
+* ``last.pt`` — the latest checkpoint (every ``train.checkpoint_every`` iterations, at the end, and on
+  SIGINT/SIGTERM), written atomically; it loads with ``torch.load(path, weights_only=True)``;
+* ``eval.json`` — COCO mask/box AP on sets A, B and all of the validation split, at the end.
+
+Determinism: the order of training images is a function of ``(train.seed, epoch)`` only, and the
+checkpoint holds every RNG state, so an interrupted and resumed run ends with the same weights, bit
+for bit on CPU, as an uninterrupted one.
+
+Multi-GPU: ``torchrun --nproc_per_node=K -m mxr train ...``. Each process takes ``train.batch_size``
+images of each global batch of ``K × batch_size``; gradients are averaged by
+``DistributedDataParallel``; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mxr.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+
+LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+Callback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term is NaN or infinite; the last good checkpoint is left untouched."""
+
+
+# --------------------------------------------------------------------------------------------------
+# devices and processes
+# --------------------------------------------------------------------------------------------------
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"train.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'"
+        )
+    return device
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    created: bool = False  # this module initialised the process group (and destroys it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, if any.
+
+    The backend is NCCL when the job trains on CUDA, gloo otherwise.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = resolve_device(device_name).type == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, created=True)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+def _resolve_split(data_cfg: DataConfig) -> Any:
+    split = data_cfg.split
+    if isinstance(split, str) and split not in ("voc", "nonvoc"):
+        return str(data_cfg.path("split"))
+    if isinstance(split, tuple):
+        return list(split)
+    return split
+
+
+def build_dataset(data_cfg: DataConfig, which: str, *, seed: int = 0) -> Any:
+    """The ``train``, ``val`` or ``test`` dataset a :class:`DataConfig` names.
+
+    ``train`` loads masks of set A only (``data.train_masks="A"``) or of every class (``"all"``, the
+    oracle), with flips and empty images skipped as configured; ``val``/``test`` load every mask and
+    no augmentation. A missing ShapesX root is generated when ``data.generate`` is true.
+    """
+    from mxr.data import CocoInstances
+
+    if which not in ("train", "val", "test"):
+        raise ValueError(f"dataset {which!r} is not valid; expected one of 'train', 'val', 'test'")
+    ann = data_cfg.path(f"{which}_annotations")
+    if not ann.is_file() and data_cfg.generate:
+        from mxr.data import ensure_shapesx
+
+        ensure_shapesx(data_cfg.root)
+    if not ann.is_file():
+        raise FileNotFoundError(
+            f"data.{which}_annotations: annotation file not found: {ann} (data.root={data_cfg.root!r})"
+        )
+    train = which == "train"
+    return CocoInstances(
+        data_cfg.path(f"{which}_images"),
+        ann,
+        split=_resolve_split(data_cfg),
+        masks=data_cfg.train_masks if train else "all",
+        train=train,
+        flip_prob=data_cfg.flip_prob if train else 0.0,
+        seed=seed,
+        skip_empty=data_cfg.skip_empty_train if train else False,
+    )
+
+
+def model_config_for(model_cfg: ModelConfig, dataset: Any) -> ModelConfig:
+    """Fill ``num_classes`` / ``mask_classes`` left as ``None`` from the dataset, and resolve sizes."""
+    changes: dict[str, Any] = {}
+    if model_cfg.num_classes is None:
+        changes["num_classes"] = int(dataset.num_classes)
+    if model_cfg.mask_classes is None:
+        changes["mask_classes"] = tuple(int(c) for c in dataset.mask_labels)
+    return dataclasses.replace(model_cfg, **changes).resolved()
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of ``n`` training images in ``epoch``: a permutation fixed by ``(seed, epoch)``."""
+    g = torch.Generator()
+    g.manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g).tolist()
+
+
+def batch_indices(n: int, global_batch: int, seed: int, iteration: int) -> tuple[int, list[int]]:
+    """``(epoch, image indices)`` of the global batch of ``iteration`` (0-based); last partial batch
+    of each epoch dropped."""
+    per_epoch = n // global_batch
+    if per_epoch == 0:
+        raise ValueError(
+            f"the training set has {n} images, fewer than one global batch of {global_batch} "
+            "(train.batch_size × processes)"
+        )
+    epoch, b = divmod(iteration, per_epoch)
+    order = epoch_order(n, seed, epoch)
+    return epoch, order[b * global_batch : (b + 1) * global_batch]
+
+
+def _iterate_batches(
+    dataset: Any,
+    *,
+    start: int,
+    stop: int,
+    batch_size: int,
+    info: DistInfo,
+    seed: int,
+    num_workers: int,
+) -> Iterator[tuple[int, list[Tensor], list[dict[str, Tensor]]]]:
+    """Yield ``(iteration, images, targets)`` for iterations ``start..stop-1``: this rank's share.
+
+    A loader is made per epoch, after ``dataset.set_epoch(epoch)``, so flips are fixed by
+    ``(seed, epoch, index)`` even with worker processes.
+    """
+    from torch.utils.data import DataLoader
+
+    from mxr.data import collate_fn
+
+    n, gb = len(dataset), batch_size * info.world_size
+    it = start
+    while it < stop:
+        epoch, _ = batch_indices(n, gb, seed, it)
+        per_epoch = n // gb
+        last = min(stop, (epoch + 1) * per_epoch)
+        batches = []
+        for i in range(it, last):
+            _, idx = batch_indices(n, gb, seed, i)
+            batches.append(idx[info.rank * batch_size : (info.rank + 1) * batch_size])
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        # Its own generator: creating a loader must not draw from the global RNG (a resumed run
+        # creates one more loader than an uninterrupted one).
+        g = torch.Generator()
+        g.manual_seed(int(seed) * 1_000_003 + epoch + 17)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            generator=g,
+        )
+        for images, targets in loader:
+            yield it, list(images), list(targets)
+            it += 1
+
+
+def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [
+        {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------------------
+def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
+    """Multiplier of ``train.lr`` at 0-based ``iteration``: linear warm-up, then step decay."""
+    factor = 1.0
+    if iteration < train_cfg.warmup_iters:
+        alpha = iteration / train_cfg.warmup_iters
+        factor = train_cfg.warmup_factor * (1 - alpha) + alpha
+    steps = sum(iteration >= round(f * train_cfg.iterations) for f in train_cfg.lr_steps)
+    return factor * train_cfg.gamma**steps
+
+
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum and weight decay over every trainable parameter."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(
+        params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train_cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration ``LambdaLR`` following :func:`lr_factor`."""
+
+    def factor(it: int) -> float:
+        return lr_factor(it, train_cfg)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Every RNG state the training uses, as tensors and plain types (``weights_only``-loadable)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: no arbitrary pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"{path}: not a loadable mxr checkpoint ({type(e).__name__}: {e})") from e
+    missing = [k for k in ("model", "config", "iteration") if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"{path}: checkpoint lacks {', '.join(missing)}; expected one from `mxr train`"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any] | str | Path, *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the model of a checkpoint (from its stored config) and load its weights; eval mode."""
+    from mxr.model import build_model
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    cfg = config_from_dict(ckpt["config"], where="checkpoint config")
+    model = build_model(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# signals
+# --------------------------------------------------------------------------------------------------
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop reads between iterations (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        try:
+            yield self
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+            self._old.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------
+def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return config_to_dict(Config(model=cfg))["model"]
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Keep only records up to ``iteration`` (the resumed checkpoint's) in ``metrics.jsonl``."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        if line.strip() and json.loads(line)["iter"] <= iteration:
+            keep.append(line)
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callback | None = None,
+    eval_split: str | None = "val",
+) -> dict[str, Any]:
+    """Train the model ``cfg`` describes and evaluate it; see the module docstring for the files.
+
+    Args:
+        cfg: the experiment; ``model.num_classes`` / ``mask_classes`` may be ``None`` (from the data).
+        out_dir: where config, metrics, checkpoint and evaluation go (created).
+        resume: continue from ``out_dir/last.pt`` when it exists (the model section must match).
+        progress: show a tqdm bar with the running losses (rank 0 only).
+        callback: ``callback(iteration, record)`` after each logged iteration, ``record`` being the
+            dict appended to ``metrics.jsonl`` (for live plots). Rank 0 only.
+        eval_split: ``"val"`` / ``"test"`` to evaluate at the end, ``None`` to skip.
+
+    Returns:
+        ``{"out_dir", "checkpoint", "metrics", "config", "iteration", "train_time_s",
+        "step_time_s", "eval", "eval_path", "model"}``: ``eval`` is the
+        :func:`mxr.evaluation.evaluate` dict (or ``None``), ``model`` the trained model (unwrapped
+        from DDP, train mode, on the training device).
+
+    Raises:
+        NonFiniteLossError: a loss term became NaN/inf (names the iteration and the term).
+        KeyboardInterrupt: after SIGINT, once the checkpoint is saved; ``SystemExit(143)`` for SIGTERM.
+    """
+    from tqdm.auto import tqdm
+
+    from mxr.model import build_model
+
+    out = Path(out_dir)
+    tc = cfg.train
+    info = init_distributed(tc.device)
+    try:
+        device = resolve_device(tc.device)
+        if device.type == "cuda" and info.world_size > 1:
+            device = torch.device("cuda", info.local_rank)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        ckpt_path, metrics_path = out / "last.pt", out / "metrics.jsonl"
+
+        train_ds = build_dataset(cfg.data, "train", seed=tc.seed)
+        cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
+
+        model = build_model(cfg.model).to(device)
+        optimizer = build_optimizer(model, tc)
+        scheduler = build_scheduler(optimizer, tc)
+        use_amp = tc.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        start = 0
+        torch.manual_seed(tc.seed + info.rank)
+        random.seed(tc.seed + info.rank)
+        np.random.seed((tc.seed + info.rank) % 2**32)
+        if resume and ckpt_path.is_file():
+            ckpt = load_checkpoint(ckpt_path, map_location=device)
+            saved = config_from_dict(ckpt["config"], where=f"{ckpt_path} (config)")
+            if _model_dict(saved.model) != _model_dict(cfg.model):
+                a, b = _model_dict(saved.model), _model_dict(cfg.model)
+                diff = [k for k in a if a[k] != b[k]]
+                raise ValueError(
+                    f"--resume: the model config differs from the checkpoint {ckpt_path} in "
+                    f"{', '.join(f'model.{k} ({a[k]!r} saved, {b[k]!r} now)' for k in diff)}"
+                )
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            start = int(ckpt["iteration"])
+            if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
+                set_rng_state(ckpt["rng"])
+            elif info.world_size == int(ckpt.get("world_size", 1)):
+                torch.manual_seed(tc.seed + info.rank + 7919 * start)
+        if info.is_main:
+            save_config(cfg, out / "config.yaml")
+            if start == 0:
+                metrics_path.write_text("")
+            else:
+                _truncate_metrics(metrics_path, start)
+
+        net: nn.Module = model
+        if info.world_size > 1:
+            if device.type == "cuda":  # batch statistics over the global batch (CUDA only)
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            net = nn.parallel.DistributedDataParallel(
+                net,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+
+        def checkpoint(iteration: int) -> None:
+            if not info.is_main:
+                return
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else None,
+                "iteration": iteration,
+                "config": config_to_dict(cfg),
+                "rng": rng_state(),
+                "world_size": info.world_size,
+                "mxr_version": _version(),
+            }
+            save_checkpoint(ckpt_path, state)
+
+        total = tc.iterations
+        bar = tqdm(
+            total=total, initial=start, desc="train", disable=not (progress and info.is_main)
+        )
+        window: dict[str, float] = {}
+        window_n, window_t0 = 0, time.perf_counter()
+        step_times: list[float] = []
+        t_train = time.perf_counter()
+        it = start
+        model.train()
+        stopper = _StopRequest()
+        with stopper.installed():
+            t_last = time.perf_counter()
+            for it0, images, targets in _iterate_batches(
+                train_ds,
+                start=start,
+                stop=total,
+                batch_size=tc.batch_size,
+                info=info,
+                seed=tc.seed,
+                num_workers=cfg.data.num_workers,
+            ):
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = _to_device(targets, device)
+                lr = optimizer.param_groups[0]["lr"]
+                amp_ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+                with amp_ctx:
+                    loss_dict = net(images, targets)
+                names = list(loss_dict)
+                loss = sum(loss_dict[k] for k in names)
+                values = torch.stack([loss_dict[k].detach().float() for k in names])
+                values = torch.cat(
+                    [
+                        values,
+                        torch.tensor([float(stopper.signum is not None)], device=values.device),
+                    ]
+                )
+                if info.world_size > 1:
+                    dist.all_reduce(values)
+                    values[:-1] /= info.world_size
+                vals = values.tolist()
+                stop_requested = vals[-1] > 0
+                bad = [(k, v) for k, v in zip(names, vals, strict=False) if not math.isfinite(v)]
+                if bad:
+                    terms = ", ".join(f"{k}={v}" for k, v in bad)
+                    raise NonFiniteLossError(
+                        f"non-finite loss at iteration {it0 + 1}: {terms}; training stopped, the "
+                        f"last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none'}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if tc.clip_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                it = it0 + 1
+
+                now = time.perf_counter()
+                step_times.append(now - t_last)
+                t_last = now
+                window["loss"] = window.get("loss", 0.0) + sum(vals[:-1])
+                for k, v in zip(names, vals, strict=False):
+                    window[k] = window.get(k, 0.0) + v
+                window_n += 1
+                if it % tc.log_every == 0 or it == total:
+                    record: dict[str, float] = {"iter": it, "lr": lr}
+                    record.update({k: window[k] / window_n for k in window})
+                    record["time"] = (now - window_t0) / window_n
+                    if info.is_main:
+                        with metrics_path.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.3f}", mask=f"{record.get('loss_mask', 0):.3f}"
+                        )
+                        if callback is not None:
+                            callback(it, record)
+                    window, window_n, window_t0 = {}, 0, now
+                bar.update(1)
+                if it % tc.checkpoint_every == 0 or it == total:
+                    checkpoint(it)
+                if not stop_requested and info.world_size == 1:
+                    stop_requested = stopper.signum is not None
+                if stop_requested and it < total:
+                    checkpoint(it)
+                    _barrier(info)
+                    bar.close()
+                    if info.is_main:
+                        print(
+                            f"\nstopped at iteration {it}/{total}; checkpoint saved to {ckpt_path}; "
+                            "continue with --resume",
+                            file=sys.stderr,
+                        )
+                    if stopper.signum == signal.SIGTERM:
+                        raise SystemExit(128 + signal.SIGTERM)
+                    raise KeyboardInterrupt(f"training stopped at iteration {it}")
+        bar.close()
+        if it == start and start < total:
+            raise RuntimeError("no training batch was produced")
+        if start >= total and info.is_main and not ckpt_path.exists():
+            checkpoint(it)
+        train_time = time.perf_counter() - t_train
+        _barrier(info)
+
+        results, eval_path = None, None
+        if eval_split is not None and info.is_main:
+            from mxr.evaluation import evaluate
+
+            ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
+            results = evaluate(
+                model,
+                ds,
+                device=device,
+                batch_size=max(tc.batch_size, 8),
+                progress=progress,
+                mask_iou=True,
+            )
+            eval_path = out / "eval.json"
+            eval_path.write_text(json.dumps(results, indent=2))
+        _barrier(info)
+        return {
+            "out_dir": str(out),
+            "checkpoint": str(ckpt_path),
+            "metrics": str(metrics_path),
+            "config": str(out / "config.yaml"),
+            "iteration": it,
+            "train_time_s": train_time,
+            "step_time_s": float(np.median(step_times)) if step_times else None,
+            "eval": results,
+            "eval_path": str(eval_path) if eval_path else None,
+            "model": model,
+        }
+    finally:
+        if info.created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _version() -> str:
+    from mxr import __version__
+
+    return __version__
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The records of a ``metrics.jsonl`` (for plots): a list of dicts, in iteration order."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# command line: python -m mxr train
+# --------------------------------------------------------------------------------------------------
+def _run_cli(args: argparse.Namespace) -> int:
+    overrides = [o for group in (args.set or []) for o in group]
+    cfg = load_config(args.config, overrides)
+    try:
+        summary = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            eval_split=None if args.no_eval else "val",
+        )
+    except KeyboardInterrupt:
+        return 130
+    if summary["eval"] is not None and int(os.environ.get("RANK", "0")) == 0:
+        from mxr.evaluation import format_table
+
+        print(format_table(summary["eval"]))
+        print(f"wrote {summary['eval_path']}", file=sys.stderr)
+    return 0
+
+
+def add_subparser(sub: Any) -> None:
+    """Register ``train``: ``--config FILE [--set key=value ...] --out DIR [--resume]``."""
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config file (single process or torchrun)",
+        description=(
+            "Train Mask^X R-CNN. DIR receives metrics.jsonl, last.pt, config.yaml and eval.json. "
+            "Multi-GPU: torchrun --nproc_per_node=K -m mxr train ..."
+        ),
+    )
+    p.add_argument("--config", help="a YAML or TOML config (default: the built-in defaults)")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set train.iterations=200 model.mlp_fusion=false",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if it exists")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,475 @@
+"""Evaluation: COCO mask and box AP per class set (A, B, all), and mask IoU given true boxes.
+
+The headline of the paper is mask AP on set B, the classes trained without masks. One COCOeval pass
+per task (``segm``, ``bbox``) computes the per-image matches for every category; the summary is then
+accumulated three times, with ``params.catIds`` restricted to A, to B and to all categories.
+
+Results are nested dicts in 0–100::
+
+    {"A": {"segm": {"AP": 41.2, "AP50": ..., "AP75": ..., "APs": ..., "APm": ..., "APl": ...},
+           "bbox": {...}, "mask_iou": {"mIoU": ...}},
+     "B": {...}, "all": {...}}
+
+A metric is ``None`` when the set has no ground truth for it (COCOeval's ``-1``). ``mask_iou`` (only
+when requested) is the mean IoU of the predicted mask of each ground-truth instance, predicted from
+its true box and true class: it isolates the mask head from detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor, nn
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+TASKS = ("segm", "bbox")
+SETS = ("A", "B", "all")
+
+
+# --------------------------------------------------------------------------------------------------
+# model outputs -> COCO results
+# --------------------------------------------------------------------------------------------------
+def _cat_id(label_to_cat_id: Mapping[int, int] | Sequence[int], label: int) -> int:
+    try:
+        return int(label_to_cat_id[label])
+    except (KeyError, IndexError) as e:
+        raise ValueError(
+            f"predicted label {label} has no COCO category id in the dataset's label_to_cat_id map"
+        ) from e
+
+
+def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Binarise mask probabilities and encode them as COCO RLE (``counts`` as ``str``, JSON-ready).
+
+    Args:
+        masks: ``(N, 1, H, W)`` or ``(N, H, W)`` probabilities in [0, 1].
+        threshold: a pixel is foreground when its probability is ``> threshold``.
+
+    Returns:
+        ``N`` dicts ``{"size": [H, W], "counts": str}``.
+    """
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be (N, 1, H, W) or (N, H, W), got shape {tuple(masks.shape)}")
+    binary = (masks > threshold).to(torch.uint8).cpu().numpy()
+    if binary.shape[0] == 0:
+        return []
+    rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def outputs_to_coco(
+    outputs: Sequence[Mapping[str, Tensor]],
+    image_ids: Sequence[int],
+    label_to_cat_id: Mapping[int, int] | Sequence[int],
+    *,
+    mask_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """Convert torchvision detection outputs into COCO result dicts (bbox and segmentation together).
+
+    Args:
+        outputs: per image ``{"boxes": (N, 4) XYXY, "labels": (N,), "scores": (N,),
+            "masks": (N, 1, H, W) probabilities}`` (``masks`` optional).
+        image_ids: the COCO image id of each output.
+        label_to_cat_id: contiguous label -> COCO category id.
+        mask_threshold: probability above which a mask pixel is foreground.
+
+    Returns:
+        A list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score", "segmentation"}``.
+    """
+    if len(outputs) != len(image_ids):
+        raise ValueError(f"got {len(outputs)} outputs for {len(image_ids)} image ids")
+    results: list[dict[str, Any]] = []
+    for out, image_id in zip(outputs, image_ids, strict=True):
+        boxes = out["boxes"].detach().float().cpu()
+        if boxes.numel() == 0:
+            continue
+        xywh = boxes.clone()
+        xywh[:, 2:] -= xywh[:, :2]
+        labels = out["labels"].tolist()
+        scores = out["scores"].tolist()
+        rles = encode_masks(out["masks"], mask_threshold) if "masks" in out else None
+        for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
+            r = {
+                "image_id": int(image_id),
+                "category_id": _cat_id(label_to_cat_id, int(label)),
+                "bbox": [round(float(v), 2) for v in xywh[i]],
+                "score": float(score),
+            }
+            if rles is not None:
+                r["segmentation"] = rles[i]
+            results.append(r)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# COCOeval per class set
+# --------------------------------------------------------------------------------------------------
+def _stat(v: float) -> float | None:
+    v = float(v)
+    return None if (v < 0 or math.isnan(v)) else round(100.0 * v, 3)
+
+
+def _restrict(e: COCOeval, cat_ids: Sequence[int]) -> COCOeval:
+    """A shallow copy of an evaluated COCOeval whose accumulate/summarize see only ``cat_ids``."""
+    pe = e._paramsEval
+    all_ids = list(pe.catIds)
+    n_area, n_img = len(pe.areaRng), len(pe.imgIds)
+    keep = [all_ids.index(c) for c in sorted(cat_ids)]
+    sub = copy.copy(e)
+    sub.evalImgs = [e.evalImgs[k * n_area * n_img + i] for k in keep for i in range(n_area * n_img)]
+    sub._paramsEval = copy.deepcopy(pe)
+    sub._paramsEval.catIds = sorted(cat_ids)
+    sub.params = copy.deepcopy(e.params)
+    sub.params.catIds = sorted(cat_ids)
+    sub.eval = {}
+    sub.stats = []
+    return sub
+
+
+def coco_evaluate(
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    cat_sets: Mapping[str, Sequence[int]],
+    *,
+    image_ids: Sequence[int] | None = None,
+    tasks: Iterable[str] = TASKS,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Run COCOeval once per task and summarise it per category set.
+
+    Args:
+        coco_gt: ground truth (with masks for every class that is to be scored on ``segm``).
+        results: COCO result dicts (see :func:`outputs_to_coco`); may be empty.
+        cat_sets: set name -> COCO category ids, e.g. ``{"A": [...], "B": [...], "all": [...]}``.
+        image_ids: images to score (default: every image in ``coco_gt``).
+        tasks: ``"segm"`` and/or ``"bbox"``.
+
+    Returns:
+        ``{set: {task: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}}`` in 0–100; ``None`` where the
+        set has no ground truth.
+    """
+    tasks = list(tasks)
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"task {t!r} is not valid; expected one of {', '.join(TASKS)}")
+    img_ids = sorted(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds()))
+    all_cat_ids = sorted({int(c) for ids in cat_sets.values() for c in ids})
+    unknown = sorted(set(all_cat_ids) - set(coco_gt.getCatIds()))
+    if unknown:
+        raise ValueError(f"category ids {unknown} are not in the ground-truth annotations")
+    out: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name in cat_sets}
+    for task in tasks:
+        n_gt = {
+            name: len(coco_gt.getAnnIds(imgIds=img_ids, catIds=list(ids), iscrowd=False))
+            for name, ids in cat_sets.items()
+        }
+        # segm results without "bbox" (else loadRes takes the box area as the mask area), bbox
+        # results without "segmentation" (smaller copies).
+        drop = "bbox" if task == "segm" else "segmentation"
+        task_results = [
+            {k: v for k, v in r.items() if k != drop}
+            for r in results
+            if task != "segm" or "segmentation" in r
+        ]
+        if not task_results or not all_cat_ids:
+            for name in cat_sets:
+                value = 0.0 if n_gt[name] and cat_sets[name] else None
+                out[name][task] = dict.fromkeys(STAT_NAMES, value)
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(task_results)
+            e = COCOeval(coco_gt, coco_dt, iouType=task)
+            e.params.imgIds = img_ids
+            e.params.catIds = all_cat_ids
+            e.evaluate()
+            for name, ids in cat_sets.items():
+                if not ids:
+                    out[name][task] = dict.fromkeys(STAT_NAMES, None)
+                    continue
+                sub = _restrict(e, ids)
+                sub.accumulate()
+                sub.summarize()
+                out[name][task] = {
+                    k: _stat(v) for k, v in zip(STAT_NAMES, sub.stats[:6], strict=True)
+                }
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# mask IoU given ground-truth boxes (isolates the mask head)
+# --------------------------------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def masks_from_boxes(
+    model: nn.Module,
+    images: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    labels: Sequence[Tensor],
+) -> list[Tensor]:
+    """Mask probabilities predicted by the model's mask branch for given boxes and classes.
+
+    The model's own transform, backbone and RoI heads are used; the detector's box and class
+    predictions are bypassed, so the result measures the mask head alone.
+
+    Args:
+        model: a torchvision ``MaskRCNN`` (or subclass) in eval mode.
+        images: ``(3, H, W)`` float images in [0, 1].
+        boxes: per image ``(N, 4)`` XYXY boxes in image pixels.
+        labels: per image ``(N,)`` class labels (which mask channel to read).
+
+    Returns:
+        Per image ``(N, H, W)`` mask probabilities pasted into the image.
+    """
+    m = _unwrap(model)
+    rh = m.roi_heads
+    original_sizes = [tuple(im.shape[-2:]) for im in images]
+    targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
+    image_list, targets_t = m.transform(list(images), targets)
+    features = m.backbone(image_list.tensors)
+    boxes_t = [t["boxes"] for t in targets_t]
+    all_labels = torch.cat(list(labels))
+    if hasattr(rh, "mask_logits"):  # mxr's MaskXRoIHeads: (R, 28, 28), the class asked for only
+        chosen = rh.mask_logits(features, boxes_t, all_labels, image_list.image_sizes)
+    else:  # a stock torchvision RoIHeads: (R, C, 28, 28)
+        x = rh.mask_head(rh.mask_roi_pool(features, boxes_t, image_list.image_sizes))
+        logits = rh.mask_predictor(x)
+        if logits.shape[1] == 1:
+            chosen = logits[:, 0]
+        else:
+            chosen = logits[torch.arange(len(all_labels), device=logits.device), all_labels]
+    probs = chosen.sigmoid().unsqueeze(1).float()
+    out = []
+    for p, b, size in zip(probs.split([len(b) for b in boxes]), boxes, original_sizes, strict=True):
+        if len(b) == 0:
+            out.append(torch.zeros((0, *size), device=p.device))
+        else:
+            out.append(paste_masks_in_image(p, b.float(), size, padding=1)[:, 0])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the whole evaluation
+# --------------------------------------------------------------------------------------------------
+def _batches(n: int, batch_size: int) -> list[range]:
+    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    progress: bool = True,
+    mask_iou: bool = False,
+    mask_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Detect on every image of ``dataset`` and score it with COCOeval per class set.
+
+    Args:
+        model: a Mask R-CNN; it is put in eval mode (and restored afterwards).
+        dataset: a :class:`mxr.data.CocoInstances` (needs ``coco``, ``image_ids``,
+            ``label_to_cat_id``, ``a_cat_ids``, ``b_cat_ids``); its ground truth must carry masks of
+            every class (load it with ``masks="all"``) for ``segm`` and ``mask_iou``.
+        device: where to run the model.
+        batch_size: images per forward pass.
+        progress: show a tqdm bar.
+        mask_iou: also compute the mean mask IoU given true boxes (``results[set]["mask_iou"]``).
+        mask_threshold: binarisation threshold for predicted masks.
+
+    Returns:
+        ``{"A"|"B"|"all": {"segm": {...}, "bbox": {...}[, "mask_iou": {"mIoU"}]}}`` in 0–100.
+    """
+    from tqdm.auto import tqdm
+
+    m = _unwrap(model)
+    was_training = m.training
+    m.eval()
+    device = torch.device(device)
+    results: list[dict[str, Any]] = []
+    ious: dict[int, list[float]] = {}
+    try:
+        for idx in tqdm(_batches(len(dataset), batch_size), desc="eval", disable=not progress):
+            samples = [dataset[i] for i in idx]
+            images = [s[0].to(device) for s in samples]
+            targets = [s[1] for s in samples]
+            outputs = m(images)
+            image_ids = [int(t["image_id"]) for t in targets]
+            results += outputs_to_coco(
+                outputs, image_ids, dataset.label_to_cat_id, mask_threshold=mask_threshold
+            )
+            if mask_iou:
+                _accumulate_ious(m, images, targets, ious, mask_threshold)
+    finally:
+        m.train(was_training)
+    a, b = [int(c) for c in dataset.a_cat_ids], [int(c) for c in dataset.b_cat_ids]
+    sets = {"A": a, "B": b, "all": sorted(a + b)}
+    out: dict[str, Any] = coco_evaluate(
+        dataset.coco, results, sets, image_ids=[int(i) for i in dataset.image_ids]
+    )
+    if mask_iou:
+        cat_of = dataset.label_to_cat_id
+        for name, ids in sets.items():
+            vals = [v for lab, vs in ious.items() if _cat_id(cat_of, lab) in ids for v in vs]
+            out[name]["mask_iou"] = {"mIoU": round(100 * float(np.mean(vals)), 3) if vals else None}
+    return out
+
+
+def _accumulate_ious(
+    model: nn.Module,
+    images: list[Tensor],
+    targets: list[dict[str, Tensor]],
+    ious: dict[int, list[float]],
+    threshold: float,
+) -> None:
+    """Add the IoU of each ground-truth instance's mask predicted from its true box, by label."""
+    device = images[0].device
+    boxes, labels, gts = [], [], []
+    for t in targets:
+        has = t.get("has_mask")
+        keep = has.bool() if has is not None else torch.ones(len(t["boxes"]), dtype=torch.bool)
+        if has is not None and len(t["masks"]) != int(keep.sum()):
+            raise ValueError(
+                "target masks do not match has_mask; load the dataset with masks='all'"
+            )
+        boxes.append(t["boxes"][keep].to(device))
+        labels.append(t["labels"][keep].to(device))
+        gts.append(t["masks"].to(device).bool())
+    preds = masks_from_boxes(model, images, boxes, labels)
+    for p, g, lab in zip(preds, gts, labels, strict=True):
+        if len(lab) == 0:
+            continue
+        p = p > threshold
+        inter = (p & g).flatten(1).sum(1).float()
+        union = (p | g).flatten(1).sum(1).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+        for label, v in zip(lab.tolist(), iou.tolist(), strict=True):
+            ious.setdefault(int(label), []).append(float(v))
+
+
+# --------------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
+    """A tidy table of an evaluation: one row per (set, task), one column per metric.
+
+    Args:
+        results: the dict returned by :func:`evaluate` / :func:`coco_evaluate`.
+        markdown: a GitHub markdown table (else aligned plain text).
+    """
+    columns = list(STAT_NAMES)
+    extra = any("mask_iou" in results[s] for s in results)
+    header = ["set", "task", *columns] + (["mIoU (gt boxes)"] if extra else [])
+    rows = []
+    for s, per_task in results.items():
+        for task in TASKS:
+            if task not in per_task:
+                continue
+            row = [
+                s,
+                "mask" if task == "segm" else "box",
+                *(_fmt(per_task[task][c]) for c in columns),
+            ]
+            if extra:
+                miou = per_task.get("mask_iou", {}).get("mIoU") if task == "segm" else None
+                row.append(_fmt(miou) if task == "segm" else "")
+            rows.append(row)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join(fmt.format(*r) for r in [header, *rows])
+
+
+# --------------------------------------------------------------------------------------------------
+# command line: python -m mxr eval
+# --------------------------------------------------------------------------------------------------
+def _run_cli(args: argparse.Namespace) -> int:
+    from mxr.config import config_from_dict
+    from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint, resolve_device
+
+    ckpt_path = Path(args.checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = config_from_dict(ckpt["config"], where=f"{ckpt_path} (config)")
+    if args.data:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
+    device = resolve_device(args.device or cfg.train.device)
+    model = model_from_checkpoint(ckpt, device=device)
+    dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
+    t0 = time.perf_counter()
+    res = evaluate(
+        model,
+        dataset,
+        device=device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        mask_iou=args.mask_iou,
+    )
+    dt = time.perf_counter() - t0
+    print(
+        f"{args.split}: {len(dataset)} images from {cfg.data.path(args.split + '_annotations')} "
+        f"in {dt:.1f} s (iteration {ckpt['iteration']})"
+    )
+    print(format_table(res))
+    out = Path(args.out) if args.out else ckpt_path.parent / "eval.json"
+    if out.suffix != ".json":
+        out = out / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def add_subparser(sub: Any) -> None:
+    """Register ``eval``: score a checkpoint on the val or test split, print and save the table."""
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: COCO mask/box AP on sets A, B and all",
+        description="Evaluate a checkpoint with COCOeval (segm and bbox) on class sets A, B and all.",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="a checkpoint written by `mxr train` (last.pt)"
+    )
+    p.add_argument("--data", help="dataset root (default: the checkpoint config's data.root)")
+    p.add_argument(
+        "--split", choices=("val", "test"), default="val", help="which split (default val)"
+    )
+    p.add_argument("--out", help="where to write eval.json (default: next to the checkpoint)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's train.device)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument(
+        "--mask-iou", action="store_true", help="also the mean mask IoU given true boxes"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_cli)

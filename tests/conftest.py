@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny ShapesX dataset (64 px) and a tiny-model config that trains in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from mxr.config import Config, load_config
+
+TINY_MODEL = [
+    "model.backbone=tiny",
+    "model.min_size=64",
+    "model.max_size=64",
+    "model.fpn_channels=32",
+    "model.box_fc_dim=64",
+    "model.mask_head_channels=16",
+    "model.mlp_channels=4",
+    "model.rpn_pre_nms_top_n_train=200",
+    "model.rpn_post_nms_top_n_train=100",
+    "model.rpn_pre_nms_top_n_test=100",
+    "model.rpn_post_nms_top_n_test=50",
+    "model.box_batch_size_per_image=32",
+    "model.box_detections_per_img=20",
+]
+TINY_TRAIN = [
+    "train.iterations=4",
+    "train.batch_size=2",
+    "train.lr=0.01",
+    "train.warmup_iters=2",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "train.device=cpu",
+    "train.amp=false",
+]
+
+
+def tiny_config(
+    root: Path, overrides: Sequence[str] = (), path: str | Path | None = None
+) -> Config:
+    """A config for the tiny test data: ``path`` (default: built-in defaults) + tiny sizes + overrides."""
+    data = [f"data.root={root}", "data.generate=false"]
+    return load_config(path, [*TINY_MODEL, *data, *TINY_TRAIN, *overrides])
+
+
+def tiny_overrides(root: Path) -> list[str]:
+    """The ``--set`` values that make any config train on the tiny test data."""
+    return [*TINY_MODEL, f"data.root={root}", "data.generate=false", *TINY_TRAIN]
+
+
+@pytest.fixture(scope="session")
+def shapesx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ShapesX (64 px): 8 train, 4 val, 4 test images."""
+    from mxr.data import generate_shapesx
+
+    root = tmp_path_factory.mktemp("shapesx")
+    generate_shapesx(root, train=8, val=4, test=4, seed=0, image_size=64, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One finished 4-iteration training run (with its final evaluation); its ``train`` summary."""
+    from mxr.engine import train
+
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(shapesx_root), out, progress=False)

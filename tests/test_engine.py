@@ -1,0 +1,195 @@
+"""The training engine: schedule, sampling, outputs, checkpoints, resume, stop signals, bad losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config, tiny_overrides
+
+from mxr.config import TrainConfig, config_from_dict, load_config
+from mxr.engine import (
+    LOSS_TERMS,
+    NonFiniteLossError,
+    batch_indices,
+    load_checkpoint,
+    lr_factor,
+    model_from_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    train,
+)
+
+
+def test_lr_schedule_warms_up_linearly_then_steps_at_fractions() -> None:
+    tc = TrainConfig(
+        iterations=90, warmup_iters=10, warmup_factor=0.1, lr_steps=(2 / 3, 8 / 9), gamma=0.1
+    )
+    assert lr_factor(0, tc) == pytest.approx(0.1)
+    assert lr_factor(5, tc) == pytest.approx(0.55)
+    assert lr_factor(10, tc) == 1.0
+    assert lr_factor(59, tc) == 1.0
+    assert lr_factor(60, tc) == pytest.approx(0.1)
+    assert lr_factor(80, tc) == pytest.approx(0.01)
+
+
+def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
+    n, gb = 10, 4  # 2 batches per epoch, 2 images dropped
+    e0 = [batch_indices(n, gb, seed=3, iteration=i) for i in range(2)]
+    assert all(e == 0 for e, _ in e0)
+    seen = e0[0][1] + e0[1][1]
+    assert len(set(seen)) == 8
+    assert batch_indices(n, gb, seed=3, iteration=2)[0] == 1
+    assert batch_indices(n, gb, seed=3, iteration=1) == e0[1]  # pure function
+    assert batch_indices(n, gb, seed=4, iteration=0) != e0[0]
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        batch_indices(3, 4, seed=0, iteration=0)
+
+
+def test_train_writes_metrics_checkpoint_config_and_eval(trained_run: dict) -> None:
+    out = Path(trained_run["out_dir"])
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["iter"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert set(r) == {"iter", "lr", "loss", "time", *LOSS_TERMS}
+        assert r["loss"] == pytest.approx(sum(r[k] for k in LOSS_TERMS))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["iteration"] == 4
+    assert {"model", "optimizer", "scheduler", "rng", "config"} <= set(ckpt)
+    cfg = load_config(out / "config.yaml")
+    assert cfg.model.num_classes == 31 and cfg.model.mask_classes  # filled from the dataset
+    assert config_from_dict(ckpt["config"]) == cfg
+    ev = json.loads((out / "eval.json").read_text())
+    assert set(ev) == {"A", "B", "all"}
+    for s in ev.values():
+        assert set(s["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        assert set(s["bbox"]) == set(s["segm"])
+        assert 0 <= s["mask_iou"]["mIoU"] <= 100
+    model = model_from_checkpoint(out / "last.pt")
+    assert not model.training
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(shapesx_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(shapesx_root, ["train.iterations=6", "train.checkpoint_every=100"])
+    full = tmp_path / "full"
+    train(cfg, full, progress=False, eval_split=None)
+
+    part = tmp_path / "part"
+
+    def interrupt(it: int, record: dict) -> None:
+        if it == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does: save, then stop
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, part, progress=False, eval_split=None, callback=interrupt)
+    assert load_checkpoint(part / "last.pt")["iteration"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    summary = train(cfg, part, resume=True, progress=False, eval_split=None)
+    assert summary["iteration"] == 6
+
+    a, b = _weights(full / "last.pt"), _weights(part / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted"
+    ra, rb = read_metrics(full), read_metrics(part)
+    assert [r["iter"] for r in rb] == list(range(1, 7))
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+
+
+def test_sigterm_saves_and_exits_143(shapesx_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(shapesx_root, ["train.checkpoint_every=100"])
+
+    def term(it: int, record: dict) -> None:
+        if it == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as e:
+        train(cfg, tmp_path, progress=False, eval_split=None, callback=term)
+    assert e.value.code == 143
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 1
+
+
+def test_non_finite_loss_stops_naming_iteration_and_term(
+    shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mxr.model
+
+    real_build = mxr.model.build_model
+
+    def build_poisoned(model_cfg):  # noqa: ANN001, ANN202 - test double
+        model = real_build(model_cfg)
+        forward, calls = model.forward, [0]
+
+        def poisoned(images, targets=None):  # noqa: ANN001, ANN202
+            out = forward(images, targets)
+            calls[0] += 1
+            if calls[0] == 3:
+                out["loss_mask"] = out["loss_mask"] * float("nan")
+            return out
+
+        model.forward = poisoned
+        return model
+
+    monkeypatch.setattr(mxr.model, "build_model", build_poisoned)
+    cfg = tiny_config(shapesx_root, ["train.checkpoint_every=2"])
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_mask=nan"):
+        train(cfg, tmp_path, progress=False, eval_split=None)
+    ckpt = load_checkpoint(tmp_path / "last.pt")  # the last good one, intact
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {}, "iteration": 1})
+    with pytest.raises(Exception):  # noqa: B017 - any pickling failure
+        save_checkpoint(path, {"model": {"w": torch.zeros(2)}, "bad": lambda: 0})
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_resume_rejects_a_different_model(
+    trained_run: dict, shapesx_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    shutil.copy(Path(trained_run["out_dir"]) / "last.pt", tmp_path / "last.pt")
+    cfg = tiny_config(shapesx_root, ["model.mask_head=agnostic", "train.iterations=5"])
+    with pytest.raises(ValueError, match="model.mask_head"):
+        train(cfg, tmp_path, resume=True, progress=False, eval_split=None)
+
+
+def test_cli_train_with_overrides(shapesx_root: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from mxr.__main__ import main
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"model": {"mask_head": "agnostic", "mlp_fusion": False}}))
+    sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--set",
+            *sets,
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--no-eval",
+        ]
+    )
+    assert rc == 0
+    saved = load_config(tmp_path / "o" / "config.yaml")
+    assert saved.model.mask_head == "agnostic" and saved.train.iterations == 2
+    with pytest.raises(ValueError, match="train.iteratoins"):
+        main(["train", "--set", "train.iteratoins=3", "--out", str(tmp_path / "x")])
