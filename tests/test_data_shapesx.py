@@ -1,0 +1,104 @@
+"""ShapesX generator: determinism, COCO validity, the split file and the manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from mxr.data import CocoInstances, ensure_shapesx, generate_shapesx
+from mxr.data.shapesx import DESIGNS, class_names, default_split
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _gen(root: Path, seed: int = 0, **kw) -> Path:
+    return generate_shapesx(
+        root, train=4, val=2, test=2, seed=seed, image_size=64, progress=False, **kw
+    )
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+    a, b = _files(_gen(tmp_path / "a")), _files(_gen(tmp_path / "b"))
+    assert a.keys() == b.keys()
+    assert a == b
+    assert "annotations/split.json" in a and "manifest.json" in a and "train/000001.png" in a
+
+
+def test_different_seed_gives_different_images(tmp_path: Path) -> None:
+    a, b = _files(_gen(tmp_path / "a", seed=0)), _files(_gen(tmp_path / "b", seed=1))
+    assert a["train/000001.png"] != b["train/000001.png"]
+    assert a["annotations/instances_train.json"] != b["annotations/instances_train.json"]
+
+
+def test_annotations_load_through_pycocotools(tmp_path: Path) -> None:
+    root = _gen(tmp_path / "sx")
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(root / "annotations" / f"instances_{split}.json"))
+        assert len(coco.imgs) == n
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == class_names()
+        assert coco.anns, "every split should have objects"
+        for ann in coco.anns.values():
+            assert isinstance(ann["segmentation"]["counts"], str)
+            mask = coco.annToMask(ann)
+            assert mask.shape == (64, 64)
+            assert int(mask.sum()) == ann["area"]
+            ys, xs = np.nonzero(mask)  # the box is the mask's (amodal) extent
+            assert ann["bbox"] == [
+                xs.min(),
+                ys.min(),
+                xs.max() + 1 - xs.min(),
+                ys.max() + 1 - ys.min(),
+            ]
+            assert 0.0 <= ann["visible_fraction"] < 1.0  # default design: every object is occluded
+
+
+def test_split_file_and_manifest(tmp_path: Path) -> None:
+    root = _gen(tmp_path / "sx")
+    split = json.loads((root / "annotations" / "split.json").read_text())
+    assert split == default_split()
+    assert len(split["A"]) >= 20 and len(split["B"]) == 6
+    assert set(split["A"]) | set(split["B"]) == set(class_names())
+    assert not set(split["A"]) & set(split["B"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["design"] == "hidden-tail"
+    assert manifest["counts"]["train"]["images"] == 4
+    assert manifest["params"]["slab"] == "tail"
+    ds = CocoInstances(
+        root / "train",
+        root / "annotations" / "instances_train.json",
+        split="annotations/split.json",
+    )
+    assert [ds.class_names[i] for i in ds.b_labels] == split["B"]
+
+
+def test_designs_and_parameter_overrides(tmp_path: Path) -> None:
+    for design in DESIGNS:
+        root = _gen(tmp_path / design, design=design)
+        assert json.loads((root / "manifest.json").read_text())["design"] == design
+    root = _gen(tmp_path / "custom", objects_per_image=(1, 1))
+    data = json.loads((root / "annotations" / "instances_train.json").read_text())
+    assert len(data["annotations"]) <= 4
+    with pytest.raises(ValueError, match="unknown ShapesX parameter"):
+        _gen(tmp_path / "bad", colour_per_class=True)
+    with pytest.raises(ValueError, match="design"):
+        _gen(tmp_path / "bad2", design="nope")
+
+
+def test_ensure_generates_only_when_missing(tmp_path: Path) -> None:
+    root = tmp_path / "sx"
+    ensure_shapesx(root, train=2, val=1, test=1, image_size=64, progress=False)
+    manifest = (root / "manifest.json").read_bytes()
+    ensure_shapesx(root, train=9, val=9, test=9, image_size=64, progress=False)  # exists: untouched
+    assert (root / "manifest.json").read_bytes() == manifest
+    assert len(list((root / "train").glob("*.png"))) == 2

@@ -1,0 +1,126 @@
+"""validate_dataset and the `python -m mxr data` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_data_coco import _coco, write_coco  # tests/ is on sys.path (pytest rootdir conftest)
+
+from mxr.__main__ import main
+from mxr.data import validate_dataset
+
+
+def test_clean_dataset_is_ok(tmp_path: Path) -> None:
+    image_dir, ann_file = write_coco(tmp_path)
+    report = validate_dataset(ann_file, image_dir)
+    assert report.ok, report.format()
+    assert report.counts["images"] == 3 and report.counts["annotations"] == 6
+    assert report.counts["crowd"] == 1 and report.counts["zero_size_boxes"] == 1
+    assert report.counts["images_without_annotations"] == 1
+    assert any("zero-size" in w for w in report.warnings)
+    assert "OK" in report.format()
+
+
+def test_reports_every_problem_at_once(tmp_path: Path) -> None:
+    data = _coco()
+    del data["annotations"][0]["bbox"]  # id 11: missing field
+    data["annotations"][1]["category_id"] = 999  # id 12: unknown category
+    data["annotations"][4]["image_id"] = 42  # id 21: unknown image
+    data["annotations"][5]["segmentation"] = {
+        "size": [5, 5],
+        "counts": "abc",
+    }  # id 22: wrong RLE size
+    data["annotations"][3]["bbox"] = [1, 2, -3, 4]  # id 14: negative width
+    data["images"][2]["file_name"] = "gone.png"  # image 3: missing file
+    image_dir, ann_file = write_coco(tmp_path, data)
+    (image_dir / "img2.png").write_bytes(b"not an image")
+    report = validate_dataset(ann_file, image_dir)
+    assert not report.ok
+    text = "\n".join(report.problems)
+    for expected in (
+        "annotation id 11: missing required field 'bbox'",
+        "annotation id 12: category_id=999",
+        "annotation id 21: image_id=42",
+        "annotation id 22: field 'segmentation' has RLE size [5, 5] but the image is [24, 32]",
+        "annotation id 14: field 'bbox' has negative width/height",
+        "gone.png: image file not found (image id 3)",
+        "img2.png: not a readable image (image id 2)",
+    ):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    assert report.counts["problems"] == len(report.problems) == 7
+    assert report.counts["missing_images"] == 1 and report.counts["unreadable_images"] == 1
+    formatted = report.format()
+    assert "7 problem(s)" in formatted and "NOT OK" in formatted
+
+
+def test_missing_and_malformed_files_are_problems_not_exceptions(tmp_path: Path) -> None:
+    report = validate_dataset(tmp_path / "nope.json", tmp_path)
+    assert not report.ok and "nope.json: annotation file not found" in report.problems[0]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    report = validate_dataset(bad, tmp_path)
+    assert not report.ok and "malformed JSON" in report.problems[0]
+    bad.write_text(json.dumps({"images": {}, "categories": []}))
+    report = validate_dataset(bad, None)
+    assert any("'images' is dict" in p for p in report.problems)
+    assert any("'annotations' is missing" in p for p in report.problems)
+
+
+def test_cli_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image_dir, ann_file = write_coco(tmp_path / "good")
+    assert main(["data", "check", str(ann_file), "--images", str(image_dir)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+
+    data = _coco()
+    data["annotations"][0]["category_id"] = 7
+    data["images"][0]["file_name"] = "missing.png"
+    image_dir, ann_file = write_coco(tmp_path / "bad", data)
+    assert main(["data", "check", str(ann_file), "--images", str(image_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "2 problem(s)" in out and "missing.png" in out and "category_id=7" in out
+
+    assert main(["data", "check", str(tmp_path / "absent.json"), "--images", str(image_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "absent.json: annotation file not found" in out and "Traceback" not in out
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1, 2")
+    assert main(["data", "check", str(broken)]) == 1
+    assert "malformed JSON" in capsys.readouterr().out
+
+
+def test_cli_shapesx_and_check_generated_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "sx"
+    args = [
+        "data",
+        "shapesx",
+        "--out",
+        str(out),
+        "--train",
+        "3",
+        "--val",
+        "1",
+        "--test",
+        "1",
+        "--seed",
+        "2",
+        "--image-size",
+        "64",
+    ]
+    assert main(args) == 0
+    assert "images/s" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 2
+    for split in ("train", "val", "test"):
+        report = validate_dataset(out / "annotations" / f"instances_{split}.json", out / split)
+        assert report.ok, report.format()
+    assert main(["data", "shapesx", "--out", str(out), "--train", "-1"]) == 1
+
+
+def test_generated_shapesx_passes_check(shapesx_root: Path) -> None:
+    report = validate_dataset(
+        shapesx_root / "annotations" / "instances_val.json", shapesx_root / "val"
+    )
+    assert report.ok and report.counts["images"] == 4
