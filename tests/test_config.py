@@ -1,0 +1,114 @@
+"""Config files: every shipped config parses and builds; ShapesX rows share one budget; bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mxr.ablate import PRESETS
+from mxr.config import config_to_dict, load_config, read_config_file
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHAPESX = sorted((CONFIGS / "shapesx").glob("*.yaml"))
+COCO = sorted((CONFIGS / "coco").glob("*.yaml"))
+
+
+def test_shapesx_configs_are_the_ablation_rows() -> None:
+    assert {p.stem for p in SHAPESX} == set(PRESETS["shapesx"])
+
+
+def test_shapesx_rows_share_data_and_budget() -> None:
+    """Equal budgets: only the model section (and train_masks for the oracle) may differ."""
+    base = config_to_dict(load_config(CONFIGS / "shapesx" / "agnostic.yaml"))
+    for p in SHAPESX:
+        d = config_to_dict(load_config(p))
+        assert d["train"] == base["train"], p.name
+        data = dict(d["data"])
+        assert data.pop("train_masks") == ("all" if p.stem == "oracle" else "A"), p.name
+        assert data == {k: v for k, v in base["data"].items() if k != "train_masks"}, p.name
+        assert d["model"]["backbone"] == "tiny" and d["model"]["min_size"] == 128
+
+
+@pytest.mark.parametrize("path", SHAPESX, ids=lambda p: p.stem)
+def test_shapesx_config_builds_on_the_dataset(path: Path, shapesx_root: Path) -> None:
+    from mxr.engine import build_dataset, model_config_for
+    from mxr.model import build_model
+
+    cfg = load_config(path, [f"data.root={shapesx_root}"])
+    ds = build_dataset(cfg.data, "train", seed=0)
+    mcfg = model_config_for(cfg.model, ds)
+    model = build_model(mcfg)
+    assert mcfg.num_classes == ds.num_classes
+    expect = tuple(range(1, ds.num_classes)) if path.stem == "oracle" else ds.a_labels
+    assert tuple(mcfg.mask_classes) == tuple(expect)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_the_variants_differ_as_named() -> None:
+    m = {p.stem: load_config(p).model for p in SHAPESX}
+    assert m["agnostic"].mask_head == "agnostic" and not m["agnostic"].mlp_fusion
+    assert m["agnostic_mlp"].mlp_fusion and m["agnostic_deep"].mask_head_convs == 8
+    assert [m[f"transfer_{k}"].transfer_input for k in ("cls", "box", "clsbox")] == [
+        "cls",
+        "box",
+        "cls+box",
+    ]
+    assert m["transfer_clsbox_1layer"].transfer_layers == 1
+    assert m["transfer_clsbox_relu"].transfer_activation == "relu"
+    assert (
+        m["transfer_clsbox"].transfer_activation == "leaky_relu"
+        and not m["transfer_clsbox"].mlp_fusion
+    )
+    assert m["transfer_mlp"].mlp_fusion and m["transfer_mlp"].stop_grad
+    assert not m["transfer_mlp_nostopgrad"].stop_grad
+    assert m["oracle"].mask_head == "class"
+
+
+@pytest.mark.parametrize("path", COCO, ids=lambda p: p.stem)
+def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
+    from mxr.model import build_model
+
+    cfg = load_config(path)
+    assert cfg.model.backbone == "resnet50_fpn"
+    assert (cfg.model.min_size, cfg.model.max_size, cfg.model.box_batch_size_per_image) == (
+        800,
+        1333,
+        512,
+    )
+    t = cfg.train
+    assert (t.iterations, t.lr, t.warmup_iters, t.weight_decay, t.batch_size) == (
+        90000,
+        0.02,
+        500,
+        1e-4,
+        2,
+    )
+    assert [round(f * t.iterations) for f in t.lr_steps] == [60003, 80001]  # 60k / 80k
+    assert cfg.data.split in ("voc", "nonvoc") and cfg.data.root == "data/coco"
+    if "transfer_mlp" in path.stem:
+        assert cfg.model.mlp_fusion and cfg.model.mlp_form == "paper" and cfg.model.stop_grad
+    # COCO: 80 classes + background; set A = 20 (VOC) or 60 (non-VOC) labels
+    n_a = 80 if cfg.data.train_masks == "all" else (20 if cfg.data.split == "voc" else 60)
+    model = build_model(
+        dataclasses.replace(cfg.model, num_classes=81, mask_classes=tuple(range(1, n_a + 1)))
+    )
+    assert model.roi_heads.box_predictor.cls_score.out_features == 81
+
+
+def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
+    cfg = load_config(
+        CONFIGS / "shapesx" / "transfer_mlp.yaml", ["train.iterations=7", "model.stop_grad=false"]
+    )
+    assert cfg.train.iterations == 7 and cfg.model.stop_grad is False
+    with pytest.raises(ValueError, match=r"model\.mask_hed"):
+        load_config(None, ["model.mask_hed=agnostic"])
+    with pytest.raises(ValueError, match=r"model\.mask_head='agnostc'.*'agnostic'"):
+        load_config(None, ["model.mask_head=agnostc"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  iteratons: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*train\.iteratons"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        read_config_file(tmp_path / "missing.yaml")

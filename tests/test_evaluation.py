@@ -1,0 +1,143 @@
+"""COCO evaluation per class set, mask IoU given true boxes, tables and the `eval` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pycocotools.mask as mask_util
+import pytest
+import torch
+
+from mxr.evaluation import (
+    coco_evaluate,
+    encode_masks,
+    evaluate,
+    format_table,
+    masks_from_boxes,
+    outputs_to_coco,
+)
+
+
+@pytest.fixture(scope="module")
+def val_ds(shapesx_root: Path):  # noqa: ANN201
+    from mxr.data import CocoInstances
+
+    return CocoInstances(
+        shapesx_root / "val",
+        shapesx_root / "annotations/instances_val.json",
+        split="annotations/split.json",
+        masks="all",
+    )
+
+
+def _perfect_outputs(ds, only_labels=None):  # noqa: ANN001, ANN202
+    outputs, ids = [], []
+    for i in range(len(ds)):
+        _, t = ds[i]
+        keep = torch.ones(len(t["labels"]), dtype=torch.bool)
+        if only_labels is not None:
+            keep = torch.tensor([int(lab) in only_labels for lab in t["labels"]], dtype=torch.bool)
+        outputs.append(
+            {
+                "boxes": t["boxes"][keep],
+                "labels": t["labels"][keep],
+                "scores": torch.ones(int(keep.sum())),
+                "masks": t["masks"][keep].float()[:, None],
+            }
+        )
+        ids.append(int(t["image_id"]))
+    return outputs, ids
+
+
+def _sets(ds) -> dict[str, list[int]]:  # noqa: ANN001
+    a, b = list(ds.a_cat_ids), list(ds.b_cat_ids)
+    return {"A": a, "B": b, "all": a + b}
+
+
+def test_encode_masks_round_trips_through_rle() -> None:
+    probs = torch.zeros(2, 1, 8, 10)
+    probs[0, 0, 2:5, 3:7] = 0.9
+    probs[1, 0, 0, 0] = 0.5  # not > 0.5: background
+    rles = encode_masks(probs)
+    assert isinstance(rles[0]["counts"], str) and rles[0]["size"] == [8, 10]
+    rles[0]["counts"] = rles[0]["counts"].encode()
+    assert (mask_util.decode(rles[0]) == (probs[0, 0] > 0.5).numpy()).all()
+    assert mask_util.area(rles[0]) == 12
+    assert encode_masks(torch.zeros(0, 1, 8, 10)) == []
+
+
+def test_ground_truth_as_predictions_scores_100_on_every_set(val_ds) -> None:  # noqa: ANN001
+    outputs, ids = _perfect_outputs(val_ds)
+    results = outputs_to_coco(outputs, ids, val_ds.label_to_cat_id)
+    assert results[0]["bbox"][2] > 0 and "segmentation" in results[0]
+    json.dumps(results)  # JSON-ready
+    res = coco_evaluate(val_ds.coco, results, _sets(val_ds), image_ids=val_ds.image_ids)
+    for s in ("A", "B", "all"):
+        for task in ("segm", "bbox"):
+            assert res[s][task]["AP"] == pytest.approx(100.0), (s, task)
+            assert res[s][task]["AP75"] == pytest.approx(100.0)
+
+
+def test_sets_are_scored_separately(val_ds) -> None:  # noqa: ANN001
+    outputs, ids = _perfect_outputs(val_ds, only_labels=set(val_ds.a_labels))
+    results = outputs_to_coco(outputs, ids, val_ds.label_to_cat_id)
+    res = coco_evaluate(val_ds.coco, results, _sets(val_ds), image_ids=val_ds.image_ids)
+    assert res["A"]["segm"]["AP"] == pytest.approx(100.0)
+    assert res["B"]["segm"]["AP"] == 0.0  # B has ground truth but no detections
+    assert 0 < res["all"]["segm"]["AP"] < 100
+    # no detections at all: 0 where there is ground truth, None for an empty set
+    empty = coco_evaluate(val_ds.coco, [], {"A": list(val_ds.a_cat_ids), "none": []})
+    assert empty["A"]["bbox"]["AP"] == 0.0 and empty["none"]["segm"]["AP"] is None
+
+
+def test_format_table_has_a_row_per_set_and_task(val_ds) -> None:  # noqa: ANN001
+    outputs, ids = _perfect_outputs(val_ds)
+    res = coco_evaluate(
+        val_ds.coco, outputs_to_coco(outputs, ids, val_ds.label_to_cat_id), _sets(val_ds)
+    )
+    res["B"]["segm"]["APs"] = None
+    table = format_table(res)
+    lines = table.splitlines()
+    assert lines[0].startswith("| set | task | AP | AP50 | AP75")
+    assert len(lines) == 2 + 6
+    assert "| B | mask | 100.0 | 100.0 | 100.0 | — |" in table
+    plain = format_table(res, markdown=False).splitlines()
+    assert plain[0].split() == ["set", "task", "AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert any(line.split()[:3] == ["B", "mask", "100.0"] for line in plain)
+
+
+def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained_run) -> None:  # noqa: ANN001
+    model = trained_run["model"]
+    res = evaluate(model, val_ds, batch_size=3, progress=False, mask_iou=True)
+    assert set(res) == {"A", "B", "all"}
+    assert all(0 <= res[s]["mask_iou"]["mIoU"] <= 100 for s in res)
+    assert model.training  # mode restored
+    img, t = val_ds[0]
+    model.eval()
+    (probs,) = masks_from_boxes(model, [img], [t["boxes"]], [t["labels"]])
+    assert probs.shape == (len(t["boxes"]), *img.shape[-2:])
+    assert 0 <= float(probs.min()) and float(probs.max()) <= 1
+    model.train()
+
+
+def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from mxr.__main__ import main
+
+    out = tmp_path / "e.json"
+    rc = main(
+        [
+            "eval",
+            "--checkpoint",
+            trained_run["checkpoint"],
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert "| A | mask |" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert set(res) == {"A", "B", "all"} and set(res["A"]) == {"segm", "bbox"}
