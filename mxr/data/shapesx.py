@@ -43,7 +43,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("fork", "disc"),
     ("taper", "square"),
     ("ring", "triangle"),
-    ("notch", "hexagon"),
+    ("beads", "hexagon"),
     ("bulb", "diamond"),
     ("tee", "pentagon"),
 )
@@ -51,7 +51,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 MEMBERS = 5
 #: The member of each family held out as set B (in-between members, so each B tail lies between
 #: two A tails of the same family and every member index also occurs in A for other families).
-B_MEMBERS: tuple[int, ...] = (2, 3, 4, 2, 3, 4)
+B_MEMBERS: tuple[int, ...] = (4, 4, 4, 2, 2, 3)
 
 SPLITS = ("train", "val", "test")
 
@@ -145,8 +145,8 @@ TAIL_START = 0.6  # tail starts at x = 0.6 r (inside the head, so the two parts 
 
 
 def tail_length(k: int, r: float) -> float:
-    """Tail length of member ``k`` (1..5) for head radius ``r``: 1.2 r ... 2.0 r."""
-    return r * (1.2 + 0.2 * (k - 1))
+    """Tail length of member ``k`` (1..5) for head radius ``r``: 1.4 r ... 2.8 r."""
+    return r * (1.4 + 0.35 * (k - 1))
 
 
 def _regular_polygon(n: int, r: float, start_deg: float) -> list[tuple[float, float]]:
@@ -190,28 +190,30 @@ def _draw_tail(draw: ImageDraw.ImageDraw, family: str, k: int, r: float, to_px: 
 
     if family == "fork":  # k prongs of equal width and gap
         h = 0.9 * r
-        base = x0 + 0.3 * length
+        base = x0 + 0.2 * length
         rect(x0, -h, base, h)
         w = 2 * h / (2 * k - 1)
         for j in range(k):
             y = -h + 2 * w * j
             rect(base, y, x1, y + w)
     elif family == "taper":  # far-end half-width grows with k: a spike (k=1) ... a fan (k=5)
-        hw = r * (0.1 + 0.225 * (k - 1))
+        hw = r * (0.05 + 0.29 * (k - 1))
         draw.polygon(
-            [to_px(x0, -0.6 * r), to_px(x1, -hw), to_px(x1, hw), to_px(x0, 0.6 * r)], fill=1
+            [to_px(x0, -0.35 * r), to_px(x1, -hw), to_px(x1, hw), to_px(x0, 0.35 * r)], fill=1
         )
-    elif family == "ring":  # an annulus; the hole grows with k
-        rad = length / 2
-        ellipse(x0 + rad, 0.0, rad)
-        ellipse(x0 + rad, 0.0, rad * (0.15 + 0.17 * (k - 1)), fill=0)
-    elif family == "notch":  # a block with a V notch cut from its end; deeper with k
-        h = 0.8 * r
-        rect(x0, -h, x1, h)
-        depth = length * (0.15 + 0.175 * (k - 1))
-        draw.polygon(
-            [to_px(x1 + 1, -0.55 * r), to_px(x1 - depth, 0.0), to_px(x1 + 1, 0.55 * r)], fill=0
-        )
+    elif family == "ring":  # an elliptic annulus; the hole grows with k
+        rx, ry = length / 2, min(length / 2, 1.15 * r)
+        cx = x0 + rx
+        (px0, py0), (px1, py1) = to_px(cx - rx, -ry), to_px(cx + rx, ry)
+        draw.ellipse([px0, py0, px1, py1], fill=1)
+        f = 0.15 + 0.17 * (k - 1)
+        (px0, py0), (px1, py1) = to_px(cx - f * rx, -f * ry), to_px(cx + f * rx, f * ry)
+        draw.ellipse([px0, py0, px1, py1], fill=0)
+    elif family == "beads":  # k beads on a thin string; fewer beads are bigger
+        rect(x0, -0.15 * r, x1, 0.15 * r)
+        bead = length / (2 * k)
+        for j in range(k):
+            ellipse(x0 + bead * (2 * j + 1), 0.0, min(bead, 1.2 * r))
     elif family == "bulb":  # a stem ending in a disc whose radius grows with k
         b = r * (0.3 + 0.15 * (k - 1))
         rect(x0, -0.25 * r, x1 - b, 0.25 * r)
@@ -251,7 +253,7 @@ def _render_object(
     xmin, xmax, ymax = (
         -1.25 * r - pad,
         TAIL_START * r + tail_length(MEMBERS, r) + 0.7 * r + pad,
-        1.5 * r + pad,
+        1.7 * r + pad,
     )
     w, h = int(math.ceil(xmax - xmin)), int(math.ceil(2 * ymax))
 
@@ -273,12 +275,12 @@ def _render_object(
     slab = np.zeros_like(amodal)
     occlude = rng.random() >= params["p_unoccluded"]
     if occlude and slab_mode == "tail":
-        d, e, m = rng.uniform(0.0, 0.25) * r, rng.uniform(0.1, 0.6) * r, rng.uniform(0.1, 0.4) * r
+        d, e, m = rng.uniform(0.0, 0.25) * r, rng.uniform(0.1, 0.6) * r, rng.uniform(0.05, 0.3) * r
         sx0, sx1 = (
             TAIL_START * r - d,
             TAIL_START * r + tail_length(MEMBERS, r) + e,
         )  # independent of k
-        (px0, py0), (px1, py1) = to_px(sx0, -1.05 * r - m), to_px(sx1, 1.05 * r + m)
+        (px0, py0), (px1, py1) = to_px(sx0, -1.3 * r - m), to_px(sx1, 1.3 * r + m)
         slab[int(round(py0)) : int(round(py1)) + 1, int(round(px0)) : int(round(px1)) + 1] = True
     elif occlude and slab_mode == "random":
         ys, xs = np.nonzero(amodal)
