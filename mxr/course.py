@@ -88,8 +88,17 @@ def course_config(variant: str, *, short: bool = False, **train_overrides: Any) 
 
 
 def runs_dir() -> Path:
-    """Where the notebooks' runs are cached: ``runs/course/<budget mode>/``."""
-    return REPO_ROOT / "runs" / "course" / budget_mode()
+    """Where the notebooks' runs are cached: ``runs/course/<budget mode>/``.
+
+    ``MXR_RUNS`` overrides the ``runs/course`` part (e.g. a temporary folder for a test that must
+    train rather than reuse a cached run).
+    """
+    base = (
+        Path(os.environ["MXR_RUNS"])
+        if os.environ.get("MXR_RUNS")
+        else REPO_ROOT / "runs" / "course"
+    )
+    return base / budget_mode()
 
 
 def train_or_load(
