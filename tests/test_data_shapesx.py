@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from mxr.data import CocoInstances, ensure_shapesx, generate_shapesx
-from mxr.data.shapesx import DESIGNS, class_names, default_split
+from mxr.data.shapesx import DESIGNS, class_names, class_slots, default_split
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -102,3 +102,12 @@ def test_ensure_generates_only_when_missing(tmp_path: Path) -> None:
     ensure_shapesx(root, train=9, val=9, test=9, image_size=64, progress=False)  # exists: untouched
     assert (root / "manifest.json").read_bytes() == manifest
     assert len(list((root / "train").glob("*.png"))) == 2
+
+
+def test_classes_are_dealt_in_balanced_blocks_with_b_in_every_run() -> None:
+    names, b = class_names(), set(default_split()["B"])
+    slots = class_slots(0, 1, 0, 60)
+    assert sorted(slots[:30]) == list(range(30)) and sorted(slots[30:]) == list(range(30))
+    assert all(sum(names[c] in b for c in slots[i : i + 5]) == 1 for i in range(0, 60, 5))
+    assert class_slots(0, 1, 28, 5) == slots[28:33]  # a window depends only on its blocks
+    assert class_slots(1, 1, 0, 30) != slots[:30]

@@ -360,10 +360,44 @@ def _overlaps(
     )
 
 
+def class_slots(seed: int, split_index: int, start: int, count: int) -> list[int]:
+    """Category indices (0..29) for object slots ``start .. start+count-1`` of one split.
+
+    Classes are dealt in blocks of 30 slots that hold every class once; each block is 6 runs of 5 slots
+    with exactly one set-B class per run. So classes are balanced and even a tiny split has B objects.
+    Each block depends only on ``(seed, split_index, block)``: images stay independent of each other.
+    """
+    names = class_names()
+    b_set = set(default_split()["B"])
+    b_idx = [i for i, n in enumerate(names) if n in b_set]
+    a_idx = [i for i, n in enumerate(names) if n not in b_set]
+    runs = len(b_idx)
+    per_run = len(a_idx) // runs
+    out: list[int] = []
+    block_size = len(names)
+    for block in range(start // block_size, (start + count - 1) // block_size + 1 if count else 0):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, 1_000_003, block]))
+        b_perm, a_perm = rng.permutation(b_idx), rng.permutation(a_idx)
+        seq: list[int] = []
+        for t in range(runs):
+            run = [int(b_perm[t])] + [int(x) for x in a_perm[t * per_run : (t + 1) * per_run]]
+            seq += [run[i] for i in rng.permutation(len(run))]
+        lo = max(start - block * block_size, 0)
+        hi = min(start + count - block * block_size, block_size)
+        out += seq[lo:hi]
+    return out
+
+
 def render_image(
-    rng: np.random.Generator, image_size: int, params: dict[str, Any]
+    rng: np.random.Generator,
+    image_size: int,
+    params: dict[str, Any],
+    classes: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Draw one ShapesX image.
+
+    ``classes`` gives the category index (0..29) of each object slot (see :func:`class_slots`); the
+    first n of them are attempted, n drawn from ``objects_per_image``. ``None`` draws classes uniformly.
 
     Returns:
         image: uint8 (image_size, image_size, 3).
@@ -389,8 +423,8 @@ def render_image(
     slabs = np.zeros((size, size), dtype=bool)
     lo, hi = params["objects_per_image"]
     n_classes = len(FAMILIES) * MEMBERS
-    for _ in range(int(rng.integers(lo, hi + 1))):
-        cat = int(rng.integers(n_classes))
+    for slot in range(int(rng.integers(lo, hi + 1))):
+        cat = int(classes[slot]) if classes is not None else int(rng.integers(n_classes))
         family_index, k = divmod(cat, MEMBERS)
         k += 1
         r = rng.uniform(*params["radius"]) * scale
@@ -500,6 +534,7 @@ def generate_shapesx(
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     categories = _categories()
     total = sum(counts_req.values())
+    max_objects = int(params["objects_per_image"][1])
     bar = tqdm(total=total, desc="ShapesX", unit="img", disable=not progress)
     start = time.perf_counter()
     counts: dict[str, dict[str, int]] = {}
@@ -511,7 +546,8 @@ def generate_shapesx(
         images, annotations = [], []
         for index in range(counts_req[split]):
             rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
-            pixels, objects = render_image(rng, image_size, params)
+            slots = class_slots(seed, split_index, index * max_objects, max_objects)
+            pixels, objects = render_image(rng, image_size, params, slots)
             image_id = index + 1
             file_name = f"{image_id:06d}.png"
             Image.fromarray(pixels).save(split_dir / file_name, compress_level=1)
