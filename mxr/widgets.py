@@ -8,14 +8,20 @@ output area (nbval cannot see it), so the callbacks stay a few lines long.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.figure import Figure
 
 from mxr.viz import draw_instances
+
+if TYPE_CHECKING:
+    from mxr.config import Config
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -115,3 +121,517 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
     box = w.VBox([slider, image, legend, caption])
     box.slider, box.image, box.caption = slider, image, caption
     return box
+
+
+# ----------------------------------------------------------------------------- training panel
+
+MASK_HEAD_CHOICES: tuple[str, ...] = ("agnostic", "transfer", "oracle")
+"""What the panel's mask-head menu offers: class-agnostic, weight transfer, class-specific oracle."""
+
+STRUCTURES: dict[str, tuple[int, str]] = {
+    "1-layer": (1, "leaky_relu"),
+    "2-layer ReLU": (2, "relu"),
+    "2-layer LeakyReLU": (2, "leaky_relu"),
+}
+"""τ structures: menu label -> (``model.transfer_layers``, ``model.transfer_activation``)."""
+
+_VARIANT_OF_HEAD = {"agnostic": "agnostic", "transfer": "transfer_clsbox", "oracle": "oracle"}
+
+
+def default_choices() -> dict[str, Any]:
+    """The panel's starting point: the paper's full model at the short (comparison) budget."""
+    from mxr.course import budget
+
+    return {
+        "mask_head": "transfer",
+        "transfer_input": "cls+box",
+        "structure": "2-layer LeakyReLU",
+        "stop_grad": True,
+        "mlp_fusion": True,
+        "iterations": budget("short_iterations"),
+    }
+
+
+def _checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
+    from mxr.config import TRANSFER_INPUTS
+
+    c = {**default_choices(), **dict(choices)}
+    unknown = sorted(set(c) - set(default_choices()))
+    if unknown:
+        raise ValueError(
+            f"unknown choice(s) {', '.join(map(repr, unknown))}; expected keys "
+            f"{', '.join(default_choices())}"
+        )
+    for key, options in (
+        ("mask_head", MASK_HEAD_CHOICES),
+        ("transfer_input", TRANSFER_INPUTS),
+        ("structure", tuple(STRUCTURES)),
+    ):
+        if c[key] not in options:
+            raise ValueError(
+                f"{key}={c[key]!r} is not valid; expected one of {', '.join(map(repr, options))}"
+            )
+    it = c["iterations"]
+    if isinstance(it, bool) or not isinstance(it, int) or it <= 0:
+        raise ValueError(f"iterations={it!r} is not valid; expected a positive integer")
+    c["stop_grad"], c["mlp_fusion"] = bool(c["stop_grad"]), bool(c["mlp_fusion"])
+    return c
+
+
+def config_from_choices(choices: Mapping[str, Any]) -> Config:
+    """The course config the panel's choices describe.
+
+    Args:
+        choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
+            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``), ``structure`` (a key of
+            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools) and ``iterations``; missing keys
+            take :func:`default_choices`. Transfer input, structure and stop-grad only matter for
+            the transfer head; MLP fusion applies to every head.
+
+    Returns:
+        ``configs/shapesx/<agnostic|transfer_clsbox|oracle>.yaml`` on the course data, with the
+        chosen model fields and ``iterations`` (warm-up, logging and checkpointing scaled to it).
+    """
+    from mxr.course import course_config
+
+    c = _checked_choices(choices)
+    cfg = course_config(_VARIANT_OF_HEAD[c["mask_head"]])
+    model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
+    if c["mask_head"] == "transfer":
+        layers, activation = STRUCTURES[c["structure"]]
+        model = dataclasses.replace(
+            model,
+            transfer_input=c["transfer_input"],
+            transfer_layers=layers,
+            transfer_activation=activation,
+            stop_grad=c["stop_grad"],
+        )
+    n = c["iterations"]
+    train = dataclasses.replace(
+        cfg.train,
+        iterations=n,
+        warmup_iters=min(cfg.train.warmup_iters, max(1, n // 10)),
+        checkpoint_every=n,
+        log_every=max(1, min(10, n // 20)),
+    )
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def describe_choices(choices: Mapping[str, Any]) -> str:
+    """A short human-readable label, e.g. ``"transfer cls+box 2-layer LeakyReLU +MLP (6 it)"``."""
+    c = _checked_choices(choices)
+    parts = [c["mask_head"]]
+    if c["mask_head"] == "transfer":
+        parts += [c["transfer_input"], c["structure"]]
+        if not c["stop_grad"]:
+            parts.append("no stop-grad")
+    if c["mlp_fusion"]:
+        parts.append("+MLP")
+    return " ".join(parts) + f" ({c['iterations']} it)"
+
+
+def run_name(choices: Mapping[str, Any]) -> str:
+    """A folder name that differs whenever the choices differ, e.g. ``panel-transfer-clsbox-...``."""
+    c = _checked_choices(choices)
+    parts = ["panel", c["mask_head"]]
+    if c["mask_head"] == "transfer":
+        layers, activation = STRUCTURES[c["structure"]]
+        parts += [
+            c["transfer_input"].replace("+", ""),
+            f"{layers}{'leaky' if activation == 'leaky_relu' else 'relu'}",
+            "sg" if c["stop_grad"] else "nosg",
+        ]
+    parts += ["mlp" if c["mlp_fusion"] else "nomlp", f"{c['iterations']}it"]
+    return "-".join(parts)
+
+
+@dataclass
+class RunLog:
+    """One panel run: its choices, the loss records seen so far, and its evaluation when done.
+
+    ``records`` are the dicts the engine writes to ``metrics.jsonl`` (``iter``, ``loss``,
+    ``loss_mask``, ...); ``eval`` is :func:`mxr.evaluation.evaluate`'s dict.
+    """
+
+    choices: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    eval: dict[str, Any] | None = None
+    seconds: float | None = None
+    cached: bool = False
+    out_dir: str | None = None
+
+    @property
+    def label(self) -> str:
+        return describe_choices(self.choices)
+
+    def add(self, iteration: int, record: Mapping[str, Any]) -> None:
+        """The engine callback: keep ``record`` (``iteration`` overrides its ``iter``)."""
+        self.records.append({**dict(record), "iter": int(iteration)})
+
+    def mask_ap(self, split: str) -> float | None:
+        """Mask AP (0–100) on ``"A"``, ``"B"`` or ``"all"``; ``None`` before evaluation."""
+        if self.eval is None:
+            return None
+        return self.eval[split]["segm"]["AP"]
+
+    def mask_iou(self, split: str) -> float | None:
+        """Mean mask IoU (0–100) given the true boxes; ``None`` if not measured."""
+        if self.eval is None:
+            return None
+        return self.eval[split].get("mask_iou", {}).get("mIoU")
+
+
+def loss_figure(
+    records: Sequence[Mapping[str, Any]],
+    title: str = "Training loss",
+    keys: Sequence[str] = ("loss", "loss_mask", "loss_classifier", "loss_box_reg"),
+) -> Figure:
+    """Loss against iteration from engine records (empty records: empty axes saying "waiting").
+
+    Returns:
+        A Figure with the total loss in bold, the mask loss and the box-head losses, a legend,
+        labelled axes and a title.
+    """
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for key in keys:
+        pts = [(r["iter"], r[key]) for r in records if isinstance(r.get(key), int | float)]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(
+                xs,
+                ys,
+                marker="." if len(pts) < 30 else None,
+                label=key,
+                linewidth=2.0 if key == "loss" else 1.0,
+            )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (mean over the log interval)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8, loc="upper right")
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "waiting for the first logged iteration",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="grey",
+        )
+    fig.tight_layout()
+    return fig
+
+
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    """Rows ``[set, mask AP, mask AP50, box AP, mIoU]`` for sets A, B and all of an evaluation."""
+    rows = []
+    for split in ("A", "B", "all"):
+        if split not in results:
+            continue
+        r = results[split]
+        rows.append(
+            [
+                split,
+                _f(r["segm"]["AP"]),
+                _f(r["segm"]["AP50"]),
+                _f(r["bbox"]["AP"]),
+                _f(r.get("mask_iou", {}).get("mIoU")),
+            ]
+        )
+    return rows
+
+
+SPLIT_TABLE_HEADER = ["set", "mask AP", "mask AP50", "box AP", "mask mIoU (true boxes)"]
+COMPARISON_HEADER = ["#", "run", "mask AP A", "mask AP B", "mIoU A", "mIoU B", "seconds"]
+
+
+def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
+    """One row per evaluated run: number, label, mask AP on A and B, mIoU on A and B, wall time."""
+    rows = []
+    for i, run in enumerate(runs, start=1):
+        if run.eval is None:
+            continue
+        secs = "cached" if run.cached else ("—" if run.seconds is None else f"{run.seconds:.0f}")
+        rows.append(
+            [
+                str(i),
+                run.label,
+                _f(run.mask_ap("A")),
+                _f(run.mask_ap("B")),
+                _f(run.mask_iou("A")),
+                _f(run.mask_iou("B")),
+                secs,
+            ]
+        )
+    return rows
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
+    """A small HTML table (cells escaped) for an ``ipywidgets.HTML``."""
+    from html import escape
+
+    head = "".join(f"<th style='padding:2px 8px'>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:2px 8px'>{escape(c)}</td>" for c in r) + "</tr>"
+        for r in rows
+    )
+    cap = f"<caption style='text-align:left'><b>{escape(caption)}</b></caption>" if caption else ""
+    return (
+        f"<table class='mxr-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def comparison_table(runs: Sequence[RunLog]) -> str:
+    """The runs so far as a markdown table (see :func:`comparison_rows`)."""
+    return markdown_table(COMPARISON_HEADER, comparison_rows(runs))
+
+
+def comparison_chart(runs: Sequence[RunLog]) -> Figure:
+    """Grouped bars per evaluated run: mask AP (left) and mask mIoU given true boxes (right), A vs B.
+
+    Returns:
+        A Figure with two axes; bars are labelled by run number (see the comparison table).
+    """
+    done = [(i, r) for i, r in enumerate(runs, start=1) if r.eval is not None]
+    fig = Figure(figsize=(8, 3.2))
+    panels = (("mask AP", RunLog.mask_ap), ("mask mIoU given true boxes", RunLog.mask_iou))
+    width = 0.38
+    for k, (name, getter) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        xs = list(range(len(done)))
+        for j, (split, colour) in enumerate((("A", "#ff8c00"), ("B", "#1e90ff"))):
+            vals = [getter(r, split) or 0.0 for _, r in done]
+            ax.bar(
+                [x + (j - 0.5) * width for x in xs], vals, width, label=f"set {split}", color=colour
+            )
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"#{i}" for i, _ in done])
+        ax.set_xlabel("run (see the table)")
+        ax.set_ylabel(f"{name} (0-100)")
+        ax.set_title(f"{name}, set A vs set B", fontsize=10)
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def train_choices(
+    choices: Mapping[str, Any],
+    log: RunLog | None = None,
+    reuse: bool = True,
+    on_record: Callable[[RunLog], None] | None = None,
+) -> RunLog:
+    """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe.
+
+    Args:
+        choices: see :func:`config_from_choices`.
+        log: a :class:`RunLog` to fill (default: a new one).
+        reuse: reuse a finished run with the same settings from :func:`mxr.course.runs_dir`.
+        on_record: called with the log after each logged iteration (the live plot's hook).
+
+    Returns:
+        The log, with ``eval`` filled in; cached runs get their records from ``metrics.jsonl``.
+    """
+    import shutil
+
+    from mxr.course import runs_dir, train_or_load
+    from mxr.viz import read_metrics
+
+    c = _checked_choices(choices)
+    log = log if log is not None else RunLog(choices=c)
+    cfg = config_from_choices(c)
+    name = run_name(c)
+    if not reuse and (runs_dir() / name).exists():
+        shutil.rmtree(runs_dir() / name)
+
+    def callback(iteration: int, record: dict[str, Any]) -> None:
+        log.add(iteration, record)
+        if on_record is not None:
+            on_record(log)
+
+    t0 = time.perf_counter()
+    result = train_or_load(name, cfg, progress=False, callback=callback)
+    log.seconds = time.perf_counter() - t0
+    log.cached = bool(result["cached"])
+    log.out_dir = str(result["out_dir"])
+    log.eval = result["eval"]
+    if log.cached or not log.records:
+        log.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
+    return log
+
+
+class TrainingPanel:
+    """Widgets to choose a mask head and its options, a Train button, a live loss plot, the
+    per-split AP table of the last run, and a table and chart comparing every run so far.
+
+    Display it as the last expression of a cell. :meth:`run` does what pressing Train does (so a
+    notebook can train through the panel when executed headless); :attr:`runs` holds the
+    :class:`RunLog` of each run.
+    """
+
+    def __init__(self, runs: Sequence[RunLog] = (), min_plot_interval_s: float = 0.3) -> None:
+        import ipywidgets as w
+
+        from mxr.config import TRANSFER_INPUTS
+
+        d = default_choices()
+        self.runs: list[RunLog] = list(runs)
+        self.min_plot_interval_s = float(min_plot_interval_s)
+        style = {"description_width": "110px"}
+        self.mask_head = w.ToggleButtons(
+            options=list(MASK_HEAD_CHOICES),
+            value=d["mask_head"],
+            description="mask head",
+            style=style,
+        )
+        self.transfer_input = w.Dropdown(
+            options=list(TRANSFER_INPUTS),
+            value=d["transfer_input"],
+            description="transfer input",
+            style=style,
+        )
+        self.structure = w.Dropdown(
+            options=list(STRUCTURES), value=d["structure"], description="τ structure", style=style
+        )
+        self.stop_grad = w.Checkbox(value=d["stop_grad"], description="stop-grad on w_det")
+        self.mlp_fusion = w.Checkbox(value=d["mlp_fusion"], description="MLP fusion")
+        self.iterations = w.BoundedIntText(
+            value=d["iterations"], min=1, max=100_000, description="iterations", style=style
+        )
+        self.reuse = w.Checkbox(value=True, description="reuse a finished run with these settings")
+        self.train_button = w.Button(description="Train", button_style="primary", icon="play")
+        self.status = w.HTML("Choose the settings and press <b>Train</b>.")
+        self.plot = w.Image(format="png", value=figure_png(loss_figure([], "Training loss")))
+        self.table = w.HTML()
+        self.comparison = w.HTML()
+        self.chart = w.Image(format="png")
+        self.mask_head.observe(self._sync_enabled, names="value")
+        self.train_button.on_click(self._on_click)
+        self._sync_enabled()
+        self._show_comparison()
+        options = w.VBox(
+            [
+                self.mask_head,
+                self.transfer_input,
+                self.structure,
+                self.stop_grad,
+                self.mlp_fusion,
+                self.iterations,
+                self.reuse,
+                self.train_button,
+                self.status,
+            ]
+        )
+        self.widget = w.VBox(
+            [
+                w.HBox([options, self.plot]),
+                self.table,
+                w.HTML("<b>All runs of this panel</b>"),
+                self.comparison,
+                self.chart,
+            ]
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def choices(self) -> dict[str, Any]:
+        """The settings the widgets show now (see :func:`config_from_choices`)."""
+        return {
+            "mask_head": self.mask_head.value,
+            "transfer_input": self.transfer_input.value,
+            "structure": self.structure.value,
+            "stop_grad": self.stop_grad.value,
+            "mlp_fusion": self.mlp_fusion.value,
+            "iterations": int(self.iterations.value),
+        }
+
+    def set_choices(self, **choices: Any) -> None:
+        """Set widgets from keyword choices (names as in :func:`config_from_choices`)."""
+        checked = _checked_choices({**self.choices(), **choices})
+        for key, value in checked.items():
+            getattr(self, key).value = value
+
+    def _sync_enabled(self, change: Any = None) -> None:
+        transfer = self.mask_head.value == "transfer"
+        for wid in (self.transfer_input, self.structure, self.stop_grad):
+            wid.disabled = not transfer
+
+    def _draw(self, log: RunLog, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - getattr(self, "_last_draw", 0.0) < self.min_plot_interval_s:
+            return
+        self._last_draw = now
+        done = log.records[-1]["iter"] if log.records else 0
+        title = f"{log.label}: iteration {done}/{log.choices['iterations']}"
+        self.plot.value = figure_png(loss_figure(log.records, title))
+
+    def _show_comparison(self) -> None:
+        rows = comparison_rows(self.runs)
+        if rows:
+            self.comparison.value = html_table(COMPARISON_HEADER, rows)
+            self.chart.value = figure_png(comparison_chart(self.runs))
+        else:
+            self.comparison.value = "<i>No finished run yet.</i>"
+
+    def _train(self) -> RunLog:
+        log = RunLog(choices=_checked_choices(self.choices()))
+        self.train_button.disabled = True
+        self.status.value = f"Training <b>{log.label}</b> …"
+        self.table.value = ""
+        self._last_draw = 0.0
+        self._draw(log, force=True)
+        try:
+            train_choices(log.choices, log, reuse=self.reuse.value, on_record=self._draw)
+        except Exception as e:
+            from html import escape
+
+            self.status.value = (
+                f"<span style='color:#c00'>Training failed: {escape(type(e).__name__)}: "
+                f"{escape(str(e))}</span>"
+            )
+            raise
+        finally:
+            self.train_button.disabled = False
+        self._draw(log, force=True)
+        how = "reloaded a finished run" if log.cached else f"trained in {log.seconds:.0f} s"
+        self.status.value = f"Done: <b>{log.label}</b>, {how}."
+        self.table.value = html_table(
+            SPLIT_TABLE_HEADER,
+            split_table_rows(log.eval or {}),
+            caption=f"Validation AP per class set: {log.label}",
+        )
+        self.runs.append(log)
+        self._show_comparison()
+        return log
+
+    def _on_click(self, button: Any) -> None:
+        try:
+            self._train()
+        except Exception:  # shown in the status line; a button callback has nowhere to raise to
+            pass
+
+    def run(self, **choices: Any) -> RunLog:
+        """Set the widgets from ``choices`` and train as the Train button does; errors propagate."""
+        if choices:
+            self.set_choices(**choices)
+        return self._train()
+
+
+def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
+    """The notebook-04 training UI (see :class:`TrainingPanel`); ``runs`` pre-fills the comparison."""
+    return TrainingPanel(runs)
