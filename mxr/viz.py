@@ -230,3 +230,525 @@ def plot_loss_curve(metrics_jsonl_path: str | Path, keys: Sequence[str] | None =
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# course figures: the walkthrough (feature maps, anchors, RPN targets, boxes, RoI maps), weight PCA,
+# per-class bars and AP comparisons. Each returns a Figure and never shows it.
+# --------------------------------------------------------------------------------------------------
+def _image_hwc(image: torch.Tensor) -> Any:
+    """``(3, H, W)`` float/uint8 -> ``(H, W, 3)`` uint8 numpy array for ``imshow``."""
+    return to_uint8_image(image).permute(1, 2, 0).numpy()
+
+
+def _add_boxes(ax: Any, boxes: torch.Tensor, colour: Any, width: float = 1.0, **kw: Any) -> None:
+    """Draw XYXY ``boxes`` ``(N, 4)`` as unfilled rectangles on ``ax``."""
+    from matplotlib.patches import Rectangle
+
+    for i, (x0, y0, x1, y1) in enumerate(boxes.detach().cpu().float().reshape(-1, 4).tolist()):
+        ax.add_patch(
+            Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=colour,
+                linewidth=width,
+                label=kw.get("label") if i == 0 else None,
+            )
+        )
+
+
+def plot_feature_maps(
+    features: Mapping[str, torch.Tensor],
+    image: torch.Tensor | None = None,
+    image_size: int | None = None,
+) -> Figure:
+    """One panel per feature map: the L2 norm over channels of the first image's map.
+
+    Args:
+        features: ``{"0": (B, C, H0, W0), "1": ..., "pool": ...}`` (a backbone's output).
+        image: optional ``(3, H, W)`` image drawn in the first panel.
+        image_size: the network input's side, to print each map's stride (default: the image's).
+
+    Returns:
+        A Figure titled per level with its shape and stride, a colour bar per map.
+    """
+    if not features:
+        raise ValueError("plot_feature_maps: features is empty; expected at least one map")
+    n = len(features) + (image is not None)
+    fig = Figure(figsize=(2.8 * n, 3.2))
+    k = 1
+    if image is not None:
+        ax = fig.add_subplot(1, n, k)
+        ax.imshow(_image_hwc(image))
+        ax.set_title(f"input {tuple(image.shape[-2:])}", fontsize=9)
+        ax.axis("off")
+        k += 1
+        image_size = image_size or int(image.shape[-1])
+    for name, fmap in features.items():
+        if fmap.dim() != 4:
+            raise ValueError(
+                f"plot_feature_maps: map {name!r} has shape {tuple(fmap.shape)}; expected (B, C, H, W)"
+            )
+        energy = fmap[0].detach().float().norm(dim=0).cpu()
+        ax = fig.add_subplot(1, n, k)
+        im = ax.imshow(energy.numpy(), cmap="magma")
+        stride = f", stride {image_size // fmap.shape[-1]}" if image_size else ""
+        ax.set_title(f"'{name}': {tuple(fmap.shape[1:])}{stride}", fontsize=9)
+        ax.set_xlabel("x (cells)")
+        ax.set_ylabel("y (cells)")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="‖feature‖₂")
+        k += 1
+    fig.suptitle("FPN feature maps: channel norm per location")
+    fig.tight_layout()
+    return fig
+
+
+def anchors_at(anchors: torch.Tensor, point: tuple[float, float]) -> torch.Tensor:
+    """The anchors ``(N, 4)`` whose centre is nearest to ``point`` ``(x, y)`` (all aspect ratios there)."""
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    d = (centres - torch.tensor(point, dtype=anchors.dtype)).norm(dim=1)
+    return anchors[d <= d.min() + 1e-3]
+
+
+def plot_anchors(
+    image: torch.Tensor,
+    anchors_per_level: Sequence[torch.Tensor],
+    level_names: Sequence[str],
+    point: tuple[float, float] | None = None,
+) -> Figure:
+    """For each level, the anchors centred nearest to ``point`` drawn on the image.
+
+    Args:
+        image: ``(3, H, W)``.
+        anchors_per_level: per level ``(N_l, 4)`` XYXY anchors (``N_l`` = H_l · W_l · ratios).
+        level_names: one name per level.
+        point: ``(x, y)``; default the image centre.
+
+    Returns:
+        A Figure with one panel per level, titled with the level's anchor count and size.
+    """
+    if len(anchors_per_level) != len(level_names):
+        raise ValueError(
+            f"plot_anchors: {len(anchors_per_level)} anchor levels but {len(level_names)} names"
+        )
+    h, w = image.shape[-2:]
+    point = point or (w / 2, h / 2)
+    n = len(anchors_per_level)
+    fig = Figure(figsize=(2.8 * n, 3.3))
+    colours = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple"]
+    for k, (anchors, name) in enumerate(zip(anchors_per_level, level_names, strict=True)):
+        ax = fig.add_subplot(1, n, k + 1)
+        ax.imshow(_image_hwc(image))
+        sel = anchors_at(anchors.detach().cpu().float(), point)
+        for j, box in enumerate(sel):
+            bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
+            _add_boxes(ax, box[None], colours[j % len(colours)], 1.5, label=f"{bw:.0f}×{bh:.0f}")
+        side = float(((sel[:, 2] - sel[:, 0]) * (sel[:, 3] - sel[:, 1])).sqrt().mean())
+        ax.set_title(f"level '{name}': {len(anchors)} anchors\nsize ≈ {side:.0f} px", fontsize=9)
+        ax.set_xlim(min(0, float(sel[:, 0].min())) - 2, max(w, float(sel[:, 2].max())) + 2)
+        ax.set_ylim(max(h, float(sel[:, 3].max())) + 2, min(0, float(sel[:, 1].min())) - 2)
+        ax.legend(fontsize=7, loc="lower right", title="w×h", title_fontsize=7)
+        ax.set_xlabel("x (px)")
+    fig.suptitle(f"Anchors centred nearest to ({point[0]:.0f}, {point[1]:.0f}) at each level")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rpn_targets(
+    image: torch.Tensor,
+    anchors: torch.Tensor,
+    labels: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    sampled: torch.Tensor | None = None,
+) -> Figure:
+    """RPN training targets: positive anchors as boxes, negative and neutral anchors as centre dots.
+
+    Args:
+        image: ``(3, H, W)``.
+        anchors: ``(N, 4)`` XYXY anchors of the image (all levels).
+        labels: ``(N,)`` 1 = positive, 0 = negative, -1 = neutral (ignored), -2 = discarded.
+        gt_boxes: ``(G, 4)`` ground-truth boxes.
+        sampled: optional ``(N,)`` bool, the anchors the loss actually uses; negatives are then drawn
+            only where sampled (there are thousands).
+
+    Returns:
+        A Figure with two panels (positives; negatives and neutrals) and counts in the legends.
+    """
+    anchors = anchors.detach().cpu().float()
+    labels = labels.detach().cpu()
+    if anchors.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"plot_rpn_targets: {anchors.shape[0]} anchors but {labels.shape[0]} labels"
+        )
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    pos, neg, neutral = labels == 1, labels == 0, labels < 0
+    fig = Figure(figsize=(8, 4.3))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.imshow(_image_hwc(image))
+    _add_boxes(ax, gt_boxes, "white", 2.0, label=f"ground truth ({len(gt_boxes)})")
+    _add_boxes(ax, anchors[pos], "lime", 0.8, label=f"positive anchors ({int(pos.sum())})")
+    ax.set_title("Positive anchors (IoU ≥ 0.7 or best for a box)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.axis("off")
+    ax = fig.add_subplot(1, 2, 2)
+    ax.imshow(_image_hwc(image))
+    shown_neg = neg & sampled.cpu().bool() if sampled is not None else neg
+    what = "sampled negative" if sampled is not None else "negative"
+    ax.scatter(
+        *centres[neutral].T,
+        s=4,
+        c="grey",
+        alpha=0.5,
+        label=f"neutral centres ({int(neutral.sum())})",
+    )
+    ax.scatter(
+        *centres[shown_neg].T,
+        s=6,
+        c="red",
+        label=f"{what} centres ({int(shown_neg.sum())} of {int(neg.sum())})",
+    )
+    _add_boxes(ax, gt_boxes, "white", 2.0)
+    ax.set_title("Negative (IoU < 0.3) and neutral anchors", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.axis("off")
+    fig.suptitle(f"RPN targets for {len(anchors)} anchors")
+    fig.tight_layout()
+    return fig
+
+
+def plot_box_sets(
+    image: torch.Tensor,
+    box_sets: Mapping[str, torch.Tensor],
+    max_boxes: int = 100,
+    title: str | None = None,
+) -> Figure:
+    """One panel per named set of boxes on the same image (e.g. proposals before and after NMS).
+
+    Args:
+        image: ``(3, H, W)``.
+        box_sets: ``{panel title: (N, 4) XYXY boxes}``; the first ``max_boxes`` of each are drawn.
+        max_boxes: cap per panel.
+        title: figure title.
+
+    Returns:
+        A Figure; each panel's title gives how many boxes it holds and how many are drawn.
+    """
+    if not box_sets:
+        raise ValueError("plot_box_sets: box_sets is empty; expected at least one set of boxes")
+    n = len(box_sets)
+    fig = Figure(figsize=(3.4 * n, 3.7))
+    for k, (name, boxes) in enumerate(box_sets.items()):
+        ax = fig.add_subplot(1, n, k + 1)
+        ax.imshow(_image_hwc(image))
+        boxes = boxes.detach().cpu().reshape(-1, 4)
+        _add_boxes(ax, boxes[:max_boxes], "yellow", 0.7)
+        drawn = min(len(boxes), max_boxes)
+        ax.set_title(f"{name}\n{len(boxes)} boxes ({drawn} drawn)", fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_maps_grid(
+    rows: Mapping[str, torch.Tensor],
+    col_titles: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A grid of small maps: one row per named tensor, one column per RoI.
+
+    Args:
+        rows: ``{row name: (R, h, w) or (R, 3, h, w)}``, all with the same ``R``. Maps with values
+            in [0, 1] are drawn on a 0..1 grey scale (masks, probabilities); others (logits) on a
+            diverging scale symmetric about 0; ``(R, 3, h, w)`` rows are drawn as RGB.
+        col_titles: one per column (e.g. the RoI's class).
+        title: figure title.
+
+    Returns:
+        A Figure with a colour bar per row (except RGB rows).
+    """
+    if not rows:
+        raise ValueError("plot_maps_grid: rows is empty; expected at least one named tensor")
+    counts = {name: t.shape[0] for name, t in rows.items()}
+    r = next(iter(counts.values()))
+    if any(c != r for c in counts.values()) or r == 0:
+        raise ValueError(
+            f"plot_maps_grid: rows need the same positive number of maps, got {counts}"
+        )
+    if col_titles is not None and len(col_titles) != r:
+        raise ValueError(f"plot_maps_grid: {len(col_titles)} column titles for {r} columns")
+    nrows = len(rows)
+    fig = Figure(figsize=(1.6 * r + 1.6, 1.6 * nrows + 0.6))
+    grid = fig.add_gridspec(nrows, r + 1, width_ratios=[1] * r + [0.08])
+    for i, (name, maps) in enumerate(rows.items()):
+        maps = maps.detach().cpu().float()
+        rgb = maps.dim() == 4
+        if rgb:
+            vmin, vmax, cmap = 0.0, 1.0, None
+        elif maps.min() >= 0 and maps.max() <= 1:
+            vmin, vmax, cmap = 0.0, 1.0, "gray"
+        else:
+            lim = float(maps.abs().max()) or 1.0
+            vmin, vmax, cmap = -lim, lim, "RdBu_r"
+        im = None
+        for j in range(r):
+            ax = fig.add_subplot(grid[i, j])
+            shown = maps[j].permute(1, 2, 0).clamp(0, 1) if rgb else maps[j]
+            im = ax.imshow(shown.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if i == 0 and col_titles is not None:
+                ax.set_title(col_titles[j], fontsize=8)
+        if not rgb and im is not None:
+            fig.colorbar(im, cax=fig.add_subplot(grid[i, r]))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pca_project(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project rows onto their first ``k`` principal components (SVD of the centred matrix).
+
+    Args:
+        x: ``(N, d)`` e.g. one weight vector per class.
+        k: number of components (``k <= min(N, d)``).
+
+    Returns:
+        ``(N, k)`` coordinates and ``(k,)`` the fraction of variance each component explains. The
+        sign of each component is fixed (largest-magnitude loading positive), so results are stable.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"pca_project: x has shape {tuple(x.shape)}; expected (N, d)")
+    if not 1 <= k <= min(x.shape):
+        raise ValueError(f"pca_project: k={k} is not valid for x of shape {tuple(x.shape)}")
+    xc = x.detach().double() - x.detach().double().mean(0, keepdim=True)
+    u, s, vh = torch.linalg.svd(xc, full_matrices=False)
+    signs = torch.sign(vh[:k].gather(1, vh[:k].abs().argmax(1, keepdim=True))).squeeze(1)
+    signs[signs == 0] = 1
+    coords = (u[:, :k] * s[:k]) * signs
+    var = s**2
+    explained = var[:k] / var.sum().clamp(min=1e-12)
+    return coords.float(), explained.float()
+
+
+def plot_weight_pca(
+    weights: Mapping[str, torch.Tensor],
+    names: Sequence[str],
+    groups: Sequence[str],
+    values: Sequence[float],
+    is_b: Sequence[bool],
+    value_label: str = "member",
+) -> Figure:
+    """Per-class weight vectors projected to 2-D by PCA, coloured by group and by a value.
+
+    Args:
+        weights: ``{panel title: (N, d) one row per class}`` (e.g. ``w_det`` and ``w_seg``).
+        names: ``N`` class names (labels next to the points).
+        groups: ``N`` group names (e.g. the shape family): top row colours.
+        values: ``N`` numbers (e.g. the member index): bottom row colours.
+        is_b: ``N`` flags; set-B classes are drawn as stars with their names.
+        value_label: colour-bar label of ``values``.
+
+    Returns:
+        A Figure with two rows (by group, by value) and one column per weight set; axis labels give
+        the explained variance of each component.
+    """
+    n = len(names)
+    if not (len(groups) == len(values) == len(is_b) == n):
+        raise ValueError("plot_weight_pca: names, groups, values and is_b need the same length")
+    for title, w in weights.items():
+        if w.shape[0] != n:
+            raise ValueError(f"plot_weight_pca: {title!r} has {w.shape[0]} rows for {n} names")
+    import matplotlib
+
+    group_names = list(dict.fromkeys(groups))
+    cmap = matplotlib.colormaps["tab10"]
+    group_colour = {g: cmap(i % 10) for i, g in enumerate(group_names)}
+    b = torch.tensor([bool(x) for x in is_b])
+    ncols = len(weights)
+    fig = Figure(figsize=(4.6 * ncols, 8.2))
+    for j, (title, w) in enumerate(weights.items()):
+        xy, explained = pca_project(w, 2)
+        for row in range(2):
+            ax = fig.add_subplot(2, ncols, row * ncols + j + 1)
+            if row == 0:
+                for g in group_names:
+                    sel = torch.tensor([x == g for x in groups])
+                    for flag, marker, size in ((False, "o", 30), (True, "*", 160)):
+                        m = sel & (b == flag)
+                        if m.any():
+                            ax.scatter(
+                                *xy[m].T,
+                                c=[group_colour[g]],
+                                marker=marker,
+                                s=size,
+                                edgecolors="black" if flag else "none",
+                                label=g if not flag else None,
+                            )
+                ax.legend(fontsize=7, title="family (★ = set B)", title_fontsize=7)
+            else:
+                vals = torch.tensor([float(v) for v in values])
+                sc = None
+                for flag, marker, size in ((False, "o", 30), (True, "*", 160)):
+                    m = b == flag
+                    if m.any():
+                        sc = ax.scatter(
+                            *xy[m].T,
+                            c=vals[m].numpy(),
+                            cmap="viridis",
+                            vmin=float(vals.min()),
+                            vmax=float(vals.max()),
+                            marker=marker,
+                            s=size,
+                            edgecolors="black" if flag else "none",
+                        )
+                if sc is not None:
+                    fig.colorbar(sc, ax=ax, label=value_label)
+            for i in torch.nonzero(b).flatten().tolist():
+                ax.annotate(
+                    names[i], xy[i].tolist(), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+            ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f} % of variance)")
+            ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f} %)")
+            ax.set_title(f"{title}: by {'family' if row == 0 else value_label}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def group_separation(x: torch.Tensor, groups: Sequence[str]) -> float:
+    """Mean distance between rows of different groups over mean distance within a group.
+
+    Above 1: rows of a group sit closer together than rows of different groups. ``x`` is ``(N, d)``.
+    """
+    if x.shape[0] != len(groups):
+        raise ValueError(f"group_separation: {x.shape[0]} rows for {len(groups)} group names")
+    d = torch.cdist(x.detach().double(), x.detach().double())
+    g = list(groups)
+    same = torch.tensor([[a == b for b in g] for a in g])
+    off = ~torch.eye(len(g), dtype=torch.bool)
+    within, between = d[same & off], d[~same]
+    if within.numel() == 0 or between.numel() == 0:
+        raise ValueError("group_separation: needs at least two groups and a group of two")
+    return float(between.mean() / within.mean().clamp(min=1e-12))
+
+
+def plot_class_bars(
+    series: Mapping[str, torch.Tensor],
+    class_names: Sequence[str],
+    a_labels: Sequence[int],
+    ylabel: str,
+    title: str | None = None,
+) -> Figure:
+    """Per-class values (e.g. gradient norms per class row), one panel per named series.
+
+    Args:
+        series: ``{panel title: (C,) one value per label}`` (label 0 = background included).
+        class_names: ``C`` names.
+        a_labels: labels in set A (bars in the A colour; B bars in the B colour; background grey).
+        ylabel, title: axis label and figure title.
+    """
+    if not series:
+        raise ValueError("plot_class_bars: series is empty")
+    a_set = {int(x) for x in a_labels}
+    c = len(class_names)
+    colours = [
+        "lightgrey" if i == 0 else [v / 255 for v in (A_COLOURS[0] if i in a_set else B_COLOURS[1])]
+        for i in range(c)
+    ]
+    fig = Figure(figsize=(max(7.0, 0.25 * c), 2.6 * len(series) + 0.6))
+    for k, (name, values) in enumerate(series.items()):
+        values = values.detach().cpu().float()
+        if values.shape != (c,):
+            raise ValueError(
+                f"plot_class_bars: {name!r} has shape {tuple(values.shape)}; expected ({c},)"
+            )
+        ax = fig.add_subplot(len(series), 1, k + 1)
+        ax.bar(range(c), values.numpy(), color=colours)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(range(c))
+        ax.set_xticklabels(class_names, rotation=90, fontsize=7)
+        ax.set_xlim(-0.6, c - 0.4)
+        ax.grid(True, axis="y", alpha=0.3)
+    _legend(fig)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _metric(result: Mapping[str, Any], split: str, metric: str) -> float:
+    """``metric`` of a split in an :func:`mxr.evaluation.evaluate` result (``mIoU`` or a segm stat)."""
+    part = result.get(split, {})
+    value = (
+        part.get("mask_iou", {}).get("mIoU")
+        if metric == "mIoU"
+        else part.get("segm", {}).get(metric)
+    )
+    return float("nan") if value is None else float(value)
+
+
+def plot_ap_comparison(
+    results: Mapping[str, Mapping[str, Any]],
+    metrics: Sequence[str] = ("AP", "AP75", "mIoU"),
+    splits: Sequence[str] = ("A", "B"),
+    title: str | None = None,
+) -> Figure:
+    """Mask metrics of several runs side by side, one panel per metric, bars per split.
+
+    Args:
+        results: ``{run name: evaluate() result}``.
+        metrics: ``segm`` statistics (``AP``, ``AP50``, ``AP75``, ...) or ``mIoU`` (mask IoU given
+            ground-truth boxes, when the result has it).
+        splits: which class sets to show (``A``, ``B``, ``all``).
+    """
+    if not results:
+        raise ValueError("plot_ap_comparison: results is empty; expected at least one run")
+    names = list(results)
+    fig = Figure(figsize=(max(4.0, 1.3 * len(names)) * len(metrics) * 0.8 + 1, 3.8))
+    width = 0.8 / len(splits)
+    colours = {"A": [v / 255 for v in A_COLOURS[0]], "B": [v / 255 for v in B_COLOURS[1]]}
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        for s, split in enumerate(splits):
+            vals = [_metric(results[n], split, metric) for n in names]
+            xs = [i + (s - (len(splits) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, vals, width, label=f"set {split}", color=colours.get(split, "grey"))
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(f"mask {metric}" + (" (given true boxes)" if metric == "mIoU" else ""))
+        ax.set_title(f"mask {metric}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_terms(
+    losses: Mapping[str, float | torch.Tensor], title: str = "Losses of one step"
+) -> Figure:
+    """A bar chart of named loss terms (e.g. the dict a torchvision detector returns in training)."""
+    if not losses:
+        raise ValueError("plot_loss_terms: losses is empty")
+    names = list(losses)
+    vals = [float(v) for v in losses.values()]
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(names, vals, color="tab:blue")
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+    ax.set_xlabel("loss value")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(vals) * 1.25 if max(vals) > 0 else 1)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,151 @@
+"""The course figures (walkthrough, weight PCA, per-class bars, AP comparison) return Figures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mxr.viz import (  # noqa: E402
+    anchors_at,
+    group_separation,
+    pca_project,
+    plot_anchors,
+    plot_ap_comparison,
+    plot_box_sets,
+    plot_class_bars,
+    plot_feature_maps,
+    plot_loss_terms,
+    plot_maps_grid,
+    plot_rpn_targets,
+    plot_weight_pca,
+)
+
+IMAGE = torch.rand(3, 32, 32)
+
+
+def _grid_anchors(stride: int, size: int) -> torch.Tensor:
+    """Square anchors of one size centred on a stride grid over the 32 px image: ``(N, 4)``."""
+    c = torch.arange(stride / 2, 32, stride)
+    cy, cx = torch.meshgrid(c, c, indexing="ij")
+    centres = torch.stack([cx.flatten(), cy.flatten()], 1)
+    return torch.cat([centres - size / 2, centres + size / 2], 1)
+
+
+def test_feature_maps_one_panel_per_level_plus_image() -> None:
+    feats = {
+        "0": torch.rand(1, 8, 8, 8),
+        "1": torch.rand(1, 8, 4, 4),
+        "pool": torch.rand(1, 8, 2, 2),
+    }
+    fig = plot_feature_maps(feats, IMAGE)
+    assert isinstance(fig, Figure)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0].startswith("input") and "stride 4" in titles[1] and "stride 16" in titles[3]
+    with pytest.raises(ValueError, match="expected \\(B, C, H, W\\)"):
+        plot_feature_maps({"0": torch.rand(8, 8)})
+
+
+def test_anchors_at_picks_the_nearest_location_only() -> None:
+    anchors = torch.cat([_grid_anchors(8, 10), _grid_anchors(8, 20)])
+    sel = anchors_at(anchors, (15.0, 15.0))
+    assert sel.shape == (2, 4)  # two sizes share the nearest centre
+    centres = (sel[:, :2] + sel[:, 2:]) / 2
+    assert torch.allclose(centres, torch.tensor([[12.0, 12.0], [12.0, 12.0]])) or torch.allclose(
+        centres, torch.tensor([[20.0, 20.0], [20.0, 20.0]])
+    )
+    fig = plot_anchors(IMAGE, [_grid_anchors(8, 10), _grid_anchors(16, 20)], ["0", "1"])
+    assert "16 anchors" in fig.axes[0].get_title() and "4 anchors" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="names"):
+        plot_anchors(IMAGE, [_grid_anchors(8, 10)], ["0", "1"])
+
+
+def test_rpn_targets_counts_in_legend() -> None:
+    anchors = _grid_anchors(4, 6)  # 64 anchors
+    labels = torch.zeros(64)
+    labels[:3] = 1
+    labels[3:10] = -1
+    sampled = torch.zeros(64, dtype=torch.bool)
+    sampled[:20] = True
+    fig = plot_rpn_targets(IMAGE, anchors, labels, torch.tensor([[1.0, 1.0, 9.0, 9.0]]), sampled)
+    legend_text = " ".join(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
+    assert "positive anchors (3)" in legend_text
+    assert "neutral centres (7)" in legend_text
+    assert "(10 of 54)" in legend_text  # sampled negatives of all negatives
+    with pytest.raises(ValueError, match="labels"):
+        plot_rpn_targets(IMAGE, anchors, labels[:5], torch.zeros(0, 4))
+
+
+def test_box_sets_and_maps_grid() -> None:
+    boxes = torch.tensor([[1.0, 1.0, 10.0, 10.0]] * 5)
+    fig = plot_box_sets(IMAGE, {"before": boxes, "after": boxes[:2]}, max_boxes=3)
+    assert "5 boxes (3 drawn)" in fig.axes[0].get_title()
+    fig = plot_maps_grid(
+        {
+            "rgb": torch.rand(3, 3, 7, 7),
+            "mask": torch.rand(3, 28, 28),
+            "logits": torch.randn(3, 28, 28),
+        },
+        col_titles=["a", "b", "c"],
+    )
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 9 + 2  # 3 × 3 maps + a colour bar for each non-RGB row
+    with pytest.raises(ValueError, match="same positive number"):
+        plot_maps_grid({"x": torch.rand(2, 4, 4), "y": torch.rand(3, 4, 4)})
+
+
+def test_pca_project_recovers_the_dominant_direction() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.linspace(-1, 1, 20)
+    x = t[:, None] * torch.tensor([3.0, 0.0, 4.0]) + 0.01 * torch.randn(20, 3, generator=g)
+    coords, explained = pca_project(x, 2)
+    assert coords.shape == (20, 2) and explained.shape == (2,)
+    assert float(explained[0]) > 0.99
+    assert abs(torch.corrcoef(torch.stack([coords[:, 0], t]))[0, 1]) > 0.999
+    again, _ = pca_project(x, 2)
+    assert torch.equal(coords, again)
+    with pytest.raises(ValueError, match="k=5"):
+        pca_project(x, 5)
+
+
+def test_group_separation_and_weight_pca() -> None:
+    g = torch.Generator().manual_seed(0)
+    groups = ["a"] * 5 + ["b"] * 5
+    x = torch.randn(10, 6, generator=g) * 0.1
+    x[5:] += 5.0
+    assert group_separation(x, groups) > 5
+    assert group_separation(torch.ones(10, 6) + torch.arange(10.0)[:, None] % 2, groups) < 1.5
+    names = [f"{gr}-{i}" for i, gr in enumerate(groups)]
+    fig = plot_weight_pca(
+        {"w_det": x, "w_seg": x[:, :4]},
+        names,
+        groups,
+        list(range(10)),
+        [i % 5 == 2 for i in range(10)],
+    )
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 4
+    assert "% of variance" in fig.axes[0].get_xlabel()
+    with pytest.raises(ValueError, match="rows for"):
+        plot_weight_pca({"w": x[:3]}, names, groups, list(range(10)), [False] * 10)
+
+
+def test_class_bars_ap_comparison_and_loss_terms() -> None:
+    names = ["__background__", "x", "y", "z"]
+    fig = plot_class_bars({"with": torch.rand(4), "without": torch.rand(4)}, names, [1, 2], "norm")
+    assert [ax.get_title() for ax in fig.axes] == ["with", "without"]
+    with pytest.raises(ValueError, match="expected \\(4,\\)"):
+        plot_class_bars({"bad": torch.rand(3)}, names, [1], "norm")
+    result = {
+        s: {"segm": {"AP": 10.0 * i, "AP75": 5.0}, "mask_iou": {"mIoU": 50.0}}
+        for i, s in enumerate(("A", "B", "all"))
+    }
+    fig = plot_ap_comparison({"run1": result, "run2": result})
+    assert len(fig.axes) == 3
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == [0.0, 0.0, 10.0, 10.0]  # A bars of both runs, then B bars
+    fig = plot_loss_terms({"loss_mask": torch.tensor(0.7), "loss_classifier": 1.2})
+    assert fig.axes[0].get_title() == "Losses of one step"
