@@ -139,3 +139,20 @@ def train_or_load(
         "metrics": Path(result["metrics"]),
         "cached": False,
     }
+
+
+def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The ablation results the docs quote (``docs/results.json``, written by ``python -m mxr
+    ablate``), or ``None`` when the file is absent. Notebooks read numbers from here, never retype them.
+    """
+    import json
+
+    path = Path(path) if path is not None else REPO_ROOT / "docs" / "results.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
+        raise ValueError(
+            f"{path}: expected a JSON object with a 'rows' mapping (mxr ablate output)"
+        )
+    return data

@@ -635,3 +635,486 @@ class TrainingPanel:
 def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
     """The notebook-04 training UI (see :class:`TrainingPanel`); ``runs`` pre-fills the comparison."""
     return TrainingPanel(runs)
+
+
+# ----------------------------------------------------------------------------- inspecting masks
+
+
+@dataclass(frozen=True)
+class InstanceIoU:
+    """One ground-truth instance scored by a model's mask head given its true box and class.
+
+    ``iou``: IoU of the predicted mask (probability > 0.5) with the true mask; ``box_iou``: IoU of
+    the filled true box with the true mask (what a "mask = box" guess would score).
+    """
+
+    index: int
+    instance: int
+    label: int
+    iou: float
+    box_iou: float
+
+
+def _mask_instances(target: Mapping[str, torch.Tensor]) -> list[int]:
+    has = target.get("has_mask")
+    n = len(target["labels"])
+    if has is None:
+        return list(range(n))
+    return [i for i in range(n) if bool(has[i])]
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Filled boxes as boolean masks: ``(N, 4)`` XYXY pixels -> ``(N, H, W)`` (pixel centres inside)."""
+    ys = torch.arange(height, dtype=torch.float32).view(1, -1, 1) + 0.5
+    xs = torch.arange(width, dtype=torch.float32).view(1, 1, -1) + 0.5
+    b = boxes.detach().cpu().float().view(-1, 4, 1, 1)
+    return (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks pairwise along the first axis: ``(N, H, W)`` x2 -> ``(N,)``.
+
+    Two empty masks score 1 (they agree).
+    """
+    pred, gt = pred.bool().flatten(1), gt.bool().flatten(1)
+    inter = (pred & gt).sum(1).float()
+    union = (pred | gt).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+
+
+@torch.no_grad()
+def instance_masks(
+    model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
+    """The model's masks for the true boxes and classes of dataset item ``index``.
+
+    Returns:
+        ``(image, target, instances, probs)``: the image ``(3, H, W)``, its target, the instance
+        numbers that carry a true mask (M of them), and the predicted probabilities ``(M, H, W)``.
+    """
+    from mxr.evaluation import masks_from_boxes
+
+    image, target = ds[index]
+    inst = _mask_instances(target)
+    if not inst:
+        return image, target, inst, torch.zeros((0, *image.shape[-2:]))
+    model.eval()
+    probs = masks_from_boxes(
+        model,
+        [image.to(device)],
+        [target["boxes"][inst].to(device)],
+        [target["labels"][inst].to(device)],
+    )[0]
+    return image, target, inst, probs.cpu()
+
+
+def instance_ious(
+    model: torch.nn.Module,
+    ds: Any,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    threshold: float = 0.5,
+) -> list[InstanceIoU]:
+    """Score every true instance with a mask in ``indices`` (default: the whole dataset).
+
+    The dataset must carry masks of every class (``masks="all"``, as the val/test datasets of
+    :func:`mxr.engine.build_dataset` do), or B instances are skipped.
+    """
+    out = []
+    for index in range(len(ds)) if indices is None else indices:
+        image, target, inst, probs = instance_masks(model, ds, int(index), device)
+        if not inst:
+            continue
+        gt = target["masks"].bool()
+        ious = mask_iou(probs > threshold, gt)
+        h, w = image.shape[-2:]
+        base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
+        for k, i in enumerate(inst):
+            out.append(
+                InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
+            )
+    return out
+
+
+def ious_by_label(ious: Sequence[InstanceIoU]) -> dict[int, list[float]]:
+    """``{label: [iou, ...]}`` in label order."""
+    out: dict[int, list[float]] = {}
+    for r in sorted(ious, key=lambda r: r.label):
+        out.setdefault(r.label, []).append(r.iou)
+    return out
+
+
+def mean_iou(ious: Sequence[InstanceIoU], labels: Sequence[int], box: bool = False) -> float | None:
+    """Mean IoU (0–1) over instances whose label is in ``labels`` (``box``: of the box guess)."""
+    keep = set(int(x) for x in labels)
+    vals = [(r.box_iou if box else r.iou) for r in ious if r.label in keep]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def failure_cases(ious: Sequence[InstanceIoU], k: int = 6) -> list[InstanceIoU]:
+    """The ``k`` instances with the lowest IoU (ties: dataset order)."""
+    return sorted(ious, key=lambda r: (r.iou, r.index, r.instance))[:k]
+
+
+def _set_of(label: int, a_labels: Sequence[int] | None) -> str:
+    return "A" if a_labels is None or label in set(a_labels) else "B"
+
+
+def iou_distribution_figure(
+    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
+    class_names: Sequence[str],
+    a_labels: Sequence[int],
+) -> Figure:
+    """Per model, a box plot of mask IoU (given true boxes) per class; A warm, B cool.
+
+    Grey diamonds mark each class's mean IoU of the "mask = box" guess. Classes are in label order.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from mxr.viz import A_COLOURS, B_COLOURS
+
+    names = list(ious_by_model)
+    if not names:
+        raise ValueError(
+            "iou_distribution_figure: ious_by_model is empty; expected one model or more"
+        )
+    labels = sorted({r.label for v in ious_by_model.values() for r in v})
+    fig = Figure(figsize=(max(7.0, 0.32 * len(labels) + 2), 2.6 * len(names) + 0.6))
+    a_set = set(a_labels)
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(len(names), 1, k + 1)
+        by = ious_by_label(ious_by_model[name])
+        data = [by.get(lab, []) for lab in labels]
+        pos = list(range(len(labels)))
+        kept = [(p, d) for p, d in zip(pos, data, strict=True) if d]
+        if kept:
+            parts = ax.boxplot(
+                [d for _, d in kept],
+                positions=[p for p, _ in kept],
+                widths=0.6,
+                patch_artist=True,
+                showfliers=True,
+                flierprops={"markersize": 2},
+            )
+            for (p, _), patch in zip(kept, parts["boxes"], strict=True):
+                c = A_COLOURS[0] if labels[p] in a_set else B_COLOURS[0]
+                patch.set_facecolor([x / 255 for x in c])
+        base = {}
+        for r in ious_by_model[name]:
+            base.setdefault(r.label, []).append(r.box_iou)
+        ax.scatter(
+            pos,
+            [sum(base.get(x, [0])) / max(1, len(base.get(x, []))) for x in labels],
+            marker="D",
+            s=12,
+            color="grey",
+            zorder=3,
+        )
+        ax.set_xticks(pos)
+        ax.set_xticklabels(
+            [f"{class_names[x]}{'' if x in a_set else ' [B]'}" for x in labels],
+            rotation=90,
+            fontsize=7,
+        )
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("mask IoU")
+        ax.set_title(f"{name}: mask IoU given the true box, per class", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.legend(
+        handles=[
+            Patch(color=[c / 255 for c in A_COLOURS[0]], label="set A (masks in training)"),
+            Patch(color=[c / 255 for c in B_COLOURS[0]], label="set B (boxes only)"),
+            Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box"),
+        ],
+        loc="lower center",
+        ncol=3,
+        frameon=False,
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _crop(box: torch.Tensor, h: int, w: int, pad: float = 0.25) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    px, py = (x1 - x0) * pad + 2, (y1 - y0) * pad + 2
+    return (
+        max(0, int(x0 - px)),
+        max(0, int(y0 - py)),
+        min(w, int(x1 + px + 1)),
+        min(h, int(y1 + py + 1)),
+    )
+
+
+def _overlay(
+    image: torch.Tensor, mask: torch.Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
+) -> Any:
+    from torchvision.utils import draw_segmentation_masks
+
+    from mxr.viz import to_uint8_image
+
+    x0, y0, x1, y1 = crop
+    canvas = to_uint8_image(image)
+    if mask.any():
+        canvas = draw_segmentation_masks(
+            canvas, mask.bool()[None], alpha=0.55, colors=[tuple(colour)]
+        )
+    return canvas[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
+
+
+def class_gallery(
+    model: torch.nn.Module,
+    ds: Any,
+    labels: Sequence[int],
+    ious: Sequence[InstanceIoU],
+    per_class: int = 4,
+    title: str = "",
+) -> Figure:
+    """One row per class: up to ``per_class`` instances, each cropped around its true box with the
+    mask the model predicts from that box painted on (A warm, B cool) and its IoU as the title.
+
+    ``ious`` (from :func:`instance_ious`) chooses the instances: the first ones of each class in
+    dataset order. A class with no instance gets a row that says so.
+    """
+    from mxr.viz import A_COLOURS, B_COLOURS
+
+    labels = list(labels)
+    if not labels:
+        raise ValueError("class_gallery: labels is empty; expected at least one class label")
+    bad = [x for x in labels if not 1 <= int(x) < len(ds.class_names)]
+    if bad:
+        raise ValueError(
+            f"class_gallery: label {bad[0]} is not valid; expected 1..{len(ds.class_names) - 1}"
+        )
+    a_labels = getattr(ds, "a_labels", None)
+    fig = Figure(figsize=(1.6 * per_class + 1.2, 1.6 * len(labels) + 0.5))
+    cache: dict[int, tuple] = {}
+    for row, label in enumerate(labels):
+        chosen = [r for r in ious if r.label == label][:per_class]
+        in_a = _set_of(label, a_labels) == "A"
+        colour = A_COLOURS[0] if in_a else B_COLOURS[0]
+        for col in range(per_class):
+            ax = fig.add_subplot(len(labels), per_class, row * per_class + col + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
+            if col >= len(chosen):
+                if col == 0:
+                    ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
+                for s in ax.spines.values():
+                    s.set_visible(False)
+                continue
+            r = chosen[col]
+            if r.index not in cache:
+                cache[r.index] = instance_masks(model, ds, r.index)
+            image, target, inst, probs = cache[r.index]
+            h, w = image.shape[-2:]
+            crop = _crop(target["boxes"][r.instance], h, w)
+            ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
+            ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
+    fig.suptitle(title or "Predicted masks from true boxes, per class", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]) -> Figure:
+    """Per failure case (a column): the crop with its true mask, and with the predicted mask.
+
+    Titles give the class, its set and the IoU; rows are labelled "true mask" / "predicted".
+    """
+    from mxr.viz import A_COLOURS, B_COLOURS
+
+    cases = list(cases)
+    if not cases:
+        raise ValueError("failure_figure: cases is empty; expected at least one instance")
+    a_labels = getattr(ds, "a_labels", None)
+    fig = Figure(figsize=(1.7 * len(cases) + 0.8, 4.0))
+    for col, r in enumerate(cases):
+        image, target, inst, probs = instance_masks(model, ds, r.index)
+        h, w = image.shape[-2:]
+        crop = _crop(target["boxes"][r.instance], h, w)
+        colour = A_COLOURS[0] if _set_of(r.label, a_labels) == "A" else B_COLOURS[0]
+        k = inst.index(r.instance)
+        for row, (mask, name) in enumerate(
+            ((target["masks"][k].bool(), "true mask"), (probs[k] > 0.5, "predicted"))
+        ):
+            ax = fig.add_subplot(2, len(cases), row * len(cases) + col + 1)
+            ax.imshow(_overlay(image, mask, colour, crop))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if row == 0:
+                ax.set_title(
+                    f"{ds.class_names[r.label]} [{_set_of(r.label, a_labels)}]\nIoU {r.iou:.2f}",
+                    fontsize=8,
+                )
+    fig.suptitle(
+        "Lowest-IoU instances: true mask (top) vs predicted from the true box", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, ds: Any, indices: Sequence[int], device: str | torch.device = "cpu"
+) -> list[dict[str, torch.Tensor]]:
+    """The model's detections (boxes, labels, scores, masks) for dataset items, on the CPU."""
+    model.eval()
+    out = []
+    for index in indices:
+        image, _ = ds[int(index)]
+        pred = model([image.to(device)])[0]
+        out.append({k: v.detach().cpu() for k, v in pred.items()})
+    return out
+
+
+def compare_models(
+    models: Mapping[str, torch.nn.Module],
+    ds: Any,
+    indices: Sequence[int],
+    score_thresh: float = 0.5,
+    predictions: Mapping[str, Sequence[Mapping[str, torch.Tensor]]] | None = None,
+) -> Figure:
+    """The same images side by side: the ground truth, then each model's detections.
+
+    Args:
+        models: name -> model (eval mode is set).
+        ds: the dataset (with masks of every class for the ground-truth column).
+        indices: dataset items, one row each.
+        score_thresh: detections below it are not drawn.
+        predictions: name -> :func:`predict` output for ``indices``, to skip recomputing.
+    """
+    from mxr.viz import _legend
+
+    indices = list(indices)
+    if not indices or not models:
+        raise ValueError("compare_models: expected at least one model and one dataset index")
+    preds = {
+        name: (
+            predictions[name] if predictions and name in predictions else predict(m, ds, indices)
+        )
+        for name, m in models.items()
+    }
+    cols = ["ground truth", *models]
+    a_labels = getattr(ds, "a_labels", None)
+    fig = Figure(figsize=(2.4 * len(cols), 2.4 * len(indices) + 0.6))
+    for row, index in enumerate(indices):
+        image, target = ds[index]
+        for col, name in enumerate(cols):
+            shown = target if col == 0 else preds[name][row]
+            drawn = draw_instances(
+                image, shown, ds.class_names, a_labels, score_thresh=score_thresh
+            )
+            ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
+            ax.imshow(drawn.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"image id {int(target['image_id'])}", fontsize=8)
+    fig.suptitle(f"Detections with score >= {score_thresh:.2f}", fontsize=10)
+    _legend(fig)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def detection_counts(
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    thresholds: Sequence[float],
+    a_labels: Sequence[int] | None = None,
+) -> dict[str, list[int]]:
+    """Detections kept at each score threshold, summed over images: ``{"A": [...], "B": [...]}``."""
+    a_set = None if a_labels is None else {int(x) for x in a_labels}
+    out = {"A": [0] * len(thresholds), "B": [0] * len(thresholds)}
+    for p in predictions:
+        scores, labels = p["scores"].float(), p["labels"].long()
+        is_a = (
+            torch.ones_like(labels, dtype=torch.bool)
+            if a_set is None
+            else torch.tensor([int(x) in a_set for x in labels], dtype=torch.bool)
+        )
+        for k, t in enumerate(thresholds):
+            keep = scores >= t
+            out["A"][k] += int((keep & is_a).sum())
+            out["B"][k] += int((keep & ~is_a).sum())
+    return out
+
+
+def threshold_figure(
+    ds: Any,
+    indices: Sequence[int],
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    score_thresh: float,
+) -> Figure:
+    """Images with the detections at ``score_thresh``, and detections kept against the threshold."""
+    from mxr.viz import _legend
+
+    indices = list(indices)
+    a_labels = getattr(ds, "a_labels", None)
+    n = len(indices)
+    fig = Figure(figsize=(2.4 * n + 3.4, 3.0))
+    grid = fig.add_gridspec(1, n + 2)
+    for k, index in enumerate(indices):
+        image, target = ds[index]
+        drawn = draw_instances(
+            image, predictions[k], ds.class_names, a_labels, score_thresh=score_thresh
+        )
+        kept = int((predictions[k]["scores"] >= score_thresh).sum())
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(drawn.permute(1, 2, 0).numpy())
+        ax.set_title(f"id {int(target['image_id'])}: {kept} kept", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[0, n:])
+    ts = [i / 20 for i in range(1, 20)]
+    counts = detection_counts(predictions, ts, a_labels)
+    ax.plot(ts, counts["A"], color="#ff8c00", label="set A classes")
+    ax.plot(ts, counts["B"], color="#1e90ff", label="set B classes")
+    ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel("detections kept")
+    ax.set_title("Detections kept vs threshold", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _legend(fig)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def score_threshold_viewer(
+    model: torch.nn.Module, ds: Any, indices: Sequence[int], score_thresh: float = 0.5
+) -> Any:
+    """A slider over the score threshold redrawing the detections on ``indices``.
+
+    The detections are computed once; the slider only re-filters them. Returns an
+    ``ipywidgets.VBox`` with ``.slider`` and ``.image`` attributes.
+    """
+    import ipywidgets as w
+
+    indices = list(indices)
+    if not indices:
+        raise ValueError("score_threshold_viewer: indices is empty; expected at least one index")
+    predictions = predict(model, ds, indices)
+    slider = w.FloatSlider(
+        value=score_thresh,
+        min=0.05,
+        max=0.95,
+        step=0.05,
+        description="score ≥",
+        continuous_update=False,
+        readout_format=".2f",
+    )
+    image = w.Image(format="png")
+
+    def update(change: Any = None) -> None:
+        image.value = figure_png(threshold_figure(ds, indices, predictions, float(slider.value)))
+
+    slider.observe(update, names="value")
+    update()
+    box = w.VBox([slider, image])
+    box.slider, box.image, box.predictions = slider, image, predictions
+    return box

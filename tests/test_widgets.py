@@ -14,7 +14,11 @@ import torch  # noqa: E402
 from mxr.data import CocoInstances  # noqa: E402
 from mxr.widgets import (  # noqa: E402
     MASK_HEAD_CHOICES,
+    InstanceIoU,
     RunLog,
+    box_masks,
+    class_gallery,
+    compare_models,
     comparison_chart,
     comparison_rows,
     comparison_table,
@@ -22,12 +26,21 @@ from mxr.widgets import (  # noqa: E402
     dataset_browser,
     default_choices,
     describe_choices,
+    detection_counts,
+    failure_cases,
+    failure_figure,
     html_table,
     image_png,
+    instance_ious,
+    iou_distribution_figure,
+    ious_by_label,
     loss_figure,
+    mask_iou,
+    mean_iou,
     render_sample,
     run_name,
     sample_summary,
+    score_threshold_viewer,
     split_table_rows,
     training_panel,
 )
@@ -254,3 +267,90 @@ def test_training_panel_real_run(
     again = panel.run()
     assert again.cached and [r["iter"] for r in again.records] == [1, 2]
     assert (tmp_path / "smoke" / run_name(log.choices) / "last.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- inspecting masks
+
+
+def test_box_masks_and_mask_iou() -> None:
+    m = box_masks(torch.tensor([[1.0, 2.0, 4.0, 3.0]]), 5, 6)
+    assert m.shape == (1, 5, 6) and int(m.sum()) == 3 and bool(m[0, 2, 1:4].all())
+    a = torch.zeros(2, 4, 4, dtype=torch.bool)
+    b = torch.zeros(2, 4, 4, dtype=torch.bool)
+    a[0, :2] = True  # 8 px
+    b[0, 1:3] = True  # 8 px, 4 shared
+    assert mask_iou(a, b).tolist() == [pytest.approx(4 / 12), 1.0]  # two empty masks agree
+
+
+def test_failure_cases_mean_iou_and_by_label() -> None:
+    rs = [
+        InstanceIoU(0, 0, 2, 0.9, 0.5),
+        InstanceIoU(0, 1, 1, 0.1, 0.4),
+        InstanceIoU(1, 0, 2, 0.3, 0.2),
+    ]
+    assert [r.iou for r in failure_cases(rs, 2)] == [0.1, 0.3]
+    assert ious_by_label(rs) == {1: [0.1], 2: [0.9, 0.3]}
+    assert mean_iou(rs, [2]) == pytest.approx(0.6)
+    assert mean_iou(rs, [2], box=True) == pytest.approx(0.35)
+    assert mean_iou(rs, [7]) is None
+
+
+def test_detection_counts_split_a_b() -> None:
+    preds = [{"scores": torch.tensor([0.9, 0.4, 0.2]), "labels": torch.tensor([1, 2, 1])}]
+    assert detection_counts(preds, [0.1, 0.5], a_labels=[1]) == {"A": [2, 1], "B": [1, 0]}
+
+
+@pytest.fixture(scope="module")
+def val_all(shapesx_root: Path) -> CocoInstances:
+    return CocoInstances(
+        shapesx_root / "val",
+        shapesx_root / "annotations" / "instances_val.json",
+        split="annotations/split.json",
+        masks="all",
+    )
+
+
+def test_instance_ious_cover_every_masked_instance(
+    trained_run: dict, val_all: CocoInstances
+) -> None:
+    model = trained_run["model"].cpu().eval()
+    rs = instance_ious(model, val_all)
+    n = sum(len(val_all[i][1]["labels"]) for i in range(len(val_all)))
+    assert len(rs) == n and all(0.0 <= r.iou <= 1.0 and 0.0 < r.box_iou <= 1.0 for r in rs)
+    assert {r.label for r in rs} & set(val_all.b_labels)  # B instances are scored too
+    labels = sorted({r.label for r in rs})[:2]
+    fig = iou_distribution_figure({"m1": rs, "m2": rs}, val_all.class_names, val_all.a_labels)
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "mask IoU" and fig.legends
+    absent = next(x for x in range(1, val_all.num_classes) if x not in {r.label for r in rs})
+    gallery = class_gallery(model, val_all, [*labels, absent], rs, per_class=2)
+    assert len(gallery.axes) == 2 * 3 and "no instance" in gallery.axes[4].texts[0].get_text()
+    with pytest.raises(ValueError, match="label 10000 is not valid"):
+        class_gallery(model, val_all, [10_000], rs)
+    fails = failure_figure(model, val_all, failure_cases(rs, 3))
+    assert len(fails.axes) == 6 and "IoU" in fails.axes[0].get_title()
+
+
+def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoInstances) -> None:
+    model = trained_run["model"].cpu().eval()
+    fig = compare_models({"a": model, "b": model}, val_all, [0, 1], score_thresh=0.0)
+    assert len(fig.axes) == 2 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["ground truth", "a", "b"]
+    viewer = score_threshold_viewer(model, val_all, [0, 1], score_thresh=0.5)
+    first = viewer.image.value
+    assert bytes(first).startswith(PNG_MAGIC) and len(viewer.predictions) == 2
+    viewer.slider.value = 0.05
+    assert viewer.image.value != first or all(len(p["scores"]) == 0 for p in viewer.predictions)
+    with pytest.raises(ValueError, match="indices is empty"):
+        score_threshold_viewer(model, val_all, [])
+
+
+def test_published_results(tmp_path: Path) -> None:
+    from mxr.course import published_results
+
+    assert published_results(tmp_path / "absent.json") is None
+    p = tmp_path / "r.json"
+    p.write_text('{"rows": {"agnostic": {"A": {"segm": {"AP": 1.0}}}}}')
+    assert published_results(p)["rows"]["agnostic"]["A"]["segm"]["AP"] == 1.0
+    p.write_text("[]")
+    with pytest.raises(ValueError, match="'rows'"):
+        published_results(p)
