@@ -250,7 +250,8 @@ class RunLog:
     """One panel run: its choices, the loss records seen so far, and its evaluation when done.
 
     ``records`` are the dicts the engine writes to ``metrics.jsonl`` (``iter``, ``loss``,
-    ``loss_mask``, ...); ``eval`` is :func:`mxr.evaluation.evaluate`'s dict.
+    ``loss_mask``, ...); ``eval`` is :func:`mxr.evaluation.evaluate`'s dict; ``model`` the trained
+    model (eval mode).
     """
 
     choices: dict[str, Any]
@@ -259,6 +260,7 @@ class RunLog:
     seconds: float | None = None
     cached: bool = False
     out_dir: str | None = None
+    model: Any = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -469,6 +471,7 @@ def train_choices(
     log.cached = bool(result["cached"])
     log.out_dir = str(result["out_dir"])
     log.eval = result["eval"]
+    log.model = result["model"]
     if log.cached or not log.records:
         log.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
     return log
@@ -547,7 +550,13 @@ class TrainingPanel:
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict):
+            data["text/plain"] = (
+                "mxr training panel (open the notebook in JupyterLab to use the widgets)"
+            )
+        return bundle
 
     def choices(self) -> dict[str, Any]:
         """The settings the widgets show now (see :func:`config_from_choices`)."""
