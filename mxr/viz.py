@@ -281,7 +281,7 @@ def plot_feature_maps(
     k = 1
     if image is not None:
         ax = fig.add_subplot(1, n, k)
-        ax.imshow(_image_hwc(image))
+        ax.imshow(_image_hwc(image), interpolation="nearest")
         ax.set_title(f"input {tuple(image.shape[-2:])}", fontsize=9)
         ax.axis("off")
         k += 1
@@ -309,7 +309,8 @@ def anchors_at(anchors: torch.Tensor, point: tuple[float, float]) -> torch.Tenso
     """The anchors ``(N, 4)`` whose centre is nearest to ``point`` ``(x, y)`` (all aspect ratios there)."""
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     d = (centres - torch.tensor(point, dtype=anchors.dtype)).norm(dim=1)
-    return anchors[d <= d.min() + 1e-3]
+    nearest = centres[int(d.argmin())]
+    return anchors[(centres - nearest).abs().amax(dim=1) < 1e-3]
 
 
 def plot_anchors(
@@ -340,7 +341,7 @@ def plot_anchors(
     colours = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple"]
     for k, (anchors, name) in enumerate(zip(anchors_per_level, level_names, strict=True)):
         ax = fig.add_subplot(1, n, k + 1)
-        ax.imshow(_image_hwc(image))
+        ax.imshow(_image_hwc(image), interpolation="nearest")
         sel = anchors_at(anchors.detach().cpu().float(), point)
         for j, box in enumerate(sel):
             bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
@@ -386,14 +387,14 @@ def plot_rpn_targets(
     pos, neg, neutral = labels == 1, labels == 0, labels < 0
     fig = Figure(figsize=(8, 4.3))
     ax = fig.add_subplot(1, 2, 1)
-    ax.imshow(_image_hwc(image))
+    ax.imshow(_image_hwc(image), interpolation="nearest")
     _add_boxes(ax, gt_boxes, "white", 2.0, label=f"ground truth ({len(gt_boxes)})")
     _add_boxes(ax, anchors[pos], "lime", 0.8, label=f"positive anchors ({int(pos.sum())})")
     ax.set_title("Positive anchors (IoU ≥ 0.7 or best for a box)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.axis("off")
     ax = fig.add_subplot(1, 2, 2)
-    ax.imshow(_image_hwc(image))
+    ax.imshow(_image_hwc(image), interpolation="nearest")
     shown_neg = neg & sampled.cpu().bool() if sampled is not None else neg
     what = "sampled negative" if sampled is not None else "negative"
     ax.scatter(
@@ -441,7 +442,7 @@ def plot_box_sets(
     fig = Figure(figsize=(3.4 * n, 3.7))
     for k, (name, boxes) in enumerate(box_sets.items()):
         ax = fig.add_subplot(1, n, k + 1)
-        ax.imshow(_image_hwc(image))
+        ax.imshow(_image_hwc(image), interpolation="nearest")
         boxes = boxes.detach().cpu().reshape(-1, 4)
         _add_boxes(ax, boxes[:max_boxes], "yellow", 0.7)
         drawn = min(len(boxes), max_boxes)
@@ -462,8 +463,9 @@ def plot_maps_grid(
 
     Args:
         rows: ``{row name: (R, h, w) or (R, 3, h, w)}``, all with the same ``R``. Maps with values
-            in [0, 1] are drawn on a 0..1 grey scale (masks, probabilities); others (logits) on a
-            diverging scale symmetric about 0; ``(R, 3, h, w)`` rows are drawn as RGB.
+            in [0, 1] are drawn on a 0..1 grey scale (masks, probabilities), other non-negative maps
+            (norms) on a sequential scale from 0, signed maps (logits) on a diverging scale
+            symmetric about 0; ``(R, 3, h, w)`` rows are drawn as RGB.
         col_titles: one per column (e.g. the RoI's class).
         title: figure title.
 
@@ -490,6 +492,8 @@ def plot_maps_grid(
             vmin, vmax, cmap = 0.0, 1.0, None
         elif maps.min() >= 0 and maps.max() <= 1:
             vmin, vmax, cmap = 0.0, 1.0, "gray"
+        elif maps.min() >= 0:  # magnitudes (e.g. feature norms)
+            vmin, vmax, cmap = 0.0, float(maps.max()), "magma"
         else:
             lim = float(maps.abs().max()) or 1.0
             vmin, vmax, cmap = -lim, lim, "RdBu_r"
@@ -497,7 +501,7 @@ def plot_maps_grid(
         for j in range(r):
             ax = fig.add_subplot(grid[i, j])
             shown = maps[j].permute(1, 2, 0).clamp(0, 1) if rgb else maps[j]
-            im = ax.imshow(shown.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            im = ax.imshow(shown.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
@@ -740,7 +744,7 @@ def plot_loss_terms(
     if not losses:
         raise ValueError("plot_loss_terms: losses is empty")
     names = list(losses)
-    vals = [float(v) for v in losses.values()]
+    vals = [float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for v in losses.values()]
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(names, vals, color="tab:blue")
@@ -750,5 +754,34 @@ def plot_loss_terms(
     ax.set_title(title)
     ax.invert_yaxis()
     ax.set_xlim(0, max(vals) * 1.25 if max(vals) > 0 else 1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(
+    panels: Mapping[str, torch.Tensor], title: str | None = None, scale: float = 3.0
+) -> Figure:
+    """Images side by side, one titled panel each (e.g. ground truth next to a prediction).
+
+    Args:
+        panels: ``{panel title: (3, H, W) float in [0, 1] or uint8}`` (e.g. :func:`draw_instances` output).
+        title: figure title.
+        scale: inches per panel.
+    """
+    if not panels:
+        raise ValueError("plot_images: panels is empty; expected at least one image")
+    n = len(panels)
+    fig = Figure(figsize=(scale * n, scale + 0.4))
+    for k, (name, image) in enumerate(panels.items()):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"plot_images: panel {name!r} has shape {tuple(image.shape)}; expected (3, H, W)"
+            )
+        ax = fig.add_subplot(1, n, k + 1)
+        ax.imshow(_image_hwc(image), interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -53,7 +53,7 @@ def test_feature_maps_one_panel_per_level_plus_image() -> None:
 def test_anchors_at_picks_the_nearest_location_only() -> None:
     anchors = torch.cat([_grid_anchors(8, 10), _grid_anchors(8, 20)])
     sel = anchors_at(anchors, (15.0, 15.0))
-    assert sel.shape == (2, 4)  # two sizes share the nearest centre
+    assert sel.shape == (2, 4)  # both sizes at the single nearest centre
     centres = (sel[:, :2] + sel[:, 2:]) / 2
     assert torch.allclose(centres, torch.tensor([[12.0, 12.0], [12.0, 12.0]])) or torch.allclose(
         centres, torch.tensor([[20.0, 20.0], [20.0, 20.0]])
@@ -149,3 +149,12 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
     assert heights == [0.0, 0.0, 10.0, 10.0]  # A bars of both runs, then B bars
     fig = plot_loss_terms({"loss_mask": torch.tensor(0.7), "loss_classifier": 1.2})
     assert fig.axes[0].get_title() == "Losses of one step"
+
+
+def test_plot_images_side_by_side() -> None:
+    from mxr.viz import plot_images
+
+    fig = plot_images({"gt": IMAGE, "pred": (IMAGE * 255).to(torch.uint8)}, title="t")
+    assert [ax.get_title() for ax in fig.axes] == ["gt", "pred"]
+    with pytest.raises(ValueError, match="expected \\(3, H, W\\)"):
+        plot_images({"bad": torch.rand(32, 32)})
