@@ -725,6 +725,11 @@ def plot_ap_comparison(
             vals = [_metric(results[n], split, metric) for n in names]
             xs = [i + (s - (len(splits) - 1) / 2) * width for i in range(len(names))]
             ax.bar(xs, vals, width, label=f"set {split}", color=colours.get(split, "grey"))
+        top = max(
+            (v for n in names for sp in splits if (v := _metric(results[n], sp, metric)) == v),
+            default=0.0,
+        )
+        ax.set_ylim(0, max(1.0, 1.15 * top))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"mask {metric}" + (" (given true boxes)" if metric == "mIoU" else ""))
