@@ -31,6 +31,18 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def jpeg(fig: Figure, dpi: int = 80, quality: int = 80) -> Any:
+    """A Figure as an ``IPython.display.Image`` in JPEG: for pictures of (noisy) photographs, which
+    PNG stores poorly; keeps notebooks small. Line plots are better left as PNG."""
+    from IPython.display import Image
+    from PIL import Image as PILImage
+
+    rgba = PILImage.open(io.BytesIO(figure_png(fig, dpi=dpi))).convert("RGB")
+    buf = io.BytesIO()
+    rgba.save(buf, format="JPEG", quality=quality)
+    return Image(data=buf.getvalue(), format="jpeg")
+
+
 def image_png(image: torch.Tensor, scale: int = 1) -> bytes:
     """A uint8 ``(3, H, W)`` image as PNG bytes, enlarged ``scale`` times (nearest neighbour)."""
     from PIL import Image
@@ -805,6 +817,7 @@ def iou_distribution_figure(
                 patch_artist=True,
                 showfliers=True,
                 flierprops={"markersize": 2},
+                medianprops={"color": "black"},
             )
             for (p, _), patch in zip(kept, parts["boxes"], strict=True):
                 c = A_COLOURS[0] if labels[p] in a_set else B_COLOURS[0]

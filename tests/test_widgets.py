@@ -34,6 +34,7 @@ from mxr.widgets import (  # noqa: E402
     instance_ious,
     iou_distribution_figure,
     ious_by_label,
+    jpeg,
     loss_figure,
     mask_iou,
     mean_iou,
@@ -354,3 +355,9 @@ def test_published_results(tmp_path: Path) -> None:
     p.write_text("[]")
     with pytest.raises(ValueError, match="'rows'"):
         published_results(p)
+
+
+def test_jpeg_of_figure() -> None:
+    fig = loss_figure([{"iter": 1, "loss": 1.0}])
+    img = jpeg(fig, quality=70)
+    assert img.format == "jpeg" and img.data.startswith(b"\xff\xd8")
