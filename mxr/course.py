@@ -156,3 +156,203 @@ def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
             f"{path}: expected a JSON object with a 'rows' mapping (mxr ablate output)"
         )
     return data
+
+
+#: The categories of the COCO-format sample: real COCO 2017 ids, names and supercategories; the first
+#: four are PASCAL VOC classes (set A of the ``voc`` split), the last four are not (set B).
+COCO_SAMPLE_CATEGORIES: tuple[dict[str, Any], ...] = (
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 3, "name": "car", "supercategory": "vehicle"},
+    {"id": 18, "name": "dog", "supercategory": "animal"},
+    {"id": 44, "name": "bottle", "supercategory": "kitchen"},
+    {"id": 13, "name": "stop sign", "supercategory": "outdoor"},
+    {"id": 25, "name": "giraffe", "supercategory": "animal"},
+    {"id": 53, "name": "apple", "supercategory": "food"},
+    {"id": 59, "name": "pizza", "supercategory": "food"},
+)
+
+
+def _sample_polygon(name: str, x: float, y: float, s: float, rng: Any) -> list[tuple[float, float]]:
+    """A simple outline, in a ``s`` x ``s`` cell at (x, y), that stands for category ``name``."""
+    import math
+
+    def pts(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [(x + u * s, y + v * s) for u, v in seq]
+
+    j = float(rng.uniform(-0.05, 0.05))
+    if name == "person":  # a head on a body
+        return pts(
+            [
+                (0.42, 0.05),
+                (0.58, 0.05),
+                (0.6, 0.25),
+                (0.75, 0.35),
+                (0.7, 0.95),
+                (0.55, 0.95),
+                (0.5, 0.6 + j),
+                (0.45, 0.95),
+                (0.3, 0.95),
+                (0.25, 0.35),
+                (0.4, 0.25),
+            ]
+        )
+    if name == "car":  # a body with a cabin
+        return pts(
+            [
+                (0.05, 0.55),
+                (0.25, 0.5),
+                (0.35, 0.3 + j),
+                (0.7, 0.3 + j),
+                (0.8, 0.5),
+                (0.95, 0.55),
+                (0.95, 0.8),
+                (0.05, 0.8),
+            ]
+        )
+    if name == "dog":  # a long body, legs and a raised head
+        return pts(
+            [
+                (0.1, 0.4),
+                (0.7, 0.4),
+                (0.8, 0.15 + j),
+                (0.95, 0.25),
+                (0.85, 0.5),
+                (0.85, 0.9),
+                (0.75, 0.9),
+                (0.7, 0.6),
+                (0.25, 0.6),
+                (0.2, 0.9),
+                (0.1, 0.9),
+            ]
+        )
+    if name == "bottle":  # a neck on a tall body
+        return pts(
+            [
+                (0.42, 0.02),
+                (0.58, 0.02),
+                (0.58, 0.3),
+                (0.72, 0.42),
+                (0.72, 0.98),
+                (0.28, 0.98),
+                (0.28, 0.42),
+                (0.42, 0.3),
+            ]
+        )
+    if name == "stop sign":  # an octagon on a pole
+        octo = [
+            (
+                0.5 + 0.38 * math.cos(math.pi / 8 + k * math.pi / 4),
+                0.4 + 0.38 * math.sin(math.pi / 8 + k * math.pi / 4),
+            )
+            for k in range(8)
+        ]
+        return pts([*octo[:2], (0.54, 0.75), (0.54, 0.98), (0.46, 0.98), (0.46, 0.75), *octo[2:]])
+    if name == "giraffe":  # a long neck
+        return pts(
+            [
+                (0.55, 0.02),
+                (0.75, 0.05),
+                (0.7, 0.15),
+                (0.62, 0.5 + j),
+                (0.85, 0.55),
+                (0.85, 0.98),
+                (0.72, 0.98),
+                (0.7, 0.75),
+                (0.4, 0.75),
+                (0.35, 0.98),
+                (0.22, 0.98),
+                (0.25, 0.55),
+                (0.5, 0.5),
+            ]
+        )
+    if name == "apple":  # a round fruit with a dent
+        ring = [
+            (0.5 + 0.4 * math.cos(t), 0.55 + 0.4 * math.sin(t))
+            for t in [k * 2 * math.pi / 16 for k in range(16)]
+        ]
+        return pts([*ring[:12], (0.5, 0.3 + j), *ring[13:]])
+    if name == "pizza":  # a wedge
+        return pts([(0.1, 0.15), (0.9, 0.15), (0.5, 0.95 + j)])
+    raise ValueError(f"no sample outline for category {name!r}")
+
+
+def ensure_coco_sample(
+    root: str | Path | None = None,
+    *,
+    train: int = 48,
+    val: int = 16,
+    seed: int = 0,
+    size: int = 128,
+) -> Path:
+    """A tiny COCO-format dataset in COCO 2017's layout, generated (never downloaded) unless present.
+
+    ``root`` (default ``data/coco_sample``) gets ``train2017/``, ``val2017/`` (JPEG images) and
+    ``annotations/instances_{train,val}2017.json`` with polygon masks, using the real COCO ids and names
+    of :data:`COCO_SAMPLE_CATEGORIES`, so ``split: voc`` works as on COCO. A ``manifest.json`` records
+    the seed and sizes. Each image holds 1–3 non-overlapping objects on a textured background.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+    from pycocotools import mask as mask_utils
+
+    root = Path(root) if root is not None else REPO_ROOT / "data" / "coco_sample"
+    params = {"train": train, "val": val, "seed": seed, "size": size}
+    manifest = root / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("params") == params:
+        return root
+    rng = np.random.default_rng(seed)
+    palette = {
+        c["name"]: tuple(int(v) for v in rng.integers(40, 256, 3)) for c in COCO_SAMPLE_CATEGORIES
+    }
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    next_image, next_ann = 1, 1
+    for split, n in (("train2017", train), ("val2017", val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, anns = [], []
+        for _ in range(n):
+            base = rng.integers(60, 160, 3)
+            pixels = np.clip(base + rng.normal(0, 18, (size, size, 3)), 0, 255).astype(np.uint8)
+            im = Image.fromarray(pixels)
+            draw = ImageDraw.Draw(im)
+            cell = size // 2
+            slots = rng.permutation(4)[: int(rng.integers(1, 4))]
+            for slot in slots:
+                cat = COCO_SAMPLE_CATEGORIES[int(rng.integers(len(COCO_SAMPLE_CATEGORIES)))]
+                s = float(rng.uniform(0.6, 0.95)) * cell
+                x = (slot % 2) * cell + float(rng.uniform(0, cell - s))
+                y = (slot // 2) * cell + float(rng.uniform(0, cell - s))
+                poly = _sample_polygon(cat["name"], x, y, s, rng)
+                draw.polygon(poly, fill=palette[cat["name"]])
+                flat = [round(float(v), 2) for p in poly for v in p]
+                rle = mask_utils.frPyObjects([flat], size, size)
+                area = float(mask_utils.area(mask_utils.merge(rle)))
+                bx, by, bw, bh = (float(v) for v in mask_utils.toBbox(mask_utils.merge(rle)))
+                anns.append(
+                    {
+                        "id": next_ann,
+                        "image_id": next_image,
+                        "category_id": cat["id"],
+                        "segmentation": [flat],
+                        "area": area,
+                        "bbox": [round(bx, 2), round(by, 2), round(bw, 2), round(bh, 2)],
+                        "iscrowd": 0,
+                    }
+                )
+                next_ann += 1
+            file_name = f"{next_image:012d}.jpg"
+            im.save(root / split / file_name, quality=92)
+            images.append({"id": next_image, "file_name": file_name, "width": size, "height": size})
+            next_image += 1
+        data = {
+            "info": {"description": "mxr COCO-format sample (synthetic; real COCO category ids)"},
+            "images": images,
+            "annotations": anns,
+            "categories": [dict(c) for c in COCO_SAMPLE_CATEGORIES],
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    manifest.write_text(
+        json.dumps({"generator": "mxr.course.ensure_coco_sample", "params": params})
+    )
+    return root
