@@ -241,7 +241,12 @@ def run_ablation(
             budgets[name] = cfg.train.iterations
             run_dir = out / name / f"seed{seed}"
             done = run_dir / "result.json"
-            key = {"split": split, "iterations": cfg.train.iterations, "config": str(path)}
+            key = {
+                "split": split,
+                "iterations": cfg.train.iterations,
+                "config": str(path),
+                "overrides": list(extra),
+            }
             if done.is_file():
                 prev = json.loads(done.read_text())
                 if {k: prev.get(k) for k in key} == key:

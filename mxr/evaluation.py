@@ -221,6 +221,38 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def _mask_probs_for_boxes(
+    m: nn.Module,
+    features: dict[str, Tensor],
+    image_sizes: list[tuple[int, int]],
+    boxes_t: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    labels: Sequence[Tensor],
+    original_sizes: Sequence[tuple[int, int]],
+) -> list[Tensor]:
+    """Mask branch on given boxes: ``boxes_t`` in the transformed images (for RoIAlign), ``boxes``
+    in the original ones (for pasting). Returns per image ``(N, H, W)`` probabilities."""
+    rh = m.roi_heads
+    all_labels = torch.cat(list(labels)) if len(labels) else torch.zeros(0, dtype=torch.int64)
+    if hasattr(rh, "mask_logits"):  # mxr's MaskXRoIHeads: (R, 28, 28), the class asked for only
+        chosen = rh.mask_logits(features, list(boxes_t), all_labels, image_sizes)
+    else:  # a stock torchvision RoIHeads: (R, C, 28, 28)
+        x = rh.mask_head(rh.mask_roi_pool(features, list(boxes_t), image_sizes))
+        logits = rh.mask_predictor(x)
+        if logits.shape[1] == 1:
+            chosen = logits[:, 0]
+        else:
+            chosen = logits[torch.arange(len(all_labels), device=logits.device), all_labels]
+    probs = chosen.sigmoid().unsqueeze(1).float()
+    out = []
+    for p, b, size in zip(probs.split([len(b) for b in boxes]), boxes, original_sizes, strict=True):
+        if len(b) == 0:
+            out.append(torch.zeros((0, *size), device=p.device))
+        else:
+            out.append(paste_masks_in_image(p, b.float(), size, padding=1)[:, 0])
+    return out
+
+
 @torch.no_grad()
 def masks_from_boxes(
     model: nn.Module,
@@ -243,30 +275,47 @@ def masks_from_boxes(
         Per image ``(N, H, W)`` mask probabilities pasted into the image.
     """
     m = _unwrap(model)
-    rh = m.roi_heads
     original_sizes = [tuple(im.shape[-2:]) for im in images]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
     image_list, targets_t = m.transform(list(images), targets)
     features = m.backbone(image_list.tensors)
     boxes_t = [t["boxes"] for t in targets_t]
-    all_labels = torch.cat(list(labels))
-    if hasattr(rh, "mask_logits"):  # mxr's MaskXRoIHeads: (R, 28, 28), the class asked for only
-        chosen = rh.mask_logits(features, boxes_t, all_labels, image_list.image_sizes)
-    else:  # a stock torchvision RoIHeads: (R, C, 28, 28)
-        x = rh.mask_head(rh.mask_roi_pool(features, boxes_t, image_list.image_sizes))
-        logits = rh.mask_predictor(x)
-        if logits.shape[1] == 1:
-            chosen = logits[:, 0]
-        else:
-            chosen = logits[torch.arange(len(all_labels), device=logits.device), all_labels]
-    probs = chosen.sigmoid().unsqueeze(1).float()
-    out = []
-    for p, b, size in zip(probs.split([len(b) for b in boxes]), boxes, original_sizes, strict=True):
-        if len(b) == 0:
-            out.append(torch.zeros((0, *size), device=p.device))
-        else:
-            out.append(paste_masks_in_image(p, b.float(), size, padding=1)[:, 0])
-    return out
+    return _mask_probs_for_boxes(
+        m, features, image_list.image_sizes, boxes_t, boxes, labels, original_sizes
+    )
+
+
+@torch.no_grad()
+def detect_and_mask_boxes(
+    model: nn.Module,
+    images: Sequence[Tensor],
+    boxes: Sequence[Tensor] | None = None,
+    labels: Sequence[Tensor] | None = None,
+) -> tuple[list[dict[str, Tensor]], list[Tensor] | None]:
+    """The model's detections and, from the same backbone pass, masks for given boxes.
+
+    Equivalent to ``(model(images), masks_from_boxes(model, images, boxes, labels))`` for a
+    torchvision ``GeneralizedRCNN`` in eval mode, with one backbone pass instead of two.
+    """
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    m = _unwrap(model)
+    if boxes is None or labels is None:
+        return m(list(images)), None
+    if type(m).forward is not GeneralizedRCNN.forward:  # a custom forward: do not bypass it
+        return m(list(images)), masks_from_boxes(m, images, boxes, labels)
+    original_sizes = [tuple(im.shape[-2:]) for im in images]
+    targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
+    image_list, targets_t = m.transform(list(images), targets)
+    features = m.backbone(image_list.tensors)
+    proposals, _ = m.rpn(image_list, features)
+    detections, _ = m.roi_heads(features, proposals, image_list.image_sizes)
+    detections = m.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+    boxes_t = [t["boxes"] for t in targets_t]
+    masks = _mask_probs_for_boxes(
+        m, features, image_list.image_sizes, boxes_t, boxes, labels, original_sizes
+    )
+    return detections, masks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,13 +365,16 @@ def evaluate(
             samples = [dataset[i] for i in idx]
             images = [s[0].to(device) for s in samples]
             targets = [s[1] for s in samples]
-            outputs = m(images)
+            gt = _gt_for_mask_iou(targets, device) if mask_iou else None
+            outputs, gt_box_masks = detect_and_mask_boxes(
+                m, images, *(gt[:2] if gt else (None, None))
+            )
             image_ids = [int(t["image_id"]) for t in targets]
             results += outputs_to_coco(
                 outputs, image_ids, dataset.label_to_cat_id, mask_threshold=mask_threshold
             )
-            if mask_iou:
-                _accumulate_ious(m, images, targets, ious, mask_threshold)
+            if gt is not None and gt_box_masks is not None:
+                _accumulate_ious(gt_box_masks, gt[2], gt[1], ious, mask_threshold)
     finally:
         m.train(was_training)
     a, b = [int(c) for c in dataset.a_cat_ids], [int(c) for c in dataset.b_cat_ids]
@@ -338,15 +390,11 @@ def evaluate(
     return out
 
 
-def _accumulate_ious(
-    model: nn.Module,
-    images: list[Tensor],
-    targets: list[dict[str, Tensor]],
-    ious: dict[int, list[float]],
-    threshold: float,
-) -> None:
-    """Add the IoU of each ground-truth instance's mask predicted from its true box, by label."""
-    device = images[0].device
+def _gt_for_mask_iou(
+    targets: list[dict[str, Tensor]], device: torch.device
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Per image: boxes ``(M, 4)``, labels ``(M,)`` and masks ``(M, H, W)`` of the instances with a
+    ground-truth mask."""
     boxes, labels, gts = [], [], []
     for t in targets:
         has = t.get("has_mask")
@@ -358,7 +406,17 @@ def _accumulate_ious(
         boxes.append(t["boxes"][keep].to(device))
         labels.append(t["labels"][keep].to(device))
         gts.append(t["masks"].to(device).bool())
-    preds = masks_from_boxes(model, images, boxes, labels)
+    return boxes, labels, gts
+
+
+def _accumulate_ious(
+    preds: list[Tensor],
+    gts: list[Tensor],
+    labels: list[Tensor],
+    ious: dict[int, list[float]],
+    threshold: float,
+) -> None:
+    """Add the IoU of each predicted ``(M, H, W)`` mask with its ground truth, by label."""
     for p, g, lab in zip(preds, gts, labels, strict=True):
         if len(lab) == 0:
             continue

@@ -11,6 +11,7 @@ import torch
 
 from mxr.evaluation import (
     coco_evaluate,
+    detect_and_mask_boxes,
     encode_masks,
     evaluate,
     format_table,
@@ -118,6 +119,12 @@ def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained
     (probs,) = masks_from_boxes(model, [img], [t["boxes"]], [t["labels"]])
     assert probs.shape == (len(t["boxes"]), *img.shape[-2:])
     assert 0 <= float(probs.min()) and float(probs.max()) <= 1
+    # one shared backbone pass gives the same detections and masks as the two separate calls
+    dets, (shared,) = detect_and_mask_boxes(model, [img], [t["boxes"]], [t["labels"]])
+    (ref,) = model([img])
+    for k in ("boxes", "labels", "scores", "masks"):
+        torch.testing.assert_close(dets[0][k], ref[k])
+    torch.testing.assert_close(shared, probs)
     model.train()
 
 
