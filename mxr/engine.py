@@ -216,9 +216,11 @@ def _iterate_batches(
         epoch, _ = batch_indices(n, gb, seed, it)
         per_epoch = n // gb
         last = min(stop, (epoch + 1) * per_epoch)
+        order = epoch_order(n, seed, epoch)  # what batch_indices gives, computed once per epoch
         batches = []
         for i in range(it, last):
-            _, idx = batch_indices(n, gb, seed, i)
+            b = i - epoch * per_epoch
+            idx = order[b * gb : (b + 1) * gb]
             batches.append(idx[info.rank * batch_size : (info.rank + 1) * batch_size])
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
@@ -628,7 +630,8 @@ def train(
             )
             eval_path = out / "eval.json"
             eval_path.write_text(json.dumps(results, indent=2))
-        _barrier(info)
+        # No barrier after evaluation: the other ranks may leave while rank 0 evaluates (a long
+        # COCO evaluation would otherwise hit the collective timeout).
         return {
             "out_dir": str(out),
             "checkpoint": str(ckpt_path),

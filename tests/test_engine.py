@@ -51,6 +51,37 @@ def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
         batch_indices(3, 4, seed=0, iteration=0)
 
 
+class _Indices(torch.utils.data.Dataset):
+    """Item i is ``(tensor(i), {"epoch": tensor(epoch)})``."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        return torch.tensor(i), {"epoch": torch.tensor(self.epoch)}
+
+
+def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
+    from mxr.engine import DistInfo, _iterate_batches
+
+    def run(rank: int, world: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
+        it = _iterate_batches(_Indices(10), start=start, stop=stop, batch_size=2,
+                              info=DistInfo(rank, world), seed=5, num_workers=0)  # fmt: skip
+        return [(i, [int(x) for x in ims], int(t[0]["epoch"])) for i, ims, t in it]
+
+    r0, r1 = run(0, 2, 0, 5), run(1, 2, 0, 5)
+    for (i, a, ep), (_, b, _) in zip(r0, r1, strict=True):
+        assert (ep, a + b) == batch_indices(10, 4, seed=5, iteration=i)  # epoch and images
+    assert [ep for _, _, ep in r0] == [0, 0, 1, 1, 2]
+    assert run(0, 2, 3, 5) == r0[3:]  # starting mid-stream gives the same batches
+
+
 def test_train_writes_metrics_checkpoint_config_and_eval(trained_run: dict) -> None:
     out = Path(trained_run["out_dir"])
     records = read_metrics(out / "metrics.jsonl")
