@@ -657,6 +657,8 @@ def plot_class_bars(
         class_names: ``C`` names.
         a_labels: labels in set A (bars in the A colour; B bars in the B colour; background grey).
         ylabel, title: axis label and figure title.
+
+    Non-negative series share one y scale starting at 0, so an all-zero panel reads as zero.
     """
     if not series:
         raise ValueError("plot_class_bars: series is empty")
@@ -667,6 +669,8 @@ def plot_class_bars(
         for i in range(c)
     ]
     fig = Figure(figsize=(max(7.0, 0.25 * c), 2.6 * len(series) + 0.6))
+    flat = torch.cat([v.detach().cpu().float().flatten() for v in series.values()])
+    shared_top = float(flat.max()) * 1.1 if flat.numel() and float(flat.min()) >= 0 else None
     for k, (name, values) in enumerate(series.items()):
         values = values.detach().cpu().float()
         if values.shape != (c,):
@@ -680,6 +684,8 @@ def plot_class_bars(
         ax.set_xticks(range(c))
         ax.set_xticklabels(class_names, rotation=90, fontsize=7)
         ax.set_xlim(-0.6, c - 0.4)
+        if shared_top is not None:  # non-negative values: one y scale from 0, so panels compare
+            ax.set_ylim(0, shared_top or 1.0)
         ax.grid(True, axis="y", alpha=0.3)
     _legend(fig)
     if title:
