@@ -12,6 +12,7 @@ the training step time and the mean number of detections per image (what evaluat
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -68,15 +69,20 @@ def main() -> None:
         val = build_dataset(cfg.data, "val")
         with torch.no_grad():
             n_det = [len(o["boxes"]) for o in model([val[i][0] for i in range(min(16, len(val)))])]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = evaluate(model, val, device="cpu", batch_size=8, progress=False,
                        mask_iou=not args.no_mask_iou)  # fmt: skip
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(format_table(res))
     print(
         f"evaluate: {len(val)} images in {dt:.1f} s ({len(val) / dt:.1f} images/s), "
         f"{sum(n_det) / len(n_det):.1f} detections/image, {args.threads} threads, {what}; "
         "target < 60 s"
+    )
+    load = os.getloadavg()[0]
+    print(
+        f"CPU time {cpu:.1f} s over {args.threads} threads = {cpu / args.threads:.1f} s on "
+        f"{args.threads} idle cores (load average now {load:.1f}: others share the machine)"
     )
 
 
