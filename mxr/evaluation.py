@@ -492,7 +492,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         device=device,
         batch_size=args.batch_size,
         progress=not args.no_progress,
-        mask_iou=args.mask_iou,
+        mask_iou=not args.no_mask_iou,
     )
     dt = time.perf_counter() - t0
     print(
@@ -500,9 +500,10 @@ def _run_cli(args: argparse.Namespace) -> int:
         f"in {dt:.1f} s (iteration {ckpt['iteration']})"
     )
     print(format_table(res))
-    out = Path(args.out) if args.out else ckpt_path.parent / "eval.json"
+    name = "eval.json" if args.split == "val" else f"eval_{args.split}.json"
+    out = Path(args.out) if args.out else ckpt_path.parent / name
     if out.suffix != ".json":
-        out = out / "eval.json"
+        out = out / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}", file=sys.stderr)
@@ -523,11 +524,15 @@ def add_subparser(sub: Any) -> None:
     p.add_argument(
         "--split", choices=("val", "test"), default="val", help="which split (default val)"
     )
-    p.add_argument("--out", help="where to write eval.json (default: next to the checkpoint)")
+    p.add_argument(
+        "--out",
+        help="where to write the JSON (default: eval.json, or eval_test.json for --split test, "
+        "next to the checkpoint)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's train.device)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument(
-        "--mask-iou", action="store_true", help="also the mean mask IoU given true boxes"
+        "--no-mask-iou", action="store_true", help="skip the mean mask IoU given true boxes"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_cli)

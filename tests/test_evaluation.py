@@ -129,22 +129,19 @@ def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained
 
 
 def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import shutil
+
     from mxr.__main__ import main
 
-    out = tmp_path / "e.json"
-    rc = main(
-        [
-            "eval",
-            "--checkpoint",
-            trained_run["checkpoint"],
-            "--split",
-            "test",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    ckpt = tmp_path / "last.pt"
+    shutil.copy(trained_run["checkpoint"], ckpt)
+    assert main(["eval", "--checkpoint", str(ckpt), "--split", "test", "--no-progress"]) == 0
     assert "| A | mask |" in capsys.readouterr().out
-    res = json.loads(out.read_text())
-    assert set(res) == {"A", "B", "all"} and set(res["A"]) == {"segm", "bbox"}
+    res = json.loads((tmp_path / "eval_test.json").read_text())  # the val eval.json is kept apart
+    assert set(res) == {"A", "B", "all"} and set(res["A"]) == {"segm", "bbox", "mask_iou"}
+    out = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--no-progress",
+                 "--no-mask-iou"]) == 0  # fmt: skip
+    assert set(json.loads(out.read_text())["B"]) == {"segm", "bbox"}
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        main(["eval", "--checkpoint", str(tmp_path / "nope.pt")])
