@@ -319,6 +319,9 @@ def loss_figure(
                 label=key,
                 linewidth=2.0 if key == "loss" else 1.0,
             )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (mean over the log interval)")
     ax.set_title(title, fontsize=10)
@@ -527,13 +530,21 @@ class TrainingPanel:
         self.iterations = w.BoundedIntText(
             value=d["iterations"], min=1, max=100_000, description="iterations", style=style
         )
-        self.reuse = w.Checkbox(value=True, description="reuse a finished run with these settings")
+        self.reuse = w.Checkbox(value=True, description="reuse a finished run")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
         self.status = w.HTML("Choose the settings and press <b>Train</b>.")
-        self.plot = w.Image(format="png", value=figure_png(loss_figure([], "Training loss")))
+        # explicit sizes (the figures' pixel sizes at 80 dpi): an Image sized "auto" can collapse to
+        # 0x0 in a flex box when its picture changes
+        self.plot = w.Image(
+            format="png",
+            value=figure_png(loss_figure([], "Training loss")),
+            layout=w.Layout(width="480px", min_width="480px", height="auto"),
+        )
         self.table = w.HTML()
         self.comparison = w.HTML()
-        self.chart = w.Image(format="png")
+        self.chart = w.Image(
+            format="png", layout=w.Layout(width="640px", min_width="640px", height="auto")
+        )
         self.mask_head.observe(self._sync_enabled, names="value")
         self.train_button.on_click(self._on_click)
         self._sync_enabled()
@@ -629,8 +640,6 @@ class TrainingPanel:
         finally:
             self.train_button.disabled = False
         self._draw(log, force=True)
-        how = "reloaded a finished run" if log.cached else f"trained in {log.seconds:.0f} s"
-        self.status.value = f"Done: <b>{log.label}</b>, {how}."
         self.table.value = html_table(
             SPLIT_TABLE_HEADER,
             split_table_rows(log.eval or {}),
@@ -638,6 +647,8 @@ class TrainingPanel:
         )
         self.runs.append(log)
         self._show_comparison()
+        how = "reloaded a finished run" if log.cached else f"trained in {log.seconds:.0f} s"
+        self.status.value = f"Done: <b>{log.label}</b>, {how}."  # last: "Done" means all is shown
         return log
 
     def _on_click(self, button: Any) -> None:
