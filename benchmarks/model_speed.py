@@ -46,20 +46,29 @@ def make_inputs(batch: int, size: int, num_classes: int, device: torch.device, s
         for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
             masks[i, y0:y1, x0:x1] = 1
         images.append(torch.rand(3, size, size, generator=g).to(device))
-        targets.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)})
+        targets.append(
+            {"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)}
+        )
     return images, targets
 
 
 def model_cfg(backbone: str, size: int, max_size: int, num_classes: int, **kw) -> ModelConfig:
     a = tuple(range(1, max(2, num_classes // 2)))
     return ModelConfig(
-        num_classes=num_classes, mask_classes=a, backbone=backbone, min_size=size, max_size=max_size, **kw
+        num_classes=num_classes,
+        mask_classes=a,
+        backbone=backbone,
+        min_size=size,
+        max_size=max_size,
+        **kw,
     )
 
 
 def build(name: str, variant: dict | None, cfg_kw: dict, device: torch.device):
     if variant is None:
-        return build_stock_maskrcnn(model_cfg(**cfg_kw, mask_head="class", mlp_fusion=False)).to(device)
+        return build_stock_maskrcnn(model_cfg(**cfg_kw, mask_head="class", mlp_fusion=False)).to(
+            device
+        )
     return build_model(model_cfg(**cfg_kw, **variant)).to(device)
 
 
@@ -131,9 +140,13 @@ def bench_backbone(args, backbone: str, size: int, device: torch.device) -> None
             tt = train_step(m, opts[n], images, targets, device)
             if it >= args.warmup:
                 times[n]["train"].append(tt)
-    print(f"\n## {backbone} @ {size}x{max_size}, batch {args.batch}, {args.num_classes} classes, {device}")
+    print(
+        f"\n## {backbone} @ {size}x{max_size}, batch {args.batch}, {args.num_classes} classes, {device}"
+    )
     print(f"median of {args.iters} interleaved iterations after {args.warmup} warm-up\n")
-    print("| variant | params (M) | train step (s) | × stock | inference (s) | × stock | train memory (MB) |")
+    print(
+        "| variant | params (M) | train step (s) | × stock | inference (s) | × stock | train memory (MB) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = {k: statistics.median(v) for k, v in times["stock MaskRCNN"].items()}
     for n, m in models.items():
@@ -156,7 +169,9 @@ def bench_large_vocab(args, device: torch.device) -> None:
     images, targets = make_inputs(args.batch, size, num_classes, device, seed=1)
     models = {
         "agnostic": build("agnostic", dict(mask_head="agnostic", mlp_fusion=False), cfg_kw, device),
-        "transfer cls+box 2L": build("t", dict(mask_head="transfer", mlp_fusion=False), cfg_kw, device),
+        "transfer cls+box 2L": build(
+            "t", dict(mask_head="transfer", mlp_fusion=False), cfg_kw, device
+        ),
     }
     opts = {n: torch.optim.SGD(m.parameters(), lr=1e-4) for n, m in models.items()}
     times = {n: [] for n in models}
