@@ -36,9 +36,11 @@ endif
 data: venv
 	$(PY) -c "from mxr.data import ensure_shapesx; ensure_shapesx('$(DATA)')"
 
-## make run: the main job, headless: data if missing, then every notebook in full mode, in place
+## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
+## then every notebook in full mode, in place
 run: data
 ifneq ($(NB),)
+	MXR_BUDGET=full $(PY) -c "from mxr.course import prime; prime()"
 	@for nb in $(NB); do \
 	  echo "== $$nb"; \
 	  MXR_BUDGET=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \

@@ -356,3 +356,52 @@ def ensure_coco_sample(
         json.dumps({"generator": "mxr.course.ensure_coco_sample", "params": params})
     )
     return root
+
+
+def notebook_runs() -> list[tuple[str, Config]]:
+    """Every training run the notebooks ask for, as ``(name, config)`` (names as in the notebooks)."""
+    from mxr.widgets import config_from_choices, default_choices, run_name
+
+    runs = [(v, course_config(v)) for v in ("transfer_mlp", "agnostic", "oracle")]
+    runs += [
+        (f"{v}_short", course_config(v, short=True))
+        for v in (
+            "transfer_cls",
+            "transfer_box",
+            "transfer_clsbox",
+            "transfer_mlp",
+            "transfer_mlp_nostopgrad",
+        )
+    ]
+    for choices in (default_choices(), {"mask_head": "agnostic", "mlp_fusion": False}):
+        runs.append((run_name(choices), config_from_choices(choices)))
+    return runs
+
+
+def _prime_one(job: tuple[str, Config]) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    name, cfg = job
+    result = train_or_load(name, cfg, progress=False)
+    return f"{name}: {'cached' if result['cached'] else 'trained'}"
+
+
+def prime(jobs: int | None = None) -> None:
+    """Train the notebooks' runs ahead of them, ``jobs`` single-threaded processes at a time.
+
+    On a 2-core machine two one-thread trainings finish sooner than the same two run one after the
+    other with two threads each (small convolutions scale poorly across threads). Finished runs are
+    reused, so this is cheap when the cache is warm. ``make run`` calls it before the notebooks.
+    """
+    import multiprocessing as mp
+    import time
+
+    jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    ensure_course_data()
+    todo = notebook_runs()
+    t0 = time.perf_counter()
+    print(f"priming {len(todo)} notebook runs ({budget_mode()} budget) with {jobs} processes")
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        for line in pool.imap_unordered(_prime_one, todo):
+            print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)
