@@ -655,14 +655,28 @@ def _version() -> str:
     return __version__
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """The records of a ``metrics.jsonl`` (for plots): a list of dicts, in iteration order."""
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order.
+
+    Raises ``FileNotFoundError`` naming the file, ``ValueError`` naming the file and line that is
+    not JSON.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"metrics file not found: {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ every label says which set its class is in, e.g. ``"fork-3 [B] 0.91"``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from mxr.engine import read_metrics  # noqa: F401  (re-exported: plots read what the engine writes)
 
 A_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 140, 0),
@@ -169,24 +170,6 @@ def show_samples(ds: Any, indices: Sequence[int], ncols: int = 4, scale: float =
     _legend(fig)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ``metrics.jsonl`` file (one JSON object per line), naming the file and line on errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n} is not valid JSON ({e})") from e
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def plot_loss_curve(metrics_jsonl_path: str | Path, keys: Sequence[str] | None = None) -> Figure:
