@@ -76,6 +76,15 @@ def lab(tmp_path: Path):
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter_runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab_settings"),
     }
+    # The course data is set-up, not what this test checks: generate it first, so that the notebook
+    # does not show the generator's progress bar (stderr) on a fresh clone.
+    subprocess.run(
+        [sys.executable, "-c", "from mxr.course import ensure_course_data; ensure_course_data()"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     # no "get notified about news?" toast over the panel (and no news fetch)
     settings = tmp_path / "lab_settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
