@@ -189,6 +189,87 @@ def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> 
 
 
 # --------------------------------------------------------------------------------------------------
+# the headline: does transfer close the gap on B, and beat its control?
+# --------------------------------------------------------------------------------------------------
+HEADLINE_ROWS = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
+"""The four rows the targets compare (class-agnostic, its MLP control, transfer+MLP, oracle)."""
+
+HEADLINE_METRICS: dict[str, tuple[str, str]] = {
+    "AP75": ("segm", "AP75"),  # the headline metric, fixed before any result
+    "AP": ("segm", "AP"),
+    "AP50": ("segm", "AP50"),
+    "mIoU": ("mask_iou", "mIoU"),  # mean mask IoU given the true boxes: the mask head alone
+}
+
+
+def per_seed_values(runs: dict[str, list[dict[str, Any]]], s: str = "B") -> dict[str, Any]:
+    """``{row: {metric: [value of seed 0, seed 1, ...]}}`` for :data:`HEADLINE_METRICS` on set ``s``."""
+    out: dict[str, Any] = {}
+    for row, evals in runs.items():
+        out[row] = {
+            name: [e.get(s, {}).get(task, {}).get(metric) for e in evals]
+            for name, (task, metric) in HEADLINE_METRICS.items()
+        }
+    return out
+
+
+def headline(per_seed: dict[str, Any], metric: str = "AP75") -> dict[str, Any] | None:
+    """The issue's two targets on set B for ``metric``, from per-seed values (seeds paired by index).
+
+    * ``gap_closed`` = (transfer+MLP − agnostic) / (oracle − agnostic), target >= 0.5;
+    * ``gain`` = transfer+MLP − agnostic+MLP (mean of per-seed differences), ``gain_std`` its sample
+      std over seeds; target: gain > 3 × gain_std.
+
+    Returns ``None`` when one of :data:`HEADLINE_ROWS` is missing or has no values.
+    """
+    vals = {}
+    for row in HEADLINE_ROWS:
+        v = per_seed.get(row, {}).get(metric)
+        if not v or any(x is None for x in v):
+            return None
+        vals[row] = np.asarray(v, dtype=float)
+    n = min(len(v) for v in vals.values())
+    vals = {k: v[:n] for k, v in vals.items()}
+    mean = {k: float(v.mean()) for k, v in vals.items()}
+    gap = mean["oracle"] - mean["agnostic"]
+    closed = (mean["transfer_mlp"] - mean["agnostic"]) / gap if gap != 0 else None
+    diffs = vals["transfer_mlp"] - vals["agnostic_mlp"]
+    gain = float(diffs.mean())
+    gain_std = float(diffs.std(ddof=1)) if n > 1 else None
+    return {
+        "metric": metric,
+        "seeds": n,
+        "mean": {k: round(v, 3) for k, v in mean.items()},
+        "oracle_minus_agnostic": round(gap, 3),
+        "gap_closed": None if closed is None else round(closed, 3),
+        "gap_closed_target_met": closed is not None and gap > 0 and closed >= 0.5,
+        "gain_over_control": round(gain, 3),
+        "gain_std": None if gain_std is None else round(gain_std, 3),
+        "gain_target_met": gain_std is not None and gain > 3 * gain_std,
+    }
+
+
+def headline_text(h: dict[str, Any] | None) -> str:
+    """One markdown paragraph stating a :func:`headline` and whether each target is met."""
+    if h is None:
+        return (
+            "(the headline rows agnostic, agnostic_mlp, transfer_mlp and oracle are not all there)"
+        )
+    m, mean = h["metric"], h["mean"]
+    closed = "n/a (oracle does not beat agnostic)" if h["gap_closed"] is None or h[
+        "oracle_minus_agnostic"] <= 0 else f"{h['gap_closed']:.2f}"  # fmt: skip
+    std = "n/a (one seed)" if h["gain_std"] is None else f"{h['gain_std']:.2f}"
+    return (
+        f"B mask {m}, mean of {h['seeds']} seeds: agnostic {mean['agnostic']:.2f}, agnostic+MLP "
+        f"{mean['agnostic_mlp']:.2f}, transfer+MLP {mean['transfer_mlp']:.2f}, oracle "
+        f"{mean['oracle']:.2f}. Gap closed by transfer+MLP: {closed} (target >= 0.5: "
+        f"{'met' if h['gap_closed_target_met'] else 'not met'}). Gain over agnostic+MLP: "
+        f"{h['gain_over_control']:+.2f}, std over seeds {std} (target > 3 std: "
+        f"{'met' if h['gain_target_met'] else 'not met'})."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------------
 def run_ablation(
@@ -202,6 +283,7 @@ def run_ablation(
     overrides: Sequence[str] = (),
     config_dir: str | Path | None = None,
     progress: bool = True,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and evaluate each row × seed, then write ``results.{json,md,png}`` into ``out_dir``.
@@ -215,60 +297,85 @@ def run_ablation(
         rows: a subset of the preset's rows (default: all).
         overrides: extra ``section.key=value`` applied to every row (e.g. ``data.root=...``).
         config_dir: folder of the preset's YAML files (default: ``configs/<preset>``).
-        progress: tqdm bars for each run.
+        progress: tqdm bars for each run (only with ``jobs=1``).
+        jobs: runs trained at the same time, each in its own process with ``CPUs // jobs`` threads.
         log: where one-line progress messages go.
 
     Returns:
         The ``results.json`` content.
     """
-    from mxr.engine import train
-
     if seeds < 1:
         raise ValueError(f"seeds={seeds} is not valid; expected >= 1")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} is not valid; expected >= 1")
     if split not in ("val", "test"):
         raise ValueError(f"split={split!r} is not valid; expected 'val' or 'test'")
     configs = preset_configs(preset, rows, config_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
-    per_row: dict[str, Any] = {}
-    wall: dict[str, float] = {}
     budgets: dict[str, int] = {}
+    runs: dict[tuple[str, int], dict[str, Any]] = {}  # (row, seed) -> result.json content
+    todo: list[tuple[str, int, dict[str, Any]]] = []
     for name, path in configs.items():
-        evals, wall[name] = [], 0.0
         for seed in range(seeds):
             cfg = load_config(path, [*extra, f"train.seed={seed}", f"model.init_seed={seed}"])
             budgets[name] = cfg.train.iterations
-            run_dir = out / name / f"seed{seed}"
-            done = run_dir / "result.json"
             key = {
                 "split": split,
                 "iterations": cfg.train.iterations,
                 "config": str(path),
                 "overrides": list(extra),
             }
+            done = out / name / f"seed{seed}" / "result.json"
             if done.is_file():
                 prev = json.loads(done.read_text())
                 if {k: prev.get(k) for k in key} == key:
                     log(f"[{name} seed {seed}] reusing {done}")
-                    evals.append(prev["eval"])
-                    wall[name] += prev["wall_s"]
+                    runs[name, seed] = prev
                     continue
-            log(f"[{name} seed {seed}] training {cfg.train.iterations} iterations -> {run_dir}")
-            t0 = time.perf_counter()
-            summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=split)
-            dt = time.perf_counter() - t0
-            done.write_text(json.dumps({**key, "eval": summary["eval"], "wall_s": dt}, indent=2))
-            evals.append(summary["eval"])
-            wall[name] += dt
-            b = summary["eval"]["B"]["segm"]["AP"]
-            log(f"[{name} seed {seed}] mask AP B = {b} ({dt:.0f} s)")
-        per_row[name] = aggregate(evals)
+            todo.append((name, seed, key))
+
+    def finished(name: str, seed: int, result: dict[str, Any]) -> None:
+        runs[name, seed] = result
+        b = result["eval"]["B"]["segm"]["AP"]
+        log(f"[{name} seed {seed}] mask AP B = {b} ({result['wall_s']:.0f} s)")
+
+    if jobs == 1:
+        for name, seed, key in todo:
+            log(f"[{name} seed {seed}] training {key['iterations']} iterations")
+            finished(name, seed, _train_one(out / name / f"seed{seed}", key, seed, progress))
+    elif todo:
+        # Each run in its own process with cpus // jobs threads: on a few CPU cores, two 1-thread
+        # trainings side by side finish sooner than one 2-thread training after the other.
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, _cpu_count() // jobs)
+        log(f"{len(todo)} runs, {jobs} at a time, {threads} thread(s) each")
+        with ProcessPoolExecutor(
+            jobs, mp_context=mp.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
+        ) as pool:
+            futures = {
+                pool.submit(_train_one, out / name / f"seed{seed}", key, seed, False): (name, seed)
+                for name, seed, key in todo
+            }
+            for fut in as_completed(futures):
+                finished(*futures[fut], fut.result())
+    per_row: dict[str, Any] = {}
+    wall: dict[str, float] = {}
+    evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
+    for name in configs:
+        per_row[name] = aggregate(evals[name])
+        wall[name] = sum(runs[name, seed]["wall_s"] for seed in range(seeds))
+    per_seed = per_seed_values(evals)
     if len(set(budgets.values())) > 1:
         log(f"warning: rows have different train.iterations: {budgets}")
     results = {
         "rows": per_row,
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "per_seed": {"B": per_seed},
+        "targets": {m: headline(per_seed, m) for m in ("AP75", "mIoU")},
         "meta": {
             "preset": preset,
             "seeds": seeds,
@@ -280,9 +387,62 @@ def run_ablation(
         },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown_table(per_row, results["wall_s"]) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
     bar_chart(per_row, out / "results.png")
     return results
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The table (mean ± std over seeds, wall time per row) and the targets, as markdown."""
+    parts = [markdown_table(results["rows"], results.get("wall_s")), ""]
+    for m, h in (results.get("targets") or {}).items():
+        parts += [f"**Targets on {m}.** " + headline_text(h), ""]
+    return "\n".join(parts)
+
+
+def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
+    """Copy an ablation's ``results.json`` / ``results.png`` into ``docs_dir`` and put its table and
+    targets into ``docs_dir/results.md`` between the ``<!-- results:begin/end -->`` markers (the
+    prose around them is kept; a new file gets only the generated part). Returns ``results.md``."""
+    src, docs = Path(results_dir), Path(docs_dir)
+    res_path = src / "results.json"
+    if not res_path.is_file():
+        raise FileNotFoundError(
+            f"no ablation results to publish: {res_path} (run `mxr ablate` first)"
+        )
+    results = json.loads(res_path.read_text())
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    bar_chart(results["rows"], docs / "results.png", metric="AP75")
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    block = f"{begin}\n{results_markdown(results)}{end}"
+    md = docs / "results.md"
+    text = md.read_text() if md.is_file() else f"# Results\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        raise ValueError(f"{md} has no '{begin}' ... '{end}' markers to put the table between")
+    head, rest = text.split(begin, 1)
+    md.write_text(head + block + rest.split(end, 1)[1])
+    return md
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
+    """Train + evaluate one row × seed (resuming a stopped run) and write its ``result.json``."""
+    from mxr.engine import train
+
+    cfg = load_config(
+        key["config"], [*key["overrides"], f"train.seed={seed}", f"model.init_seed={seed}"]
+    )
+    t0 = time.perf_counter()
+    summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
+    result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def _cpu_count() -> int:
@@ -308,8 +468,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         overrides=overrides,
         config_dir=args.config_dir,
         progress=not args.no_progress,
+        jobs=args.jobs,
     )
-    print(markdown_table(res["rows"], res["wall_s"]))
+    print(results_markdown(res))
+    if args.publish:
+        print(f"published -> {publish(args.out or f'runs/ablate_{args.preset}', args.publish)}")
     return 0
 
 
@@ -335,6 +498,17 @@ def add_subparser(sub: Any) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override config fields for every row, e.g. data.root=data/shapesx",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained side by side, each in its own process (default 1)",
+    )
+    p.add_argument(
+        "--publish",
+        metavar="DIR",
+        help="also copy results.json / the AP75 chart into DIR and update DIR/results.md's table",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_cli)

@@ -32,6 +32,7 @@ TRANSFER_INPUTS = ("cls", "box", "cls+box")
 TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
+BOX_HEADS = ("2fc", "4conv1fc")
 
 
 def _choice(section: str, name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -74,6 +75,7 @@ class ModelConfig:
     backbone_weights: str | None = None
     fpn_channels: int | None = None
     box_fc_dim: int | None = None
+    box_head: str = "2fc"
     mask_head_channels: int | None = None
     mask_head_convs: int = 4
     anchor_sizes: tuple[int, ...] | None = None
@@ -83,6 +85,7 @@ class ModelConfig:
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
     box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
     box_detections_per_img: int = 100
     box_score_thresh: float = 0.05
     init_seed: int = 0
@@ -95,6 +98,7 @@ class ModelConfig:
         _choice(s, "transfer_layers", self.transfer_layers, TRANSFER_LAYERS)
         _choice(s, "transfer_activation", self.transfer_activation, TRANSFER_ACTIVATIONS)
         _choice(s, "mlp_form", self.mlp_form, MLP_FORMS)
+        _choice(s, "box_head", self.box_head, BOX_HEADS)
         for name in ("stop_grad", "mlp_fusion"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
@@ -140,6 +144,11 @@ class ModelConfig:
             _positive(s, name, getattr(self, name))
         for name in ("fpn_channels", "box_fc_dim", "mask_head_channels"):
             _positive(s, name, getattr(self, name), allow_none=True)
+        f = self.box_positive_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise ValueError(
+                f"model.box_positive_fraction={f!r} is not valid; expected a number in (0, 1]"
+            )
         if self.max_size < self.min_size:
             raise ValueError(
                 f"model.max_size={self.max_size} is not valid; expected >= min_size={self.min_size}"

@@ -56,3 +56,62 @@ def test_one_seed_few_iteration_ablation(shapesx_root: Path, tmp_path: Path, cap
                          overrides=sets, progress=False, log=lambda s: None)  # fmt: skip
     assert again["rows"]["agnostic"] == res["rows"]["agnostic"]
     assert markdown_table(again["rows"]).count("\n") == 2
+
+
+def test_parallel_jobs_match_the_sequential_runs(shapesx_root: Path, tmp_path: Path) -> None:
+    sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
+    kw = dict(seeds=1, rows=["agnostic", "oracle"], split="val", overrides=sets, progress=False)
+    seq = run_ablation("shapesx", out_dir=tmp_path / "seq", log=lambda s: None, **kw)
+    lines: list[str] = []
+    par = run_ablation("shapesx", out_dir=tmp_path / "par", jobs=2, log=lines.append, **kw)
+    assert any("2 at a time" in line for line in lines)
+    assert par["rows"] == seq["rows"]  # same seeds -> same numbers, whichever process ran them
+    assert list(par["rows"]) == ["agnostic", "oracle"]  # table order, not finishing order
+    with pytest.raises(ValueError, match="jobs=0"):
+        run_ablation("shapesx", out_dir=tmp_path / "bad", jobs=0, **kw)
+
+
+def _fake_per_seed(agn, agn_mlp, tr, orc) -> dict:  # noqa: ANN001
+    return {row: {"AP75": v} for row, v in
+            zip(("agnostic", "agnostic_mlp", "transfer_mlp", "oracle"), (agn, agn_mlp, tr, orc))}  # fmt: skip
+
+
+def test_headline_targets_are_computed_from_paired_seeds() -> None:
+    from mxr.ablate import headline, headline_text
+
+    h = headline(_fake_per_seed([10, 12], [11, 13], [16, 18], [20, 22]))
+    assert h["oracle_minus_agnostic"] == 10.0 and h["gap_closed"] == 0.6
+    assert h["gap_closed_target_met"] and h["gain_over_control"] == 5.0
+    assert h["gain_std"] == 0.0 and h["gain_target_met"]  # a constant gain: 5 > 3 x 0
+    h2 = headline(_fake_per_seed([10, 12], [11, 13], [13, 16], [20, 22]))
+    assert h2["gap_closed"] == pytest.approx(0.35) and not h2["gap_closed_target_met"]
+    assert h2["gain_std"] == pytest.approx(0.707, abs=1e-3) and h2["gain_target_met"]  # 2.5 > 2.12
+    assert "not met" in headline_text(h2) and "0.35" in headline_text(h2)
+    assert headline({"agnostic": {"AP75": [1.0]}}) is None
+    worse = headline(_fake_per_seed([10], [10], [10], [8]))
+    assert worse["gain_std"] is None and not worse["gap_closed_target_met"]
+    assert "oracle does not beat agnostic" in headline_text(worse)
+
+
+def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
+    from mxr.ablate import publish
+
+    src = tmp_path / "abl"
+    src.mkdir()
+    rows = {"agnostic": {"B": {"segm": {"AP": 1.0, "AP_std": 0.0, "AP75": 2.0, "AP75_std": 0.5}}}}
+    (src / "results.json").write_text(json.dumps({"rows": rows, "wall_s": {"agnostic": 3.0}}))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text(
+        "# R\n\nintro\n<!-- results:begin -->\nold\n<!-- results:end -->\nafter\n"
+    )
+    md = publish(src, docs).read_text()
+    assert md.startswith("# R\n\nintro\n") and md.endswith("after\n") and "old" not in md
+    assert "| agnostic |" in md and "2.0 ± 0.5" in md
+    assert json.loads((docs / "results.json").read_text())["rows"] == rows
+    assert (docs / "results.png").read_bytes()[:4] == b"\x89PNG"
+    (docs / "results.md").write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        publish(src, docs)
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        publish(tmp_path / "nothing", docs)

@@ -111,3 +111,23 @@ def test_classes_are_dealt_in_balanced_blocks_with_b_in_every_run() -> None:
     assert all(sum(names[c] in b for c in slots[i : i + 5]) == 1 for i in range(0, 60, 5))
     assert class_slots(0, 1, 28, 5) == slots[28:33]  # a window depends only on its blocks
     assert class_slots(1, 1, 0, 30) != slots[:30]
+
+
+def test_test_split_has_its_own_seed(tmp_path: Path) -> None:
+    a = _files(_gen(tmp_path / "a"))
+    b = _files(_gen(tmp_path / "b", test_seed=5))
+    assert a["train/000001.png"] == b["train/000001.png"] and a["val/000001.png"] == b["val/000001.png"]
+    assert a["test/000001.png"] != b["test/000001.png"]
+    assert json.loads(a["manifest.json"])["test_seed"] == 1  # default: seed + 1
+    assert json.loads(b["manifest.json"])["test_seed"] == 5
+    assert json.loads(b["annotations/instances_test.json"])["info"]["seed"] == 5
+
+
+def test_ensure_regenerates_data_of_an_older_version(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    root = _gen(tmp_path / "sx")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["version"] = 0
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    ensure_shapesx(root, train=3, val=1, test=1, image_size=64, progress=False)
+    assert "version 0; regenerating" in capsys.readouterr().out
+    assert len(list((root / "train").glob("*.png"))) == 3

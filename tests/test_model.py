@@ -76,6 +76,7 @@ VARIANTS = [
     dict(mask_head="transfer", transfer_input="cls+box", mlp_fusion=True),
     dict(mask_head="transfer", transfer_input="cls+box", mlp_fusion=True, mlp_form="paper"),
     dict(mask_head="transfer", stop_grad=False),
+    dict(mask_head="transfer", box_head="4conv1fc", box_positive_fraction=0.5),
 ]
 
 
@@ -260,6 +261,9 @@ def test_seeded_construction_is_deterministic_and_leaves_global_rng_alone():
         ("mask_classes", (0, 1)),
         ("mask_classes", (1, 9)),
         ("min_size", 0),
+        ("box_head", "3fc"),
+        ("box_positive_fraction", 0.0),
+        ("box_positive_fraction", 1.5),
     ],
 )
 def test_invalid_config_values_name_field_value_and_choices(field, value):

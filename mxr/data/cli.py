@@ -17,6 +17,7 @@ def _shapesx(args: argparse.Namespace) -> int:
             val=args.val,
             test=args.test,
             seed=args.seed,
+            test_seed=args.test_seed,
             image_size=args.image_size,
             design=args.design,
         )
@@ -56,6 +57,9 @@ def add_subparser(sub: Any) -> argparse.ArgumentParser:
     gen.add_argument("--val", type=int, default=300, help="validation images (default: 300)")
     gen.add_argument("--test", type=int, default=300, help="test images (default: 300)")
     gen.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    gen.add_argument(
+        "--test-seed", type=int, default=None, help="seed of the test split (default: seed + 1)"
+    )
     gen.add_argument(
         "--image-size", type=int, default=128, help="image side in pixels (default: 128)"
     )

@@ -36,7 +36,7 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-SHAPESX_VERSION = 1
+SHAPESX_VERSION = 2  # 2: the test split has its own seed (test_seed, default seed + 1)
 
 #: The six shape families, in category-id order: (family, head shape, tail shape).
 FAMILIES: tuple[tuple[str, str], ...] = (
@@ -94,6 +94,8 @@ COMMON_PARAMS: dict[str, Any] = {
     "distractor_slabs": (0, 2),  # inclusive range of object-free dark slabs
     "random_slab_fraction": (0.3, 0.55),  # random-slab design: fraction of the box hidden
     "noise_std": 8.0,  # per-pixel Gaussian noise of the background
+    "cue_cap": False,  # member cue: a light cap on the back of the head, deeper for larger k
+    "hue_by_family": False,  # paint hue set by the family (+-0.03 jitter) instead of random
 }
 
 
@@ -234,6 +236,12 @@ def _draw_dots(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> 
         draw.ellipse([px0, py0, px1, py1], fill=1)
 
 
+def _draw_cap(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> None:
+    depth = 0.25 * k * r  # 0.25 r (k=1) ... 1.25 r (k=5); the slab starts at >= 0.35 r
+    (px0, py0), (px1, py1) = to_px(-2.0 * r, -2.0 * r), to_px(-r + depth, 2.0 * r)
+    draw.rectangle([px0, py0, px1, py1], fill=1)
+
+
 def _render_object(
     family_index: int,
     k: int,
@@ -271,6 +279,10 @@ def _render_object(
         dots_img = Image.new("L", (w, h), 0)
         _draw_dots(ImageDraw.Draw(dots_img), k, r, to_px)
         dots = (np.asarray(dots_img) > 0) & amodal
+    if params["cue_cap"]:
+        cap_img = Image.new("L", (w, h), 0)
+        _draw_cap(ImageDraw.Draw(cap_img), k, r, to_px)
+        dots |= (np.asarray(cap_img) > 0) & (np.asarray(head_img) > 0)
 
     slab = np.zeros_like(amodal)
     occlude = rng.random() >= params["p_unoccluded"]
@@ -309,8 +321,10 @@ def _render_object(
     }
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
+def _random_colour(rng: np.random.Generator, family_index: int | None = None) -> np.ndarray:
+    """A saturated colour: random hue, or the hue of ``family_index`` (of 6) with a small jitter."""
+    hue = rng.random() if family_index is None else (family_index / 6 + rng.uniform(-0.03, 0.03)) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
     return np.array(rgb) * 255.0
 
 
@@ -451,7 +465,7 @@ def render_image(
             )  # padded so slabs may cross edges
             arr[oy + ph : oy + 2 * ph, ox + pw : ox + 2 * pw] = local
             full[name] = arr[ph : ph + size, pw : pw + size]
-        colour = _random_colour(rng)
+        colour = _random_colour(rng, family_index if params["hue_by_family"] else None)
         visible = full["amodal"] & ~full["slab"]
         _paint(canvas, visible & ~full["dots"], colour, rng.uniform(*params["paint_density"]), rng)
         if full["dots"].any():  # the cue: solid dots in the complementary colour
@@ -507,6 +521,7 @@ def generate_shapesx(
     val: int = 300,
     test: int = 300,
     seed: int = 0,
+    test_seed: int | None = None,
     image_size: int = 128,
     design: str = DEFAULT_DESIGN,
     progress: bool = True,
@@ -518,12 +533,16 @@ def generate_shapesx(
         out_dir: folder to write (created; existing ShapesX PNGs in its split folders are replaced).
         train, val, test: number of images per split.
         seed: the generator seed; the same seed and parameters give byte-identical files.
+        test_seed: the seed of the test split (default ``seed + 1``): the held-out split is drawn
+            from a seed never used for the images that train and choose the models.
         image_size: side of the square images, in pixels.
         design: a name in :data:`DESIGNS`; ``design_params`` override its parameters (see
             :data:`COMMON_PARAMS` and :data:`DESIGNS` for the names).
         progress: show a tqdm bar and print the rate (images/s) at the end.
     """
     params = resolve_design(design, **design_params)
+    test_seed = seed + 1 if test_seed is None else test_seed
+    split_seeds = {"train": seed, "val": seed, "test": test_seed}
     counts_req = {"train": train, "val": val, "test": test}
     for name, n in counts_req.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -545,8 +564,9 @@ def generate_shapesx(
             stale.unlink()
         images, annotations = [], []
         for index in range(counts_req[split]):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
-            slots = class_slots(seed, split_index, index * max_objects, max_objects)
+            split_seed = split_seeds[split]
+            rng = np.random.default_rng(np.random.SeedSequence([split_seed, split_index, index]))
+            slots = class_slots(split_seed, split_index, index * max_objects, max_objects)
             pixels, objects = render_image(rng, image_size, params, slots)
             image_id = index + 1
             file_name = f"{image_id:06d}.png"
@@ -571,7 +591,11 @@ def generate_shapesx(
                 )
             bar.update(1)
         coco = {
-            "info": {"description": f"ShapesX {split}", "version": SHAPESX_VERSION, "seed": seed},
+            "info": {
+                "description": f"ShapesX {split}",
+                "version": SHAPESX_VERSION,
+                "seed": split_seeds[split],
+            },
             "images": images,
             "annotations": annotations,
             "categories": categories,
@@ -585,6 +609,7 @@ def generate_shapesx(
         "generator": "mxr.data.shapesx",
         "version": SHAPESX_VERSION,
         "seed": seed,
+        "test_seed": test_seed,
         "image_size": image_size,
         "design": design,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())},
@@ -601,13 +626,19 @@ def generate_shapesx(
 
 
 def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:
-    """Generate ShapesX into ``root`` unless ``root/manifest.json`` exists; returns ``root``.
+    """Generate ShapesX into ``root`` unless it holds data of this generator version; returns ``root``.
 
-    ``kwargs`` go to :func:`generate_shapesx` (they are ignored when the data already exists).
+    ``kwargs`` go to :func:`generate_shapesx` (they are ignored when the data already exists). Data
+    written by an older generator version (a different design) is regenerated, with a message.
     """
     root = Path(root)
-    if not (root / "manifest.json").is_file():
-        generate_shapesx(root, **kwargs)
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        version = json.loads(manifest.read_text()).get("version")
+        if version == SHAPESX_VERSION:
+            return root
+        print(f"ShapesX at {root} is version {version}; regenerating version {SHAPESX_VERSION}")
+    generate_shapesx(root, **kwargs)
     return root
 
 

@@ -8,7 +8,11 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
@@ -77,14 +81,21 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
     transform = GeneralizedRCNNTransform(
         cfg.min_size, cfg.max_size, list(IMAGE_MEAN), list(IMAGE_STD)
     )
+    if cfg.box_head == "4conv1fc":  # torchvision's v2 recipe: 4 conv+BN layers, then one fc
+        c = cfg.fpn_channels
+        box_head = FastRCNNConvFCHead(
+            (c, 7, 7), [c] * 4, [cfg.box_fc_dim], norm_layer=nn.BatchNorm2d
+        )
+    else:  # the original Mask R-CNN head: two fc layers on the flattened 7x7 RoI features
+        box_head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_fc_dim)
     box_parts = dict(
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
-        box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_fc_dim),
+        box_head=box_head,
         box_predictor=FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
         batch_size_per_image=cfg.box_batch_size_per_image,
-        positive_fraction=0.25,
+        positive_fraction=cfg.box_positive_fraction,
         bbox_reg_weights=None,
         score_thresh=cfg.box_score_thresh,
         nms_thresh=0.5,
