@@ -72,8 +72,8 @@ def test_parallel_jobs_match_the_sequential_runs(shapesx_root: Path, tmp_path: P
 
 
 def _fake_per_seed(agn, agn_mlp, tr, orc) -> dict:  # noqa: ANN001
-    return {row: {"AP75": v} for row, v in
-            zip(("agnostic", "agnostic_mlp", "transfer_mlp", "oracle"), (agn, agn_mlp, tr, orc))}  # fmt: skip
+    rows = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
+    return {row: {"AP75": v} for row, v in zip(rows, (agn, agn_mlp, tr, orc), strict=True)}
 
 
 def test_headline_targets_are_computed_from_paired_seeds() -> None:
