@@ -116,7 +116,10 @@ def test_classes_are_dealt_in_balanced_blocks_with_b_in_every_run() -> None:
 def test_test_split_has_its_own_seed(tmp_path: Path) -> None:
     a = _files(_gen(tmp_path / "a"))
     b = _files(_gen(tmp_path / "b", test_seed=5))
-    assert a["train/000001.png"] == b["train/000001.png"] and a["val/000001.png"] == b["val/000001.png"]
+    assert (
+        a["train/000001.png"] == b["train/000001.png"]
+        and a["val/000001.png"] == b["val/000001.png"]
+    )
     assert a["test/000001.png"] != b["test/000001.png"]
     assert json.loads(a["manifest.json"])["test_seed"] == 1  # default: seed + 1
     assert json.loads(b["manifest.json"])["test_seed"] == 5

@@ -323,7 +323,11 @@ def _render_object(
 
 def _random_colour(rng: np.random.Generator, family_index: int | None = None) -> np.ndarray:
     """A saturated colour: random hue, or the hue of ``family_index`` (of 6) with a small jitter."""
-    hue = rng.random() if family_index is None else (family_index / 6 + rng.uniform(-0.03, 0.03)) % 1.0
+    hue = (
+        rng.random()
+        if family_index is None
+        else (family_index / 6 + rng.uniform(-0.03, 0.03)) % 1.0
+    )
     rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0))
     return np.array(rgb) * 255.0
 
