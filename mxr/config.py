@@ -33,6 +33,7 @@ TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
 BOX_HEADS = ("2fc", "4conv1fc")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def _choice(section: str, name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -212,7 +213,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: SGD with momentum, linear warm-up, step decay at fractions of ``iterations``.
+    """How to train: SGD with momentum (or AdamW), linear warm-up, step decay at fractions of
+    ``iterations``.
 
     The paper's schedule (90k iterations, steps at 60k and 80k, 500 warm-up) is the template:
     ``lr_steps=(2/3, 8/9)`` and ``warmup_iters`` in iterations. ``batch_size`` is images per process.
@@ -220,6 +222,7 @@ class TrainConfig:
 
     iterations: int = 1500
     batch_size: int = 4
+    optimizer: str = "sgd"
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -258,6 +261,7 @@ class TrainConfig:
                 f"train.clip_grad_norm={self.clip_grad_norm!r} is not valid; expected > 0 or null"
             )
         _choice(s, "device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        _choice(s, "optimizer", self.optimizer, OPTIMIZERS)
 
 
 @dataclass(frozen=True)

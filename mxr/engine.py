@@ -260,9 +260,17 @@ def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
     return factor * train_cfg.gamma**steps
 
 
-def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum and weight decay over every trainable parameter."""
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (``train.optimizer="sgd"``, the paper's) or AdamW (``"adamw"``, ``momentum``
+    is then beta1) with weight decay, over every trainable parameter."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if train_cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params,
+            lr=train_cfg.lr,
+            betas=(train_cfg.momentum, 0.999),
+            weight_decay=train_cfg.weight_decay,
+        )
     return torch.optim.SGD(
         params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
     )

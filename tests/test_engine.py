@@ -224,3 +224,36 @@ def test_cli_train_with_overrides(shapesx_root: Path, tmp_path: Path, capsys) ->
     assert saved.model.mask_head == "agnostic" and saved.train.iterations == 2
     with pytest.raises(ValueError, match="train.iteratoins"):
         main(["train", "--set", "train.iteratoins=3", "--out", str(tmp_path / "x")])
+
+
+def test_adamw_optimizer_is_built_and_a_bad_name_is_a_clear_error() -> None:
+    from mxr.engine import build_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, momentum=0.9))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
+    assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.SGD)
+    with pytest.raises(ValueError, match=r"train\.optimizer='adam'.*'adamw'"):
+        TrainConfig(optimizer="adam")
+
+
+def test_adamw_run_resumes_bit_identically(shapesx_root: Path, tmp_path: Path) -> None:
+    sets = [
+        "train.iterations=4",
+        "train.optimizer=adamw",
+        "train.lr=0.001",
+        "train.checkpoint_every=2",
+    ]
+    cfg = tiny_config(shapesx_root, sets)
+    train(cfg, tmp_path / "full", progress=False, eval_split=None)
+    part = tmp_path / "part"
+
+    def interrupt(it: int, record: dict) -> None:
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, part, progress=False, eval_split=None, callback=interrupt)
+    train(cfg, part, resume=True, progress=False, eval_split=None)
+    a, b = _weights(tmp_path / "full" / "last.pt"), _weights(part / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed AdamW run differs"
