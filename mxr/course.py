@@ -101,6 +101,16 @@ def runs_dir() -> Path:
     return base / budget_mode()
 
 
+def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a run's stored ``config.yaml`` (resolved) is the run ``wanted`` asks for: equal
+    ``train`` and ``data`` sections, and every ``model`` field that ``wanted`` sets (fields it leaves
+    as ``None`` are filled from the data or the backbone when training, so any stored value fits)."""
+    if stored.get("train") != wanted["train"] or stored.get("data") != wanted["data"]:
+        return False
+    model = stored.get("model") or {}
+    return all(v is None or model.get(k) == v for k, v in wanted["model"].items())
+
+
 def train_or_load(
     name: str, cfg: Config, *, progress: bool = True, callback=None
 ) -> dict[str, Any]:
@@ -118,11 +128,8 @@ def train_or_load(
     out = runs_dir() / name
     eval_path, cfg_path = out / "eval.json", out / "config.yaml"
     if eval_path.is_file() and cfg_path.is_file() and (out / "last.pt").is_file():
-        stored = yaml.safe_load(cfg_path.read_text())
-        if (
-            stored.get("train") == config_to_dict(cfg)["train"]
-            and stored.get("data", {}).get("root") == cfg.data.root
-        ):
+        stored = yaml.safe_load(cfg_path.read_text()) or {}
+        if same_run_config(stored, config_to_dict(cfg)):
             model = model_from_checkpoint(out / "last.pt")
             return {
                 "model": model,

@@ -158,3 +158,17 @@ def test_plot_images_side_by_side() -> None:
     assert [ax.get_title() for ax in fig.axes] == ["gt", "pred"]
     with pytest.raises(ValueError, match="expected \\(3, H, W\\)"):
         plot_images({"bad": torch.rand(32, 32)})
+
+
+def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None:
+    from mxr.config import config_to_dict
+    from mxr.course import course_config, same_run_config
+
+    wanted = config_to_dict(course_config("transfer_mlp"))
+    stored = {k: dict(v) for k, v in wanted.items()}
+    stored["model"] = {**wanted["model"], "num_classes": 31, "fpn_channels": 64}  # resolved
+    assert same_run_config(stored, wanted)
+    other = config_to_dict(course_config("agnostic_mlp"))  # same train/data, another mask head
+    assert not same_run_config(stored, other)
+    assert not same_run_config({**stored, "data": {**stored["data"], "flip_prob": 0.0}}, wanted)
+    assert not same_run_config({**stored, "train": {**stored["train"], "seed": 1}}, wanted)
