@@ -101,14 +101,54 @@ def runs_dir() -> Path:
     return base / budget_mode()
 
 
+#: ``train`` fields that do not change what a run computes (ignored when matching runs).
+_BOOKKEEPING = ("checkpoint_every", "log_every")
+
+
+def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
+    out = dict(section or {})
+    if name == "train":
+        for key in _BOOKKEEPING:
+            out.pop(key, None)
+    if name == "data" and out.get("root"):
+        root = Path(out["root"])
+        out["root"] = str((root if root.is_absolute() else REPO_ROOT / root).resolve())
+    return out
+
+
 def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether a run's stored ``config.yaml`` (resolved) is the run ``wanted`` asks for: equal
-    ``train`` and ``data`` sections, and every ``model`` field that ``wanted`` sets (fields it leaves
-    as ``None`` are filled from the data or the backbone when training, so any stored value fits)."""
-    if stored.get("train") != wanted["train"] or stored.get("data") != wanted["data"]:
-        return False
+    ``train`` (bookkeeping fields aside) and ``data`` sections (a relative root counts from the repo),
+    and every ``model`` field that ``wanted`` sets (fields it leaves as ``None`` are filled from the
+    data or the backbone when training, so any stored value fits)."""
+    for name in ("train", "data"):
+        if _comparable(stored.get(name), name) != _comparable(wanted[name], name):
+            return False
     model = stored.get("model") or {}
     return all(v is None or model.get(k) == v for k, v in wanted["model"].items())
+
+
+def ablation_dir() -> Path:
+    """Where :func:`train_or_load` looks for a finished ablation run of the same config
+    (``runs/results/shapesx``, as ``docs/results.md`` runs it; ``MXR_ABLATION`` overrides)."""
+    env = os.environ.get("MXR_ABLATION")
+    return Path(env) if env else REPO_ROOT / "runs" / "results" / "shapesx"
+
+
+def _ablation_twin(cfg: Config) -> Path | None:
+    """A finished run under :func:`ablation_dir` trained with exactly ``cfg``, or ``None``."""
+    import yaml
+
+    from mxr.config import config_to_dict
+
+    wanted = config_to_dict(cfg)
+    for cfg_path in sorted(ablation_dir().glob("*/seed*/config.yaml")):
+        run = cfg_path.parent
+        if not (run / "result.json").is_file() or not (run / "last.pt").is_file():
+            continue  # unfinished
+        if same_run_config(yaml.safe_load(cfg_path.read_text()) or {}, wanted):
+            return run
+    return None
 
 
 def train_or_load(
@@ -138,7 +178,17 @@ def train_or_load(
                 "metrics": out / "metrics.jsonl",
                 "cached": True,
             }
-    result = train(cfg, out, progress=progress, callback=callback)
+    twin = _ablation_twin(cfg)
+    if twin is not None:
+        # The published ablation already trained this exact config: take its weights and let
+        # train() (resuming a finished run) only evaluate them on the validation split.
+        import shutil
+
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("last.pt", "config.yaml", "metrics.jsonl"):
+            shutil.copy2(twin / f, out / f)
+        print(f"{name}: using the ablation run {twin} (same config); evaluating it on val")
+    result = train(cfg, out, resume=twin is not None, progress=progress, callback=callback)
     return {
         "model": result["model"].eval(),
         "eval": result["eval"],

@@ -172,3 +172,27 @@ def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None
     assert not same_run_config(stored, other)
     assert not same_run_config({**stored, "data": {**stored["data"], "flip_prob": 0.0}}, wanted)
     assert not same_run_config({**stored, "train": {**stored["train"], "seed": 1}}, wanted)
+
+
+def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
+    shapesx_root, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    import json
+
+    from conftest import tiny_config
+
+    from mxr.course import train_or_load
+    from mxr.engine import train
+
+    cfg = tiny_config(shapesx_root, ["train.iterations=2"])
+    twin = tmp_path / "abl" / "agnostic" / "seed0"
+    train(cfg, twin, progress=False, eval_split="test")
+    (twin / "result.json").write_text("{}")
+    monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
+    monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
+    res = train_or_load("run", cfg, progress=False)
+    assert (res["out_dir"] / "last.pt").read_bytes() == (twin / "last.pt").read_bytes()
+    assert json.loads((res["out_dir"] / "eval.json").read_text()) == res["eval"]  # on val
+    other = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
+    res2 = train_or_load("other", other, progress=False)  # no twin: trained here
+    assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
