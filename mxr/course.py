@@ -18,7 +18,7 @@ BUDGET_MODES = ("smoke", "full")
 #: Per mode: training iterations of a "main" run and a "short" comparison run, dataset sizes.
 BUDGETS: dict[str, dict[str, int]] = {
     "smoke": {"iterations": 12, "short_iterations": 6, "train": 48, "val": 12, "test": 12},
-    "full": {"iterations": 1000, "short_iterations": 400, "train": 2000, "val": 300, "test": 300},
+    "full": {"iterations": 800, "short_iterations": 800, "train": 2000, "val": 300, "test": 300},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

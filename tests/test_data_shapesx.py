@@ -71,9 +71,9 @@ def test_split_file_and_manifest(tmp_path: Path) -> None:
     assert set(split["A"]) | set(split["B"]) == set(class_names())
     assert not set(split["A"]) & set(split["B"])
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["seed"] == 0 and manifest["design"] == "hidden-tail"
+    assert manifest["seed"] == 0 and manifest["design"] == "hue-cap"
     assert manifest["counts"]["train"]["images"] == 4
-    assert manifest["params"]["slab"] == "tail"
+    assert manifest["params"]["slab"] == "tail" and manifest["params"]["cue_cap"]
     ds = CocoInstances(
         root / "train",
         root / "annotations" / "instances_train.json",
@@ -134,3 +134,24 @@ def test_ensure_regenerates_data_of_an_older_version(tmp_path: Path, capsys) -> 
     ensure_shapesx(root, train=3, val=1, test=1, image_size=64, progress=False)
     assert "version 0; regenerating" in capsys.readouterr().out
     assert len(list((root / "train").glob("*.png"))) == 3
+
+
+def test_hue_cap_cues_name_the_family_and_the_member() -> None:
+    """Paint hue follows the family; the near-white cap grows with the member index k."""
+    import colorsys
+
+    from mxr.data.shapesx import render_image, resolve_design
+
+    params = resolve_design("hue-cap", clutter=(0, 0), distractor_slabs=(0, 0), noise_std=0.0)
+    params["objects_per_image"] = (1, 1)
+    caps, hues = {}, {}
+    for cat in (0, 4, 10, 14):  # fork-1, fork-5, ring-1, ring-5
+        img, objs = render_image(np.random.default_rng(cat), 128, params, [cat])
+        px = img[objs[0]["mask"]].astype(float)
+        white = (px > 225).all(axis=1)
+        caps[cat] = int(white.sum())
+        paint = px[(px.max(axis=1) - px.min(axis=1)) > 60]  # saturated pixels: the paint
+        hues[cat] = np.median([colorsys.rgb_to_hsv(*(p / 255))[0] for p in paint])
+    assert caps[4] > caps[0] and caps[14] > caps[10]  # deeper cap for k = 5 than k = 1
+    assert abs(hues[0] - 0.0) < 0.06 or abs(hues[0] - 1.0) < 0.06  # fork: hue 0
+    assert abs(hues[10] - 2 / 6) < 0.06 and abs(hues[14] - 2 / 6) < 0.06  # ring: hue 2/6

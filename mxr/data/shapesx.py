@@ -2,12 +2,16 @@
 
 Every object is a *head* (a convex shape whose outline names the object's **family**) joined to a
 *tail* (the part whose geometry names the **member** of the family). Classes are ``family-member``
-(6 families x 5 members = 30 classes, e.g. ``fork-3``). In the default design (``"hidden-tail"``)
-a dark slab always hides the tail, masks and boxes are **amodal** (the whole shape), paint is sparse
-and its colour is random per object (colour is never tied to class). The member is signalled only by
-a visible cue, ``k`` dots on the head (``k`` = member index), and by how far the amodal box reaches
-under the slab (the tail length grows with ``k``; the slab length does not). So the hidden mask of a
-set-B class is taught by its box labels (through the detector's weights), not by its pixels.
+(6 families x 5 members = 30 classes, e.g. ``fork-3``). A dark slab always hides the tail, and masks
+and boxes are **amodal** (the whole shape), so the hidden part of a mask is not in the pixels.
+
+In the default design (``"hue-cap"``) the visible head tells the class through cues a small detector
+learns in minutes: its paint hue names the family (one hue per family; paint is sparse) and a
+near-white cap on the back of the head, deeper for larger ``k``, names the member. The amodal box also
+reaches further under the slab for larger ``k`` (the tail length grows with ``k``; the slab length
+does not). So the hidden mask of a set-B class is taught by its box labels (through the detector's
+weights), not by its pixels. ``"hidden-tail"`` (the first default) is the same with random paint
+colour and ``k`` small dots as the member cue, which the ``tiny`` detector did not learn in budget.
 
 Files written by :func:`generate_shapesx` (COCO format, read back through pycocotools)::
 
@@ -36,7 +40,7 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-SHAPESX_VERSION = 2  # 2: the test split has its own seed (test_seed, default seed + 1)
+SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
 
 #: The six shape families, in category-id order: (family, head shape, tail shape).
 FAMILIES: tuple[tuple[str, str], ...] = (
@@ -47,7 +51,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("bulb", "diamond"),
     ("tee", "pentagon"),
 )
-#: Members per family (``k`` = 1..MEMBERS; the cue shows ``k`` dots).
+#: Members per family (``k`` = 1..MEMBERS; the cue shows ``k``: the cap depth, or ``k`` dots).
 MEMBERS = 5
 #: The member of each family held out as set B (in-between members, so each B tail lies between
 #: two A tails of the same family and every member index also occurs in A for other families).
@@ -55,7 +59,7 @@ B_MEMBERS: tuple[int, ...] = (4, 4, 4, 2, 2, 3)
 
 SPLITS = ("train", "val", "test")
 
-#: Named designs; explicit keyword parameters override them. ``hidden-tail`` is the default.
+#: Named designs; explicit keyword parameters override them. ``hue-cap`` is the default.
 DESIGNS: dict[str, dict[str, Any]] = {
     # The slab always covers the tail (the member-specific part) and a little of the head; the member
     # is visible only through the dots cue and the amodal box extent.
@@ -63,6 +67,17 @@ DESIGNS: dict[str, dict[str, Any]] = {
         "slab": "tail",
         "cue_dots": True,
         "paint_density": (0.3, 0.6),
+        "p_unoccluded": 0.0,
+    },
+    # hidden-tail with cues a small detector learns in minutes: the family also shows as the paint
+    # hue (6 hues, one per family) and the member as a near-white cap on the back of the head whose
+    # depth grows with k (instead of k small dots). The tail stays hidden under the slab.
+    "hue-cap": {
+        "slab": "tail",
+        "cue_dots": False,
+        "cue_cap": True,
+        "hue_by_family": True,
+        "paint_density": (0.4, 0.7),
         "p_unoccluded": 0.0,
     },
     # Trial-2-like control: a slab on a random side hides 30-55 % of the object's box, no cue,
@@ -81,7 +96,7 @@ DESIGNS: dict[str, dict[str, Any]] = {
         "p_unoccluded": 1.0,
     },
 }
-DEFAULT_DESIGN = "hidden-tail"
+DEFAULT_DESIGN = "hue-cap"
 
 #: Parameters shared by every design (all overridable through ``**design_params``).
 COMMON_PARAMS: dict[str, Any] = {
@@ -237,7 +252,7 @@ def _draw_dots(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> 
 
 
 def _draw_cap(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> None:
-    depth = 0.25 * k * r  # 0.25 r (k=1) ... 1.25 r (k=5); the slab starts at >= 0.35 r
+    depth = 0.15 * k * r  # 0.15 r (k=1) ... 0.75 r (k=5) of the ~1.4 r of head left visible
     (px0, py0), (px1, py1) = to_px(-2.0 * r, -2.0 * r), to_px(-r + depth, 2.0 * r)
     draw.rectangle([px0, py0, px1, py1], fill=1)
 
@@ -254,7 +269,7 @@ def _render_object(
     """Masks of one object on a local canvas, rotated by ``rotation`` x 90 degrees.
 
     Returns: dict of bool arrays (h, w): ``amodal`` (the whole shape), ``slab`` (the occluder, may be
-    empty), ``dots`` (the cue; empty when disabled).
+    empty), ``dots`` and ``cap`` (the cues; empty when disabled).
     """
     family, head = FAMILIES[family_index]
     pad = 2.0
@@ -279,10 +294,11 @@ def _render_object(
         dots_img = Image.new("L", (w, h), 0)
         _draw_dots(ImageDraw.Draw(dots_img), k, r, to_px)
         dots = (np.asarray(dots_img) > 0) & amodal
+    cap = np.zeros_like(amodal)
     if params["cue_cap"]:
         cap_img = Image.new("L", (w, h), 0)
         _draw_cap(ImageDraw.Draw(cap_img), k, r, to_px)
-        dots |= (np.asarray(cap_img) > 0) & (np.asarray(head_img) > 0)
+        cap = (np.asarray(cap_img) > 0) & (np.asarray(head_img) > 0)
 
     slab = np.zeros_like(amodal)
     occlude = rng.random() >= params["p_unoccluded"]
@@ -318,6 +334,7 @@ def _render_object(
         "amodal": np.rot90(amodal, rotation),
         "slab": np.rot90(slab, rotation),
         "dots": np.rot90(dots, rotation),
+        "cap": np.rot90(cap, rotation),
     }
 
 
@@ -471,9 +488,14 @@ def render_image(
             full[name] = arr[ph : ph + size, pw : pw + size]
         colour = _random_colour(rng, family_index if params["hue_by_family"] else None)
         visible = full["amodal"] & ~full["slab"]
-        _paint(canvas, visible & ~full["dots"], colour, rng.uniform(*params["paint_density"]), rng)
+        cue = full["dots"] | full["cap"]
+        _paint(canvas, visible & ~cue, colour, rng.uniform(*params["paint_density"]), rng)
         if full["dots"].any():  # the cue: solid dots in the complementary colour
             canvas[full["dots"] & visible] = 255.0 - colour
+        if full[
+            "cap"
+        ].any():  # the cue: a solid near-white cap (no hue, so it never names a family)
+            canvas[full["cap"] & visible] = 235.0
         slabs |= full["slab"]
         area = int(full["amodal"].sum())
         objects.append(
