@@ -178,7 +178,7 @@ def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> 
         )
     ax.set_xticks(x, names, rotation=35, ha="right")
     ax.set_ylabel(f"mask {metric} (0–100)")
-    ax.set_title("Mask AP per variant, mean ± std over seeds")
+    ax.set_title(f"Mask {metric} per variant, mean ± std over seeds")
     ax.legend(frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Training engine: SGD with warm-up and step decay, checkpoints, resume, DDP via ``torchrun``.
+"""Training engine: SGD (or AdamW) with warm-up and step decay, checkpoints, resume, DDP via ``torchrun``.
 
 ``train(cfg, out_dir)`` (or ``python -m mxr train --config FILE --out DIR``) writes into ``out_dir``:
 
