@@ -1,0 +1,67 @@
+"""Do the detection weights of set-B classes sit among their A neighbours, and do τ's outputs?
+
+For each checkpoint, for each B class, take its two nearest set-A classes (cosine similarity of the
+mean-centred weight vectors) and count how many are in the same family, and how many are the adjacent
+members (k ± 1), in ``w_det`` (``cls``, ``box``, ``cls+box`` rows of the box predictor) and, for a
+transfer head, in ``w_seg = τ(w_det)``. Chance, for 6 B classes × 2 neighbours = 12 slots among 24 A
+classes: 2/12 same family and 1/12 adjacent.
+
+    python docs/probe_wdet.py runs/results/shapesx/transfer_*/seed0/last.pt
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from mxr.data.shapesx import class_names, default_split
+from mxr.engine import load_checkpoint, model_from_checkpoint
+
+
+def neighbour_hits(w: torch.Tensor, names: list[str], b_names: list[str]) -> tuple[int, int]:
+    """(same family, adjacent member) counts over the top-2 A neighbours of each B class."""
+    w = torch.nn.functional.normalize(w - w.mean(0), dim=1)
+    sim = w @ w.T
+    family = adjacent = 0
+    for b in b_names:
+        i = names.index(b)
+        fam, k = b.rsplit("-", 1)
+        ranked = [j for j in sim[i].argsort(descending=True).tolist() if names[j] not in b_names]
+        for j in ranked[:2]:
+            f2, k2 = names[j].rsplit("-", 1)
+            family += f2 == fam
+            adjacent += f2 == fam and abs(int(k2) - int(k)) == 1
+    return family, adjacent
+
+
+def main(paths: list[str]) -> None:
+    names, b_names = class_names(), default_split()["B"]
+    labels = torch.arange(1, len(names) + 1)
+    print("| run | w_det cls | w_det box | w_det cls+box | w_seg |")
+    print("|---|---:|---:|---:|---:|")
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        heads = model_from_checkpoint(ckpt).roi_heads
+        own = heads.transfer_input
+        cells = []
+        with torch.no_grad():
+            for inp in ("cls", "box", "cls+box"):
+                heads.transfer_input = inp
+                cells.append(
+                    "{}/12, adj {}/12".format(
+                        *neighbour_hits(heads.read_w_det(labels), names, b_names)
+                    )
+                )
+            heads.transfer_input = own
+            pred = heads.mask_predictor
+            if pred.uses_detection_weights:
+                w_seg = pred.mask_weights_of(labels, heads.read_w_det)
+                cells.append("{}/12, adj {}/12".format(*neighbour_hits(w_seg, names, b_names)))
+            else:
+                cells.append("—")
+        print(f"| {path} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
