@@ -136,15 +136,20 @@ def ablation_dir() -> Path:
 
 
 def _ablation_twin(cfg: Config) -> Path | None:
-    """A finished run under :func:`ablation_dir` trained with exactly ``cfg``, or ``None``."""
+    """A finished run trained with exactly ``cfg``, or ``None``: an ablation run under
+    :func:`ablation_dir`, or another of the notebooks' runs under :func:`runs_dir` (several notebook
+    runs share one config, e.g. a notebook's run and the training panel's default)."""
     import yaml
 
     from mxr.config import config_to_dict
 
     wanted = config_to_dict(cfg)
-    for cfg_path in sorted(ablation_dir().glob("*/seed*/config.yaml")):
+    candidates = [
+        (p, "result.json") for p in sorted(ablation_dir().glob("*/seed*/config.yaml"))
+    ] + [(p, "eval.json") for p in sorted(runs_dir().glob("*/config.yaml"))]
+    for cfg_path, finished in candidates:
         run = cfg_path.parent
-        if not (run / "result.json").is_file() or not (run / "last.pt").is_file():
+        if not (run / finished).is_file() or not (run / "last.pt").is_file():
             continue  # unfinished
         if same_run_config(yaml.safe_load(cfg_path.read_text()) or {}, wanted):
             return run
@@ -180,14 +185,15 @@ def train_or_load(
             }
     twin = _ablation_twin(cfg)
     if twin is not None:
-        # The published ablation already trained this exact config: take its weights and let
-        # train() (resuming a finished run) only evaluate them on the validation split.
+        # A finished run (the published ablation's, or another notebook's) already trained this
+        # exact config: take its weights and let train() (resuming a finished run) only evaluate
+        # them on the validation split.
         import shutil
 
         out.mkdir(parents=True, exist_ok=True)
         for f in ("last.pt", "config.yaml", "metrics.jsonl"):
             shutil.copy2(twin / f, out / f)
-        print(f"{name}: using the ablation run {twin} (same config); evaluating it on val")
+        print(f"{name}: using the finished run {twin} (same config); evaluating it on val")
     result = train(cfg, out, resume=twin is not None, progress=progress, callback=callback)
     return {
         "model": result["model"].eval(),

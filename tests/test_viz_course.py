@@ -196,3 +196,5 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
     other = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
     res2 = train_or_load("other", other, progress=False)  # no twin: trained here
     assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
+    res3 = train_or_load("same-as-other", other, progress=False)  # another notebook run's twin
+    assert (res3["out_dir"] / "last.pt").read_bytes() == (res2["out_dir"] / "last.pt").read_bytes()
