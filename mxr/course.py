@@ -161,7 +161,8 @@ def train_or_load(
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``runs_dir()/name`` unless a finished run with the same config is there.
 
-    Returns ``{"model", "eval", "out_dir", "metrics", "cached"}``; the model is in eval mode.
+    Returns ``{"model", "eval", "out_dir", "metrics", "cached"[, "adopted"]}``; the model is in eval
+    mode. ``adopted`` is true when the weights came from a finished twin run (see :func:`_ablation_twin`).
     """
     import json
 
@@ -201,6 +202,7 @@ def train_or_load(
         "out_dir": out,
         "metrics": Path(result["metrics"]),
         "cached": False,
+        "adopted": twin is not None,
     }
 
 
@@ -447,7 +449,8 @@ def _prime_one(job: tuple[str, Config]) -> str:
     torch.set_num_threads(1)
     name, cfg = job
     result = train_or_load(name, cfg, progress=False)
-    return f"{name}: {'cached' if result['cached'] else 'trained'}"
+    how = "cached" if result["cached"] else "adopted" if result.get("adopted") else "trained"
+    return f"{name}: {how}"
 
 
 def prime(jobs: int | None = None) -> None:

@@ -192,6 +192,7 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
     res = train_or_load("run", cfg, progress=False)
     assert (res["out_dir"] / "last.pt").read_bytes() == (twin / "last.pt").read_bytes()
+    assert res["adopted"] and not res["cached"]
     assert json.loads((res["out_dir"] / "eval.json").read_text()) == res["eval"]  # on val
     other = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
     res2 = train_or_load("other", other, progress=False)  # no twin: trained here
