@@ -135,7 +135,7 @@ def ablation_dir() -> Path:
     return Path(env) if env else REPO_ROOT / "runs" / "results" / "shapesx"
 
 
-def _ablation_twin(cfg: Config) -> Path | None:
+def _finished_twin(cfg: Config) -> Path | None:
     """A finished run trained with exactly ``cfg``, or ``None``: an ablation run under
     :func:`ablation_dir`, or another of the notebooks' runs under :func:`runs_dir` (several notebook
     runs share one config, e.g. a notebook's run and the training panel's default)."""
@@ -162,7 +162,7 @@ def train_or_load(
     """Train ``cfg`` into ``runs_dir()/name`` unless a finished run with the same config is there.
 
     Returns ``{"model", "eval", "out_dir", "metrics", "cached"[, "adopted"]}``; the model is in eval
-    mode. ``adopted`` is true when the weights came from a finished twin run (see :func:`_ablation_twin`).
+    mode. ``adopted`` is true when the weights came from a finished twin run (see :func:`_finished_twin`).
     """
     import json
 
@@ -184,7 +184,7 @@ def train_or_load(
                 "metrics": out / "metrics.jsonl",
                 "cached": True,
             }
-    twin = _ablation_twin(cfg)
+    twin = _finished_twin(cfg)
     if twin is not None:
         # A finished run (the published ablation's, or another notebook's) already trained this
         # exact config: take its weights and let train() (resuming a finished run) only evaluate
