@@ -67,6 +67,7 @@ class ModelConfig:
     transfer_input: str = "cls+box"
     transfer_layers: int = 2
     transfer_activation: str = "leaky_relu"
+    transfer_zero_init: bool = False
     stop_grad: bool = True
     mlp_fusion: bool = True
     mlp_form: str = "light"
@@ -100,7 +101,7 @@ class ModelConfig:
         _choice(s, "transfer_activation", self.transfer_activation, TRANSFER_ACTIVATIONS)
         _choice(s, "mlp_form", self.mlp_form, MLP_FORMS)
         _choice(s, "box_head", self.box_head, BOX_HEADS)
-        for name in ("stop_grad", "mlp_fusion"):
+        for name in ("stop_grad", "mlp_fusion", "transfer_zero_init"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"{s}.{name}={getattr(self, name)!r} is not valid; expected true or false"

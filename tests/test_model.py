@@ -193,6 +193,31 @@ def test_each_class_mask_weights_come_from_its_own_detection_weights():
     assert changed == [c == 3 for c in classes.tolist()]
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_zero_init_tau_ignores_directions_its_training_inputs_never_span(layers):
+    from mxr.model.transfer import WeightTransfer
+
+    torch.manual_seed(0)
+    tau = WeightTransfer(16, 8, layers=layers, zero_init=True)
+    assert tau.mlp[0].weight.abs().sum() == 0
+    x_a = torch.zeros(5, 16)
+    x_a[:, :5] = torch.randn(5, 5)  # "set A" spans the first 5 coordinates only
+    opt = torch.optim.SGD(tau.parameters(), lr=0.1)
+    for _ in range(20):
+        opt.zero_grad()
+        ((tau(x_a) - torch.randn(5, 8)) ** 2).mean().backward()
+        opt.step()
+    x_b = torch.randn(1, 16)
+    inside = x_b.clone()
+    inside[:, 5:] = 0
+    with torch.no_grad():
+        assert tau.mlp[0].weight.abs().sum() > 0  # it learned
+        torch.testing.assert_close(tau(x_b), tau(inside))  # the unseen part maps to nothing
+        # a default-initialised τ turns the unseen part into noise
+        plain = WeightTransfer(16, 8, layers=layers)
+        assert not torch.allclose(plain(x_b), plain(inside))
+
+
 def test_mlp_fusion_adds_one_class_agnostic_term_to_every_class():
     model = build_model(cfg(mask_head="transfer", mlp_fusion=True)).eval()
     heads = model.roi_heads
@@ -257,6 +282,7 @@ def test_seeded_construction_is_deterministic_and_leaves_global_rng_alone():
         ("transfer_activation", "gelu"),
         ("mlp_form", "huge"),
         ("stop_grad", "yes"),
+        ("transfer_zero_init", 1),
         ("num_classes", 1),
         ("mask_classes", (0, 1)),
         ("mask_classes", (1, 9)),

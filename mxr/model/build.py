@@ -47,6 +47,7 @@ def build_mask_predictor(cfg: ModelConfig) -> MaskPredictor:
         detection_weight_dim(cfg.transfer_input, cfg.box_fc_dim),
         transfer_layers=cfg.transfer_layers,
         transfer_activation=cfg.transfer_activation,
+        transfer_zero_init=cfg.transfer_zero_init,
         **common,
     )
 

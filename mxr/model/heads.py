@@ -157,11 +157,16 @@ class TransferMaskPredictor(MaskPredictor):
         *,
         transfer_layers: int = 2,
         transfer_activation: str = "leaky_relu",
+        transfer_zero_init: bool = False,
         **kwargs,
     ):
         super().__init__(in_channels, **kwargs)
         self.transfer = WeightTransfer(
-            w_det_dim, in_channels, layers=transfer_layers, activation=transfer_activation
+            w_det_dim,
+            in_channels,
+            layers=transfer_layers,
+            activation=transfer_activation,
+            zero_init=transfer_zero_init,
         )
 
     def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, None]:

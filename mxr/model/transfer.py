@@ -58,7 +58,9 @@ class WeightTransfer(nn.Module):
     """τ: an MLP from detection weights ``(K, d_in)`` to mask weights ``(K, d_out)``.
 
     ``layers=1`` is a single Linear; ``layers=2`` is Linear -> ReLU/LeakyReLU(0.1) -> Linear.
-    No activation on the output (mask weights may be negative).
+    No activation on the output (mask weights may be negative). ``zero_init=True`` starts the first
+    layer's weights at zero (see ``__init__``), so τ maps directions of ``w_det`` that set A never
+    spans to nothing instead of to the noise of a random initialisation.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class WeightTransfer(nn.Module):
         layers: int = 2,
         hidden_dim: int | None = None,
         activation: str = "leaky_relu",
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or out_dim
@@ -81,6 +84,12 @@ class WeightTransfer(nn.Module):
             )
         else:
             raise ValueError(f"transfer_layers={layers!r} is not valid; expected 1 or 2")
+        if zero_init:
+            # The first layer's weights start at zero. Gradient steps add to them only in the span
+            # of the w_det rows τ is trained on (set A), so a B class's w_det is read only through
+            # its part in that span; its other part, which a random first layer would turn into
+            # noise, is ignored. τ starts as a constant (class-agnostic) map through the biases.
+            nn.init.zeros_(self.mlp[0].weight)
 
     def forward(self, w_det: Tensor) -> Tensor:
         """``(K, d_in)`` -> ``(K, d_out)``."""
