@@ -17,6 +17,7 @@ into ``--out``:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mxr.config import load_config
+from mxr.config import config_to_dict, load_config
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "shapesx": (
@@ -326,6 +327,8 @@ def run_ablation(
                 "iterations": cfg.train.iterations,
                 "config": str(path),
                 "overrides": list(extra),
+                # the file's content, so an edited config is trained again rather than reused
+                "config_sha1": _config_sha1(cfg),
             }
             done = out / name / f"seed{seed}" / "result.json"
             if done.is_file():
@@ -429,6 +432,14 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _config_sha1(cfg: Any) -> str:
+    """Short hash of a run's resolved config (without the logging/checkpoint cadence)."""
+    d = config_to_dict(cfg)
+    for k in ("checkpoint_every", "log_every"):
+        d["train"].pop(k, None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:

@@ -33,6 +33,7 @@ TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
 BOX_HEADS = ("2fc", "4conv1fc")
+BOX_PREDICTOR_INITS = ("torchvision", "detectron")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -78,6 +79,7 @@ class ModelConfig:
     fpn_channels: int | None = None
     box_fc_dim: int | None = None
     box_head: str = "2fc"
+    box_predictor_init: str = "torchvision"
     mask_head_channels: int | None = None
     mask_head_convs: int = 4
     anchor_sizes: tuple[int, ...] | None = None
@@ -101,6 +103,7 @@ class ModelConfig:
         _choice(s, "transfer_activation", self.transfer_activation, TRANSFER_ACTIVATIONS)
         _choice(s, "mlp_form", self.mlp_form, MLP_FORMS)
         _choice(s, "box_head", self.box_head, BOX_HEADS)
+        _choice(s, "box_predictor_init", self.box_predictor_init, BOX_PREDICTOR_INITS)
         for name in ("stop_grad", "mlp_fusion", "transfer_zero_init"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(

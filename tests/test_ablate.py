@@ -58,6 +58,24 @@ def test_one_seed_few_iteration_ablation(shapesx_root: Path, tmp_path: Path, cap
     assert markdown_table(again["rows"]).count("\n") == 2
 
 
+def test_an_edited_config_is_trained_again_not_reused(shapesx_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(Path(__file__).parents[1] / "configs" / "shapesx", configs)
+    kw = dict(seeds=1, rows=["agnostic"], split="val", out_dir=tmp_path / "abl", config_dir=configs,
+              overrides=[*tiny_overrides(shapesx_root), "train.iterations=1"], progress=False)  # fmt: skip
+    run_ablation("shapesx", log=lambda s: None, **kw)
+    lines: list[str] = []
+    run_ablation("shapesx", log=lines.append, **kw)
+    assert any("reusing" in line for line in lines)
+    path = configs / "agnostic.yaml"
+    path.write_text(path.read_text().replace("flip_prob: 0.5", "flip_prob: 0.0"))
+    lines.clear()
+    run_ablation("shapesx", log=lines.append, **kw)
+    assert not any("reusing" in line for line in lines)
+
+
 def test_parallel_jobs_match_the_sequential_runs(shapesx_root: Path, tmp_path: Path) -> None:
     sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
     kw = dict(seeds=1, rows=["agnostic", "oracle"], split="val", overrides=sets, progress=False)

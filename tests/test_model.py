@@ -193,6 +193,15 @@ def test_each_class_mask_weights_come_from_its_own_detection_weights():
     assert changed == [c == 3 for c in classes.tolist()]
 
 
+def test_detectron_box_predictor_init_draws_small_weights_and_zero_biases():
+    plain = build_model(cfg()).roi_heads.box_predictor
+    small = build_model(cfg(box_predictor_init="detectron")).roi_heads.box_predictor
+    assert plain.cls_score.weight.std() > 0.02  # nn.Linear's default, ~0.036 for D=256
+    assert 0.008 < small.cls_score.weight.std() < 0.012
+    assert 0.0008 < small.bbox_pred.weight.std() < 0.0012
+    assert small.cls_score.bias.abs().sum() == 0 and small.bbox_pred.bias.abs().sum() == 0
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_zero_init_tau_ignores_directions_its_training_inputs_never_span(layers):
     from mxr.model.transfer import WeightTransfer
@@ -288,6 +297,7 @@ def test_seeded_construction_is_deterministic_and_leaves_global_rng_alone():
         ("mask_classes", (1, 9)),
         ("min_size", 0),
         ("box_head", "3fc"),
+        ("box_predictor_init", "xavier"),
         ("box_positive_fraction", 0.0),
         ("box_positive_fraction", 1.5),
     ],

@@ -52,6 +52,20 @@ def build_mask_predictor(cfg: ModelConfig) -> MaskPredictor:
     )
 
 
+def _box_predictor(cfg: ModelConfig) -> FastRCNNPredictor:
+    """torchvision's box predictor; ``box_predictor_init="detectron"`` draws its weights as Detectron
+    (and the paper's code) do: N(0, 0.01) for the classifier, N(0, 0.001) for the box regressor, zero
+    biases. torchvision keeps nn.Linear's default (uniform, about 0.036 std for D=256), and most of
+    that random part is never trained away, so it would dominate the w_det that τ reads."""
+    predictor = FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes)
+    if cfg.box_predictor_init == "detectron":
+        nn.init.normal_(predictor.cls_score.weight, std=0.01)
+        nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(predictor.cls_score.bias)
+        nn.init.zeros_(predictor.bbox_pred.bias)
+    return predictor
+
+
 def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
     """Backbone, RPN, transform and the box/mask modules shared by Mask^X and stock Mask R-CNN."""
     backbone = build_backbone(cfg.backbone, cfg.fpn_channels, backbone_weights)
@@ -92,7 +106,7 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
     box_parts = dict(
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
         box_head=box_head,
-        box_predictor=FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes),
+        box_predictor=_box_predictor(cfg),
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
         batch_size_per_image=cfg.box_batch_size_per_image,
