@@ -17,22 +17,7 @@ import torch
 
 from mxr.data.shapesx import class_names, default_split
 from mxr.engine import load_checkpoint, model_from_checkpoint
-
-
-def neighbour_hits(w: torch.Tensor, names: list[str], b_names: list[str]) -> tuple[int, int]:
-    """(same family, adjacent member) counts over the top-2 A neighbours of each B class."""
-    w = torch.nn.functional.normalize(w - w.mean(0), dim=1)
-    sim = w @ w.T
-    family = adjacent = 0
-    for b in b_names:
-        i = names.index(b)
-        fam, k = b.rsplit("-", 1)
-        ranked = [j for j in sim[i].argsort(descending=True).tolist() if names[j] not in b_names]
-        for j in ranked[:2]:
-            f2, k2 = names[j].rsplit("-", 1)
-            family += f2 == fam
-            adjacent += f2 == fam and abs(int(k2) - int(k)) == 1
-    return family, adjacent
+from mxr.probes import neighbour_hits
 
 
 def main(paths: list[str]) -> None:

@@ -1,0 +1,201 @@
+"""Probes: what the detection weights hold, and what a transfer function could make of them.
+
+Two questions decide whether τ can segment set B on a dataset whose classes are ``family-k`` (ShapesX):
+
+* **Where do the B classes sit?** :func:`neighbour_hits` counts, for each B class, how many of its two
+  most similar A classes (cosine, mean-centred) are in its family and are its adjacent members
+  (``k ± 1``). Run it on ``w_det`` and on τ's output ``w_seg``.
+* **What would interpolation be worth, and can it be read off ``w_det``?** :func:`interpolation_probe`
+  takes a model with a class-specific mask head (the oracle, trained with masks of every class),
+  replaces the mask weights of the B classes by guesses built from set A only
+  (:func:`b_weight_guesses`), and measures B mIoU given the true boxes for each guess.
+
+``docs/probe_wdet.py`` and ``docs/probe_interpolation.py`` print both for checkpoints; notebook 02 runs
+them on its own models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def family_and_member(name: str) -> tuple[str, int]:
+    """``"fork-4"`` -> ``("fork", 4)``."""
+    family, k = name.rsplit("-", 1)
+    return family, int(k)
+
+
+def neighbour_hits(w: Tensor, names: Sequence[str], b_names: Sequence[str]) -> tuple[int, int]:
+    """(same family, adjacent member) counts over the two nearest A classes of each B class.
+
+    Args:
+        w: ``(C, d)`` one row per class, in the order of ``names`` (no background row).
+        names: the class names, ``family-k``.
+        b_names: the set-B names; every other name is set A.
+    """
+    if len(w) != len(names):
+        raise ValueError(f"w has {len(w)} rows but there are {len(names)} class names")
+    w = nn.functional.normalize(w - w.mean(0), dim=1)
+    sim = w @ w.T
+    b_set = set(b_names)
+    family = adjacent = 0
+    for b in b_names:
+        i = names.index(b)
+        fam, k = family_and_member(b)
+        ranked = [j for j in sim[i].argsort(descending=True).tolist() if names[j] not in b_set]
+        for j in ranked[:2]:
+            f2, k2 = family_and_member(names[j])
+            family += f2 == fam
+            adjacent += f2 == fam and abs(k2 - k) == 1
+    return family, adjacent
+
+
+def detection_weights(model: nn.Module) -> dict[str, Tensor]:
+    """``{"cls", "box", "cls+box"}`` -> ``(C + 1, d)`` rows of the box predictor (background first)."""
+    box = model.roi_heads.box_predictor
+    cls = box.cls_score.weight.detach()
+    reg = box.bbox_pred.weight.detach().reshape(cls.shape[0], -1)
+    return {"cls": cls, "box": reg, "cls+box": torch.cat([cls, reg], 1)}
+
+
+def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> Tensor:
+    """Fit ``y = W x + b`` on the rows of ``x_a``/``y_a`` by ridge regression and apply it to ``x_b``.
+
+    ``strength`` is relative to the mean squared norm of the ``x_a`` rows. This is the linear τ that
+    the A pairs pin down best; a trained τ sees exactly these pairs.
+    """
+    ones = torch.ones(len(x_a), 1, dtype=x_a.dtype)
+    xa1 = torch.cat([x_a, ones], 1)
+    xb1 = torch.cat([x_b, torch.ones(len(x_b), 1, dtype=x_b.dtype)], 1)
+    lam = strength * float((x_a**2).sum(1).mean())
+    alpha = torch.linalg.solve(xa1 @ xa1.T + lam * torch.eye(len(x_a), dtype=x_a.dtype), y_a)
+    return xb1 @ xa1.T @ alpha
+
+
+def _class_mask_weights(model: nn.Module) -> Tensor:
+    pred = model.roi_heads.mask_predictor
+    if not (hasattr(pred, "weight") and pred.weight.shape[0] > 1 and hasattr(pred, "bias")):
+        raise ValueError(
+            f"{type(pred).__name__} has no per-class mask weights; the interpolation probe needs a "
+            "class-specific mask head (model.mask_head: class, the oracle)"
+        )
+    return torch.cat([pred.weight.detach(), pred.bias.detach()[:, None]], 1)
+
+
+def b_weight_guesses(
+    model: nn.Module, names: Sequence[str], b_names: Sequence[str], ridge: float = 1e-3
+) -> dict[str, Tensor | None]:
+    """Guesses for the B classes' mask weights (1×1 filter and bias), built from set A only.
+
+    Returns ``{label: (len(b_names), K + 1) or None}``; ``None`` is the model's own weights.
+    """
+    y = _class_mask_weights(model)
+    label = {n: i + 1 for i, n in enumerate(names)}
+    b_set = set(b_names)
+    a = [label[n] for n in names if n not in b_set]
+    b = [label[n] for n in b_names]
+    adjacent, same_family = [], []
+    for n in b_names:
+        fam, k = family_and_member(n)
+        adjacent.append(
+            [
+                label[m]
+                for m in names
+                if m not in b_set and m in (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
+            ]
+        )
+        same_family.append([label[m] for m in names if m not in b_set and family_and_member(m)[0] == fam])  # fmt: skip
+    if any(not idx for idx in adjacent):
+        raise ValueError("every B class needs an adjacent member (k - 1 or k + 1) in set A")
+    guesses: dict[str, Tensor | None] = {
+        "own weights (trained with B masks)": None,
+        "mean of the adjacent A members": torch.stack([y[i].mean(0) for i in adjacent]),
+        "mean of the family's A members": torch.stack([y[i].mean(0) for i in same_family]),
+        "mean of all A classes": y[a].mean(0).expand(len(b), -1).clone(),
+    }
+    w_det = detection_weights(model)
+    for name, x in w_det.items():
+        guesses[f"linear map from w_det ({name})"] = ridge_map(x[a], y[a], x[b], ridge)
+    xc = nn.functional.normalize(w_det["cls"] - w_det["cls"][a].mean(0), dim=1)
+    top2 = (xc[b] @ xc[a].T).topk(2, dim=1).indices
+    guesses["mean of the 2 nearest A classes in w_det (cls)"] = torch.stack(
+        [y[a][i].mean(0) for i in top2]
+    )
+    return guesses
+
+
+def wdet_distance_from_adjacent(
+    model: nn.Module, names: Sequence[str], b_names: Sequence[str]
+) -> dict[str, float]:
+    """How far each B class's ``w_det`` is from the mean of its adjacent A members, relative to its
+    own norm (rows centred on the A mean), averaged over B: 0 means the detection weights interpolate."""
+    label = {n: i + 1 for i, n in enumerate(names)}
+    b_set = set(b_names)
+    a = [label[n] for n in names if n not in b_set]
+    out = {}
+    for name, x in detection_weights(model).items():
+        xc = x - x[a].mean(0)
+        rel = []
+        for n in b_names:
+            fam, k = family_and_member(n)
+            idx = [
+                label[m]
+                for m in (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
+                if m in label and m not in b_set
+            ]
+            rel.append(float((xc[label[n]] - xc[idx].mean(0)).norm() / xc[label[n]].norm()))
+        out[name] = sum(rel) / len(rel)
+    return out
+
+
+def interpolation_probe(
+    model: nn.Module,
+    dataset: Any,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    *,
+    indices: Sequence[int] | None = None,
+    ridge: float = 1e-3,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """B and A mIoU (0–100, true boxes) of ``model`` with each :func:`b_weight_guesses` put in place.
+
+    The model's own weights are restored afterwards. ``indices`` restricts the images (default: all).
+
+    Returns:
+        ``[{"guess": label, "B": mIoU, "A": mIoU}, ...]`` in the order of the guesses.
+    """
+    from mxr.widgets import instance_ious, mean_iou
+
+    pred = model.roi_heads.mask_predictor
+    own = _class_mask_weights(model).clone()
+    label = {n: i + 1 for i, n in enumerate(names)}
+    b = [label[n] for n in b_names]
+    a = [label[n] for n in names if n not in set(b_names)]
+    rows = []
+    try:
+        for name, guess in b_weight_guesses(model, names, b_names, ridge).items():
+            with torch.no_grad():
+                pred.weight.copy_(own[:, :-1])
+                pred.bias.copy_(own[:, -1])
+                if guess is not None:
+                    pred.weight[b] = guess[:, :-1]
+                    pred.bias[b] = guess[:, -1]
+            ious = instance_ious(model, dataset, indices)
+            row = {
+                "guess": name,
+                "B": 100 * (mean_iou(ious, b) or 0.0),
+                "A": 100 * (mean_iou(ious, a) or 0.0),
+            }
+            rows.append(row)
+            if progress is not None:
+                progress(f"{name}: B {row['B']:.1f}, A {row['A']:.1f}")
+    finally:
+        with torch.no_grad():
+            pred.weight.copy_(own[:, :-1])
+            pred.bias.copy_(own[:, -1])
+    return rows

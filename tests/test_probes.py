@@ -1,0 +1,95 @@
+"""The probes that bound what τ can transfer: neighbours in weight space and the interpolation probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from mxr.data.shapesx import class_names, default_split
+from mxr.engine import build_dataset, model_config_for
+from mxr.model import build_model
+from mxr.probes import (
+    b_weight_guesses,
+    interpolation_probe,
+    neighbour_hits,
+    ridge_map,
+    wdet_distance_from_adjacent,
+)
+
+NAMES = [f"{f}-{k}" for f in ("f", "g") for k in (1, 2, 3, 4)]
+B = ["f-2", "g-3"]
+
+
+def test_neighbour_hits_finds_adjacent_members_and_checks_shapes() -> None:
+    # rows: a family direction plus the member index along a shared axis
+    w = torch.stack([torch.tensor([5.0 * (f == "f"), 5.0 * (f == "g"), float(k)])
+                     for f, k in (n.split("-") for n in NAMES) for k in [int(k)]])  # fmt: skip
+    assert neighbour_hits(w, NAMES, B) == (4, 4)
+    shuffled = w[[0, 5, 2, 7, 4, 1, 6, 3]]  # B rows now look like the other family's members
+    assert neighbour_hits(shuffled, NAMES, B)[1] < 4
+    with pytest.raises(ValueError, match="8 class names"):
+        neighbour_hits(w[:5], NAMES, B)
+
+
+def test_ridge_map_recovers_a_linear_relation() -> None:
+    g = torch.Generator().manual_seed(0)
+    m, x = torch.randn(3, 6, generator=g), torch.randn(10, 6, generator=g)
+    y = x @ m.T + 0.5
+    torch.testing.assert_close(ridge_map(x[:8], y[:8], x[8:], 1e-9), y[8:], atol=1e-3, rtol=1e-3)
+
+
+@pytest.fixture
+def oracle(shapesx_root: Path):  # noqa: ANN201
+    cfg = tiny_config(shapesx_root, ["model.mask_head=class"])
+    val = build_dataset(cfg.data, "val")
+    return build_model(model_config_for(cfg.model, val)).eval(), val
+
+
+def test_guesses_are_built_from_set_a_only(oracle) -> None:  # noqa: ANN001
+    model, _ = oracle
+    names, b_names = class_names(), default_split()["B"]
+    pred = model.roi_heads.mask_predictor
+    with (
+        torch.no_grad()
+    ):  # w_det (cls) of rank 5, so B's rows lie in the span of A's; w_seg linear in it
+        cls = model.roi_heads.box_predictor.cls_score.weight
+        cls.copy_(torch.randn(cls.shape[0], 5) @ torch.randn(5, cls.shape[1]))
+        proj = torch.randn(cls.shape[1], pred.weight.shape[1] + 1)
+        y = cls @ proj
+        pred.weight.copy_(y[:, :-1])
+        pred.bias.copy_(y[:, -1])
+    guesses = b_weight_guesses(model, names, b_names, ridge=1e-9)
+    b = [names.index(n) + 1 for n in b_names]
+    fork4 = names.index("fork-4") + 1
+    assert guesses["own weights (trained with B masks)"] is None
+    torch.testing.assert_close(guesses["mean of the adjacent A members"][0],
+                               (y[fork4 - 1] + y[fork4 + 1]) / 2)  # fmt: skip
+    # a linear relation that holds on A is found from the A pairs alone and carries to B
+    torch.testing.assert_close(guesses["linear map from w_det (cls)"], y[b], atol=1e-3, rtol=1e-3)
+    dist = wdet_distance_from_adjacent(model, names, b_names)
+    assert set(dist) == {"cls", "box", "cls+box"} and all(v > 0 for v in dist.values())
+
+
+def test_interpolation_probe_scores_each_guess_and_restores_the_weights(oracle) -> None:  # noqa: ANN001
+    from mxr.widgets import instance_ious, mean_iou
+
+    model, val = oracle
+    names, b_names = class_names(), default_split()["B"]
+    before = model.roi_heads.mask_predictor.weight.detach().clone()
+    rows = interpolation_probe(model, val, names, b_names)
+    assert [r["guess"] for r in rows] == list(b_weight_guesses(model, names, b_names))
+    torch.testing.assert_close(model.roi_heads.mask_predictor.weight, before)
+    a = [names.index(n) + 1 for n in names if n not in b_names]
+    own = 100 * mean_iou(instance_ious(model, val), a)
+    assert all(r["A"] == pytest.approx(own) for r in rows)  # only B's weights are replaced
+
+
+def test_interpolation_probe_needs_a_class_specific_head(shapesx_root: Path) -> None:
+    cfg = tiny_config(shapesx_root, ["model.mask_head=agnostic"])
+    val = build_dataset(cfg.data, "val")
+    model = build_model(model_config_for(cfg.model, val)).eval()
+    with pytest.raises(ValueError, match="class-specific mask head"):
+        interpolation_probe(model, val, class_names(), default_split()["B"])
