@@ -199,3 +199,43 @@ def interpolation_probe(
             pred.weight.copy_(own[:, :-1])
             pred.bias.copy_(own[:, -1])
     return rows
+
+
+def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
+    """Horizontal bars of B mIoU per guess (:func:`interpolation_probe` rows), grouped by kind:
+    the model's own weights, guesses that use the class structure (family, member), and guesses
+    read off ``w_det``. A's mIoU, the same for every guess, is the dashed line."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if not rows:
+        raise ValueError("plot_interpolation_probe: rows is empty; expected interpolation_probe()")
+    kinds = {
+        "own weights": ("#333333", "own weights (trained with B masks)"),
+        "mean of": ("#9e9e9e", "from the class structure (set A only)"),
+        "w_det": ("#e6862e", "read off w_det (set A pairs only)"),
+    }
+
+    def kind(label: str) -> str:
+        if "w_det" in label:
+            return "w_det"
+        return "own weights" if label.startswith("own") else "mean of"
+
+    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 1.4))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))[::-1]
+    vals = [r["B"] for r in rows]
+    ax.barh(ys, vals, color=[kinds[kind(r["guess"])][0] for r in rows])
+    for y, v in zip(ys, vals, strict=True):
+        ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=8)
+    ax.axvline(rows[0]["A"], ls="--", lw=1, color="#1f77b4")
+    ax.set_yticks(ys, [r["guess"] for r in rows], fontsize=8)
+    lo = min(vals)
+    ax.set_xlim(max(0.0, lo - 10), max(max(vals), rows[0]["A"]) + 4)
+    ax.set_xlabel("B mask IoU given the true boxes (%)")
+    handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
+    handles.append(Patch(color="#1f77b4", label="set A mIoU (unchanged)"))
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_title(title or "What would a transfer function gain? B mask weights guessed from set A")
+    fig.tight_layout()
+    return fig

@@ -93,3 +93,16 @@ def test_interpolation_probe_needs_a_class_specific_head(shapesx_root: Path) -> 
     model = build_model(model_config_for(cfg.model, val)).eval()
     with pytest.raises(ValueError, match="class-specific mask head"):
         interpolation_probe(model, val, class_names(), default_split()["B"])
+
+
+def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
+    from mxr.probes import plot_interpolation_probe
+
+    rows = [{"guess": g, "B": b, "A": 82.0} for g, b in
+            [("own weights (trained with B masks)", 80.8), ("mean of the adjacent A members", 79.1),
+             ("linear map from w_det (cls)", 73.1)]]  # fmt: skip
+    ax = plot_interpolation_probe(rows).axes[0]
+    assert len(ax.patches) == 3 and [p.get_width() for p in ax.patches] == [80.8, 79.1, 73.1]
+    assert ax.get_title() and ax.get_xlabel() and ax.get_legend() is not None
+    with pytest.raises(ValueError, match="rows is empty"):
+        plot_interpolation_probe([])
