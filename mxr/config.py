@@ -59,6 +59,9 @@ class ModelConfig:
     instances carry mask annotations; the mask loss only sees RoIs of these classes. ``None`` for
     either means "take it from the dataset" (the engine fills it in before building).
     Head sizes left as ``None`` take the backbone's default (see :func:`ModelConfig.resolved`).
+    ``transfer_zero_init`` starts τ's first layer at zero (so w_det directions set A never spans map
+    to nothing); ``box_predictor_init="detectron"`` draws the box predictor as Detectron does
+    (N(0, 0.01) / N(0, 0.001)). Both were tried on ShapesX and left off (``docs/results.md``).
     """
 
     num_classes: int | None = None
