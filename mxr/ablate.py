@@ -17,7 +17,6 @@ into ``--out``:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import time
@@ -327,13 +326,11 @@ def run_ablation(
                 "iterations": cfg.train.iterations,
                 "config": str(path),
                 "overrides": list(extra),
-                # the file's content, so an edited config is trained again rather than reused
-                "config_sha1": _config_sha1(cfg),
             }
             done = out / name / f"seed{seed}" / "result.json"
             if done.is_file():
                 prev = json.loads(done.read_text())
-                if {k: prev.get(k) for k in key} == key:
+                if {k: prev.get(k) for k in key} == key and _same_config(done.parent, cfg):
                     log(f"[{name} seed {seed}] reusing {done}")
                     runs[name, seed] = prev
                     continue
@@ -434,12 +431,17 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _config_sha1(cfg: Any) -> str:
-    """Short hash of a run's resolved config (without the logging/checkpoint cadence)."""
-    d = config_to_dict(cfg)
-    for k in ("checkpoint_every", "log_every"):
-        d["train"].pop(k, None)
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+def _same_config(run_dir: Path, cfg: Any) -> bool:
+    """Whether the finished run in ``run_dir`` was trained with ``cfg`` (its stored config.yaml, by
+    the rule the notebooks use to adopt runs), so an edited YAML file is trained again."""
+    import yaml
+
+    from mxr.course import same_run_config
+
+    stored = run_dir / "config.yaml"
+    return stored.is_file() and same_run_config(
+        yaml.safe_load(stored.read_text()) or {}, config_to_dict(cfg)
+    )
 
 
 def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:

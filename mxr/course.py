@@ -120,12 +120,16 @@ def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether a run's stored ``config.yaml`` (resolved) is the run ``wanted`` asks for: equal
     ``train`` (bookkeeping fields aside) and ``data`` sections (a relative root counts from the repo),
     and every ``model`` field that ``wanted`` sets (fields it leaves as ``None`` are filled from the
-    data or the backbone when training, so any stored value fits)."""
+    data or the backbone when training, so any stored value fits). A field the stored config lacks
+    was added to mxr after that run; it counts as its default, which keeps the old behaviour."""
+    from mxr.config import Config, config_to_dict
+
+    defaults = config_to_dict(Config())
+    stored = {name: {**defaults[name], **(stored.get(name) or {})} for name in defaults}
     for name in ("train", "data"):
-        if _comparable(stored.get(name), name) != _comparable(wanted[name], name):
+        if _comparable(stored[name], name) != _comparable(wanted[name], name):
             return False
-    model = stored.get("model") or {}
-    return all(v is None or model.get(k) == v for k, v in wanted["model"].items())
+    return all(v is None or stored["model"].get(k) == v for k, v in wanted["model"].items())
 
 
 def ablation_dir() -> Path:

@@ -172,6 +172,16 @@ def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None
     assert not same_run_config(stored, other)
     assert not same_run_config({**stored, "data": {**stored["data"], "flip_prob": 0.0}}, wanted)
     assert not same_run_config({**stored, "train": {**stored["train"], "seed": 1}}, wanted)
+    # a run stored before a field existed counts as that field's default ...
+    older = {
+        **stored,
+        "model": {k: v for k, v in stored["model"].items() if k != "transfer_zero_init"},
+    }
+    assert same_run_config(older, wanted)
+    # ... and so does not match a run that asks for another value
+    zero_init = config_to_dict(course_config("transfer_mlp"))
+    zero_init["model"]["transfer_zero_init"] = True
+    assert not same_run_config(older, zero_init)
 
 
 def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
