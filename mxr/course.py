@@ -188,6 +188,9 @@ def train_or_load(
                 "metrics": out / "metrics.jsonl",
                 "cached": True,
             }
+    # Not a finished run of this config: an evaluation left by an older run must not survive into
+    # this one, or an interrupted training would later pass for a finished run.
+    eval_path.unlink(missing_ok=True)
     twin = _finished_twin(cfg)
     if twin is not None:
         # A finished run (the published ablation's, or another notebook's) already trained this

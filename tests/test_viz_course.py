@@ -209,3 +209,31 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
     assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
     res3 = train_or_load("same-as-other", other, progress=False)  # another notebook run's twin
     assert (res3["out_dir"] / "last.pt").read_bytes() == (res2["out_dir"] / "last.pt").read_bytes()
+
+
+def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
+    shapesx_root, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from conftest import tiny_config
+
+    import mxr.engine
+    from mxr.course import train_or_load
+
+    monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
+    monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
+    first = tiny_config(shapesx_root, ["train.iterations=2"])
+    out = train_or_load("run", first, progress=False)["out_dir"]
+    assert (out / "eval.json").is_file()
+    changed = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
+    real_train = mxr.engine.train
+
+    def interrupted(cfg, out_dir, **kw):  # noqa: ANN001, ANN202
+        real_train(cfg, out_dir, **{**kw, "eval_split": None})
+        raise KeyboardInterrupt  # stopped before its evaluation
+
+    monkeypatch.setattr(mxr.engine, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_or_load("run", changed, progress=False)
+    assert not (out / "eval.json").exists()  # the old run's evaluation is gone
+    monkeypatch.setattr(mxr.engine, "train", real_train)
+    assert not train_or_load("run", changed, progress=False)["cached"]
