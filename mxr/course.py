@@ -213,6 +213,14 @@ def train_or_load(
     }
 
 
+def run_origin(run: dict[str, Any]) -> str:
+    """Where a :func:`train_or_load` run came from: ``"cached"`` (this notebook run, reloaded),
+    ``"adopted"`` (a finished twin's weights, evaluated here) or ``"trained"`` (trained here)."""
+    if run.get("cached"):
+        return "cached"
+    return "adopted" if run.get("adopted") else "trained"
+
+
 def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
     """The ablation results the docs quote (``docs/results.json``, written by ``python -m mxr
     ablate``), or ``None`` when the file is absent. Notebooks read numbers from here, never retype them.

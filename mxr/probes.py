@@ -221,7 +221,7 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
             return "w_det"
         return "own weights" if label.startswith("own") else "mean of"
 
-    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 1.4))
+    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 2.2))
     ax = fig.add_subplot(1, 1, 1)
     ys = list(range(len(rows)))[::-1]
     vals = [r["B"] for r in rows]
@@ -235,7 +235,7 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
     ax.set_xlabel("B mask IoU given the true boxes (%)")
     handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
     handles.append(Patch(color="#1f77b4", label="set A mIoU (unchanged)"))
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_title(title or "What would a transfer function gain? B mask weights guessed from set A")
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=2)
+    ax.set_title(title or "What could τ gain? B mask weights guessed from set A")
     fig.tight_layout()
     return fig

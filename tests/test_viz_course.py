@@ -237,3 +237,11 @@ def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
     assert not (out / "eval.json").exists()  # the old run's evaluation is gone
     monkeypatch.setattr(mxr.engine, "train", real_train)
     assert not train_or_load("run", changed, progress=False)["cached"]
+
+
+def test_run_origin_names_where_a_run_came_from() -> None:
+    from mxr.course import run_origin
+
+    assert run_origin({"cached": True}) == "cached"
+    assert run_origin({"cached": False, "adopted": True}) == "adopted"
+    assert run_origin({"cached": False, "adopted": False}) == "trained"
