@@ -31,7 +31,7 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def jpeg(fig: Figure, dpi: int = 80, quality: int = 80) -> Any:
+def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
     """A Figure as an ``IPython.display.Image`` in JPEG: for pictures of (noisy) photographs, which
     PNG stores poorly; keeps notebooks small. Line plots are better left as PNG."""
     from IPython.display import Image
