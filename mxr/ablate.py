@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mxr.config import config_to_dict, load_config
+from mxr.engine import cpu_count, in_processes
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "shapesx": (
@@ -346,22 +347,10 @@ def run_ablation(
             log(f"[{name} seed {seed}] training {key['iterations']} iterations")
             finished(name, seed, _train_one(out / name / f"seed{seed}", key, seed, progress))
     elif todo:
-        # Each run in its own process with cpus // jobs threads: on a few CPU cores, two 1-thread
-        # trainings side by side finish sooner than one 2-thread training after the other.
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, _cpu_count() // jobs)
-        log(f"{len(todo)} runs, {jobs} at a time, {threads} thread(s) each")
-        with ProcessPoolExecutor(
-            jobs, mp_context=mp.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
-        ) as pool:
-            futures = {
-                pool.submit(_train_one, out / name / f"seed{seed}", key, seed, False): (name, seed)
-                for name, seed, key in todo
-            }
-            for fut in as_completed(futures):
-                finished(*futures[fut], fut.result())
+        log(f"{len(todo)} runs, {jobs} at a time, {max(1, cpu_count() // jobs)} thread(s) each")
+        jobs_ = [(name, seed, out / name / f"seed{seed}", key) for name, seed, key in todo]
+        for (name, seed, _, _), result in in_processes(_train_job, jobs_, jobs):
+            finished(name, seed, result)
     per_row: dict[str, Any] = {}
     wall: dict[str, float] = {}
     evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
@@ -383,7 +372,7 @@ def run_ablation(
             "iterations": budgets,
             "overrides": extra,
             "machine": f"{platform.machine()} {platform.processor() or ''} ".strip()
-            + f", {_cpu_count()} CPUs, {platform.system()}",
+            + f", {cpu_count()} CPUs, {platform.system()}",
         },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -425,12 +414,6 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     return md
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _same_config(run_dir: Path, cfg: Any) -> bool:
     """Whether the finished run in ``run_dir`` was trained with ``cfg`` (its stored config.yaml, by
     the rule the notebooks use to adopt runs), so an edited YAML file is trained again."""
@@ -458,12 +441,10 @@ def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) ->
     return result
 
 
-def _cpu_count() -> int:
-    import os
-
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
+def _train_job(job: tuple[str, int, Path, dict[str, Any]]) -> dict[str, Any]:
+    """One ``(row, seed, run_dir, key)`` of a parallel ablation, in a worker process."""
+    _, seed, run_dir, key = job
+    return _train_one(run_dir, key, seed, False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -459,13 +459,8 @@ def notebook_runs() -> list[tuple[str, Config]]:
 
 
 def _prime_one(job: tuple[str, Config]) -> str:
-    import torch
-
-    torch.set_num_threads(1)
     name, cfg = job
-    result = train_or_load(name, cfg, progress=False)
-    how = "cached" if result["cached"] else "adopted" if result.get("adopted") else "trained"
-    return f"{name}: {how}"
+    return f"{name}: {run_origin(train_or_load(name, cfg, progress=False))}"
 
 
 def prime(jobs: int | None = None) -> None:
@@ -475,14 +470,14 @@ def prime(jobs: int | None = None) -> None:
     other with two threads each (small convolutions scale poorly across threads). Finished runs are
     reused, so this is cheap when the cache is warm. ``make run`` calls it before the notebooks.
     """
-    import multiprocessing as mp
     import time
+
+    from mxr.engine import in_processes
 
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     ensure_course_data()
     todo = notebook_runs()
     t0 = time.perf_counter()
     print(f"priming {len(todo)} notebook runs ({budget_mode()} budget) with {jobs} processes")
-    with mp.get_context("spawn").Pool(jobs) as pool:
-        for line in pool.imap_unordered(_prime_one, todo):
-            print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for _, line in in_processes(_prime_one, todo, jobs, threads=1):
+        print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)

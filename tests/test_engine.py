@@ -257,3 +257,18 @@ def test_adamw_run_resumes_bit_identically(shapesx_root: Path, tmp_path: Path) -
     train(cfg, part, resume=True, progress=False, eval_split=None)
     a, b = _weights(tmp_path / "full" / "last.pt"), _weights(part / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed AdamW run differs"
+
+
+def _threads_in_worker(_: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_in_processes_runs_each_item_in_workers_with_the_asked_thread_count() -> None:
+    import math
+
+    from mxr.engine import in_processes
+
+    assert dict(in_processes(math.sqrt, [1.0, 4.0, 9.0], jobs=2)) == {1.0: 1.0, 4.0: 2.0, 9.0: 3.0}
+    assert {r for _, r in in_processes(_threads_in_worker, [0, 1], jobs=2, threads=1)} == {1}
