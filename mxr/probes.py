@@ -66,14 +66,15 @@ def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> 
     """Fit ``y = W x + b`` on the rows of ``x_a``/``y_a`` by ridge regression and apply it to ``x_b``.
 
     ``strength`` is relative to the mean squared norm of the ``x_a`` rows. This is the linear τ that
-    the A pairs pin down best; a trained τ sees exactly these pairs.
+    the A pairs pin down best; a trained τ sees exactly these pairs. Solved in float64.
     """
-    ones = torch.ones(len(x_a), 1, dtype=x_a.dtype)
-    xa1 = torch.cat([x_a, ones], 1)
+    dtype = y_a.dtype
+    x_a, y_a, x_b = x_a.double(), y_a.double(), x_b.double()
+    xa1 = torch.cat([x_a, torch.ones(len(x_a), 1, dtype=x_a.dtype)], 1)
     xb1 = torch.cat([x_b, torch.ones(len(x_b), 1, dtype=x_b.dtype)], 1)
     lam = strength * float((x_a**2).sum(1).mean())
     alpha = torch.linalg.solve(xa1 @ xa1.T + lam * torch.eye(len(x_a), dtype=x_a.dtype), y_a)
-    return xb1 @ xa1.T @ alpha
+    return (xb1 @ xa1.T @ alpha).to(dtype)
 
 
 def _class_mask_weights(model: nn.Module) -> Tensor:
