@@ -74,15 +74,14 @@ def course_config(variant: str, *, short: bool = False, **train_overrides: Any) 
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"variant {variant!r} is not valid; expected one of {', '.join(choices)}")
     cfg = load_config(path)
-    iters = budget("short_iterations" if short else "iterations")
-    train = dataclasses.replace(
-        cfg.train,
-        iterations=iters,
-        warmup_iters=min(cfg.train.warmup_iters, max(1, iters // 10)),
-        checkpoint_every=iters,
-        log_every=max(1, min(cfg.train.log_every, iters // 4)),
-        **train_overrides,
-    )
+    iters = train_overrides.pop("iterations", budget("short_iterations" if short else "iterations"))
+    sized = {
+        "iterations": iters,
+        "warmup_iters": min(cfg.train.warmup_iters, max(1, iters // 10)),
+        "checkpoint_every": iters,
+        "log_every": max(1, min(cfg.train.log_every, iters // 4)),
+    }
+    train = dataclasses.replace(cfg.train, **{**sized, **train_overrides})
     data = dataclasses.replace(cfg.data, root=str(course_data_root()))
     return dataclasses.replace(cfg, data=data, train=train)
 

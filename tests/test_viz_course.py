@@ -245,3 +245,13 @@ def test_run_origin_names_where_a_run_came_from() -> None:
     assert run_origin({"cached": True}) == "cached"
     assert run_origin({"cached": False, "adopted": True}) == "adopted"
     assert run_origin({"cached": False, "adopted": False}) == "trained"
+
+
+def test_course_config_takes_train_overrides_including_the_length() -> None:
+    from mxr.course import course_config
+
+    base = course_config("oracle")
+    longer = course_config("oracle", iterations=3 * base.train.iterations, seed=1)
+    assert longer.train.iterations == 3 * base.train.iterations and longer.train.seed == 1
+    assert longer.train.checkpoint_every == longer.train.iterations  # sized from the new length
+    assert course_config("oracle", warmup_iters=5).train.warmup_iters == 5
