@@ -17,7 +17,7 @@ import torch
 
 from mxr.data.shapesx import class_names, default_split
 from mxr.engine import load_checkpoint, model_from_checkpoint
-from mxr.probes import neighbour_hits
+from mxr.probes import detection_weights, neighbour_hits
 
 
 def main(paths: list[str]) -> None:
@@ -26,25 +26,18 @@ def main(paths: list[str]) -> None:
     print("| run | w_det cls | w_det box | w_det cls+box | w_seg |")
     print("|---|---:|---:|---:|---:|")
     for path in paths:
-        ckpt = load_checkpoint(path)
-        heads = model_from_checkpoint(ckpt).roi_heads
-        own = heads.transfer_input
-        cells = []
-        with torch.no_grad():
-            for inp in ("cls", "box", "cls+box"):
-                heads.transfer_input = inp
-                cells.append(
-                    "{}/12, adj {}/12".format(
-                        *neighbour_hits(heads.read_w_det(labels), names, b_names)
-                    )
-                )
-            heads.transfer_input = own
-            pred = heads.mask_predictor
-            if pred.uses_detection_weights:
-                w_seg = pred.mask_weights_of(labels, heads.read_w_det)
-                cells.append("{}/12, adj {}/12".format(*neighbour_hits(w_seg, names, b_names)))
-            else:
-                cells.append("—")
+        model = model_from_checkpoint(load_checkpoint(path))
+        heads = model.roi_heads
+        cells = [
+            "{}/12, adj {}/12".format(*neighbour_hits(w[1:], names, b_names))  # no background row
+            for w in detection_weights(model).values()
+        ]
+        if heads.mask_predictor.uses_detection_weights:
+            with torch.no_grad():
+                w_seg = heads.mask_predictor.mask_weights_of(labels, heads.read_w_det)
+            cells.append("{}/12, adj {}/12".format(*neighbour_hits(w_seg, names, b_names)))
+        else:
+            cells.append("—")
         print(f"| {path} | " + " | ".join(cells) + " |")
 
 

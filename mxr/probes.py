@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mxr.model.transfer import read_detection_weights
+
 
 def family_and_member(name: str) -> tuple[str, int]:
     """``"fork-4"`` -> ``("fork", 4)``."""
@@ -55,11 +57,29 @@ def neighbour_hits(w: Tensor, names: Sequence[str], b_names: Sequence[str]) -> t
 
 
 def detection_weights(model: nn.Module) -> dict[str, Tensor]:
-    """``{"cls", "box", "cls+box"}`` -> ``(C + 1, d)`` rows of the box predictor (background first)."""
+    """``{"cls", "box", "cls+box"}`` -> ``(C + 1, d)`` rows of the box predictor (background first),
+    read as τ reads them (:func:`mxr.model.read_detection_weights`)."""
     box = model.roi_heads.box_predictor
-    cls = box.cls_score.weight.detach()
-    reg = box.bbox_pred.weight.detach().reshape(cls.shape[0], -1)
-    return {"cls": cls, "box": reg, "cls+box": torch.cat([cls, reg], 1)}
+    every = torch.arange(box.cls_score.weight.shape[0])
+    return {k: read_detection_weights(box, every, k) for k in ("cls", "box", "cls+box")}
+
+
+def _class_sets(
+    names: Sequence[str], b_names: Sequence[str]
+) -> tuple[dict[str, int], list[int], list[int], list[list[int]]]:
+    """Labels by name (1-based), the A labels, the B labels, and each B class's adjacent A members."""
+    label = {n: i + 1 for i, n in enumerate(names)}
+    b_set = set(b_names)
+    a = [label[n] for n in names if n not in b_set]
+    b = [label[n] for n in b_names]
+    adjacent = []
+    for n in b_names:
+        fam, k = family_and_member(n)
+        near = (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
+        adjacent.append([label[m] for m in near if m in label and m not in b_set])
+        if not adjacent[-1]:
+            raise ValueError(f"B class {n!r} needs an adjacent member (k - 1 or k + 1) in set A")
+    return label, a, b, adjacent
 
 
 def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> Tensor:
@@ -95,23 +115,12 @@ def b_weight_guesses(
     Returns ``{label: (len(b_names), K + 1) or None}``; ``None`` is the model's own weights.
     """
     y = _class_mask_weights(model)
-    label = {n: i + 1 for i, n in enumerate(names)}
+    label, a, b, adjacent = _class_sets(names, b_names)
     b_set = set(b_names)
-    a = [label[n] for n in names if n not in b_set]
-    b = [label[n] for n in b_names]
-    adjacent, same_family = [], []
-    for n in b_names:
-        fam, k = family_and_member(n)
-        adjacent.append(
-            [
-                label[m]
-                for m in names
-                if m not in b_set and m in (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
-            ]
-        )
-        same_family.append([label[m] for m in names if m not in b_set and family_and_member(m)[0] == fam])  # fmt: skip
-    if any(not idx for idx in adjacent):
-        raise ValueError("every B class needs an adjacent member (k - 1 or k + 1) in set A")
+    same_family = [
+        [label[m] for m in names if m not in b_set and family_and_member(m)[0] == family_and_member(n)[0]]
+        for n in b_names
+    ]  # fmt: skip
     guesses: dict[str, Tensor | None] = {
         "own weights (trained with B masks)": None,
         "mean of the adjacent A members": torch.stack([y[i].mean(0) for i in adjacent]),
@@ -134,21 +143,14 @@ def wdet_distance_from_adjacent(
 ) -> dict[str, float]:
     """How far each B class's ``w_det`` is from the mean of its adjacent A members, relative to its
     own norm (rows centred on the A mean), averaged over B: 0 means the detection weights interpolate."""
-    label = {n: i + 1 for i, n in enumerate(names)}
-    b_set = set(b_names)
-    a = [label[n] for n in names if n not in b_set]
+    label, a, b, adjacent = _class_sets(names, b_names)
     out = {}
     for name, x in detection_weights(model).items():
         xc = x - x[a].mean(0)
-        rel = []
-        for n in b_names:
-            fam, k = family_and_member(n)
-            idx = [
-                label[m]
-                for m in (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
-                if m in label and m not in b_set
-            ]
-            rel.append(float((xc[label[n]] - xc[idx].mean(0)).norm() / xc[label[n]].norm()))
+        rel = [
+            float((xc[i] - xc[idx].mean(0)).norm() / xc[i].norm())
+            for i, idx in zip(b, adjacent, strict=True)
+        ]
         out[name] = sum(rel) / len(rel)
     return out
 
@@ -174,9 +176,7 @@ def interpolation_probe(
 
     pred = model.roi_heads.mask_predictor
     own = _class_mask_weights(model).clone()
-    label = {n: i + 1 for i, n in enumerate(names)}
-    b = [label[n] for n in b_names]
-    a = [label[n] for n in names if n not in set(b_names)]
+    _, a, b, _ = _class_sets(names, b_names)
     rows = []
     try:
         for name, guess in b_weight_guesses(model, names, b_names, ridge).items():
