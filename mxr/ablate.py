@@ -347,9 +347,10 @@ def run_ablation(
             log(f"[{name} seed {seed}] training {key['iterations']} iterations")
             finished(name, seed, _train_one(out / name / f"seed{seed}", key, seed, progress))
     elif todo:
-        log(f"{len(todo)} runs, {jobs} at a time, {max(1, cpu_count() // jobs)} thread(s) each")
+        threads = max(1, cpu_count() // jobs)
+        log(f"{len(todo)} runs, {jobs} at a time, {threads} thread(s) each")
         jobs_ = [(name, seed, out / name / f"seed{seed}", key) for name, seed, key in todo]
-        for (name, seed, _, _), result in in_processes(_train_job, jobs_, jobs):
+        for (name, seed, _, _), result in in_processes(_train_job, jobs_, jobs, threads):
             finished(name, seed, result)
     per_row: dict[str, Any] = {}
     wall: dict[str, float] = {}
