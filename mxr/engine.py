@@ -333,19 +333,44 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (``weights_only=True``: no arbitrary pickles)."""
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: no arbitrary pickles).
+
+    Raises ``FileNotFoundError`` naming the file, and ``ValueError`` ``"<path>: not an mxr
+    checkpoint (<reason>)"`` for a file that is empty, truncated, not written by ``torch.save``,
+    holding pickled objects (refused by ``weights_only``) or lacking model/config/iteration.
+    """
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{path}: not an mxr checkpoint ({reason})")
+
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise refuse("the file is empty")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{path}: not a loadable mxr checkpoint ({type(e).__name__}: {e})") from e
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised as one line that names the file
+        msg = str(e)
+        if "Weights only load failed" in msg:  # never repeat torch's advice to drop weights_only
+            name = msg.split("GLOBAL ", 1)[1].split()[0] if "GLOBAL " in msg else ""
+            held = f"pickled objects ({name})" if name else "pickled objects"
+            raise refuse(f"it holds {held} that weights_only loading refuses") from e
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch >= 1.6) or legacy pickle
+            raise refuse("it is not a file written by torch.save") from e
+        first = msg.strip().splitlines()[0].split(". ")[0] if msg.strip() else type(e).__name__
+        raise refuse(f"the file is truncated or corrupt: {first}") from e
+    if not isinstance(ckpt, dict):
+        raise refuse(f"it holds a {type(ckpt).__name__}, not a dict; expected one from `mxr train`")
     missing = [k for k in ("model", "config", "iteration") if k not in ckpt]
     if missing:
-        raise ValueError(
-            f"{path}: checkpoint lacks {', '.join(missing)}; expected one from `mxr train`"
-        )
+        raise refuse(f"it lacks {', '.join(missing)}; expected one from `mxr train`")
     return ckpt
 
 
