@@ -306,3 +306,21 @@ def test_missing_or_broken_image(coco_files: tuple[Path, Path]) -> None:
 def test_bad_choices() -> None:
     with pytest.raises(ValueError, match="masks"):
         CocoInstances(".", "x.json", masks="B")
+
+
+def test_loader_error_points_at_data_check(tmp_path: Path) -> None:
+    data = _coco()
+    for a in data["annotations"]:
+        if a["id"] in (21, 22):  # dog (A under "voc") and pizza (B)
+            del a["segmentation"]
+    image_dir, ann_file = write_coco(tmp_path, data)
+    with pytest.raises(ValueError, match=r"annotation id 21: .*'segmentation'") as e:
+        CocoInstances(image_dir, ann_file, split="voc", masks="A")  # the pizza (B) needs none
+    assert "more problem" not in str(e.value)
+    with pytest.raises(ValueError) as e:
+        CocoInstances(image_dir, ann_file, split="voc", masks="all")
+    msg = str(e.value)
+    assert "annotation id 21: missing required field 'segmentation'" in msg
+    assert (
+        "and 1 more problem(s)" in msg and "data check" in msg and "--split voc --masks all" in msg
+    )

@@ -124,3 +124,87 @@ def test_generated_shapesx_passes_check(shapesx_root: Path) -> None:
         shapesx_root / "annotations" / "instances_val.json", shapesx_root / "val"
     )
     assert report.ok and report.counts["images"] == 4
+
+
+def _mutations() -> dict[str, dict]:
+    """Copies of the tiny dataset, each broken (or partially labelled) in one way."""
+
+    def mutate(edit) -> dict:
+        data = _coco()
+        edit(data)
+        return data
+
+    anns = lambda d: {a["id"]: a for a in d["annotations"]}  # noqa: E731
+    return {
+        "clean": _coco(),
+        "B box-only (giraffe, pizza)": mutate(
+            lambda d: [anns(d)[i].pop("segmentation") for i in (12, 22)]
+        ),
+        "A mask missing (dog)": mutate(lambda d: anns(d)[21].pop("segmentation")),
+        "crowd without mask": mutate(lambda d: anns(d)[13].pop("segmentation")),
+        "zero-size A box without mask": mutate(lambda d: anns(d)[14].pop("segmentation")),
+        "bad polygon on B": mutate(lambda d: anns(d)[22].update(segmentation=[[1, 2, 3]])),
+        "iscrowd 2": mutate(lambda d: anns(d)[11].update(iscrowd=2)),
+        "duplicate annotation id": mutate(lambda d: anns(d)[22].update(id=21)),
+        "unknown category": mutate(lambda d: anns(d)[22].update(category_id=90)),
+        "image without width": mutate(lambda d: d["images"][0].pop("width")),
+        "bbox of 3 numbers": mutate(lambda d: anns(d)[21].update(bbox=[1, 1, 5])),
+        "category id as list": mutate(lambda d: anns(d)[21].update(category_id=[18])),
+    }
+
+
+@pytest.mark.parametrize(
+    "split,masks", [(None, "A"), ("voc", "A"), ("voc", "all"), ("nonvoc", "A")]
+)
+def test_checker_accepts_exactly_what_the_loader_accepts(
+    tmp_path: Path, split: str | None, masks: str
+) -> None:
+    from mxr.data import CocoInstances
+
+    verdicts = {}
+    for name, data in _mutations().items():
+        image_dir, ann_file = write_coco(tmp_path / name.replace(" ", "_"), data)
+        report = validate_dataset(ann_file, None, split=split, masks=masks)
+        try:
+            CocoInstances(image_dir, ann_file, split=split, masks=masks)
+            loads, error = True, ""
+        except ValueError as e:
+            loads, error = False, str(e)
+        assert report.ok == loads, f"{name} (split={split}, masks={masks}): {report}\n{error}"
+        if not loads:  # the loader names the checker's first problem
+            assert error.startswith(report.problems[0]), (error, report.problems)
+        verdicts[name] = loads
+    # The partially labelled copy loads exactly when its box-only classes are outside the mask set.
+    assert verdicts["B box-only (giraffe, pizza)"] == (split == "voc" and masks == "A")
+    assert verdicts["A mask missing (dog)"] == (split == "nonvoc")
+    assert verdicts["clean"] and verdicts["crowd without mask"]
+    assert verdicts["zero-size A box without mask"]  # the loader drops that box: no mask needed
+    assert not verdicts["bad polygon on B"] and not verdicts["iscrowd 2"]
+
+
+def test_check_options_for_a_partially_labelled_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = _coco()
+    for a in data["annotations"]:
+        if a["category_id"] in (25, 59):  # giraffe, pizza: set B under "voc"
+            del a["segmentation"]
+    image_dir, ann_file = write_coco(tmp_path, data)
+    args = ["data", "check", str(ann_file), "--images", str(image_dir)]
+    assert main(args) == 1  # default: every class is in A, as the loader's default
+    out = capsys.readouterr().out
+    assert "annotation id 12: missing required field 'segmentation'" in out
+    assert "category 'giraffe' is in the mask set: every category" in out
+    assert main([*args, "--split", "voc"]) == 0
+    out = capsys.readouterr().out
+    assert "Split 'voc': 4 categories in A, 2 in B; masks='A'" in out and "OK" in out
+    assert main([*args, "--split", "voc", "--masks", "all"]) == 1
+    assert "2 problem(s)" in capsys.readouterr().out
+    assert main([*args, "--split", "vocc"]) == 1
+    out = capsys.readouterr().out
+    assert "split='vocc' is not valid" in out and "no segmentation requirement was checked" in out
+    (tmp_path / "split.json").write_text(json.dumps({"A": ["person", "car", "dog", "bicycle"]}))
+    assert main([*args, "--split", "split.json"]) == 0  # found beside the file, as the loader does
+    with pytest.raises(SystemExit):
+        main([*args, "--masks", "B"])
+    assert "invalid choice: 'B'" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def _check(args: argparse.Namespace) -> int:
     from mxr.data.validate import validate_dataset
 
     try:
-        report = validate_dataset(args.annotations, args.images)
+        report = validate_dataset(args.annotations, args.images, split=args.split, masks=args.masks)
     except Exception as e:  # validate_dataset should not raise; never show a traceback to the user
         print(
             f"error: could not check {args.annotations}: {type(e).__name__}: {e}", file=sys.stderr
@@ -71,8 +71,28 @@ def add_subparser(sub: Any) -> argparse.ArgumentParser:
     )
     gen.set_defaults(func=_shapesx)
 
-    check = data_sub.add_parser("check", help="check a COCO annotation file and its images")
+    check = data_sub.add_parser(
+        "check",
+        help="check a COCO annotation file and its images by the loader's rules",
+        description="Check a COCO annotation file (and its images) by the rules the loader applies "
+        "with the same --split and --masks: no problem reported means the loader accepts it.",
+    )
     check.add_argument("annotations", help="COCO instances JSON file")
     check.add_argument("--images", default=None, help="image folder (omit to check the JSON only)")
+    check.add_argument(
+        "--split",
+        default=None,
+        help="set A as the loader takes it (data.split): 'voc', 'nonvoc' or a split JSON file; "
+        "annotations of set-B classes may then be box-only (default: every class is in A, "
+        "as the loader's default)",
+    )
+    check.add_argument(
+        "--masks",
+        default="A",
+        choices=("A", "all"),
+        help="which classes' annotations need a 'segmentation': 'A' (set A, partial supervision; "
+        "the default) or 'all' (every class: the oracle, and val/test sets that are scored on "
+        "masks)",
+    )
     check.set_defaults(func=_check)
     return parser

@@ -20,6 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
+from mxr.data.validate import check_coco_data
+
 #: COCO category ids of the 20 PASCAL VOC classes (set A of the paper's ``voc`` split).
 VOC_CAT_IDS: tuple[int, ...] = (
     1,
@@ -66,9 +68,6 @@ VOC_CAT_NAMES: dict[int, str] = {
     67: "dining table",
     72: "tv",
 }
-
-REQUIRED_IMAGE_FIELDS = ("id", "file_name")
-REQUIRED_ANN_FIELDS = ("id", "image_id", "category_id", "bbox")
 
 
 def read_coco_json(path: str | Path) -> dict[str, Any]:
@@ -220,38 +219,19 @@ def resolve_split(
     return a, tuple(i for i in all_ids if i not in set(a))
 
 
-def _check_fields(data: dict[str, Any], path: Path, need_segmentation: set[int]) -> None:
-    for img in data["images"]:
-        missing = [f for f in REQUIRED_IMAGE_FIELDS if not isinstance(img, dict) or f not in img]
-        if missing:
-            ident = img.get("id", "?") if isinstance(img, dict) else "?"
-            raise ValueError(f"{path}: image id {ident} is missing required field '{missing[0]}'")
-    for cat in data["categories"]:
-        for f in ("id", "name"):
-            if not isinstance(cat, dict) or f not in cat:
-                raise ValueError(f"{path}: a category is missing required field '{f}': {cat!r}")
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict):
-            raise ValueError(f"{path}: annotation {ann!r} is not an object")
-        for f in REQUIRED_ANN_FIELDS:
-            if f not in ann:
-                raise ValueError(
-                    f"{path}: annotation id {ann.get('id', '?')} is missing required field '{f}'"
-                )
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
-            raise ValueError(
-                f"{path}: annotation id {ann['id']} field 'bbox' is {bbox!r}; expected [x, y, width, height]"
-            )
-        if (
-            ann["category_id"] in need_segmentation
-            and not ann.get("iscrowd", 0)
-            and "segmentation" not in ann
-        ):
-            raise ValueError(
-                f"{path}: annotation id {ann['id']} is missing required field 'segmentation' "
-                "(its class is in the mask set)"
-            )
+def split_root(
+    split: Any, ann_file: str | Path, root: str | Path | None = None
+) -> str | Path | None:
+    """The folder a relative split path is read from: as given (the working directory), else under
+    ``root``, the annotation file's folder or its parent (the first that holds it)."""
+    if isinstance(split, str | Path) and str(split).lower() not in ("voc", "nonvoc"):
+        p = Path(split)
+        if not p.is_absolute() and not p.is_file():
+            ann_dir = Path(ann_file).parent
+            for base in ([Path(root)] if root else []) + [ann_dir, ann_dir.parent]:
+                if (base / p).is_file():
+                    return base
+    return root
 
 
 class CocoInstances(torch.utils.data.Dataset):
@@ -309,19 +289,8 @@ class CocoInstances(torch.utils.data.Dataset):
                     f"{self.ann_file}: a category is missing required field 'id' or 'name': {cat!r}"
                 )
 
-        split_root = root
-        if isinstance(split, str | Path) and str(split).lower() not in ("voc", "nonvoc"):
-            p = Path(split)
-            if not p.is_absolute() and not p.is_file():
-                for base in ([Path(root)] if root else []) + [
-                    self.ann_file.parent,
-                    self.ann_file.parent.parent,
-                ]:
-                    if (base / p).is_file():
-                        split_root = base
-                        break
         self.a_cat_ids, self.b_cat_ids = resolve_split(
-            split, categories, split_root, ann_file=self.ann_file
+            split, categories, split_root(split, self.ann_file, root), ann_file=self.ann_file
         )
 
         self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in categories]
@@ -336,8 +305,22 @@ class CocoInstances(torch.utils.data.Dataset):
         self.mask_labels: tuple[int, ...] = (
             self.a_labels if masks == "A" else tuple(range(1, self.num_classes))
         )
-        mask_cat_ids = {self.label_to_cat_id[label] for label in self.mask_labels}
-        _check_fields(data, self.ann_file, mask_cat_ids)
+        # The rules of `python -m mxr data check`, run with this split and mask set.
+        report = check_coco_data(
+            data, self.ann_file, mask_cat_ids={self.label_to_cat_id[x] for x in self.mask_labels}
+        )
+        if report.problems:
+            more = len(report.problems) - 1
+            opts = f" --split {split}" if isinstance(split, str | Path) else ""
+            raise ValueError(
+                report.problems[0]
+                + (
+                    f" (and {more} more problem(s); `python -m mxr data check {self.ann_file}"
+                    f"{opts} --masks {masks}` lists them all)"
+                    if more
+                    else ""
+                )
+            )
 
         self.coco = _coco_from_dict(data)
         self.train = train

@@ -1,14 +1,24 @@
-"""Check a COCO-format dataset and report every problem at once (never raising on bad data).
+"""The rules a COCO-format dataset must follow, shared by the loader and ``python -m mxr data check``.
 
-``python -m mxr data check ANNOTATIONS.json --images IMAGE_DIR`` prints the report; its exit status is
-1 when there are problems. Problems make the loader fail; warnings (e.g. zero-size boxes, which the
-loader drops and counts) do not.
+:func:`check_coco_data` holds every rule. :class:`mxr.data.CocoInstances` runs it on the file it
+loads and raises on the first problem; :func:`validate_dataset` (and ``python -m mxr data check
+ANNOTATIONS.json --images IMAGE_DIR [--split voc|nonvoc|FILE] [--masks A|all]``) runs it and reports
+every problem at once, never raising on bad data. Given the same ``split`` and ``masks``, a check
+without ``--images`` finds no problem exactly when the loader accepts the file; ``--images`` also
+opens every image (the loader opens each one when an item is read).
+
+Which annotations need a ``segmentation``: those the loader decodes, i.e. non-crowd annotations with a
+positive box whose category is in the mask set (set A for ``masks="A"``, every category for
+``masks="all"``). A partially labelled set (boxes only for set B) passes with ``split`` naming set A.
+Problems make the loader fail; warnings (zero-size boxes, which the loader drops and counts; boxes past
+the image edge, which it clips; crowd regions of mask classes without a mask) do not.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -16,19 +26,23 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+MASK_SETS = ("A", "all")
+
 
 @dataclass
 class ValidationReport:
-    """What :func:`validate_dataset` found.
+    """What :func:`validate_dataset` / :func:`check_coco_data` found.
 
     Attributes:
         ann_file, image_dir: what was checked.
         problems: one line per problem, naming file / image id / annotation id / field and what was
-            expected. Any problem means the dataset will not load cleanly.
-        warnings: things the loader tolerates (zero-size boxes, boxes past the image edge).
+            expected. Any problem means the dataset will not load.
+        warnings: things the loader tolerates (zero-size boxes, boxes past the image edge, crowd
+            regions of mask classes without a segmentation).
         counts: ``images``, ``annotations``, ``categories``, ``crowd``, ``images_without_annotations``,
-            ``zero_size_boxes``, ``missing_images``, ``unreadable_images``, ``problems``, ``warnings``,
-            plus ``problem:<kind>`` counts.
+            ``zero_size_boxes``, ``missing_images``, ``unreadable_images``, ``mask_categories``,
+            ``without_segmentation``, ``problems``, ``warnings``, plus ``problem:<kind>`` counts.
+        rules: which annotations must carry a segmentation, in words (the split and mask set checked).
     """
 
     ann_file: str
@@ -37,6 +51,7 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     kinds: Counter = field(default_factory=Counter)
+    rules: str = ""
 
     @property
     def ok(self) -> bool:
@@ -49,11 +64,13 @@ class ValidationReport:
         self.kinds[kind] += 1
 
     def format(self) -> str:
-        """A human-readable report: every problem and warning, then the counts."""
+        """A human-readable report: what was required, every problem and warning, then the counts."""
         lines = [
             f"Checked {self.ann_file}"
             + (f" with images in {self.image_dir}" if self.image_dir else "")
         ]
+        if self.rules:
+            lines.append(self.rules)
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += [f"  - {p}" for p in self.problems]
@@ -80,6 +97,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
+_JSON_NUMBERS = {int, float}
+
+
 def _check_segmentation(seg: Any, size: tuple[int, int] | None) -> str | None:
     """None if ``seg`` is a valid COCO segmentation, else what is wrong with it."""
     if isinstance(seg, list):
@@ -88,7 +108,8 @@ def _check_segmentation(seg: Any, size: tuple[int, int] | None) -> str | None:
         for poly in seg:
             if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
                 return "has a polygon that is not a flat list of >= 3 (x, y) pairs"
-            if not all(_is_number(v) for v in poly):
+            # Fast path (JSON numbers are int or float), then the exact rule.
+            if not set(map(type, poly)) <= _JSON_NUMBERS and not all(map(_is_number, poly)):
                 return "has a polygon with non-numeric coordinates"
         return None
     if isinstance(seg, dict):
@@ -105,18 +126,41 @@ def _check_segmentation(seg: Any, size: tuple[int, int] | None) -> str | None:
     return f"is {type(seg).__name__}; expected polygons (list) or RLE (dict)"
 
 
-def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> ValidationReport:
-    """Check a COCO annotation file (and its images, when ``image_dir`` is given).
+def needs_segmentation(ann: dict[str, Any], mask_cat_ids: Collection[int]) -> bool:
+    """Whether the loader decodes the mask of annotation ``ann``: it is not a crowd region, its box has
+    a positive width and height, and its category is in ``mask_cat_ids``."""
+    cid = ann.get("category_id")
+    if ann.get("iscrowd", 0) or not _is_int(cid) or cid not in mask_cat_ids:
+        return False
+    bbox = ann.get("bbox")
+    return not (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(map(_is_number, bbox))
+        and (bbox[2] <= 0 or bbox[3] <= 0)
+    )
 
-    Checks: the file exists and is a JSON object with ``images``/``annotations``/``categories`` lists;
-    required fields and their types; unique ids; annotations pointing at existing images and categories;
-    ``bbox`` as 4 numbers with non-negative size; ``segmentation`` as polygons or RLE whose size matches
-    the image; ``iscrowd`` in {0, 1}; image files present, readable and of the declared size.
-    Never raises on bad data: every finding goes into the returned report.
-    """
-    ann_file = Path(ann_file)
-    report = ValidationReport(str(ann_file), str(image_dir) if image_dir is not None else None)
-    counts = Counter(
+
+def mask_category_ids(
+    a_cat_ids: Collection[int], all_cat_ids: Collection[int], masks: str
+) -> set[int]:
+    """The categories whose instances the loader decodes masks of: set A (``masks="A"``) or every
+    category (``masks="all"``, the oracle)."""
+    if masks not in MASK_SETS:
+        raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
+    return set(int(i) for i in (a_cat_ids if masks == "A" else all_cat_ids))
+
+
+def _split_name(split: Any) -> str:
+    if split is None:
+        return "none (every category in A)"
+    if isinstance(split, str | Path):
+        return repr(str(split))
+    return f"a list of {len(split)} categories"
+
+
+def _count_keys() -> Counter:
+    return Counter(
         {
             k: 0
             for k in (
@@ -128,29 +172,114 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
                 "zero_size_boxes",
                 "missing_images",
                 "unreadable_images",
+                "mask_categories",
+                "without_segmentation",
             )
         }
     )
 
-    def finish() -> ValidationReport:
-        counts["problems"] = len(report.problems)
-        counts["warnings"] = len(report.warnings)
-        report.counts = dict(counts) | {f"problem:{k}": v for k, v in sorted(report.kinds.items())}
-        return report
 
+def _finish(report: ValidationReport, counts: Counter) -> ValidationReport:
+    counts["problems"] = len(report.problems)
+    counts["warnings"] = len(report.warnings)
+    report.counts = dict(counts) | {f"problem:{k}": v for k, v in sorted(report.kinds.items())}
+    return report
+
+
+def validate_dataset(
+    ann_file: str | Path,
+    image_dir: str | Path | None = None,
+    *,
+    split: Any = None,
+    masks: str = "A",
+    root: str | Path | None = None,
+) -> ValidationReport:
+    """Check a COCO annotation file (and its images, when ``image_dir`` is given) by the loader's rules.
+
+    Args:
+        ann_file: the COCO instances JSON.
+        image_dir: its image folder; ``None`` checks the JSON only.
+        split: set A, as :class:`mxr.data.CocoInstances` takes it (``None``: every category;
+            ``"voc"`` / ``"nonvoc"``; a split JSON file, found as the loader finds it; a list of names
+            or ids).
+        masks: ``"A"`` (masks needed for set A only) or ``"all"`` (for every category).
+        root: folder for a relative split path (as the loader's ``root``).
+
+    Checks (see :func:`check_coco_data`): the file exists and is a JSON object with
+    ``images``/``annotations``/``categories`` lists; the split resolves; required fields and their
+    types; unique ids; annotations pointing at existing images and categories; ``bbox`` as 4 numbers
+    with non-negative size; ``segmentation`` present where the loader decodes it, and valid (polygons or
+    RLE whose size matches the image) wherever present; ``iscrowd`` in {0, 1}; image files present,
+    readable and of the declared size. Never raises on bad data: every finding goes into the report.
+    """
+    ann_file = Path(ann_file)
+    report = ValidationReport(str(ann_file), str(image_dir) if image_dir is not None else None)
     if not ann_file.is_file():
         report.problem("file", f"{ann_file}: annotation file not found")
-        return finish()
+        return _finish(report, _count_keys())
     try:
         data = json.loads(ann_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         report.problem("file", f"{ann_file}: malformed JSON ({e}); expected a COCO annotation file")
-        return finish()
+        return _finish(report, _count_keys())
     if not isinstance(data, dict):
         report.problem(
             "file", f"{ann_file}: top level is {type(data).__name__}; expected a JSON object"
         )
-        return finish()
+        return _finish(report, _count_keys())
+    if masks not in MASK_SETS:
+        report.problem("split", f"masks={masks!r} is not valid; expected 'A' or 'all'")
+        return check_coco_data(data, ann_file, image_dir=image_dir, mask_cat_ids=(), report=report)
+
+    from mxr.data.coco import resolve_split, split_root
+
+    categories = data.get("categories")
+    usable = [
+        c
+        for c in (categories if isinstance(categories, list) else [])
+        if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)
+    ]
+    try:
+        a_ids, b_ids = resolve_split(
+            split, usable, split_root(split, ann_file, root), ann_file=ann_file
+        )
+    except (ValueError, FileNotFoundError) as e:
+        report.problem("split", f"{e} (no segmentation requirement was checked)")
+        return check_coco_data(data, ann_file, image_dir=image_dir, mask_cat_ids=(), report=report)
+    mask_ids = mask_category_ids(a_ids, [*a_ids, *b_ids], masks)
+    report.rules = (
+        f"Split {_split_name(split)}: {len(a_ids)} categories in A, {len(b_ids)} in B; masks={masks!r}: "
+        f"a segmentation is required on non-crowd annotations of {len(mask_ids)} categories"
+        + (" (set A)" if masks == "A" and b_ids else "")
+    )
+    return check_coco_data(
+        data, ann_file, image_dir=image_dir, mask_cat_ids=mask_ids, report=report
+    )
+
+
+def check_coco_data(
+    data: dict[str, Any],
+    ann_file: str | Path,
+    *,
+    image_dir: str | Path | None = None,
+    mask_cat_ids: Collection[int] | None = None,
+    report: ValidationReport | None = None,
+) -> ValidationReport:
+    """Apply every rule to a COCO annotation dict read from ``ann_file``; the loader and the checker
+    both call this.
+
+    Args:
+        data: the parsed JSON (a dict).
+        ann_file: its path, named in every message.
+        image_dir: also check that each image file exists, is readable and has the declared size.
+        mask_cat_ids: categories whose non-crowd, non-empty annotations must carry a segmentation
+            (see :func:`needs_segmentation`); ``None`` means every category.
+        report: a report to add to (default: a new one).
+    """
+    ann_file = Path(ann_file)
+    if report is None:
+        report = ValidationReport(str(ann_file), str(image_dir) if image_dir is not None else None)
+    counts = _count_keys()
     lists = {}
     for key in ("images", "annotations", "categories"):
         value = data.get(key)
@@ -162,7 +291,6 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
     if image_dir is not None and not Path(image_dir).is_dir():
         report.problem("file", f"{image_dir}: image folder not found")
         image_dir = None
-
     # Categories.
     cat_ids: set[Any] = set()
     names: Counter = Counter()
@@ -193,6 +321,14 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
                 "category", f"{ann_file}: category name {name!r} is used by {n} categories"
             )
     counts["categories"] = len(lists["categories"])
+    cat_names = {c.get("id"): c.get("name") for c in lists["categories"] if isinstance(c, dict)}
+    mask_ids = set(cat_ids) if mask_cat_ids is None else set(mask_cat_ids)
+    counts["mask_categories"] = len(mask_ids & cat_ids)
+    mask_rule = (
+        "every category"
+        if mask_ids >= cat_ids
+        else f"{len(mask_ids & cat_ids)} of {len(cat_ids)} categories"
+    )
 
     # Images.
     images: dict[Any, tuple[int, int] | None] = {}
@@ -266,22 +402,38 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
             report.problem("annotation", f"{label}: id is duplicated")
         else:
             ann_ids.add(aid)
-        missing = [f for f in ("image_id", "category_id", "bbox", "segmentation") if f not in ann]
+        missing = [f for f in ("image_id", "category_id", "bbox") if f not in ann]
         for f in missing:
             report.problem("missing field", f"{label}: missing required field '{f}'")
         iid = ann.get("image_id")
+        iid_key = iid if _is_int(iid) else None  # lists or dicts are no ids (nor hashable)
         if "image_id" in ann:
-            if iid not in images:
+            if iid_key not in images:
                 report.problem(
                     "annotation", f"{label}: image_id={iid!r} is not an image id in 'images'"
                 )
             else:
-                images_with_anns.add(iid)
+                images_with_anns.add(iid_key)
         cid = ann.get("category_id")
-        if "category_id" in ann and cid not in cat_ids:
+        cid_key = cid if _is_int(cid) else None
+        if "category_id" in ann and cid_key not in cat_ids:
             report.problem(
                 "annotation", f"{label}: category_id={cid!r} is not a category id in 'categories'"
             )
+        if "segmentation" not in ann:
+            counts["without_segmentation"] += 1
+            cname = cat_names.get(cid_key, cid)
+            if needs_segmentation(ann, mask_ids):
+                report.problem(
+                    "missing field",
+                    f"{label}: missing required field 'segmentation' (category {cname!r} is in "
+                    f"the mask set: {mask_rule}; a box-only class belongs in set B)",
+                )
+            elif ann.get("iscrowd", 0) == 1 and cid_key in mask_ids:
+                report.warnings.append(
+                    f"{label}: crowd region of category {cname!r} has no 'segmentation' (COCOeval "
+                    "needs it to ignore detections there when scoring masks)"
+                )
         crowd = ann.get("iscrowd", 0)
         if crowd not in (0, 1):
             report.problem("annotation", f"{label}: field 'iscrowd' is {crowd!r}; expected 0 or 1")
@@ -302,7 +454,7 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
                 if bbox[2] == 0 or bbox[3] == 0:
                     counts["zero_size_boxes"] += 1
                     report.warnings.append(f"{label}: zero-size bbox {bbox} (the loader drops it)")
-                size = images.get(iid)
+                size = images.get(iid_key)
                 if size is not None and (
                     bbox[0] < -1
                     or bbox[1] < -1
@@ -313,7 +465,7 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
                         f"{label}: bbox {bbox} extends past the {size[1]}x{size[0]} image (the loader clips it)"
                     )
         if "segmentation" in ann:
-            why = _check_segmentation(ann["segmentation"], images.get(iid))
+            why = _check_segmentation(ann["segmentation"], images.get(iid_key))
             if why:
                 report.problem("segmentation", f"{label}: field 'segmentation' {why}")
         if "area" in ann and not _is_number(ann["area"]):
@@ -322,4 +474,4 @@ def validate_dataset(ann_file: str | Path, image_dir: str | Path | None) -> Vali
             )
     counts["annotations"] = len(lists["annotations"])
     counts["images_without_annotations"] = len(set(images) - images_with_anns)
-    return finish()
+    return _finish(report, counts)
