@@ -28,7 +28,10 @@ else:  # Python 3.10
 
 BACKBONES = ("tiny", "resnet18_fpn", "resnet50_fpn")
 MASK_HEADS = ("agnostic", "class", "transfer")
-TRANSFER_INPUTS = ("cls", "box", "cls+box")
+TRANSFER_INPUTS = ("cls", "box", "cls+box", "embed", "randn", "cls+embed")
+#: Transfer inputs that read a fixed class embedding (``embed`` from ``model.class_embedding``,
+#: ``randn`` drawn from ``model.init_seed``) rather than, or beside, the detection weights.
+EMBEDDING_INPUTS = ("embed", "randn", "cls+embed")
 TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
@@ -62,6 +65,12 @@ class ModelConfig:
     ``transfer_zero_init`` starts τ's first layer at zero (so w_det directions set A never spans map
     to nothing); ``box_predictor_init="detectron"`` draws the box predictor as Detectron does
     (N(0, 0.01) / N(0, 0.001)). Both were tried on ShapesX and left off (``docs/results.md``).
+
+    ``transfer_input`` names what τ reads for each class: detection weights (``"cls"``, ``"box"``,
+    ``"cls+box"``), a fixed class embedding (``"embed"``: the paper's GloVe row, read from the file
+    ``class_embedding`` names, relative to ``data.root`` unless absolute; ``"cls+embed"``: both,
+    concatenated), or a fixed N(0, 1) vector of ``randn_dim`` numbers per class drawn from
+    ``init_seed`` (``"randn"``: the paper's negative control). Embeddings are never trained.
     """
 
     num_classes: int | None = None
@@ -72,6 +81,8 @@ class ModelConfig:
     transfer_layers: int = 2
     transfer_activation: str = "leaky_relu"
     transfer_zero_init: bool = False
+    class_embedding: str | None = None
+    randn_dim: int = 12
     stop_grad: bool = True
     mlp_fusion: bool = True
     mlp_form: str = "light"
@@ -112,6 +123,17 @@ class ModelConfig:
                 raise ValueError(
                     f"{s}.{name}={getattr(self, name)!r} is not valid; expected true or false"
                 )
+        if self.transfer_input in ("embed", "cls+embed") and not self.class_embedding:
+            raise ValueError(
+                f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
+                "expected a JSON file {\"<category name>\": [floats]} or an .npy file with a "
+                ".names.txt beside it (see data/README.md)"
+            )
+        if self.class_embedding is not None and not isinstance(self.class_embedding, str):
+            raise ValueError(
+                f"model.class_embedding={self.class_embedding!r} is not valid; expected a file path"
+            )
+        _positive(s, "randn_dim", self.randn_dim)
         _positive(s, "num_classes", self.num_classes, allow_none=True)
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(
@@ -243,9 +265,33 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
+    # Detectron parity and GPU-run safety (defaults keep the ShapesX runs as they were; the COCO
+    # configs turn them on): biases at bias_lr_factor × lr with weight_decay_bias (None: the same
+    # decay as the weights); under AMP, skip a step with a non-finite loss (GradScaler skips it
+    # anyway) and stop after max_nonfinite_iters of them in a row; batches of images of one
+    # orientation (landscape / portrait) per process, as Detectron and torchvision's reference do.
+    bias_lr_factor: float = 1.0
+    weight_decay_bias: float | None = None
+    max_nonfinite_iters: int = 20
+    aspect_ratio_grouping: bool = False
 
     def __post_init__(self) -> None:
         s = "train"
+        _positive(s, "max_nonfinite_iters", self.max_nonfinite_iters)
+        if not isinstance(self.aspect_ratio_grouping, bool):
+            raise ValueError(
+                f"train.aspect_ratio_grouping={self.aspect_ratio_grouping!r} is not valid; "
+                "expected true or false"
+            )
+        for name in ("bias_lr_factor", "weight_decay_bias"):
+            v = getattr(self, name)
+            if v is None and name == "weight_decay_bias":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(
+                    f"train.{name}={v!r} is not valid; expected a non-negative number"
+                    + (" or null" if name == "weight_decay_bias" else "")
+                )
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
             _positive(s, name, getattr(self, name))
         if self.warmup_iters < 0:

@@ -19,6 +19,7 @@ Files written by :func:`generate_shapesx` (COCO format, read back through pycoco
     out_dir/{val,test}/...
     out_dir/annotations/instances_{train,val,test}.json   masks as compressed RLE (counts: str)
     out_dir/annotations/split.json          {"A": [names], "B": [names]}
+    out_dir/annotations/class_embedding.json   {name: [12 floats]}: what the class *names* say
     out_dir/manifest.json                   seed, design, parameters, version, counts
 
 Same seed and parameters give byte-identical files: each image draws from its own generator seeded by
@@ -522,6 +523,32 @@ def _encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+CLASS_EMBEDDING_FILE = "annotations/class_embedding.json"
+
+
+def class_embedding() -> dict[str, list[float]]:
+    """A fixed embedding of each class name, ``{"fork-4": [12 floats], ...}``: ShapesX's GloVe.
+
+    Built from the *name* ``family-k`` alone (never from masks or pixels), as a language prior would
+    know it: ``[onehot(family), onehot(family) * (k - 3) / 2]``, so a family's members lie on a line,
+    in member order, and a B member sits halfway between its two neighbours (``k`` = 1..5 maps to
+    -1, -0.5, 0, 0.5, 1). That ordering is what τ needs to interpolate masks from A to B.
+    """
+    n, centre, half = len(FAMILIES), (MEMBERS + 1) / 2, (MEMBERS - 1) / 2
+    table = {}
+    for f, (family, _) in enumerate(FAMILIES):
+        for k in range(1, MEMBERS + 1):
+            onehot = [1.0 if i == f else 0.0 for i in range(n)]
+            table[f"{family}-{k}"] = onehot + [x * (k - centre) / half + 0.0 for x in onehot]
+    return table
+
+
+def _write_class_embedding(out: Path) -> None:
+    path = out / CLASS_EMBEDDING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(class_embedding()) + "\n")
+
+
 def _categories() -> list[dict[str, Any]]:
     b = set(default_split()["B"])
     return [
@@ -631,6 +658,7 @@ def generate_shapesx(
     bar.close()
     elapsed = time.perf_counter() - start
     _dump_json(default_split(), out / "annotations" / "split.json")
+    _write_class_embedding(out)
     manifest = {
         "generator": "mxr.data.shapesx",
         "version": SHAPESX_VERSION,
@@ -662,6 +690,8 @@ def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:
     if manifest.is_file():
         version = json.loads(manifest.read_text()).get("version")
         if version == SHAPESX_VERSION:
+            if not (root / CLASS_EMBEDDING_FILE).is_file():  # data from before the file existed
+                _write_class_embedding(root)
             return root
         print(f"ShapesX at {root} is version {version}; regenerating version {SHAPESX_VERSION}")
     generate_shapesx(root, **kwargs)
@@ -682,6 +712,7 @@ __all__: Sequence[str] = (
     "DESIGNS",
     "DEFAULT_DESIGN",
     "FAMILIES",
+    "class_embedding",
     "class_names",
     "default_split",
     "ensure_shapesx",

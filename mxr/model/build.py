@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import (
@@ -15,7 +15,7 @@ from torchvision.models.detection.faster_rcnn import (
 )
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -28,14 +28,16 @@ from mxr.model.heads import (
     TransferMaskPredictor,
 )
 from mxr.model.roi_heads import MaskXRoIHeads
-from mxr.model.transfer import detection_weight_dim
+from mxr.model.rpn import Float32RegionProposalNetwork
+from mxr.model.transfer import randn_embedding, transfer_input_dim, uses_embedding
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
 
-def build_mask_predictor(cfg: ModelConfig) -> MaskPredictor:
-    """The mask predictor named by ``cfg.mask_head`` (``cfg`` resolved: head sizes filled in)."""
+def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredictor:
+    """The mask predictor named by ``cfg.mask_head`` (``cfg`` resolved: head sizes filled in);
+    ``embedding_dim`` is the class embedding's width ``E`` when τ reads one."""
     common = dict(mlp_fusion=cfg.mlp_fusion, mlp_form=cfg.mlp_form, mlp_channels=cfg.mlp_channels)
     c = cfg.mask_head_channels
     if cfg.mask_head == "agnostic":
@@ -44,7 +46,7 @@ def build_mask_predictor(cfg: ModelConfig) -> MaskPredictor:
         return ClassMaskPredictor(c, cfg.num_classes, **common)
     return TransferMaskPredictor(
         c,
-        detection_weight_dim(cfg.transfer_input, cfg.box_fc_dim),
+        transfer_input_dim(cfg.transfer_input, cfg.box_fc_dim, embedding_dim),
         transfer_layers=cfg.transfer_layers,
         transfer_activation=cfg.transfer_activation,
         transfer_zero_init=cfg.transfer_zero_init,
@@ -66,9 +68,21 @@ def _box_predictor(cfg: ModelConfig) -> FastRCNNPredictor:
     return predictor
 
 
+#: ``build_model(cfg, backbone_weights=FROM_CHECKPOINT)``: the backbone layout ``cfg`` names
+#: (frozen BatchNorm and stages when ``cfg.backbone_weights`` is a file), without reading that file:
+#: every weight is about to be loaded from a checkpoint, which then evaluates on any machine.
+FROM_CHECKPOINT = "<backbone weights from the checkpoint>"
+
+
 def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
-    """Backbone, RPN, transform and the box/mask modules shared by Mask^X and stock Mask R-CNN."""
-    backbone = build_backbone(cfg.backbone, cfg.fpn_channels, backbone_weights)
+    """Backbone, RPN, transform and the box/mask modules shared by Mask^X and stock Mask R-CNN.
+
+    The RPN is torchvision's with its anchors, decoding and proposal filtering in float32 under
+    autocast (:class:`~mxr.model.rpn.Float32RegionProposalNetwork`)."""
+    if backbone_weights == FROM_CHECKPOINT:
+        backbone = build_backbone(cfg.backbone, cfg.fpn_channels, cfg.backbone_weights, load=False)
+    else:
+        backbone = build_backbone(cfg.backbone, cfg.fpn_channels, backbone_weights)
     levels = [k for k in backbone.body.return_layers.values()]
     n_maps = len(levels) + 1  # + "pool"
     sizes = cfg.anchor_sizes
@@ -78,7 +92,7 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
             "(one per FPN level)"
         )
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_maps)
-    rpn = RegionProposalNetwork(
+    rpn = Float32RegionProposalNetwork(
         anchors,
         RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
@@ -133,6 +147,27 @@ def _check_ready(cfg: ModelConfig) -> ModelConfig:
     return cfg.resolved()
 
 
+def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
+    """The ``(C, E)`` class embedding τ reads: ``given`` (``embed``, ``cls+embed``; loaded from
+    ``model.class_embedding`` by :func:`mxr.engine.class_embedding_for`), drawn from
+    ``cfg.init_seed`` (``randn``), or ``None`` when τ reads detection weights only."""
+    if cfg.mask_head != "transfer" or not uses_embedding(cfg.transfer_input):
+        return None
+    if cfg.transfer_input == "randn":
+        return randn_embedding(cfg.num_classes, cfg.randn_dim, cfg.init_seed)
+    if given is None:
+        raise ValueError(
+            f"model.transfer_input={cfg.transfer_input!r} needs the class embedding tensor "
+            f"(C, E); load it with mxr.engine.class_embedding_for (file: {cfg.class_embedding})"
+        )
+    if given.ndim != 2 or given.shape[0] != cfg.num_classes:
+        raise ValueError(
+            f"class embedding of shape {tuple(given.shape)} is not valid; expected "
+            f"({cfg.num_classes}, E): one row per label, background included"
+        )
+    return given
+
+
 class MaskXRCNN(MaskRCNN):
     """Mask R-CNN (torchvision) whose mask branch is class-agnostic, class-specific or weight transfer.
 
@@ -140,29 +175,45 @@ class MaskXRCNN(MaskRCNN):
     Inputs and outputs are torchvision's ``MaskRCNN``'s.
     """
 
-    def __init__(self, cfg: ModelConfig, backbone_weights: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        backbone_weights: str | Path | None = None,
+        class_embedding: Tensor | None = None,
+    ) -> None:
         cfg = _check_ready(cfg)
+        embedding = _class_embedding(cfg, class_embedding)
         backbone, rpn, transform, parts = _parts(cfg, backbone_weights or cfg.backbone_weights)
         roi_heads = MaskXRoIHeads(
-            mask_predictor=build_mask_predictor(cfg),
+            mask_predictor=build_mask_predictor(
+                cfg, 0 if embedding is None else embedding.shape[1]
+            ),
             mask_classes=cfg.mask_classes,
             transfer_input=cfg.transfer_input,
             stop_grad=cfg.stop_grad,
+            class_embedding=embedding,
             **parts,
         )
         GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
         self.config = cfg
 
 
-def build_model(cfg: ModelConfig, backbone_weights: str | Path | None = None) -> MaskXRCNN:
+def build_model(
+    cfg: ModelConfig,
+    backbone_weights: str | Path | None = None,
+    *,
+    class_embedding: Tensor | None = None,
+) -> MaskXRCNN:
     """Build the model a :class:`ModelConfig` describes; never downloads anything.
 
     Construction is seeded by ``cfg.init_seed`` and leaves the global RNG untouched.
     ``backbone_weights`` (or ``cfg.backbone_weights``) names a local state dict for the backbone.
+    ``class_embedding`` ``(C, E)`` is τ's fixed input for ``transfer_input="embed"`` /
+    ``"cls+embed"`` (``"randn"`` draws its own from ``cfg.init_seed``); it becomes a buffer.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        return MaskXRCNN(cfg, backbone_weights)
+        return MaskXRCNN(cfg, backbone_weights, class_embedding)
 
 
 def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:

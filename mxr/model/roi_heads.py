@@ -20,7 +20,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from mxr.losses import partial_mask_loss
 from mxr.model.heads import MaskPredictor
-from mxr.model.transfer import read_detection_weights
+from mxr.model.transfer import transfer_input_of, uses_embedding
 
 
 def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
@@ -66,8 +66,10 @@ class MaskXRoIHeads(RoIHeads):
 
     The box branch is torchvision's. The mask branch (``mask_roi_pool`` -> ``mask_head`` ->
     ``mask_predictor``) computes, for each RoI, only the mask of one class: its ground-truth class
-    in training, its predicted class at inference. A transfer predictor reads the detection weights
-    of those classes from ``box_predictor`` through :meth:`read_w_det` (detached when ``stop_grad``).
+    in training, its predicted class at inference. A transfer predictor reads τ's input for those
+    classes through :meth:`read_w_det`: detection weights from ``box_predictor`` (detached when
+    ``stop_grad``) and/or rows of the fixed ``class_embedding`` buffer ``(C, E)``. The buffer is
+    saved in the state dict, so a checkpoint needs no embedding file to evaluate.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class MaskXRoIHeads(RoIHeads):
         mask_classes: tuple[int, ...],
         transfer_input: str = "cls+box",
         stop_grad: bool = True,
+        class_embedding: Tensor | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -88,11 +91,20 @@ class MaskXRoIHeads(RoIHeads):
         )
         self.transfer_input = transfer_input
         self.stop_grad = stop_grad
+        if uses_embedding(transfer_input):
+            if class_embedding is None:
+                raise ValueError(
+                    f"transfer_input={transfer_input!r} needs class_embedding, a (C, E) tensor"
+                )
+            self.register_buffer("class_embedding", class_embedding.detach().float().clone())
+        else:
+            self.class_embedding = None
 
     def read_w_det(self, classes: Tensor) -> Tensor:
-        """Detection weights of ``classes`` ``(K,)`` -> ``(K, d)`` (see :func:`read_detection_weights`)."""
-        return read_detection_weights(
-            self.box_predictor, classes, self.transfer_input, self.stop_grad
+        """τ's input for ``classes`` ``(K,)`` -> ``(K, d)``: the detection weights and/or the class
+        embedding rows ``transfer_input`` names (see :func:`transfer_input_of`)."""
+        return transfer_input_of(
+            self.box_predictor, self.class_embedding, classes, self.transfer_input, self.stop_grad
         )
 
     def mask_logits(

@@ -8,6 +8,11 @@ For class ``c`` the detection weights ``w_det^c`` are read out of the box predic
 
 where ``D`` is the box head's representation size (1024 in the paper). τ maps ``w_det^c`` to the
 class's mask weights ``w_seg^c`` (one 1×1 conv filter over the mask features, no bias).
+
+τ may instead read a fixed class embedding ``e^c`` (``(E,)``, a buffer of the RoI heads, never
+trained, so stop-gradient is moot for it): ``"embed"`` (the paper's GloVe row, from a file),
+``"randn"`` (a fixed random vector per class, the paper's negative row) and ``"cls+embed"``
+(``[cls row, e^c]``). :func:`transfer_input_of` reads any of them.
 """
 
 from __future__ import annotations
@@ -16,10 +21,78 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
+#: The parts τ's input is made of, in concatenation order, for each ``transfer_input``.
+TRANSFER_INPUT_PARTS: dict[str, tuple[str, ...]] = {
+    "cls": ("cls",),
+    "box": ("box",),
+    "cls+box": ("cls", "box"),
+    "embed": ("embed",),
+    "randn": ("embed",),
+    "cls+embed": ("cls", "embed"),
+}
+
+
+def uses_embedding(transfer_input: str) -> bool:
+    """Whether τ's input holds a fixed class embedding (``embed``, ``randn``, ``cls+embed``)."""
+    return "embed" in TRANSFER_INPUT_PARTS[transfer_input]
+
 
 def detection_weight_dim(transfer_input: str, representation_size: int) -> int:
-    """Length of ``w_det^c`` for a transfer input and box-head width ``D``: D, 4D or 5D."""
+    """Length of ``w_det^c`` for a detection-weight input and box-head width ``D``: D, 4D or 5D."""
     return {"cls": 1, "box": 4, "cls+box": 5}[transfer_input] * representation_size
+
+
+def randn_embedding(num_classes: int, dim: int, seed: int) -> Tensor:
+    """A fixed N(0, 1) vector per class, ``(num_classes, dim)`` float32, drawn from its own generator
+    seeded with ``seed`` (the global RNG is untouched): the paper's ``randn`` row."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(num_classes, dim, generator=g, dtype=torch.float32)
+
+
+def transfer_input_dim(
+    transfer_input: str, representation_size: int, embedding_dim: int = 0
+) -> int:
+    """Length of τ's input: ``D`` per ``cls`` part, ``4D`` per ``box`` part, ``E`` per embedding."""
+    size = {"cls": representation_size, "box": 4 * representation_size, "embed": embedding_dim}
+    return sum(size[p] for p in TRANSFER_INPUT_PARTS[transfer_input])
+
+
+def transfer_input_of(
+    box_predictor: FastRCNNPredictor,
+    embedding: Tensor | None,
+    classes: Tensor,
+    transfer_input: str,
+    stop_grad: bool = True,
+) -> Tensor:
+    """τ's input for ``classes`` ``(K,)``: detection weights, class embedding rows, or both.
+
+    Args:
+        box_predictor: the box predictor (for the ``cls`` / ``box`` parts).
+        embedding: ``(C, E)`` fixed class embedding (for the ``embed`` part), or ``None``.
+        classes: ``(K,)`` int64 labels.
+        transfer_input: a key of :data:`TRANSFER_INPUT_PARTS`.
+        stop_grad: detach the detection weights (the embedding is a buffer: never trained).
+
+    Returns:
+        ``(K, d)`` with ``d = transfer_input_dim(...)``.
+    """
+    if transfer_input not in TRANSFER_INPUT_PARTS:
+        raise ValueError(
+            f"transfer_input={transfer_input!r} is not valid; expected one of "
+            f"{', '.join(map(repr, TRANSFER_INPUT_PARTS))}"
+        )
+    parts = TRANSFER_INPUT_PARTS[transfer_input]
+    det = "+".join(p for p in parts if p != "embed")
+    out = []
+    if det:
+        out.append(read_detection_weights(box_predictor, classes, det, stop_grad))
+    if "embed" in parts:
+        if embedding is None:
+            raise ValueError(
+                f"transfer_input={transfer_input!r} needs a class embedding; none was given"
+            )
+        out.append(embedding[classes].to(out[0].dtype if out else embedding.dtype))
+    return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
 
 def read_detection_weights(

@@ -1,0 +1,150 @@
+"""Fixed class embeddings for τ (``model.transfer_input="embed"``): read from a local file, by name.
+
+The paper's GloVe row feeds τ one fixed vector per class, learned from text, not from the detector.
+``mxr`` never downloads one: the user names a local file, in one of two forms:
+
+* JSON: ``{"<category name>": [float, ...], ...}`` (one list per class, all the same length);
+* NumPy: ``vectors.npy`` of shape ``(K, d)`` with ``vectors.names.txt`` beside it, one category name
+  per line, in row order.
+
+:func:`load_class_embedding` aligns the vectors to a dataset's labels by category name (label 0, the
+background, gets zeros). :func:`embedding_from_word_vectors` builds such a JSON mapping from a GloVe
+text file (``word v1 v2 ...`` per line), averaging the words of a multi-word name (``"traffic
+light"``), as the paper does for COCO's 80 names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BACKGROUND = "__background__"
+
+
+def _names_file(path: Path) -> Path:
+    return path.with_suffix(".names.txt")
+
+
+def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
+    """``{name: vector}`` from a JSON file or an ``.npy`` + ``.names.txt`` pair (see module doc).
+
+    Raises:
+        FileNotFoundError: the file (or the names file beside an ``.npy``) does not exist.
+        ValueError: the content is not a mapping of names to equal-length lists of numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class embedding file not found: {path}")
+    if path.suffix == ".npy":
+        names_path = _names_file(path)
+        if not names_path.is_file():
+            raise FileNotFoundError(
+                f"{path}: names file not found: {names_path} (one category name per line, in row order)"
+            )
+        array = np.load(path, allow_pickle=False)
+        names = [n for n in names_path.read_text().splitlines() if n.strip()]
+        if array.ndim != 2 or array.shape[0] != len(names):
+            raise ValueError(
+                f"{path}: expected a (K, d) array with one row per name in {names_path.name} "
+                f"({len(names)} names); got shape {tuple(array.shape)}"
+            )
+        table = {n: [float(x) for x in row] for n, row in zip(names, array, strict=True)}
+    else:
+        try:
+            table = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(table, dict):
+            raise ValueError(
+                f"{path}: expected a JSON object {{name: [floats]}}, got {type(table).__name__}"
+            )
+    width = None
+    for name, vec in table.items():
+        ok = (
+            isinstance(vec, list)
+            and vec
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vec)
+        )
+        if not ok:
+            raise ValueError(f"{path}: class {name!r}: expected a non-empty list of numbers")
+        if width is None:
+            width = len(vec)
+        elif len(vec) != width:
+            raise ValueError(
+                f"{path}: class {name!r} has {len(vec)} numbers; expected {width} like the others"
+            )
+    if not table:
+        raise ValueError(f"{path}: holds no class vectors")
+    return table
+
+
+def load_class_embedding(path: str | Path, class_names: Sequence[str]) -> Tensor:
+    """The embedding rows of a dataset's labels: ``class_names[label]`` -> row ``label``.
+
+    Args:
+        path: a JSON or ``.npy`` embedding file (see :func:`read_embedding_file`).
+        class_names: ``(C,)`` names by label; ``class_names[0]`` is the background.
+
+    Returns:
+        ``(C, d)`` float32; row 0 (background) is zeros.
+
+    Raises:
+        ValueError: a class of the dataset has no vector in the file (all missing ones are named).
+    """
+    table = read_embedding_file(path)
+    wanted = [n for n in class_names[1:]]
+    missing = [n for n in wanted if n not in table]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(
+            f"{path}: no vector for class(es) {shown} ({len(missing)} of {len(wanted)}); "
+            "expected one entry per category name of the dataset"
+        )
+    width = len(next(iter(table.values())))
+    rows = [[0.0] * width] + [table[n] for n in wanted]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def embedding_from_word_vectors(
+    word_vectors: str | Path, names: Iterable[str]
+) -> dict[str, list[float]]:
+    """``{name: vector}`` from a GloVe-style text file (``word v1 ... vd`` per line).
+
+    A name of several words (``"traffic light"``, ``"hair drier"``) gets the mean of its words'
+    vectors; words are matched lower-cased. Only the lines of needed words are kept in memory.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a word of a name is not in the file.
+    """
+    path = Path(word_vectors)
+    if not path.is_file():
+        raise FileNotFoundError(f"word vector file not found: {path}")
+    names = list(names)
+    words_of = {n: n.lower().replace("-", " ").split() for n in names}
+    needed = {w for ws in words_of.values() for w in ws}
+    found: dict[str, np.ndarray] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            word, _, rest = line.rstrip("\n").partition(" ")
+            if word in needed and word not in found:
+                found[word] = np.array(rest.split(), dtype=np.float64)
+    table = {}
+    for n, ws in words_of.items():
+        lost = [w for w in ws if w not in found]
+        if lost or not ws:
+            raise ValueError(f"{path}: no vector for word(s) {lost or [n]} of class {n!r}")
+        table[n] = [round(float(x), 6) for x in np.mean([found[w] for w in ws], axis=0)]
+    return table
+
+
+def write_embedding_json(table: Mapping[str, Sequence[float]], path: str | Path) -> Path:
+    """Write ``{name: vector}`` as the JSON form :func:`read_embedding_file` reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: list(v) for k, v in table.items()}, indent=1) + "\n")
+    return path
