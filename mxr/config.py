@@ -126,7 +126,7 @@ class ModelConfig:
         if self.transfer_input in ("embed", "cls+embed") and not self.class_embedding:
             raise ValueError(
                 f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
-                "expected a JSON file {\"<category name>\": [floats]} or an .npy file with a "
+                'expected a JSON file {"<category name>": [floats]} or an .npy file with a '
                 ".names.txt beside it (see data/README.md)"
             )
         if self.class_embedding is not None and not isinstance(self.class_embedding, str):
