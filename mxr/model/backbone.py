@@ -1,6 +1,9 @@
 """Backbones with FPN, built without downloads: ``tiny`` (for CPUs), ``resnet18_fpn``, ``resnet50_fpn``.
 
-All start from scratch unless the user names a local ImageNet state dict (``backbone_weights``).
+``tiny`` and ``resnet18_fpn`` start from scratch unless the user names a local ImageNet state dict
+(``backbone_weights``). ``resnet50_fpn`` (the paper's) requires one: trained from scratch it gives a
+different, much weaker detector than the paper's, so it is built without weights only when
+``backbone_weights`` is :data:`NO_WEIGHTS` (``"none-i-know"``), the user's explicit opt-out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,16 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+#: ``model.backbone_weights`` value that builds ``resnet50_fpn`` from scratch on purpose.
+NO_WEIGHTS = "none-i-know"
+
+# How to make the file the paper's backbone needs (named in the error).
+_HOW_TO_GET_WEIGHTS = (
+    "on a machine with internet: `import torch, torchvision; m = torchvision.models.resnet50("
+    "weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1); torch.save(m.state_dict(), "
+    "'resnet50_imagenet.pth')`, copy the file here and set model.backbone_weights to its path"
+)
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -102,18 +115,41 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     body.load_state_dict(state, strict=False)
 
 
+def _resolve_weights(name: str, weights: str | Path | None) -> str | Path | None:
+    """The weights file to use (``None``: from scratch); refuses ``resnet50_fpn`` from scratch
+    unless ``weights`` is :data:`NO_WEIGHTS`."""
+    if weights is not None and str(weights) == NO_WEIGHTS:
+        return None
+    if weights is None and name == "resnet50_fpn":
+        raise ValueError(
+            "model.backbone_weights=None is not valid for backbone='resnet50_fpn': the paper starts "
+            "from ImageNet weights (with frozen BatchNorm and frozen stem + res2), and from scratch "
+            "the results are not comparable. Get a local ImageNet state dict "
+            f"({_HOW_TO_GET_WEIGHTS}), or set model.backbone_weights={NO_WEIGHTS} to train from "
+            "scratch on purpose"
+        )
+    return weights
+
+
 def build_backbone(
-    name: str, fpn_channels: int, weights: str | Path | None = None
+    name: str, fpn_channels: int, weights: str | Path | None = None, *, load: bool = True
 ) -> BackboneWithFPN:
     """Backbone + FPN with feature maps ``"0".."k"`` and ``"pool"``; ``out_channels = fpn_channels``.
 
     ``tiny``: 3 stages (strides 4, 8, 16) + pool (32). ResNets: 4 stages (4..32) + pool (64). From
     scratch the ResNets use BatchNorm and train every stage; with ``weights`` they use frozen
-    BatchNorm and freeze the stem and first stage, as torchvision does for pretrained backbones.
+    BatchNorm and freeze the stem and first stage (Detectron's ``FREEZE_AT=2``, torchvision's
+    ``trainable_layers=3``). ``resnet50_fpn`` needs ``weights`` (or :data:`NO_WEIGHTS`).
+    ``load=False`` builds the layout ``weights`` asks for without reading the file: for a model
+    whose every weight comes from a checkpoint (no check that ``resnet50_fpn`` has weights either).
     """
+    if load:
+        weights = _resolve_weights(name, weights)
+    elif weights is not None and str(weights) == NO_WEIGHTS:
+        weights = None
     if name == "tiny":
         body = TinyBody()
-        if weights is not None:
+        if weights is not None and load:
             load_backbone_weights(body, weights)
         in_channels = list(body.channels)
     elif name in ("resnet18_fpn", "resnet50_fpn"):
@@ -122,7 +158,8 @@ def build_backbone(
             weights=None, norm_layer=FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
         )
         if weights is not None:
-            load_backbone_weights(body, weights)
+            if load:
+                load_backbone_weights(body, weights)
             for pname, p in body.named_parameters():
                 if not pname.startswith(("layer2", "layer3", "layer4")):
                     p.requires_grad_(False)

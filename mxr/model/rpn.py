@@ -1,0 +1,68 @@
+"""torchvision's region proposal network with its box arithmetic kept in float32 under autocast.
+
+Under CUDA autocast the RPN head's convolutions return float16 objectness and box deltas, and
+torchvision's anchors take the feature maps' dtype, so the decoded proposals come out float16. At
+800×1333 that alone rounds a coordinate to 0.5–1 px, and ``batched_nms`` then offsets every box by
+``label × (max coordinate + 1)`` before NMS, which in float16 rounds the proposals to a grid of
+several pixels. :class:`Float32RegionProposalNetwork` casts the head's outputs to float32 and
+builds the anchors, decodes and filters (top-k, NMS) with autocast disabled. Without autocast
+(every float32 run) it computes exactly what torchvision's RPN computes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+
+
+def _float32_shapes(features: list[Tensor]) -> list[Tensor]:
+    """Zero-memory float32 stand-ins with the shapes and devices of ``features`` ``(N, C, H, W)``:
+    the anchor generator reads only their shape, dtype and device."""
+    return [
+        f
+        if f.dtype == torch.float32
+        else torch.empty((), dtype=torch.float32, device=f.device).expand(f.shape)
+        for f in features
+    ]
+
+
+class Float32RegionProposalNetwork(RegionProposalNetwork):
+    """:class:`~torchvision.models.detection.rpn.RegionProposalNetwork` whose anchors, proposals,
+    scores and losses are float32 whatever the autocast state; same constructor and contract."""
+
+    def forward(
+        self,
+        images: ImageList,
+        features: dict[str, Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Proposals per image ``(P_i, 4)`` float32 XYXY, and in training the two RPN losses."""
+        feature_list = list(features.values())
+        objectness, pred_bbox_deltas = self.head(feature_list)  # autocast's dtype (e.g. float16)
+        num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        device_type = feature_list[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            anchors = self.anchor_generator(images, _float32_shapes(feature_list))
+            num_images = len(anchors)
+            objectness, pred_bbox_deltas = concat_box_prediction_layers(
+                [o.float() for o in objectness], [d.float() for d in pred_bbox_deltas]
+            )
+            # Faster R-CNN does not backpropagate through the proposals: deltas detached.
+            proposals = self.box_coder.decode(pred_bbox_deltas.detach(), anchors)
+            proposals = proposals.view(num_images, -1, 4)
+            boxes, _scores = self.filter_proposals(
+                proposals, objectness, images.image_sizes, num_anchors_per_level
+            )
+            losses: dict[str, Tensor] = {}
+            if self.training:
+                if targets is None:
+                    raise ValueError("targets are required in training mode")
+                labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
+                regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
+                loss_objectness, loss_rpn_box_reg = self.compute_loss(
+                    objectness, pred_bbox_deltas, labels, regression_targets
+                )
+                losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
+        return boxes, losses
