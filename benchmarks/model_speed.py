@@ -21,6 +21,7 @@ import torch
 
 from mxr import ModelConfig, build_model
 from mxr.model import build_stock_maskrcnn, count_parameters
+from mxr.model.backbone import NO_WEIGHTS
 
 VARIANTS = {
     "stock MaskRCNN": None,
@@ -60,6 +61,8 @@ def model_cfg(backbone: str, size: int, max_size: int, num_classes: int, **kw) -
         backbone=backbone,
         min_size=size,
         max_size=max_size,
+        # Timing needs no ImageNet file: resnet50_fpn from scratch on purpose (same layers, BN).
+        backbone_weights=NO_WEIGHTS if backbone == "resnet50_fpn" else None,
         **kw,
     )
 

@@ -115,6 +115,41 @@ def _barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def _leave_process_group(info: DistInfo) -> None:
+    """Destroy the process group this module created. Called on every rank right after the last
+    barrier, so all ranks shut NCCL down together; rank 0 then evaluates alone, with no group (a
+    group torn down by ranks 1..N while rank 0 still holds it may block or hang in NCCL's finalise)."""
+    if info.created and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """``DistributedDataParallel`` over ``model`` when the job has several processes (its
+    BatchNorms become SyncBatchNorm on CUDA); ``model`` itself otherwise.
+
+    ``find_unused_parameters`` is off: every parameter takes part in every step (a rank whose
+    images hold no set-A instance still runs the mask branch on zero RoIs, which gives its
+    parameters zero gradients), so DDP need not walk the graph after each forward. Gradients are
+    views into the all-reduce buckets (``gradient_as_bucket_view``): one copy less per step.
+    """
+    if info.world_size <= 1:
+        return model
+    net: nn.Module = model
+    if device.type == "cuda":  # batch statistics over the global batch (CUDA only)
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        net,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,
+        gradient_as_bucket_view=True,
+    )
+
+
+def _amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """Mixed precision (float16 autocast + GradScaler) runs on CUDA only."""
+    return bool(train_cfg.amp) and device.type == "cuda"
+
+
 # --------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------
@@ -388,10 +423,30 @@ def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
     return factor * train_cfg.gamma**steps
 
 
+def parameter_groups(model: nn.Module, train_cfg: TrainConfig) -> list[Any]:
+    """The optimizer's parameters: every trainable one in one group, or with ``bias_lr_factor`` ≠ 1
+    or ``weight_decay_bias`` set (Detectron's default: biases at 2× lr, no weight decay) two groups,
+    the weights first (its lr is the logged one), then every ``*.bias`` at ``bias_lr_factor × lr``
+    with ``weight_decay_bias``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if train_cfg.bias_lr_factor == 1.0 and train_cfg.weight_decay_bias is None:
+        return [p for _, p in named]
+    wd_bias = train_cfg.weight_decay_bias
+    groups = [
+        {"params": [p for n, p in named if not n.endswith(".bias")]},
+        {
+            "params": [p for n, p in named if n.endswith(".bias")],
+            "lr": train_cfg.lr * train_cfg.bias_lr_factor,
+            "weight_decay": train_cfg.weight_decay if wd_bias is None else wd_bias,
+        },
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum (``train.optimizer="sgd"``, the paper's) or AdamW (``"adamw"``, ``momentum``
-    is then beta1) with weight decay, over every trainable parameter."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    is then beta1) with weight decay, over every trainable parameter (:func:`parameter_groups`)."""
+    params = parameter_groups(model, train_cfg)
     if train_cfg.optimizer == "adamw":
         return torch.optim.AdamW(
             params,
@@ -505,16 +560,103 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_from_checkpoint(
     ckpt: dict[str, Any] | str | Path, *, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the model of a checkpoint (from its stored config) and load its weights; eval mode."""
+    """Rebuild the model of a checkpoint (from its stored config) and load its weights; eval mode.
+
+    The backbone is built in the layout the config names without reading ``model.backbone_weights``
+    (the checkpoint holds every weight), so a checkpoint evaluates on a machine without that file.
+    """
     from mxr.model import build_model
+    from mxr.model.build import FROM_CHECKPOINT
 
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     cfg = config_from_dict(ckpt["config"], where="checkpoint config")
     emb = ckpt["model"].get("roi_heads.class_embedding")  # τ's fixed input travels in the file
-    model = build_model(cfg.model, class_embedding=emb)
+    model = build_model(cfg.model, FROM_CHECKPOINT, class_embedding=emb)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
+
+
+def _resume(
+    path: Path,
+    cfg: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    info: DistInfo,
+) -> int:
+    """Restore model, optimizer, scheduler, scaler and RNG states from checkpoint ``path``; the
+    iteration to continue from. The model config must match the checkpoint's.
+
+    The file is loaded to the CPU whatever device the model is on: ``load_state_dict`` copies the
+    weights and the optimizer state onto each parameter's device, and the saved RNG states must stay
+    CPU tensors (``torch.set_rng_state`` takes a CPU ByteTensor; numpy's keys go through ``.numpy()``).
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    saved = config_from_dict(ckpt["config"], where=f"{path} (config)")
+    if _model_dict(saved.model) != _model_dict(cfg.model):
+        a, b = _model_dict(saved.model), _model_dict(cfg.model)
+        diff = [k for k in a if a[k] != b[k]]
+        raise ValueError(
+            f"--resume: the model config differs from the checkpoint {path} in "
+            f"{', '.join(f'model.{k} ({a[k]!r} saved, {b[k]!r} now)' for k in diff)}"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    start = int(ckpt["iteration"])
+    if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
+        set_rng_state(ckpt["rng"])
+    elif info.world_size == int(ckpt.get("world_size", 1)):
+        torch.manual_seed(cfg.train.seed + info.rank + 7919 * start)
+    return start
+
+
+class _NonFiniteGuard:
+    """What a NaN/inf loss does. Without AMP: stop at once (:class:`NonFiniteLossError`). Under AMP,
+    where GradScaler would skip such a step anyway, skip it (no backward, no update; the schedule
+    moves on) and stop only after ``limit`` non-finite iterations in a row, naming the terms and the
+    iterations. ``terms`` are the (all-reduced) loss values, so every rank decides alike."""
+
+    def __init__(self, *, amp: bool, limit: int, checkpoint: Path, verbose: bool) -> None:
+        self.amp, self.limit, self.checkpoint, self.verbose = amp, limit, checkpoint, verbose
+        self.run: list[tuple[int, list[str]]] = []  # the current run of non-finite iterations
+
+    def skip(self, iteration: int, terms: dict[str, float]) -> bool:
+        """Whether to skip the update of ``iteration`` (1-based); raises when training must stop."""
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        if not bad:
+            self.run.clear()
+            return False
+        self.run.append((iteration, list(bad)))
+        detail = ", ".join(f"{k}={v}" for k, v in bad.items())
+        last = self.checkpoint if self.checkpoint.exists() else "none"
+        if not self.amp:
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {iteration}: {detail}; training stopped, the "
+                f"last good checkpoint is {last}"
+            )
+        if len(self.run) >= self.limit:
+            counts: dict[str, int] = {}
+            for _, names in self.run:
+                for k in names:
+                    counts[k] = counts.get(k, 0) + 1
+            raise NonFiniteLossError(
+                f"non-finite loss under AMP in {len(self.run)} iterations in a row "
+                f"(iterations {self.run[0][0]}-{iteration}, train.max_nonfinite_iters={self.limit}): "
+                + ", ".join(f"{k} in {n}" for k, n in counts.items())
+                + f" (last: {detail}); training stopped, the last good checkpoint is {last}"
+            )
+        if self.verbose:
+            print(
+                f"\nnon-finite loss at iteration {iteration} under AMP ({detail}): step skipped "
+                f"({len(self.run)} in a row; stopping at train.max_nonfinite_iters={self.limit})",
+                file=sys.stderr,
+            )
+        return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,14 +748,14 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
         ckpt_path, metrics_path = out / "last.pt", out / "metrics.jsonl"
 
-        train_ds = build_dataset(cfg.data, "train", seed=tc.seed)
+        train_ds = build_dataset(cfg.data, "train", seed=tc.seed, keep_coco=False)
         cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
 
         model = build_model(cfg.model, class_embedding=class_embedding_for(cfg, train_ds))
         model = model.to(device)
         optimizer = build_optimizer(model, tc)
         scheduler = build_scheduler(optimizer, tc)
-        use_amp = tc.amp and device.type == "cuda"
+        use_amp = _amp_enabled(tc, device)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
         start = 0
@@ -621,25 +763,7 @@ def train(
         random.seed(tc.seed + info.rank)
         np.random.seed((tc.seed + info.rank) % 2**32)
         if resume and ckpt_path.is_file():
-            ckpt = load_checkpoint(ckpt_path, map_location=device)
-            saved = config_from_dict(ckpt["config"], where=f"{ckpt_path} (config)")
-            if _model_dict(saved.model) != _model_dict(cfg.model):
-                a, b = _model_dict(saved.model), _model_dict(cfg.model)
-                diff = [k for k in a if a[k] != b[k]]
-                raise ValueError(
-                    f"--resume: the model config differs from the checkpoint {ckpt_path} in "
-                    f"{', '.join(f'model.{k} ({a[k]!r} saved, {b[k]!r} now)' for k in diff)}"
-                )
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start = int(ckpt["iteration"])
-            if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
-                set_rng_state(ckpt["rng"])
-            elif info.world_size == int(ckpt.get("world_size", 1)):
-                torch.manual_seed(tc.seed + info.rank + 7919 * start)
+            start = _resume(ckpt_path, cfg, model, optimizer, scheduler, scaler, info)
         if info.is_main:
             save_config(cfg, out / "config.yaml")
             if start == 0:
@@ -647,15 +771,10 @@ def train(
             else:
                 _truncate_metrics(metrics_path, start)
 
-        net: nn.Module = model
-        if info.world_size > 1:
-            if device.type == "cuda":  # batch statistics over the global batch (CUDA only)
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            net = nn.parallel.DistributedDataParallel(
-                net,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True,
-            )
+        net = _wrap_ddp(model, device, info)
+        guard = _NonFiniteGuard(
+            amp=use_amp, limit=tc.max_nonfinite_iters, checkpoint=ckpt_path, verbose=info.is_main
+        )
 
         def checkpoint(iteration: int) -> None:
             if not info.is_main:
@@ -678,7 +797,7 @@ def train(
             total=total, initial=start, desc="train", disable=not (progress and info.is_main)
         )
         window: dict[str, float] = {}
-        window_n, window_t0 = 0, time.perf_counter()
+        window_n, window_steps, window_t0 = 0, 0, time.perf_counter()
         step_times: list[float] = []
         t_train = time.perf_counter()
         it = start
@@ -694,6 +813,8 @@ def train(
                 info=info,
                 seed=tc.seed,
                 num_workers=cfg.data.num_workers,
+                groups=orientation_groups(train_ds) if tc.aspect_ratio_grouping else None,
+                pin_memory=device.type == "cuda",
             ):
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = _to_device(targets, device)
@@ -715,34 +836,33 @@ def train(
                     values[:-1] /= info.world_size
                 vals = values.tolist()
                 stop_requested = vals[-1] > 0
-                bad = [(k, v) for k, v in zip(names, vals, strict=False) if not math.isfinite(v)]
-                if bad:
-                    terms = ", ".join(f"{k}={v}" for k, v in bad)
-                    raise NonFiniteLossError(
-                        f"non-finite loss at iteration {it0 + 1}: {terms}; training stopped, the "
-                        f"last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none'}"
-                    )
+                skip = guard.skip(it0 + 1, dict(zip(names, vals, strict=False)))
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if tc.clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
+                if not skip:
+                    scaler.scale(loss).backward()
+                    if tc.clip_grad_norm is not None:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
                 scheduler.step()
                 it = it0 + 1
 
                 now = time.perf_counter()
                 step_times.append(now - t_last)
                 t_last = now
-                window["loss"] = window.get("loss", 0.0) + sum(vals[:-1])
-                for k, v in zip(names, vals, strict=False):
-                    window[k] = window.get(k, 0.0) + v
-                window_n += 1
+                if not skip:  # a skipped (non-finite) step is counted, not averaged
+                    window["loss"] = window.get("loss", 0.0) + sum(vals[:-1])
+                    for k, v in zip(names, vals, strict=False):
+                        window[k] = window.get(k, 0.0) + v
+                    window_n += 1
+                window_steps += 1
                 if it % tc.log_every == 0 or it == total:
                     record: dict[str, float] = {"iter": it, "lr": lr}
                     record.update({k: window[k] / window_n for k in window})
-                    record["time"] = (now - window_t0) / window_n
+                    if window_steps > window_n:
+                        record["skipped_nonfinite"] = window_steps - window_n
+                    record["time"] = (now - window_t0) / window_steps
                     if info.is_main:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
@@ -751,7 +871,7 @@ def train(
                         )
                         if callback is not None:
                             callback(it, record)
-                    window, window_n, window_t0 = {}, 0, now
+                    window, window_n, window_steps, window_t0 = {}, 0, 0, now
                 bar.update(1)
                 if it % tc.checkpoint_every == 0 or it == total:
                     checkpoint(it)
@@ -777,6 +897,7 @@ def train(
             checkpoint(it)
         train_time = time.perf_counter() - t_train
         _barrier(info)
+        _leave_process_group(info)  # every rank together, before rank 0's long evaluation
 
         results, eval_path = None, None
         if eval_split is not None and info.is_main:
@@ -793,8 +914,7 @@ def train(
             )
             eval_path = out / "eval.json"
             eval_path.write_text(json.dumps(results, indent=2))
-        # No barrier after evaluation: the other ranks may leave while rank 0 evaluates (a long
-        # COCO evaluation would otherwise hit the collective timeout).
+        # No collective after evaluation: the group is gone, the other ranks have left.
         return {
             "out_dir": str(out),
             "checkpoint": str(ckpt_path),

@@ -250,6 +250,11 @@ class CocoInstances(torch.utils.data.Dataset):
         skip_empty: drop images with no usable annotation (for training); keep them for evaluation.
         root: folder for a relative split path (tried after the path as given and the annotation file's
             folder and its parent).
+        keep_coco: keep the pycocotools index (``coco``, with the whole parsed file) for COCOeval;
+            ``False`` (a training set) keeps only what ``__getitem__`` reads and sets ``coco`` to
+            ``None``: at COCO scale that is most of the memory each process and loader worker holds.
+
+    :attr:`image_sizes` holds ``(height, width)`` per index from the file (``None`` where missing).
 
     ``image`` is float32 ``(3, H, W)`` in [0, 1]; ``target`` holds ``boxes`` float32 ``(N, 4)`` XYXY
     pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` for the M instances whose
@@ -271,6 +276,7 @@ class CocoInstances(torch.utils.data.Dataset):
         seed: int = 0,
         skip_empty: bool = False,
         root: str | Path | None = None,
+        keep_coco: bool = True,
     ) -> None:
         if masks not in ("A", "all"):
             raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
@@ -357,6 +363,28 @@ class CocoInstances(torch.utils.data.Dataset):
                     "which is not in 'images'"
                 )
         self.image_ids: list[int] = [i for i in image_ids if self._anns[i] or not skip_empty]
+        self.image_sizes: list[tuple[int, int] | None] = [
+            (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else None
+            for im in (self.coco.imgs[i] for i in self.image_ids)
+        ]
+        if not keep_coco:
+            self._drop_coco_index()
+
+    def _drop_coco_index(self) -> None:
+        """Free the parsed file and the pycocotools index, keeping per kept image its file name and
+        per usable annotation the fields ``__getitem__`` reads (segmentations of mask classes only)."""
+        seg_cats = {self.label_to_cat_id[label] for label in self.mask_labels}
+        fields = ("id", "image_id", "category_id", "bbox", "area")
+        self._images = {i: {"file_name": self.coco.imgs[i]["file_name"]} for i in self.image_ids}
+        self._anns = {
+            i: [
+                {k: a[k] for k in fields if k in a}
+                | ({"segmentation": a["segmentation"]} if a["category_id"] in seg_cats else {})
+                for a in self._anns[i]
+            ]
+            for i in self.image_ids
+        }
+        self.coco = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -374,7 +402,7 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def load_image(self, image_id: int) -> np.ndarray:
         """The RGB image of ``image_id`` as uint8 ``(H, W, 3)``, with errors naming file and image id."""
-        info = self.coco.imgs[image_id]
+        info = self.coco.imgs[image_id] if self.coco is not None else self._images[image_id]
         path = self.image_dir / str(info["file_name"])
         if not path.is_file():
             raise FileNotFoundError(
