@@ -28,13 +28,13 @@ pytestmark = pytest.mark.skipif(
 FULL_SAMPLING = ["model.rpn_batch_size_per_image=100000", "model.box_batch_size_per_image=100000"]
 
 
-def _build_with_frozen_bn(model_cfg):  # noqa: ANN001, ANN202
+def _build_with_frozen_bn(model_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
     """The model with every BatchNorm frozen (statistics as built): batch statistics are
     per-process under DDP on CPU (SyncBatchNorm needs CUDA), which would hide what this test checks
     (sharding, gradient averaging, schedule)."""
     from torchvision.ops import FrozenBatchNorm2d
 
-    model = _real_build_model(model_cfg)
+    model = _real_build_model(model_cfg, *args, **kwargs)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.BatchNorm2d):
