@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from mxr.ablate import PRESETS
 from mxr.config import config_to_dict, load_config, read_config_file
@@ -33,13 +34,13 @@ def test_shapesx_rows_share_data_and_budget() -> None:
 
 @pytest.mark.parametrize("path", SHAPESX, ids=lambda p: p.stem)
 def test_shapesx_config_builds_on_the_dataset(path: Path, shapesx_root: Path) -> None:
-    from mxr.engine import build_dataset, model_config_for
+    from mxr.engine import build_dataset, class_embedding_for, model_config_for
     from mxr.model import build_model
 
     cfg = load_config(path, [f"data.root={shapesx_root}"])
     ds = build_dataset(cfg.data, "train", seed=0)
     mcfg = model_config_for(cfg.model, ds)
-    model = build_model(mcfg)
+    model = build_model(mcfg, class_embedding=class_embedding_for(cfg, ds))  # as `mxr train` does
     assert mcfg.num_classes == ds.num_classes
     expect = tuple(range(1, ds.num_classes)) if path.stem == "oracle" else ds.a_labels
     assert tuple(mcfg.mask_classes) == tuple(expect)
@@ -68,7 +69,17 @@ def test_the_variants_differ_as_named() -> None:
 
 @pytest.mark.parametrize("path", COCO, ids=lambda p: p.stem)
 def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
-    from mxr.model import build_model
+    """The paper's settings, and the mask branch they describe at R-50-FPN sizes.
+
+    Only the mask predictor is built, on the ``meta`` device (shapes, no memory): building five
+    R-50-FPN models (two with the paper's 157 M-weight MLP) took ~10 s and checked nothing more.
+    """
+    from mxr.model.build import build_mask_predictor
+    from mxr.model.heads import (
+        AgnosticMaskPredictor,
+        ClassMaskPredictor,
+        TransferMaskPredictor,
+    )
 
     cfg = load_config(path)
     assert cfg.model.backbone == "resnet50_fpn"
@@ -91,10 +102,35 @@ def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
         assert cfg.model.mlp_fusion and cfg.model.mlp_form == "paper" and cfg.model.stop_grad
     # COCO: 80 classes + background; set A = 20 (VOC) or 60 (non-VOC) labels
     n_a = 80 if cfg.data.train_masks == "all" else (20 if cfg.data.split == "voc" else 60)
-    model = build_model(
-        dataclasses.replace(cfg.model, num_classes=81, mask_classes=tuple(range(1, n_a + 1)))
+    m = dataclasses.replace(
+        cfg.model, num_classes=81, mask_classes=tuple(range(1, n_a + 1))
+    ).resolved()
+    # R-50-FPN head sizes: FPN 256, box FC 1024, mask head 4 x 256, anchors 32..512 at 800 px
+    assert (m.fpn_channels, m.box_fc_dim, m.mask_head_channels, m.mask_head_convs) == (
+        256,
+        1024,
+        256,
+        4,
     )
-    assert model.roi_heads.box_predictor.cls_score.out_features == 81
+    assert m.anchor_sizes == (32, 64, 128, 256, 512)
+    with torch.device("meta"):
+        pred = build_mask_predictor(m)
+    kind = {"agnostic": AgnosticMaskPredictor, "class": ClassMaskPredictor}
+    assert type(pred) is kind.get(m.mask_head, TransferMaskPredictor)
+    if m.mask_head == "transfer":  # tau: w_det (cls 1024 + box 4 x 1024) -> 256-d w_seg
+        assert (pred.transfer.mlp[0].in_features, pred.transfer.mlp[-1].out_features) == (
+            5120,
+            256,
+        )
+    elif m.mask_head == "class":  # the oracle: one 1x1 filter per class, background included
+        assert tuple(pred.weight.shape) == (81, 256)
+    else:
+        assert tuple(pred.weight.shape) == (1, 256)
+    if m.mlp_fusion:  # the paper's MLP: one FC from the 28x28x256 features to 784 logits
+        assert (pred.mlp.fc.in_features, pred.mlp.fc.out_features) == (28 * 28 * 256, 784)
+        assert pred.mlp.fc.weight.numel() == 157_351_936
+    else:
+        assert pred.mlp is None
 
 
 def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
