@@ -1,31 +1,46 @@
-"""The package installs, has a version, and its command line answers."""
+"""The package installs, has a version, its public names work together, and its command line
+answers (in process here; tests/test_cli.py runs ``python -m mxr`` as a real process)."""
 
 import re
-import subprocess
-import sys
+
+import pytest
 
 import mxr
+from mxr.cli import main
 
 
 def test_version_is_semver():
     assert re.fullmatch(r"\d+\.\d+\.\d+", mxr.__version__)
 
 
-def test_public_api_names():
-    for name in ("ModelConfig", "build_model", "Config", "load_config"):
-        assert hasattr(mxr, name), name
+def test_public_api_loads_a_config_and_builds_its_model():
+    cfg = mxr.load_config(
+        None,
+        ["model.num_classes=3", "model.mask_classes=[1]", "model.min_size=64", "model.max_size=64"],
+    )
+    assert isinstance(cfg, mxr.Config)
+    assert isinstance(cfg.model, mxr.ModelConfig) and isinstance(cfg.train, mxr.TrainConfig)
+    assert isinstance(cfg.data, mxr.DataConfig)
+    model = mxr.build_model(cfg.model)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    assert model.config.mask_classes == (1,)
+    assert set(mxr.__all__) >= {"Config", "ModelConfig", "build_model", "load_config"}
 
 
-def test_cli_help_lists_subcommands():
-    out = subprocess.run(
-        [sys.executable, "-m", "mxr", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "usage" in out.lower()
-    assert "data" in out
+def test_cli_help_lists_subcommands(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: mxr")
+    for command in ("data", "train", "eval", "ablate", "--debug"):
+        assert command in out, command
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    out = capsys.readouterr().out
+    assert "shapesx" in out and "check" in out
 
 
-def test_cli_version():
-    out = subprocess.run(
-        [sys.executable, "-m", "mxr", "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    assert mxr.__version__ in out
+def test_cli_version(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mxr {mxr.__version__}"
