@@ -143,5 +143,7 @@ def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, caps
     assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out), "--no-progress",
                  "--no-mask-iou"]) == 0  # fmt: skip
     assert set(json.loads(out.read_text())["B"]) == {"segm", "bbox"}
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
-        main(["eval", "--checkpoint", str(tmp_path / "nope.pt")])
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2  # a user's mistake
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mxr eval: error: ") and "nope.pt" in err
