@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from mxr.config import Config, load_config
 
 TINY_MODEL = [
     "model.backbone=tiny",
+    "model.backbone_weights=null",  # from scratch (the COCO configs name an ImageNet R-50 file)
     "model.min_size=64",
     "model.max_size=64",
     "model.fpn_channels=32",
@@ -66,3 +68,34 @@ def trained_run(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     out = tmp_path_factory.mktemp("run")
     return train(tiny_config(shapesx_root), out, progress=False)
+
+
+#: The real COCO 2017 sample (80 train + 80 val images, one per category): ``MXR_COCO_SAMPLE``, else
+#: ``../shared/coco-tiny`` beside the repository (a fresh clone's sibling ``shared/`` folder).
+COCO_SAMPLE_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "coco-tiny"
+
+
+def coco_sample_path() -> Path:
+    """Where the real COCO sample is looked for (it may not exist)."""
+    value = os.environ.get("MXR_COCO_SAMPLE")
+    if not value:
+        return COCO_SAMPLE_DEFAULT
+    p = Path(value).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    return p if p.is_absolute() or p.exists() else repo / p
+
+
+@pytest.fixture(scope="session")
+def coco_sample() -> Path:
+    """The real COCO 2017 sample's root (read-only: write copies under ``tmp_path``); skips when absent."""
+    root = coco_sample_path()
+    needed = [root / "annotations" / f"instances_{s}2017.json" for s in ("train", "val")] + [
+        root / f"{s}2017" for s in ("train", "val")
+    ]
+    missing = [p for p in needed if not p.exists()]
+    if missing:
+        pytest.skip(
+            f"real COCO sample not found at {root} (missing {missing[0].relative_to(root)}); set "
+            "MXR_COCO_SAMPLE to a folder with train2017/, val2017/ and annotations/"
+        )
+    return root
