@@ -32,15 +32,29 @@ def test_preset_rows_and_errors() -> None:
         preset_configs("coco2")
 
 
-def test_one_seed_few_iteration_ablation(shapesx_root: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+@pytest.fixture(scope="module")
+def cli_ablation(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``mxr ablate`` run once (3 rows, 1 seed, 2 iterations, sequential) for the tests below:
+    its status, output folder, ``--set`` values, stdout and ``results.json`` as first written."""
+    import contextlib
+    import io
+
     from mxr.__main__ import main
 
-    out = tmp_path / "abl"
+    out = tmp_path_factory.mktemp("ablate") / "abl"
     sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
     argv = ["ablate", "--preset", "shapesx", "--seeds", "1", "--rows", "agnostic,transfer_mlp,oracle",
             "--split", "test", "--out", str(out), "--no-progress", "--set", *sets]  # fmt: skip
-    assert main(argv) == 0
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(argv)
     res = json.loads((out / "results.json").read_text())
+    return {"status": status, "out": out, "sets": sets, "stdout": stdout.getvalue(), "res": res}
+
+
+def test_one_seed_few_iteration_ablation(cli_ablation: dict) -> None:
+    out, res, sets = cli_ablation["out"], cli_ablation["res"], cli_ablation["sets"]
+    assert cli_ablation["status"] == 0
     assert list(res["rows"]) == ["agnostic", "transfer_mlp", "oracle"]
     b = res["rows"]["transfer_mlp"]["B"]
     assert {"AP", "AP_std", "AP75", "AP75_std"} <= set(b["segm"]) and "AP" in b["bbox"]
@@ -49,11 +63,13 @@ def test_one_seed_few_iteration_ablation(shapesx_root: Path, tmp_path: Path, cap
     assert table.startswith("| variant | box AP A") and "| oracle |" in table
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "oracle" / "seed0" / "eval.json").is_file()
-    assert "| agnostic |" in capsys.readouterr().out
+    assert "| agnostic |" in cli_ablation["stdout"]
 
     # finished runs are reused, not retrained
+    lines: list[str] = []
     again = run_ablation("shapesx", seeds=1, rows=["agnostic"], split="test", out_dir=out,
-                         overrides=sets, progress=False, log=lambda s: None)  # fmt: skip
+                         overrides=sets, progress=False, log=lines.append)  # fmt: skip
+    assert any("reusing" in line for line in lines)
     assert again["rows"]["agnostic"] == res["rows"]["agnostic"]
     assert markdown_table(again["rows"]).count("\n") == 2
 
@@ -76,14 +92,17 @@ def test_an_edited_config_is_trained_again_not_reused(shapesx_root: Path, tmp_pa
     assert not any("reusing" in line for line in lines)
 
 
-def test_parallel_jobs_match_the_sequential_runs(shapesx_root: Path, tmp_path: Path) -> None:
-    sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
-    kw = dict(seeds=1, rows=["agnostic", "oracle"], split="val", overrides=sets, progress=False)
-    seq = run_ablation("shapesx", out_dir=tmp_path / "seq", log=lambda s: None, **kw)
+def test_parallel_jobs_match_the_sequential_runs(cli_ablation: dict, tmp_path: Path) -> None:
+    """Two rows trained side by side give the numbers of the sequential CLI run (same seeds)."""
+    kw = dict(seeds=1, rows=["agnostic", "oracle"], split="test", overrides=cli_ablation["sets"],
+              progress=False)  # fmt: skip
     lines: list[str] = []
-    par = run_ablation("shapesx", out_dir=tmp_path / "par", jobs=2, log=lines.append, **kw)
+    run_ablation("shapesx", out_dir=tmp_path / "par", jobs=2, log=lines.append, **kw)
     assert any("2 at a time" in line for line in lines)
-    assert par["rows"] == seq["rows"]  # same seeds -> same numbers, whichever process ran them
+    assert not any("reusing" in line for line in lines)  # really trained here
+    par = json.loads((tmp_path / "par" / "results.json").read_text())
+    seq = cli_ablation["res"]["rows"]
+    assert par["rows"] == {row: seq[row] for row in ("agnostic", "oracle")}  # whichever process
     assert list(par["rows"]) == ["agnostic", "oracle"]  # table order, not finishing order
     with pytest.raises(ValueError, match="jobs=0"):
         run_ablation("shapesx", out_dir=tmp_path / "bad", jobs=0, **kw)
