@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -184,20 +186,28 @@ def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None
     assert not same_run_config(older, zero_init)
 
 
+def _ablation_twin(trained_run: dict, ablation: Path) -> Path:
+    """A copy of the session's finished ``trained_run`` laid out as an ablation run
+    (``<ablation>/agnostic/seed0`` with its ``result.json``): a twin of ``tiny_config(root)``."""
+    import shutil
+
+    twin = ablation / "agnostic" / "seed0"
+    shutil.copytree(trained_run["out_dir"], twin)
+    (twin / "result.json").write_text("{}")
+    return twin
+
+
 def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
-    shapesx_root, tmp_path, monkeypatch
+    shapesx_root, trained_run, tmp_path, monkeypatch
 ) -> None:  # noqa: ANN001
     import json
 
     from conftest import tiny_config
 
     from mxr.course import train_or_load
-    from mxr.engine import train
 
-    cfg = tiny_config(shapesx_root, ["train.iterations=2"])
-    twin = tmp_path / "abl" / "agnostic" / "seed0"
-    train(cfg, twin, progress=False, eval_split="test")
-    (twin / "result.json").write_text("{}")
+    cfg = tiny_config(shapesx_root)  # trained_run's config: reuse that training, do not repeat it
+    twin = _ablation_twin(trained_run, tmp_path / "abl")
     monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
     res = train_or_load("run", cfg, progress=False)
@@ -206,13 +216,14 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
     assert json.loads((res["out_dir"] / "eval.json").read_text()) == res["eval"]  # on val
     other = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
     res2 = train_or_load("other", other, progress=False)  # no twin: trained here
+    assert not res2["adopted"]
     assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
     res3 = train_or_load("same-as-other", other, progress=False)  # another notebook run's twin
     assert (res3["out_dir"] / "last.pt").read_bytes() == (res2["out_dir"] / "last.pt").read_bytes()
 
 
 def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
-    shapesx_root, tmp_path, monkeypatch
+    shapesx_root, trained_run, tmp_path, monkeypatch
 ) -> None:  # noqa: ANN001
     from conftest import tiny_config
 
@@ -221,9 +232,11 @@ def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
 
     monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
-    first = tiny_config(shapesx_root, ["train.iterations=2"])
-    out = train_or_load("run", first, progress=False)["out_dir"]
-    assert (out / "eval.json").is_file()
+    _ablation_twin(trained_run, tmp_path / "abl")  # the first run is finished without training
+    first = tiny_config(shapesx_root)
+    done = train_or_load("run", first, progress=False)
+    out = done["out_dir"]
+    assert done["adopted"] and (out / "eval.json").is_file()
     changed = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
     real_train = mxr.engine.train
 
