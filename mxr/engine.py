@@ -867,7 +867,8 @@ def train(
                         with metrics_path.open("a") as f:
                             f.write(json.dumps(record) + "\n")
                         bar.set_postfix(
-                            loss=f"{record['loss']:.3f}", mask=f"{record.get('loss_mask', 0):.3f}"
+                            loss=f"{record.get('loss', math.nan):.3f}",
+                            mask=f"{record.get('loss_mask', 0):.3f}",
                         )
                         if callback is not None:
                             callback(it, record)
