@@ -244,14 +244,26 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
     import mxr.course
 
     def broken(name, cfg, progress=True, callback=None):
-        raise FileNotFoundError("no data here")
+        raise FileNotFoundError("no data in <data/shapesx>")
 
     monkeypatch.setattr(mxr.course, "train_or_load", broken)
     panel = training_panel()
     panel.train_button.click()  # the button swallows the error and shows it
-    assert "no data here" in panel.status.value and not panel.runs
-    with pytest.raises(FileNotFoundError):
+    shown = panel.status.value
+    assert "Training failed: FileNotFoundError: no data in &lt;data/shapesx&gt;" in shown
+    assert not panel.runs and panel.table.value == ""  # nothing half-finished is shown as a run
+    assert not panel.train_button.disabled  # the learner can fix the cause and press it again
+    with pytest.raises(FileNotFoundError, match="no data in"):
         panel.run()
+
+    def works(name, cfg, progress=True, callback=None):
+        callback(1, {"iter": 1, "loss": 1.0})
+        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
+                "cached": False}  # fmt: skip
+
+    monkeypatch.setattr(mxr.course, "train_or_load", works)
+    panel.train_button.click()  # after the failure, the same panel trains normally
+    assert len(panel.runs) == 1 and panel.status.value.startswith("Done:")
 
 
 @pytest.mark.slow
