@@ -127,3 +127,58 @@ def test_torchrun_command_line(shapesx_root: Path, tmp_path: Path) -> None:
     assert load_checkpoint(out / "last.pt")["iteration"] == 2
     assert [r["iter"] for r in read_metrics(out)] == [1, 2]
     assert "| B | mask |" in proc.stdout and proc.stdout.count("| B | mask |") == 1
+
+
+def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> None:
+    """A process whose batches hold no set-A instance on rank 1 (boxes of set B only), and whose
+    evaluation records whether the process group is still up when rank 0 evaluates."""
+    import json
+
+    import mxr.evaluation
+    from mxr.data import CocoInstances
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    real_getitem = CocoInstances.__getitem__
+
+    def b_only(self, index):  # noqa: ANN001, ANN202
+        image, t = real_getitem(self, index)
+        in_a = torch.isin(t["labels"], torch.tensor(self.a_labels))
+        labels = torch.where(in_a, self.b_labels[0], t["labels"])  # every instance now in set B
+        t = {**t, "labels": labels, "masks": t["masks"][:0], "has_mask": torch.zeros_like(in_a)}
+        return image, t
+
+    if rank == 1:
+        CocoInstances.__getitem__ = b_only
+
+    def fake_evaluate(model, dataset, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        group_up = torch.distributed.is_initialized()
+        (Path(out) / "group_at_eval.json").write_text(json.dumps(group_up))
+        return {"group_up": group_up}
+
+    mxr.evaluation.evaluate = fake_evaluate
+    mxr.model.build_model = _build_with_frozen_bn
+    summary = train(cfg, out, progress=False, eval_split="val")
+    torch.save(summary["model"].state_dict(), Path(out) / f"rank{rank}.pt")
+
+
+def test_b_only_rank_trains_without_find_unused_and_group_is_gone_before_eval(
+    shapesx_root: Path, tmp_path: Path
+) -> None:
+    """DDP without ``find_unused_parameters``: a rank that sees no mask RoI still gives every mask
+    parameter a (zero) gradient, so 3 steps complete and the ranks agree; the process group is
+    destroyed on every rank before rank 0 evaluates."""
+    steps = ["train.iterations=3", "train.warmup_iters=0", "train.checkpoint_every=100"]
+    cfg = tiny_config(shapesx_root, [*steps, "train.batch_size=2"])
+    out = tmp_path / "ddp_b"
+    mp.start_processes(
+        _b_only_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, start_method="spawn"
+    )
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
+    assert len(read_metrics(out)) == 3
+    assert (out / "group_at_eval.json").read_text() == "false"  # rank 0 evaluated with no group
+    assert (out / "eval.json").is_file()
