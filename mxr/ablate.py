@@ -198,6 +198,10 @@ def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> 
 HEADLINE_ROWS = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
 """The four rows the targets compare (class-agnostic, its MLP control, transfer+MLP, oracle)."""
 
+TRANSFER_TARGETS: dict[str, float] = {"transfer_mlp": 0.5, "transfer_embed_mlp": 0.7}
+"""Each transfer+MLP row the targets are computed for, with its ``gap_closed`` target: τ reading
+``cls+box`` (the first issue's 0.5) and τ reading the class embedding (0.7)."""
+
 HEADLINE_METRICS: dict[str, tuple[str, str]] = {
     "AP75": ("segm", "AP75"),  # the headline metric, fixed before any result
     "AP": ("segm", "AP"),
@@ -217,17 +221,25 @@ def per_seed_values(runs: dict[str, list[dict[str, Any]]], s: str = "B") -> dict
     return out
 
 
-def headline(per_seed: dict[str, Any], metric: str = "AP75") -> dict[str, Any] | None:
-    """The issue's two targets on set B for ``metric``, from per-seed values (seeds paired by index).
+def headline(
+    per_seed: dict[str, Any],
+    metric: str = "AP75",
+    transfer: str = "transfer_mlp",
+    closed_target: float = 0.5,
+) -> dict[str, Any] | None:
+    """The targets on set B for ``metric``, from per-seed values (seeds paired by index).
 
-    * ``gap_closed`` = (transfer+MLP − agnostic) / (oracle − agnostic), target >= 0.5;
-    * ``gain`` = transfer+MLP − agnostic+MLP (mean of per-seed differences), ``gain_std`` its sample
-      std over seeds; target: gain > 3 × gain_std.
+    * ``gap_closed`` = (transfer − agnostic) / (oracle − agnostic), target >= ``closed_target``;
+    * ``gain`` = transfer − agnostic+MLP (mean of per-seed differences), ``gain_std`` its sample
+      std over seeds; target: gain > 3 × gain_std; ``wins_every_seed``: the paired difference is
+      positive on every seed.
 
-    Returns ``None`` when one of :data:`HEADLINE_ROWS` is missing or has no values.
+    ``transfer`` names the transfer row (``"transfer_mlp"``: τ from ``cls+box``;
+    ``"transfer_embed_mlp"``: τ from the class embedding). Returns ``None`` when one of the four
+    rows is missing or has no values.
     """
     vals = {}
-    for row in HEADLINE_ROWS:
+    for row in ("agnostic", "agnostic_mlp", transfer, "oracle"):
         v = per_seed.get(row, {}).get(metric)
         if not v or any(x is None for x in v):
             return None
@@ -236,21 +248,61 @@ def headline(per_seed: dict[str, Any], metric: str = "AP75") -> dict[str, Any] |
     vals = {k: v[:n] for k, v in vals.items()}
     mean = {k: float(v.mean()) for k, v in vals.items()}
     gap = mean["oracle"] - mean["agnostic"]
-    closed = (mean["transfer_mlp"] - mean["agnostic"]) / gap if gap != 0 else None
-    diffs = vals["transfer_mlp"] - vals["agnostic_mlp"]
+    closed = (mean[transfer] - mean["agnostic"]) / gap if gap != 0 else None
+    diffs = vals[transfer] - vals["agnostic_mlp"]
     gain = float(diffs.mean())
     gain_std = float(diffs.std(ddof=1)) if n > 1 else None
     return {
         "metric": metric,
+        "transfer": transfer,
         "seeds": n,
         "mean": {k: round(v, 3) for k, v in mean.items()},
         "oracle_minus_agnostic": round(gap, 3),
         "gap_closed": None if closed is None else round(closed, 3),
-        "gap_closed_target_met": closed is not None and gap > 0 and closed >= 0.5,
+        "gap_closed_target": closed_target,
+        "gap_closed_target_met": closed is not None and gap > 0 and closed >= closed_target,
         "gain_over_control": round(gain, 3),
         "gain_std": None if gain_std is None else round(gain_std, 3),
         "gain_target_met": gain_std is not None and gain > 3 * gain_std,
+        "gain_per_seed": [round(float(d), 3) for d in diffs],
+        "wins_every_seed": bool((diffs > 0).all()),
     }
+
+
+def negative_control(
+    per_seed: dict[str, Any], metric: str = "mIoU", row: str = "transfer_randn"
+) -> dict[str, Any] | None:
+    """Whether τ reading a random vector per class (``row``) does *not* beat the class-agnostic
+    head on set B by more than its own std over seeds (the paper's randn row: no transfer without
+    an input that orders the classes). ``None`` when ``row`` or ``agnostic`` is missing."""
+    v, a = (per_seed.get(r, {}).get(metric) for r in (row, "agnostic"))
+    if not v or not a or any(x is None for x in [*v, *a]):
+        return None
+    n = min(len(v), len(a))
+    v, a = np.asarray(v[:n], dtype=float), np.asarray(a[:n], dtype=float)
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    excess = float(v.mean() - a.mean())
+    return {
+        "metric": metric,
+        "row": row,
+        "seeds": n,
+        "mean": round(float(v.mean()), 3),
+        "std": round(std, 3),
+        "agnostic": round(float(a.mean()), 3),
+        "excess_over_agnostic": round(excess, 3),
+        "target_met": excess <= std,
+    }
+
+
+def negative_control_text(c: dict[str, Any] | None) -> str:
+    """One markdown sentence stating a :func:`negative_control`."""
+    if c is None:
+        return "(the rows transfer_randn and agnostic are not both there)"
+    return (
+        f"B {c['metric']}, mean of {c['seeds']} seeds: {c['row']} {c['mean']:.2f} ± {c['std']:.2f}, "
+        f"agnostic {c['agnostic']:.2f}; excess {c['excess_over_agnostic']:+.2f} (target: no more "
+        f"than its own std: {'met' if c['target_met'] else 'not met'})."
+    )
 
 
 def headline_text(h: dict[str, Any] | None) -> str:
@@ -260,16 +312,25 @@ def headline_text(h: dict[str, Any] | None) -> str:
             "(the headline rows agnostic, agnostic_mlp, transfer_mlp and oracle are not all there)"
         )
     m, mean = h["metric"], h["mean"]
+    t = h.get("transfer", "transfer_mlp")
+    label = {"transfer_mlp": "transfer+MLP", "transfer_embed_mlp": "transfer(embed)+MLP"}.get(t, t)
     closed = "n/a (oracle does not beat agnostic)" if h["gap_closed"] is None or h[
         "oracle_minus_agnostic"] <= 0 else f"{h['gap_closed']:.2f}"  # fmt: skip
     std = "n/a (one seed)" if h["gain_std"] is None else f"{h['gain_std']:.2f}"
     return (
         f"B mask {m}, mean of {h['seeds']} seeds: agnostic {mean['agnostic']:.2f}, agnostic+MLP "
-        f"{mean['agnostic_mlp']:.2f}, transfer+MLP {mean['transfer_mlp']:.2f}, oracle "
-        f"{mean['oracle']:.2f}. Gap closed by transfer+MLP: {closed} (target >= 0.5: "
+        f"{mean['agnostic_mlp']:.2f}, {label} {mean[t]:.2f}, oracle "
+        f"{mean['oracle']:.2f}. Gap closed by {label}: {closed} (target >= "
+        f"{h.get('gap_closed_target', 0.5)}: "
         f"{'met' if h['gap_closed_target_met'] else 'not met'}). Gain over agnostic+MLP: "
         f"{h['gain_over_control']:+.2f}, std over seeds {std} (target > 3 std: "
-        f"{'met' if h['gain_target_met'] else 'not met'})."
+        f"{'met' if h['gain_target_met'] else 'not met'})"
+        + (
+            f"; per seed {', '.join(f'{d:+.2f}' for d in h['gain_per_seed'])} (above the control "
+            f"on every seed: {'yes' if h['wins_every_seed'] else 'no'})."
+            if "gain_per_seed" in h
+            else "."
+        )
     )
 
 
@@ -288,6 +349,7 @@ def run_ablation(
     config_dir: str | Path | None = None,
     progress: bool = True,
     jobs: int = 1,
+    merge_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and evaluate each row × seed, then write ``results.{json,md,png}`` into ``out_dir``.
@@ -303,6 +365,9 @@ def run_ablation(
         config_dir: folder of the preset's YAML files (default: ``configs/<preset>``).
         progress: tqdm bars for each run (only with ``jobs=1``).
         jobs: runs trained at the same time, each in its own process with ``CPUs // jobs`` threads.
+        merge_from: a published ``results.json`` whose rows that this call does not run are kept
+            in the table (aggregates, wall time and per-seed B values), recorded in
+            ``meta["merged"]``; for adding rows to a published ablation of unchanged code.
         log: where one-line progress messages go.
 
     Returns:
@@ -315,6 +380,7 @@ def run_ablation(
     if split not in ("val", "test"):
         raise ValueError(f"split={split!r} is not valid; expected 'val' or 'test'")
     configs = preset_configs(preset, rows, config_dir)
+    published = None if merge_from is None else _read_published(merge_from, split, seeds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
@@ -362,6 +428,10 @@ def run_ablation(
         per_row[name] = aggregate(evals[name])
         wall[name] = sum(runs[name, seed]["wall_s"] for seed in range(seeds))
     per_seed = per_seed_values(evals)
+    merged: dict[str, Any] | None = None
+    if published is not None:
+        per_row, wall, per_seed, merged = _merge(preset, per_row, wall, per_seed, published)
+        budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
     if len(set(budgets.values())) > 1:
         log(f"warning: rows have different train.iterations: {budgets}")
     results = {
@@ -369,6 +439,11 @@ def run_ablation(
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
         "per_seed": {"B": per_seed},
         "targets": {m: headline(per_seed, m) for m in ("AP75", "mIoU")},
+        "targets_embed": {
+            m: headline(per_seed, m, "transfer_embed_mlp", TRANSFER_TARGETS["transfer_embed_mlp"])
+            for m in ("AP75", "mIoU")
+        },
+        "negative_control": {m: negative_control(per_seed, m) for m in ("mIoU", "AP75")},
         "meta": {
             "preset": preset,
             "seeds": seeds,
@@ -377,6 +452,7 @@ def run_ablation(
             "overrides": extra,
             "machine": f"{platform.machine()} {platform.processor() or ''} ".strip()
             + f", {cpu_count()} CPUs, {platform.system()}",
+            **({"merged": {k: merged[k] for k in ("from", "rows")}} if merged else {}),
         },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -385,11 +461,57 @@ def run_ablation(
     return results
 
 
+def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
+    """A published ``results.json`` to merge, checked to hold the same split and seeds."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--merge-from: results file not found: {path}")
+    old = json.loads(path.read_text())
+    meta = old.get("meta", {})
+    if meta.get("split") != split or meta.get("seeds") != seeds:
+        raise ValueError(
+            f"{path}: holds split={meta.get('split')!r}, seeds={meta.get('seeds')!r}; expected "
+            f"split={split!r}, seeds={seeds} to merge with this run"
+        )
+    return {**old, "_path": str(path)}
+
+
+def _merge(
+    preset: str,
+    per_row: dict[str, Any],
+    wall: dict[str, float],
+    per_seed: dict[str, Any],
+    old: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any], dict[str, Any]]:
+    """The rows of a published ``results.json`` that this run did not train, merged in preset order."""
+    meta, path = old.get("meta", {}), old["_path"]
+    rows = [r for r in old.get("rows", {}) if r not in per_row]
+    order = [r for r in PRESETS[preset] if r in per_row or r in rows]
+    old_seed = old.get("per_seed", {}).get("B", {})
+    out_rows = {r: per_row[r] if r in per_row else old["rows"][r] for r in order}
+    out_wall = {r: wall[r] if r in wall else old.get("wall_s", {}).get(r, 0.0) for r in order}
+    out_seed = {r: per_seed[r] if r in per_seed else old_seed.get(r, {}) for r in order}
+    iterations = meta.get("iterations", {})
+    return out_rows, out_wall, out_seed, {"from": str(path), "rows": rows, "iterations": iterations}
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The table (mean ± std over seeds, wall time per row) and the targets, as markdown."""
     parts = [markdown_table(results["rows"], results.get("wall_s")), ""]
+    merged = results.get("meta", {}).get("merged")
+    if merged:
+        parts += [
+            f"Rows {', '.join(merged['rows'])} are kept from the earlier published run "
+            f"(`{merged['from']}`, same code and configs for those rows); the others were trained "
+            "by this run.",
+            "",
+        ]
     for m, h in (results.get("targets") or {}).items():
-        parts += [f"**Targets on {m}.** " + headline_text(h), ""]
+        parts += [f"**Targets on {m} (τ from cls+box).** " + headline_text(h), ""]
+    for m, h in (results.get("targets_embed") or {}).items():
+        parts += [f"**Targets on {m} (τ from the class embedding).** " + headline_text(h), ""]
+    for _, c in (results.get("negative_control") or {}).items():
+        parts += ["**Negative control (τ from randn).** " + negative_control_text(c), ""]
     return "\n".join(parts)
 
 
@@ -467,6 +589,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         config_dir=args.config_dir,
         progress=not args.no_progress,
         jobs=args.jobs,
+        merge_from=args.merge_from,
     )
     print(results_markdown(res))
     if args.publish:
@@ -507,6 +630,11 @@ def add_subparser(sub: Any) -> None:
         "--publish",
         metavar="DIR",
         help="also copy results.json / the AP75 chart into DIR and update DIR/results.md's table",
+    )
+    p.add_argument(
+        "--merge-from",
+        metavar="RESULTS_JSON",
+        help="keep the rows of this published results.json that --rows does not train",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_cli)

@@ -152,3 +152,55 @@ def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
         publish(src, docs)
     with pytest.raises(FileNotFoundError, match="results.json"):
         publish(tmp_path / "nothing", docs)
+
+
+def test_embed_targets_use_their_own_row_and_gap_target() -> None:
+    from mxr.ablate import headline, headline_text
+
+    per_seed = _fake_per_seed([10, 12], [11, 13], [12, 13], [20, 22])
+    per_seed["transfer_embed_mlp"] = {"AP75": [18, 19]}
+    h = headline(per_seed, "AP75", "transfer_embed_mlp", 0.7)
+    assert h["transfer"] == "transfer_embed_mlp" and h["gap_closed"] == pytest.approx(0.75)
+    assert h["gap_closed_target_met"] and h["wins_every_seed"] and h["gain_per_seed"] == [7, 6]
+    assert "transfer(embed)+MLP 18.50" in headline_text(h) and "target >= 0.7" in headline_text(h)
+    per_seed["transfer_embed_mlp"] = {"AP75": [17, 12]}  # one seed below the control
+    h = headline(per_seed, "AP75", "transfer_embed_mlp", 0.7)
+    assert not h["wins_every_seed"] and not h["gap_closed_target_met"]
+    assert headline(_fake_per_seed([1], [1], [1], [2]), "AP75", "transfer_embed_mlp") is None
+
+
+def test_negative_control_compares_randn_with_agnostic_within_its_std() -> None:
+    from mxr.ablate import negative_control, negative_control_text
+
+    ok = negative_control({"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [71, 69]}})
+    assert (
+        ok["excess_over_agnostic"] == 0.0
+        and ok["target_met"]
+        and "met" in negative_control_text(ok)
+    )
+    bad = negative_control({"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [75, 76]}})
+    assert bad["excess_over_agnostic"] == 5.5 and not bad["target_met"]
+    assert negative_control({"agnostic": {"mIoU": [70]}}) is None
+
+
+def test_merge_from_keeps_published_rows_in_preset_order(
+    shapesx_root: Path, tmp_path: Path
+) -> None:
+    sets = [*tiny_overrides(shapesx_root), "train.iterations=1"]
+    kw = dict(seeds=1, split="val", overrides=sets, progress=False, log=lambda s: None)
+    first = run_ablation("shapesx", rows=["agnostic", "oracle"], out_dir=tmp_path / "a", **kw)
+    merged = run_ablation(
+        "shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
+        merge_from=tmp_path / "a" / "results.json", **kw,
+    )  # fmt: skip
+    assert list(merged["rows"]) == ["agnostic", "agnostic_mlp", "oracle"]
+    assert merged["rows"]["oracle"] == first["rows"]["oracle"]
+    assert merged["per_seed"]["B"]["agnostic"] == first["per_seed"]["B"]["agnostic"]
+    assert merged["meta"]["merged"]["rows"] == ["agnostic", "oracle"]
+    assert "kept from the earlier published run" in (tmp_path / "b" / "results.md").read_text()
+    with pytest.raises(ValueError, match="split='val', seeds=1"):
+        run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
+                     merge_from=tmp_path / "a" / "results.json", **{**kw, "split": "test"})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
+                     merge_from=tmp_path / "nope.json", **kw)  # fmt: skip
