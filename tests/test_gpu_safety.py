@@ -332,3 +332,14 @@ def test_grouped_training_resumes_bit_identically(shapesx_root: Path, tmp_path: 
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed grouped run differs"
+
+
+def test_one_loader_with_workers_serves_every_epoch_as_without() -> None:
+    def run(workers: int) -> list[tuple[int, list[int], list[int]]]:
+        it = _iterate_batches(_Items(10), start=1, stop=7, batch_size=2, info=DistInfo(0, 1),
+                              seed=2, num_workers=workers)  # fmt: skip
+        return [(i, [int(x) for x in ims], [int(t["epoch"]) for t in ts]) for i, ims, ts in it]
+
+    plain = run(0)
+    assert [eps for _, _, eps in plain] == [[0, 0], [0, 0], [0, 0], [0, 0], [1, 1], [1, 1]]
+    assert run(2) == plain  # the workers see each item's epoch
