@@ -28,6 +28,13 @@ VARIANTS = {
     "agnostic": dict(mask_head="agnostic", mlp_fusion=False),
     "class": dict(mask_head="class", mlp_fusion=False),
     "transfer cls+box 2L": dict(mask_head="transfer", mlp_fusion=False),
+    # τ from a fixed class embedding (a 300-d GloVe-sized table, here random) and from randn
+    "transfer embed 2L": dict(
+        mask_head="transfer", mlp_fusion=False, transfer_input="embed", class_embedding="x.json"
+    ),
+    "transfer randn 2L": dict(
+        mask_head="transfer", mlp_fusion=False, transfer_input="randn", randn_dim=300
+    ),
     "transfer+MLP light": dict(mask_head="transfer", mlp_fusion=True, mlp_form="light"),
     "transfer+MLP paper": dict(mask_head="transfer", mlp_fusion=True, mlp_form="paper"),
 }
@@ -72,7 +79,11 @@ def build(name: str, variant: dict | None, cfg_kw: dict, device: torch.device):
         return build_stock_maskrcnn(model_cfg(**cfg_kw, mask_head="class", mlp_fusion=False)).to(
             device
         )
-    return build_model(model_cfg(**cfg_kw, **variant)).to(device)
+    cfg = model_cfg(**cfg_kw, **variant)
+    emb = None
+    if cfg.transfer_input == "embed":  # what engine.class_embedding_for would read from the file
+        emb = torch.randn(cfg.num_classes, 300, generator=torch.Generator().manual_seed(0))
+    return build_model(cfg, class_embedding=emb).to(device)
 
 
 def sync(device: torch.device) -> None:

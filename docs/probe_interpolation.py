@@ -5,6 +5,8 @@ the mask weights of each set-B class by a guess built from set A only, and print
 true boxes for each guess (:func:`mxr.probes.interpolation_probe`). It also prints how far each B
 class's ``w_det`` lies from the mean of its adjacent A members, relative to its own norm
 (:func:`mxr.probes.wdet_distance_from_adjacent`; 0 would mean the detection weights interpolate).
+The guesses include the linear map from the ShapesX class embedding (what ``transfer_input: embed``
+reads), fitted on the A pairs like the ``w_det`` maps.
 
     python docs/probe_interpolation.py runs/results/shapesx/oracle/seed0/last.pt --split test
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from mxr.config import config_from_dict
-from mxr.data.shapesx import class_names, default_split
+from mxr.data.shapesx import class_embedding, class_names, default_split
 from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint
 from mxr.probes import interpolation_probe, wdet_distance_from_adjacent
 
@@ -25,6 +29,8 @@ def main() -> None:
     p.add_argument("--split", default="val", choices=("val", "test"))
     args = p.parse_args()
     names, b_names = class_names(), default_split()["B"]
+    table = class_embedding()
+    emb = torch.tensor([[0.0] * len(table[names[0]])] + [table[n] for n in names])
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         cfg = config_from_dict(ckpt["config"], where=f"{path} (config)")
@@ -36,7 +42,7 @@ def main() -> None:
               + ", ".join(f"{k} {v:.2f}" for k, v in dist.items()) + "\n")  # fmt: skip
         print("| mask weights of the B classes | B mIoU (true boxes) | A mIoU |")
         print("|---|---:|---:|")
-        for row in interpolation_probe(model, dataset, names, b_names):
+        for row in interpolation_probe(model, dataset, names, b_names, embedding=emb):
             print(f"| {row['guess']} | {row['B']:.1f} | {row['A']:.1f} |", flush=True)
 
 

@@ -3,7 +3,8 @@
 For each checkpoint, for each B class, take its two nearest set-A classes (cosine similarity of the
 mean-centred weight vectors) and count how many are in the same family, and how many are the adjacent
 members (k ± 1), in ``w_det`` (``cls``, ``box``, ``cls+box`` rows of the box predictor) and, for a
-transfer head, in ``w_seg = τ(w_det)``. Chance, for 6 B classes × 2 neighbours = 12 slots among 24 A
+transfer head, in τ's input (detection weights or the class embedding, per ``transfer_input``) and
+its output ``w_seg``. Chance, for 6 B classes × 2 neighbours = 12 slots among 24 A
 classes: 2/12 same family and 1/12 adjacent.
 
     python docs/probe_wdet.py runs/results/shapesx/transfer_*/seed0/last.pt
@@ -17,14 +18,14 @@ import torch
 
 from mxr.data.shapesx import class_names, default_split
 from mxr.engine import load_checkpoint, model_from_checkpoint
-from mxr.probes import detection_weights, neighbour_hits
+from mxr.probes import detection_weights, neighbour_hits, transfer_input_rows
 
 
 def main(paths: list[str]) -> None:
     names, b_names = class_names(), default_split()["B"]
     labels = torch.arange(1, len(names) + 1)
-    print("| run | w_det cls | w_det box | w_det cls+box | w_seg |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | w_det cls | w_det box | w_det cls+box | τ input | w_seg |")
+    print("|---|---:|---:|---:|---:|---:|")
     for path in paths:
         model = model_from_checkpoint(load_checkpoint(path))
         heads = model.roi_heads
@@ -33,11 +34,16 @@ def main(paths: list[str]) -> None:
             for w in detection_weights(model).values()
         ]
         if heads.mask_predictor.uses_detection_weights:
+            x = transfer_input_rows(model)[1:]
+            cells.append(
+                f"{heads.transfer_input}: "
+                + "{}/12, adj {}/12".format(*neighbour_hits(x, names, b_names))
+            )
             with torch.no_grad():
                 w_seg = heads.mask_predictor.mask_weights_of(labels, heads.read_w_det)
             cells.append("{}/12, adj {}/12".format(*neighbour_hits(w_seg, names, b_names)))
         else:
-            cells.append("—")
+            cells += ["—", "—"]
         print(f"| {path} | " + " | ".join(cells) + " |")
 
 

@@ -64,6 +64,18 @@ def detection_weights(model: nn.Module) -> dict[str, Tensor]:
     return {k: read_detection_weights(box, every, k) for k in ("cls", "box", "cls+box")}
 
 
+def transfer_input_rows(model: nn.Module) -> Tensor | None:
+    """τ's input for every label ``(C + 1, d)`` (background first), as a transfer head reads it
+    (detection weights and/or the class embedding, per ``transfer_input``); ``None`` for a head
+    without τ."""
+    heads = model.roi_heads
+    if not heads.mask_predictor.uses_detection_weights:
+        return None
+    every = torch.arange(heads.box_predictor.cls_score.weight.shape[0])
+    with torch.no_grad():
+        return heads.read_w_det(every)
+
+
 def _class_sets(
     names: Sequence[str], b_names: Sequence[str]
 ) -> tuple[dict[str, int], list[int], list[int], list[list[int]]]:
@@ -108,9 +120,16 @@ def _class_mask_weights(model: nn.Module) -> Tensor:
 
 
 def b_weight_guesses(
-    model: nn.Module, names: Sequence[str], b_names: Sequence[str], ridge: float = 1e-3
+    model: nn.Module,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    ridge: float = 1e-3,
+    embedding: Tensor | None = None,
 ) -> dict[str, Tensor | None]:
     """Guesses for the B classes' mask weights (1×1 filter and bias), built from set A only.
+
+    ``embedding`` ``(C + 1, E)`` (background first; e.g. the ShapesX class embedding) adds the
+    guess a linear τ reading it would make, fitted on the A pairs like the ``w_det`` ones.
 
     Returns ``{label: (len(b_names), K + 1) or None}``; ``None`` is the model's own weights.
     """
@@ -130,6 +149,9 @@ def b_weight_guesses(
     w_det = detection_weights(model)
     for name, x in w_det.items():
         guesses[f"linear map from w_det ({name})"] = ridge_map(x[a], y[a], x[b], ridge)
+    if embedding is not None:
+        e = embedding.to(y.dtype)
+        guesses["linear map from the class embedding"] = ridge_map(e[a], y[a], e[b], ridge)
     xc = nn.functional.normalize(w_det["cls"] - w_det["cls"][a].mean(0), dim=1)
     top2 = (xc[b] @ xc[a].T).topk(2, dim=1).indices
     guesses["mean of the 2 nearest A classes in w_det (cls)"] = torch.stack(
@@ -163,11 +185,13 @@ def interpolation_probe(
     *,
     indices: Sequence[int] | None = None,
     ridge: float = 1e-3,
+    embedding: Tensor | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """B and A mIoU (0–100, true boxes) of ``model`` with each :func:`b_weight_guesses` put in place.
 
-    The model's own weights are restored afterwards. ``indices`` restricts the images (default: all).
+    The model's own weights are restored afterwards. ``indices`` restricts the images (default: all);
+    ``embedding`` adds the class-embedding guess (see :func:`b_weight_guesses`).
 
     Returns:
         ``[{"guess": label, "B": mIoU, "A": mIoU}, ...]`` in the order of the guesses.
@@ -179,7 +203,7 @@ def interpolation_probe(
     _, a, b, _ = _class_sets(names, b_names)
     rows = []
     try:
-        for name, guess in b_weight_guesses(model, names, b_names, ridge).items():
+        for name, guess in b_weight_guesses(model, names, b_names, ridge, embedding).items():
             with torch.no_grad():
                 pred.weight.copy_(own[:, :-1])
                 pred.bias.copy_(own[:, -1])
@@ -217,9 +241,14 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
         "w_det": ("#e6862e", "read off w_det (set A pairs only)"),
     }
 
+    if any("class embedding" in r["guess"] for r in rows):
+        kinds["embedding"] = ("#2a9d8f", "read off the class embedding (set A pairs only)")
+
     def kind(label: str) -> str:
         if "w_det" in label:
             return "w_det"
+        if "class embedding" in label:
+            return "embedding"
         return "own weights" if label.startswith("own") else "mean of"
 
     fig = Figure(figsize=(7.5, 0.42 * len(rows) + 2.2))

@@ -107,3 +107,34 @@ def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
     assert ax.get_title() and ax.get_xlabel() and ax.get_legend() is not None
     with pytest.raises(ValueError, match="rows is empty"):
         plot_interpolation_probe([])
+
+
+def test_the_class_embedding_guess_interpolates_a_structured_oracle(oracle) -> None:  # noqa: ANN001
+    from mxr.data.shapesx import class_embedding
+
+    model, _ = oracle
+    names, b_names = class_names(), default_split()["B"]
+    table = class_embedding()
+    emb = torch.tensor([[0.0] * 12] + [table[n] for n in names])
+    pred = model.roi_heads.mask_predictor
+    with torch.no_grad():  # mask weights linear in the embedding: the map fitted on A carries to B
+        proj = torch.randn(12, pred.weight.shape[1] + 1, generator=torch.Generator().manual_seed(1))
+        y = emb @ proj
+        pred.weight.copy_(y[:, :-1])
+        pred.bias.copy_(y[:, -1])
+    guesses = b_weight_guesses(model, names, b_names, ridge=1e-9, embedding=emb)
+    b = [names.index(n) + 1 for n in b_names]
+    got = guesses["linear map from the class embedding"]
+    torch.testing.assert_close(got, y[b], atol=1e-3, rtol=1e-3)
+    assert "linear map from the class embedding" not in b_weight_guesses(model, names, b_names)
+
+
+def test_transfer_input_rows_read_what_tau_reads(shapesx_root: Path) -> None:
+    from mxr.probes import transfer_input_rows
+
+    cfg = tiny_config(shapesx_root, ["model.transfer_input=randn", "model.randn_dim=5"])
+    val = build_dataset(cfg.data, "val")
+    model = build_model(model_config_for(cfg.model, val)).eval()
+    torch.testing.assert_close(transfer_input_rows(model), model.roi_heads.class_embedding)
+    agn = tiny_config(shapesx_root, ["model.mask_head=agnostic"])
+    assert transfer_input_rows(build_model(model_config_for(agn.model, val))) is None
