@@ -195,7 +195,8 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
 
     Args:
         choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
-            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``), ``structure`` (a key of
+            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``, ``"embed"``, ``"randn"``,
+            ``"cls+embed"``), ``structure`` (a key of
             :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools) and ``iterations``; missing keys
             take :func:`default_choices`. Transfer input, structure and stop-grad only matter for
             the transfer head; MLP fusion applies to every head.
@@ -211,9 +212,11 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
     model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
     if c["mask_head"] == "transfer":
         layers, activation = STRUCTURES[c["structure"]]
+        embed = c["transfer_input"] in ("embed", "cls+embed")  # the course data's class embedding
         model = dataclasses.replace(
             model,
             transfer_input=c["transfer_input"],
+            class_embedding="annotations/class_embedding.json" if embed else model.class_embedding,
             transfer_layers=layers,
             transfer_activation=activation,
             stop_grad=c["stop_grad"],

@@ -219,3 +219,14 @@ def test_engine_reads_the_file_relative_to_data_root_and_checkpoint_is_self_cont
     assert config_to_dict(config)["model"]["class_embedding"] == "annotations/class_embedding.json"
     with pytest.raises(FileNotFoundError, match="class_embedding.json"):
         class_embedding_for(config, type("D", (), {"class_names": names})())
+
+
+@pytest.mark.parametrize("transfer_input", ["embed", "randn", "cls+embed"])
+def test_the_training_panel_offers_the_embedding_inputs(transfer_input):
+    from mxr.widgets import config_from_choices, run_name
+
+    c = config_from_choices({"mask_head": "transfer", "transfer_input": transfer_input})
+    assert c.model.transfer_input == transfer_input
+    if transfer_input != "randn":
+        assert c.model.class_embedding == "annotations/class_embedding.json"
+    assert run_name({"transfer_input": transfer_input}) != run_name({"transfer_input": "cls+box"})
