@@ -230,3 +230,20 @@ def test_the_training_panel_offers_the_embedding_inputs(transfer_input):
     if transfer_input != "randn":
         assert c.model.class_embedding == "annotations/class_embedding.json"
     assert run_name({"transfer_input": transfer_input}) != run_name({"transfer_input": "cls+box"})
+
+
+def test_a_training_image_without_instances_gives_finite_losses():
+    # reachable with data.skip_empty_train=false: the mask loss must see no RoI of that image
+    model = build_model(cfg(mask_head="transfer", transfer_input="randn"))
+    model.train()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    box = torch.tensor([[4.0, 4.0, 40.0, 40.0]])
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 8:36, 8:36] = 1
+    targets = [
+        {"boxes": box, "labels": torch.tensor([1]), "masks": mask},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+         "masks": torch.zeros(0, 64, 64, dtype=torch.uint8)},
+    ]  # fmt: skip
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -158,7 +158,8 @@ class MaskXRoIHeads(RoIHeads):
             proposals, matched_idxs, labels, targets, strict=True
         ):
             rows = mask_rows_of_instances(target, self.mask_classes)
-            row = rows[matched]
+            # an image without instances: every RoI is background (matched is clamped to 0)
+            row = rows[matched] if rows.numel() else torch.full_like(matched, -1)
             keep = (lab > 0) & (row >= 0)
             mask_boxes.append(props[keep])
             mask_rows.append(row[keep])
