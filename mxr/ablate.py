@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from mxr.config import config_to_dict, load_config
-from mxr.engine import cpu_count, in_processes
+from mxr.config import config_to_dict, load_config, same_run_config
+from mxr.engine import in_processes
+from mxr.report import cell_pm, cpu_count
+from mxr.report import markdown_table as _markdown_table
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "shapesx": (
@@ -126,9 +128,7 @@ def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
         m, sd = d[s][task][metric], d[s][task][f"{metric}_std"]
     except KeyError:
         return "—"
-    if m is None:
-        return "—"
-    return f"{m:.1f} ± {sd:.1f}"
+    return cell_pm(m, sd)
 
 
 def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None) -> str:
@@ -146,16 +146,13 @@ def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None)
         ("mIoU B (gt boxes)", "B", "mask_iou", "mIoU"),
     ]
     header = ["variant", *(c[0] for c in cols)] + (["wall (s)"] if wall_s else [])
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
+    table = []
     for name, agg in rows.items():
         cells = [name, *(_pm(agg, s, t, m) for _, s, t, m in cols)]
         if wall_s:
             cells.append(f"{wall_s.get(name, float('nan')):.0f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return _markdown_table(header, table, right_from=1)
 
 
 def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
@@ -544,8 +541,6 @@ def _same_config(run_dir: Path, cfg: Any) -> bool:
     """Whether the finished run in ``run_dir`` was trained with ``cfg`` (its stored config.yaml, by
     the rule the notebooks use to adopt runs), so an edited YAML file is trained again."""
     import yaml
-
-    from mxr.course import same_run_config
 
     stored = run_dir / "config.yaml"
     return stored.is_file() and same_run_config(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mxr.config import Config, load_config
+# same_run_config lives in mxr.config (the engine and the ablation use it too); re-exported here
+from mxr.config import Config, load_config, same_run_config  # noqa: F401
 
 BUDGET_MODES = ("smoke", "full")
 
@@ -98,37 +100,6 @@ def runs_dir() -> Path:
         else REPO_ROOT / "runs" / "course"
     )
     return base / budget_mode()
-
-
-#: ``train`` fields that do not change what a run computes (ignored when matching runs).
-_BOOKKEEPING = ("checkpoint_every", "log_every")
-
-
-def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
-    out = dict(section or {})
-    if name == "train":
-        for key in _BOOKKEEPING:
-            out.pop(key, None)
-    if name == "data" and out.get("root"):
-        root = Path(out["root"])
-        out["root"] = str((root if root.is_absolute() else REPO_ROOT / root).resolve())
-    return out
-
-
-def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a run's stored ``config.yaml`` (resolved) is the run ``wanted`` asks for: equal
-    ``train`` (bookkeeping fields aside) and ``data`` sections (a relative root counts from the repo),
-    and every ``model`` field that ``wanted`` sets (fields it leaves as ``None`` are filled from the
-    data or the backbone when training, so any stored value fits). A field the stored config lacks
-    was added to mxr after that run; it counts as its default, which keeps the old behaviour."""
-    from mxr.config import Config, config_to_dict
-
-    defaults = config_to_dict(Config())
-    stored = {name: {**defaults[name], **(stored.get(name) or {})} for name in defaults}
-    for name in ("train", "data"):
-        if _comparable(stored[name], name) != _comparable(wanted[name], name):
-            return False
-    return all(v is None or stored["model"].get(k) == v for k, v in wanted["model"].items())
 
 
 def ablation_dir() -> Path:
@@ -437,10 +408,132 @@ def ensure_coco_sample(
     return root
 
 
+# --------------------------------------------------------------------------------------------------
+# the training panel's choices (mxr.widgets shows them; notebook_runs primes their runs)
+# --------------------------------------------------------------------------------------------------
+MASK_HEAD_CHOICES: tuple[str, ...] = ("agnostic", "transfer", "oracle")
+"""What the panel's mask-head menu offers: class-agnostic, weight transfer, class-specific oracle."""
+
+STRUCTURES: dict[str, tuple[int, str]] = {
+    "1-layer": (1, "leaky_relu"),
+    "2-layer ReLU": (2, "relu"),
+    "2-layer LeakyReLU": (2, "leaky_relu"),
+}
+"""τ structures: menu label -> (``model.transfer_layers``, ``model.transfer_activation``)."""
+
+_VARIANT_OF_HEAD = {"agnostic": "agnostic", "transfer": "transfer_clsbox", "oracle": "oracle"}
+
+
+def default_choices() -> dict[str, Any]:
+    """The panel's starting point: the paper's full model at the short (comparison) budget."""
+    return {
+        "mask_head": "transfer",
+        "transfer_input": "cls+box",
+        "structure": "2-layer LeakyReLU",
+        "stop_grad": True,
+        "mlp_fusion": True,
+        "iterations": budget("short_iterations"),
+    }
+
+
+def checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
+    """``choices`` completed from :func:`default_choices` and checked (a ``ValueError`` names the
+    key, the value and the valid options)."""
+    from mxr.config import TRANSFER_INPUTS
+
+    c = {**default_choices(), **dict(choices)}
+    unknown = sorted(set(c) - set(default_choices()))
+    if unknown:
+        raise ValueError(
+            f"unknown choice(s) {', '.join(map(repr, unknown))}; expected keys "
+            f"{', '.join(default_choices())}"
+        )
+    for key, options in (
+        ("mask_head", MASK_HEAD_CHOICES),
+        ("transfer_input", TRANSFER_INPUTS),
+        ("structure", tuple(STRUCTURES)),
+    ):
+        if c[key] not in options:
+            raise ValueError(
+                f"{key}={c[key]!r} is not valid; expected one of {', '.join(map(repr, options))}"
+            )
+    it = c["iterations"]
+    if isinstance(it, bool) or not isinstance(it, int) or it <= 0:
+        raise ValueError(f"iterations={it!r} is not valid; expected a positive integer")
+    c["stop_grad"], c["mlp_fusion"] = bool(c["stop_grad"]), bool(c["mlp_fusion"])
+    return c
+
+
+def config_from_choices(choices: Mapping[str, Any]) -> Config:
+    """The course config the panel's choices describe.
+
+    Args:
+        choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
+            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``, ``"embed"``, ``"randn"``,
+            ``"cls+embed"``), ``structure`` (a key of
+            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools) and ``iterations``; missing keys
+            take :func:`default_choices`. Transfer input, structure and stop-grad only matter for
+            the transfer head; MLP fusion applies to every head.
+
+    Returns:
+        ``configs/shapesx/<agnostic|transfer_clsbox|oracle>.yaml`` on the course data, with the
+        chosen model fields and ``iterations`` (warm-up, logging and checkpointing scaled to it).
+    """
+    c = checked_choices(choices)
+    cfg = course_config(_VARIANT_OF_HEAD[c["mask_head"]])
+    model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
+    if c["mask_head"] == "transfer":
+        layers, activation = STRUCTURES[c["structure"]]
+        embed = c["transfer_input"] in ("embed", "cls+embed")  # the course data's class embedding
+        model = dataclasses.replace(
+            model,
+            transfer_input=c["transfer_input"],
+            class_embedding="annotations/class_embedding.json" if embed else model.class_embedding,
+            transfer_layers=layers,
+            transfer_activation=activation,
+            stop_grad=c["stop_grad"],
+        )
+    n = c["iterations"]
+    train = dataclasses.replace(
+        cfg.train,
+        iterations=n,
+        warmup_iters=min(cfg.train.warmup_iters, max(1, n // 10)),
+        checkpoint_every=n,
+        log_every=max(1, min(10, n // 20)),
+    )
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def describe_choices(choices: Mapping[str, Any]) -> str:
+    """A short human-readable label, e.g. ``"transfer cls+box 2-layer LeakyReLU +MLP (6 it)"``."""
+    c = checked_choices(choices)
+    parts = [c["mask_head"]]
+    if c["mask_head"] == "transfer":
+        parts += [c["transfer_input"], c["structure"]]
+        if not c["stop_grad"]:
+            parts.append("no stop-grad")
+    if c["mlp_fusion"]:
+        parts.append("+MLP")
+    return " ".join(parts) + f" ({c['iterations']} it)"
+
+
+def run_name(choices: Mapping[str, Any]) -> str:
+    """A folder name that differs whenever the choices differ, e.g. ``panel-transfer-clsbox-...``."""
+    c = checked_choices(choices)
+    parts = ["panel", c["mask_head"]]
+    if c["mask_head"] == "transfer":
+        layers, activation = STRUCTURES[c["structure"]]
+        parts += [
+            c["transfer_input"].replace("+", ""),
+            f"{layers}{'leaky' if activation == 'leaky_relu' else 'relu'}",
+            "sg" if c["stop_grad"] else "nosg",
+        ]
+    parts += ["mlp" if c["mlp_fusion"] else "nomlp", f"{c['iterations']}it"]
+    return "-".join(parts)
+
+
 def notebook_runs() -> list[tuple[str, Config]]:
     """Every training run the notebooks ask for, as ``(name, config)`` (names as in the notebooks)."""
-    from mxr.widgets import config_from_choices, default_choices, run_name
-
     runs = [(v, course_config(v)) for v in ("transfer_mlp", "agnostic", "oracle")]
     runs += [
         (f"{v}_short", course_config(v, short=True))
@@ -472,8 +565,9 @@ def prime(jobs: int | None = None) -> None:
     import time
 
     from mxr.engine import in_processes
+    from mxr.report import cpu_count
 
-    jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    jobs = jobs or max(1, min(2, cpu_count()))
     ensure_course_data()
     todo = notebook_runs()
     t0 = time.perf_counter()

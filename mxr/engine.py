@@ -52,6 +52,7 @@ from mxr.config import (
     load_config,
     save_config,
 )
+from mxr.report import cpu_count, read_metrics  # noqa: F401  (re-exported; home: mxr.report)
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Callback = Callable[[int, dict[str, float]], None]
@@ -933,13 +934,6 @@ def train(
             dist.destroy_process_group()
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one)."""
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
-
-
 def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
@@ -973,30 +967,6 @@ def _version() -> str:
     return __version__
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order.
-
-    Raises ``FileNotFoundError`` naming the file, ``ValueError`` naming the file and line that is
-    not JSON.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 # --------------------------------------------------------------------------------------------------
 # command line: python -m mxr train
 # --------------------------------------------------------------------------------------------------
@@ -1014,7 +984,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     if summary["eval"] is not None and int(os.environ.get("RANK", "0")) == 0:
-        from mxr.evaluation import format_table
+        from mxr.report import format_table
 
         print(format_table(summary["eval"]))
         print(f"wrote {summary['eval_path']}", file=sys.stderr)

@@ -17,29 +17,25 @@ its true box and true class: it isolates the mask head from detection.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
-import json
 import math
-import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-TASKS = ("segm", "bbox")
-SETS = ("A", "B", "all")
+from mxr.data.coco import encode_rle
+
+# format_table and the set/statistic names live in mxr.report; re-exported here for old imports
+from mxr.report import SETS, STAT_NAMES, TASKS, format_table  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,13 +64,7 @@ def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
         masks = masks[:, 0]
     if masks.dim() != 3:
         raise ValueError(f"masks must be (N, 1, H, W) or (N, H, W), got shape {tuple(masks.shape)}")
-    binary = (masks > threshold).to(torch.uint8).cpu().numpy()
-    if binary.shape[0] == 0:
-        return []
-    rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    return encode_rle((masks > threshold).cpu().numpy())
 
 
 def outputs_to_coco(
@@ -420,119 +410,120 @@ def _accumulate_ious(
     for p, g, lab in zip(preds, gts, labels, strict=True):
         if len(lab) == 0:
             continue
-        p = p > threshold
-        inter = (p & g).flatten(1).sum(1).float()
-        union = (p | g).flatten(1).sum(1).float()
-        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+        iou = mask_iou(p > threshold, g)
         for label, v in zip(lab.tolist(), iou.tolist(), strict=True):
             ious.setdefault(int(label), []).append(float(v))
 
 
 # --------------------------------------------------------------------------------------------------
-# tables
+# mask IoU given true boxes, per instance (galleries, failure cases and probes read these)
 # --------------------------------------------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    return "—" if v is None else f"{v:.1f}"
+def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
+    """IoU of boolean masks pairwise along the first axis: ``(N, H, W)`` x2 -> ``(N,)``.
 
-
-def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
-    """A tidy table of an evaluation: one row per (set, task), one column per metric.
-
-    Args:
-        results: the dict returned by :func:`evaluate` / :func:`coco_evaluate`.
-        markdown: a GitHub markdown table (else aligned plain text).
+    Two empty masks score 1 (they agree). The one mask-IoU rule: :func:`evaluate`'s ``mask_iou``,
+    :func:`instance_ious` and the notebooks' galleries and probes all score with it.
     """
-    columns = list(STAT_NAMES)
-    extra = any("mask_iou" in results[s] for s in results)
-    header = ["set", "task", *columns] + (["mIoU (gt boxes)"] if extra else [])
-    rows = []
-    for s, per_task in results.items():
-        for task in TASKS:
-            if task not in per_task:
-                continue
-            row = [
-                s,
-                "mask" if task == "segm" else "box",
-                *(_fmt(per_task[task][c]) for c in columns),
-            ]
-            if extra:
-                miou = per_task.get("mask_iou", {}).get("mIoU") if task == "segm" else None
-                row.append(_fmt(miou) if task == "segm" else "")
-            rows.append(row)
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join(fmt.format(*r) for r in [header, *rows])
+    pred, gt = pred.bool().flatten(1), gt.bool().flatten(1)
+    inter = (pred & gt).sum(1).float()
+    union = (pred | gt).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
 
 
-# --------------------------------------------------------------------------------------------------
-# command line: python -m mxr eval
-# --------------------------------------------------------------------------------------------------
-def _run_cli(args: argparse.Namespace) -> int:
-    from mxr.config import config_from_dict
-    from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint, resolve_device
+@dataclass(frozen=True)
+class InstanceIoU:
+    """One ground-truth instance scored by a model's mask head given its true box and class.
 
-    ckpt_path = Path(args.checkpoint)
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(ckpt["config"], where=f"{ckpt_path} (config)")
-    if args.data:
-        import dataclasses
+    ``iou``: IoU of the predicted mask (probability > 0.5) with the true mask; ``box_iou``: IoU of
+    the filled true box with the true mask (what a "mask = box" guess would score).
+    """
 
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
-    device = resolve_device(args.device or cfg.train.device)
-    model = model_from_checkpoint(ckpt, device=device)
-    dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
-    t0 = time.perf_counter()
-    res = evaluate(
+    index: int
+    instance: int
+    label: int
+    iou: float
+    box_iou: float
+
+
+def mask_instances(target: Mapping[str, torch.Tensor]) -> list[int]:
+    """The instance numbers of a target that carry a true mask (``has_mask``; all when absent)."""
+    has = target.get("has_mask")
+    n = len(target["labels"])
+    if has is None:
+        return list(range(n))
+    return [i for i in range(n) if bool(has[i])]
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Filled boxes as boolean masks: ``(N, 4)`` XYXY pixels -> ``(N, H, W)`` (pixel centres inside)."""
+    ys = torch.arange(height, dtype=torch.float32).view(1, -1, 1) + 0.5
+    xs = torch.arange(width, dtype=torch.float32).view(1, 1, -1) + 0.5
+    b = boxes.detach().cpu().float().view(-1, 4, 1, 1)
+    return (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
+
+
+@torch.no_grad()
+def instance_masks(
+    model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
+    """The model's masks for the true boxes and classes of dataset item ``index``.
+
+    Returns:
+        ``(image, target, instances, probs)``: the image ``(3, H, W)``, its target, the instance
+        numbers that carry a true mask (M of them), and the predicted probabilities ``(M, H, W)``.
+    """
+    image, target = ds[index]
+    inst = mask_instances(target)
+    if not inst:
+        return image, target, inst, torch.zeros((0, *image.shape[-2:]))
+    model.eval()
+    probs = masks_from_boxes(
         model,
-        dataset,
-        device=device,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        mask_iou=not args.no_mask_iou,
-    )
-    dt = time.perf_counter() - t0
-    print(
-        f"{args.split}: {len(dataset)} images from {cfg.data.path(args.split + '_annotations')} "
-        f"in {dt:.1f} s (iteration {ckpt['iteration']})"
-    )
-    print(format_table(res))
-    name = "eval.json" if args.split == "val" else f"eval_{args.split}.json"
-    out = Path(args.out) if args.out else ckpt_path.parent / name
-    if out.suffix != ".json":
-        out = out / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+        [image.to(device)],
+        [target["boxes"][inst].to(device)],
+        [target["labels"][inst].to(device)],
+    )[0]
+    return image, target, inst, probs.cpu()
 
 
-def add_subparser(sub: Any) -> None:
-    """Register ``eval``: score a checkpoint on the val or test split, print and save the table."""
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a checkpoint: COCO mask/box AP on sets A, B and all",
-        description="Evaluate a checkpoint with COCOeval (segm and bbox) on class sets A, B and all.",
-    )
-    p.add_argument(
-        "--checkpoint", required=True, help="a checkpoint written by `mxr train` (last.pt)"
-    )
-    p.add_argument("--data", help="dataset root (default: the checkpoint config's data.root)")
-    p.add_argument(
-        "--split", choices=("val", "test"), default="val", help="which split (default val)"
-    )
-    p.add_argument(
-        "--out",
-        help="where to write the JSON (default: eval.json, or eval_test.json for --split test, "
-        "next to the checkpoint)",
-    )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's train.device)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument(
-        "--no-mask-iou", action="store_true", help="skip the mean mask IoU given true boxes"
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_run_cli)
+def instance_ious(
+    model: torch.nn.Module,
+    ds: Any,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    threshold: float = 0.5,
+) -> list[InstanceIoU]:
+    """Score every true instance with a mask in ``indices`` (default: the whole dataset).
+
+    The dataset must carry masks of every class (``masks="all"``, as the val/test datasets of
+    :func:`mxr.engine.build_dataset` do), or B instances are skipped.
+    """
+    out = []
+    for index in range(len(ds)) if indices is None else indices:
+        image, target, inst, probs = instance_masks(model, ds, int(index), device)
+        if not inst:
+            continue
+        gt = target["masks"].bool()
+        ious = mask_iou(probs > threshold, gt)
+        h, w = image.shape[-2:]
+        base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
+        for k, i in enumerate(inst):
+            out.append(
+                InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
+            )
+    return out
+
+
+def ious_by_label(ious: Sequence[InstanceIoU]) -> dict[int, list[float]]:
+    """``{label: [iou, ...]}`` in label order."""
+    out: dict[int, list[float]] = {}
+    for r in sorted(ious, key=lambda r: r.label):
+        out.setdefault(r.label, []).append(r.iou)
+    return out
+
+
+def mean_iou(ious: Sequence[InstanceIoU], labels: Sequence[int], box: bool = False) -> float | None:
+    """Mean IoU (0–1) over instances whose label is in ``labels`` (``box``: of the box guess)."""
+    keep = set(int(x) for x in labels)
+    vals = [(r.box_iou if box else r.iou) for r in ious if r.label in keep]
+    return float(sum(vals) / len(vals)) if vals else None

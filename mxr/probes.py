@@ -196,7 +196,7 @@ def interpolation_probe(
     Returns:
         ``[{"guess": label, "B": mIoU, "A": mIoU}, ...]`` in the order of the guesses.
     """
-    from mxr.widgets import instance_ious, mean_iou
+    from mxr.evaluation import instance_ious, mean_iou
 
     pred = model.roi_heads.mask_predictor
     own = _class_mask_weights(model).clone()

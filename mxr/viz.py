@@ -15,7 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from mxr.engine import read_metrics  # noqa: F401  (re-exported: plots read what the engine writes)
+from mxr.report import (
+    eval_metric,
+    read_metrics,  # noqa: F401  (re-exported: plots read what the engine writes)
+)
 
 A_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 140, 0),
@@ -679,12 +682,7 @@ def plot_class_bars(
 
 def _metric(result: Mapping[str, Any], split: str, metric: str) -> float:
     """``metric`` of a split in an :func:`mxr.evaluation.evaluate` result (``mIoU`` or a segm stat)."""
-    part = result.get(split, {})
-    value = (
-        part.get("mask_iou", {}).get("mIoU")
-        if metric == "mIoU"
-        else part.get("segm", {}).get(metric)
-    )
+    value = eval_metric(result, split, metric)
     return float("nan") if value is None else float(value)
 
 

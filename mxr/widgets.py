@@ -8,20 +8,39 @@ output area (nbval cannot see it), so the callbacks stay a few lines long.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
 
+# The panel's choices live in mxr.course (the course layer below the widgets), the per-instance mask
+# IoU in mxr.evaluation, tables and cells in mxr.report; re-exported here, where notebooks and older
+# code import them from.
+from mxr.course import (  # noqa: F401
+    MASK_HEAD_CHOICES,
+    STRUCTURES,
+    config_from_choices,
+    default_choices,
+    describe_choices,
+    run_name,
+)
+from mxr.course import checked_choices as _checked_choices
+from mxr.evaluation import (  # noqa: F401
+    InstanceIoU,
+    box_masks,
+    instance_ious,
+    instance_masks,
+    ious_by_label,
+    mask_instances,
+    mask_iou,
+    mean_iou,
+)
+from mxr.report import cell, markdown_table, mask_ap, mask_miou, read_metrics
 from mxr.viz import draw_instances
-
-if TYPE_CHECKING:
-    from mxr.config import Config
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -137,128 +156,6 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
 
 # ----------------------------------------------------------------------------- training panel
 
-MASK_HEAD_CHOICES: tuple[str, ...] = ("agnostic", "transfer", "oracle")
-"""What the panel's mask-head menu offers: class-agnostic, weight transfer, class-specific oracle."""
-
-STRUCTURES: dict[str, tuple[int, str]] = {
-    "1-layer": (1, "leaky_relu"),
-    "2-layer ReLU": (2, "relu"),
-    "2-layer LeakyReLU": (2, "leaky_relu"),
-}
-"""τ structures: menu label -> (``model.transfer_layers``, ``model.transfer_activation``)."""
-
-_VARIANT_OF_HEAD = {"agnostic": "agnostic", "transfer": "transfer_clsbox", "oracle": "oracle"}
-
-
-def default_choices() -> dict[str, Any]:
-    """The panel's starting point: the paper's full model at the short (comparison) budget."""
-    from mxr.course import budget
-
-    return {
-        "mask_head": "transfer",
-        "transfer_input": "cls+box",
-        "structure": "2-layer LeakyReLU",
-        "stop_grad": True,
-        "mlp_fusion": True,
-        "iterations": budget("short_iterations"),
-    }
-
-
-def _checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
-    from mxr.config import TRANSFER_INPUTS
-
-    c = {**default_choices(), **dict(choices)}
-    unknown = sorted(set(c) - set(default_choices()))
-    if unknown:
-        raise ValueError(
-            f"unknown choice(s) {', '.join(map(repr, unknown))}; expected keys "
-            f"{', '.join(default_choices())}"
-        )
-    for key, options in (
-        ("mask_head", MASK_HEAD_CHOICES),
-        ("transfer_input", TRANSFER_INPUTS),
-        ("structure", tuple(STRUCTURES)),
-    ):
-        if c[key] not in options:
-            raise ValueError(
-                f"{key}={c[key]!r} is not valid; expected one of {', '.join(map(repr, options))}"
-            )
-    it = c["iterations"]
-    if isinstance(it, bool) or not isinstance(it, int) or it <= 0:
-        raise ValueError(f"iterations={it!r} is not valid; expected a positive integer")
-    c["stop_grad"], c["mlp_fusion"] = bool(c["stop_grad"]), bool(c["mlp_fusion"])
-    return c
-
-
-def config_from_choices(choices: Mapping[str, Any]) -> Config:
-    """The course config the panel's choices describe.
-
-    Args:
-        choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
-            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``, ``"embed"``, ``"randn"``,
-            ``"cls+embed"``), ``structure`` (a key of
-            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools) and ``iterations``; missing keys
-            take :func:`default_choices`. Transfer input, structure and stop-grad only matter for
-            the transfer head; MLP fusion applies to every head.
-
-    Returns:
-        ``configs/shapesx/<agnostic|transfer_clsbox|oracle>.yaml`` on the course data, with the
-        chosen model fields and ``iterations`` (warm-up, logging and checkpointing scaled to it).
-    """
-    from mxr.course import course_config
-
-    c = _checked_choices(choices)
-    cfg = course_config(_VARIANT_OF_HEAD[c["mask_head"]])
-    model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
-    if c["mask_head"] == "transfer":
-        layers, activation = STRUCTURES[c["structure"]]
-        embed = c["transfer_input"] in ("embed", "cls+embed")  # the course data's class embedding
-        model = dataclasses.replace(
-            model,
-            transfer_input=c["transfer_input"],
-            class_embedding="annotations/class_embedding.json" if embed else model.class_embedding,
-            transfer_layers=layers,
-            transfer_activation=activation,
-            stop_grad=c["stop_grad"],
-        )
-    n = c["iterations"]
-    train = dataclasses.replace(
-        cfg.train,
-        iterations=n,
-        warmup_iters=min(cfg.train.warmup_iters, max(1, n // 10)),
-        checkpoint_every=n,
-        log_every=max(1, min(10, n // 20)),
-    )
-    return dataclasses.replace(cfg, model=model, train=train)
-
-
-def describe_choices(choices: Mapping[str, Any]) -> str:
-    """A short human-readable label, e.g. ``"transfer cls+box 2-layer LeakyReLU +MLP (6 it)"``."""
-    c = _checked_choices(choices)
-    parts = [c["mask_head"]]
-    if c["mask_head"] == "transfer":
-        parts += [c["transfer_input"], c["structure"]]
-        if not c["stop_grad"]:
-            parts.append("no stop-grad")
-    if c["mlp_fusion"]:
-        parts.append("+MLP")
-    return " ".join(parts) + f" ({c['iterations']} it)"
-
-
-def run_name(choices: Mapping[str, Any]) -> str:
-    """A folder name that differs whenever the choices differ, e.g. ``panel-transfer-clsbox-...``."""
-    c = _checked_choices(choices)
-    parts = ["panel", c["mask_head"]]
-    if c["mask_head"] == "transfer":
-        layers, activation = STRUCTURES[c["structure"]]
-        parts += [
-            c["transfer_input"].replace("+", ""),
-            f"{layers}{'leaky' if activation == 'leaky_relu' else 'relu'}",
-            "sg" if c["stop_grad"] else "nosg",
-        ]
-    parts += ["mlp" if c["mlp_fusion"] else "nomlp", f"{c['iterations']}it"]
-    return "-".join(parts)
-
 
 @dataclass
 class RunLog:
@@ -287,15 +184,11 @@ class RunLog:
 
     def mask_ap(self, split: str) -> float | None:
         """Mask AP (0–100) on ``"A"``, ``"B"`` or ``"all"``; ``None`` before evaluation."""
-        if self.eval is None:
-            return None
-        return self.eval[split]["segm"]["AP"]
+        return mask_ap(self.eval, split)
 
     def mask_iou(self, split: str) -> float | None:
         """Mean mask IoU (0–100) given the true boxes; ``None`` if not measured."""
-        if self.eval is None:
-            return None
-        return self.eval[split].get("mask_iou", {}).get("mIoU")
+        return mask_miou(self.eval, split)
 
 
 def loss_figure(
@@ -345,10 +238,6 @@ def loss_figure(
     return fig
 
 
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
-
-
 def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
     """Rows ``[set, mask AP, mask AP50, box AP, mIoU]`` for sets A, B and all of an evaluation."""
     rows = []
@@ -359,10 +248,10 @@ def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 split,
-                _f(r["segm"]["AP"]),
-                _f(r["segm"]["AP50"]),
-                _f(r["bbox"]["AP"]),
-                _f(r.get("mask_iou", {}).get("mIoU")),
+                cell(r["segm"]["AP"]),
+                cell(r["segm"]["AP50"]),
+                cell(r["bbox"]["AP"]),
+                cell(r.get("mask_iou", {}).get("mIoU")),
             ]
         )
     return rows
@@ -383,20 +272,14 @@ def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
             [
                 str(i),
                 run.label,
-                _f(run.mask_ap("A")),
-                _f(run.mask_ap("B")),
-                _f(run.mask_iou("A")),
-                _f(run.mask_iou("B")),
+                cell(run.mask_ap("A")),
+                cell(run.mask_ap("B")),
+                cell(run.mask_iou("A")),
+                cell(run.mask_iou("B")),
                 secs,
             ]
         )
     return rows
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
@@ -469,7 +352,6 @@ def train_choices(
     import shutil
 
     from mxr.course import runs_dir, train_or_load
-    from mxr.viz import read_metrics
 
     c = _checked_choices(choices)
     log = log if log is not None else RunLog(choices=c)
@@ -673,117 +555,6 @@ def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
 
 
 # ----------------------------------------------------------------------------- inspecting masks
-
-
-@dataclass(frozen=True)
-class InstanceIoU:
-    """One ground-truth instance scored by a model's mask head given its true box and class.
-
-    ``iou``: IoU of the predicted mask (probability > 0.5) with the true mask; ``box_iou``: IoU of
-    the filled true box with the true mask (what a "mask = box" guess would score).
-    """
-
-    index: int
-    instance: int
-    label: int
-    iou: float
-    box_iou: float
-
-
-def _mask_instances(target: Mapping[str, torch.Tensor]) -> list[int]:
-    has = target.get("has_mask")
-    n = len(target["labels"])
-    if has is None:
-        return list(range(n))
-    return [i for i in range(n) if bool(has[i])]
-
-
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Filled boxes as boolean masks: ``(N, 4)`` XYXY pixels -> ``(N, H, W)`` (pixel centres inside)."""
-    ys = torch.arange(height, dtype=torch.float32).view(1, -1, 1) + 0.5
-    xs = torch.arange(width, dtype=torch.float32).view(1, 1, -1) + 0.5
-    b = boxes.detach().cpu().float().view(-1, 4, 1, 1)
-    return (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
-
-
-def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """IoU of boolean masks pairwise along the first axis: ``(N, H, W)`` x2 -> ``(N,)``.
-
-    Two empty masks score 1 (they agree).
-    """
-    pred, gt = pred.bool().flatten(1), gt.bool().flatten(1)
-    inter = (pred & gt).sum(1).float()
-    union = (pred | gt).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
-
-
-@torch.no_grad()
-def instance_masks(
-    model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
-    """The model's masks for the true boxes and classes of dataset item ``index``.
-
-    Returns:
-        ``(image, target, instances, probs)``: the image ``(3, H, W)``, its target, the instance
-        numbers that carry a true mask (M of them), and the predicted probabilities ``(M, H, W)``.
-    """
-    from mxr.evaluation import masks_from_boxes
-
-    image, target = ds[index]
-    inst = _mask_instances(target)
-    if not inst:
-        return image, target, inst, torch.zeros((0, *image.shape[-2:]))
-    model.eval()
-    probs = masks_from_boxes(
-        model,
-        [image.to(device)],
-        [target["boxes"][inst].to(device)],
-        [target["labels"][inst].to(device)],
-    )[0]
-    return image, target, inst, probs.cpu()
-
-
-def instance_ious(
-    model: torch.nn.Module,
-    ds: Any,
-    indices: Sequence[int] | None = None,
-    device: str | torch.device = "cpu",
-    threshold: float = 0.5,
-) -> list[InstanceIoU]:
-    """Score every true instance with a mask in ``indices`` (default: the whole dataset).
-
-    The dataset must carry masks of every class (``masks="all"``, as the val/test datasets of
-    :func:`mxr.engine.build_dataset` do), or B instances are skipped.
-    """
-    out = []
-    for index in range(len(ds)) if indices is None else indices:
-        image, target, inst, probs = instance_masks(model, ds, int(index), device)
-        if not inst:
-            continue
-        gt = target["masks"].bool()
-        ious = mask_iou(probs > threshold, gt)
-        h, w = image.shape[-2:]
-        base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
-        for k, i in enumerate(inst):
-            out.append(
-                InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
-            )
-    return out
-
-
-def ious_by_label(ious: Sequence[InstanceIoU]) -> dict[int, list[float]]:
-    """``{label: [iou, ...]}`` in label order."""
-    out: dict[int, list[float]] = {}
-    for r in sorted(ious, key=lambda r: r.label):
-        out.setdefault(r.label, []).append(r.iou)
-    return out
-
-
-def mean_iou(ious: Sequence[InstanceIoU], labels: Sequence[int], box: bool = False) -> float | None:
-    """Mean IoU (0–1) over instances whose label is in ``labels`` (``box``: of the box guess)."""
-    keep = set(int(x) for x in labels)
-    vals = [(r.box_iou if box else r.iou) for r in ious if r.label in keep]
-    return float(sum(vals) / len(vals)) if vals else None
 
 
 def failure_cases(ious: Sequence[InstanceIoU], k: int = 6) -> list[InstanceIoU]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
@@ -68,6 +69,24 @@ def test_encode_masks_round_trips_through_rle() -> None:
     assert encode_masks(torch.zeros(0, 1, 8, 10)) == []
 
 
+def test_one_rle_encoder_for_results_and_generated_data() -> None:
+    """ShapesX's annotation files and the evaluation's results write masks with the same encoder,
+    and it writes what pycocotools writes for one mask at a time (generated files stay the same)."""
+    from mxr.data.coco import encode_rle
+    from mxr.data.shapesx import _encode
+
+    rng = torch.Generator().manual_seed(0)
+    masks = (torch.rand(3, 9, 7, generator=rng) > 0.6).numpy()
+    rles = encode_rle(masks)
+    for m, rle in zip(masks, rles, strict=True):
+        ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert rle == {"size": [9, 7], "counts": ref["counts"].decode("ascii")}
+        assert _encode(m) == rle
+    assert encode_masks(torch.from_numpy(masks).float()) == rles
+    with pytest.raises(ValueError, match=r"\(N, H, W\).*\(9, 7\)"):
+        encode_rle(masks[0])
+
+
 def test_ground_truth_as_predictions_scores_100_on_every_set(val_ds) -> None:  # noqa: ANN001
     outputs, ids = _perfect_outputs(val_ds)
     results = outputs_to_coco(outputs, ids, val_ds.label_to_cat_id)
@@ -125,6 +144,22 @@ def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained
     for k in ("boxes", "labels", "scores", "masks"):
         torch.testing.assert_close(dets[0][k], ref[k])
     torch.testing.assert_close(shared, probs)
+    model.train()
+
+
+def test_eval_mask_iou_is_the_mean_of_the_per_instance_ious(val_ds, trained_run) -> None:  # noqa: ANN001
+    """eval.json's mIoU and the notebooks' per-instance IoUs (galleries, failure cases, probes)
+    come from one rule: the same masks for the true boxes, scored by one mask_iou."""
+    from mxr.evaluation import instance_ious, mean_iou
+
+    model = trained_run["model"]
+    res = evaluate(model, val_ds, batch_size=1, progress=False, mask_iou=True)
+    ious = instance_ious(model, val_ds)
+    assert ious and all(0.0 <= r.iou <= 1.0 for r in ious)
+    for s, labels in (("A", val_ds.a_labels), ("B", val_ds.b_labels)):
+        per_instance = mean_iou(ious, labels)
+        assert per_instance is not None
+        assert res[s]["mask_iou"]["mIoU"] == pytest.approx(100 * per_instance, abs=2e-3)
     model.train()
 
 

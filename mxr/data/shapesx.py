@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from mxr.data.coco import encode_rle
 
 SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
 
@@ -519,8 +520,8 @@ def render_image(
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    """One ``(H, W)`` mask as compressed RLE (:func:`mxr.data.coco.encode_rle`)."""
+    return encode_rle(mask[None])[0]
 
 
 CLASS_EMBEDDING_FILE = "annotations/class_embedding.json"

@@ -231,7 +231,7 @@ def validate_dataset(
         report.problem("split", f"masks={masks!r} is not valid; expected 'A' or 'all'")
         return check_coco_data(data, ann_file, image_dir=image_dir, mask_cat_ids=(), report=report)
 
-    from mxr.data.coco import resolve_split, split_root
+    from mxr.data.splits import resolve_split, split_root
 
     categories = data.get("categories")
     usable = [

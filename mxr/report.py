@@ -1,0 +1,156 @@
+"""Reading and printing what runs produce: ``metrics.jsonl``, evaluation dicts, tables.
+
+This is the one home of:
+
+- :func:`read_metrics`: the records the engine writes to ``metrics.jsonl``;
+- the getters of an :func:`mxr.evaluation.evaluate` dict (:func:`eval_metric`, :func:`mask_ap`,
+  :func:`mask_miou`), so every table and chart reads a result the same way;
+- cell and table formatting (:func:`cell`, :func:`cell_pm`, :func:`markdown_table`,
+  :func:`format_table`), shared by the command line, the notebooks' widgets and the ablation;
+- :func:`cpu_count`, the CPUs this process may use.
+
+It is part of the core layer: it imports nothing from mxr, so the engine, the evaluation and the
+course layer (widgets, plots, ablation) can all use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: The COCOeval statistics an evaluation reports per set and task.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: The COCOeval tasks, as :func:`mxr.evaluation.coco_evaluate` keys them.
+TASKS = ("segm", "bbox")
+#: The class sets an evaluation reports: A (masks in training), B (boxes only), and both.
+SETS = ("A", "B", "all")
+
+#: What a table shows for a value that was not measured (no ground truth, not evaluated yet).
+MISSING = "—"
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics.jsonl
+# --------------------------------------------------------------------------------------------------
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order.
+
+    Raises ``FileNotFoundError`` naming the file, ``ValueError`` naming the file and line that is
+    not JSON.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation dicts
+# --------------------------------------------------------------------------------------------------
+def eval_metric(results: Mapping[str, Any] | None, split: str, metric: str) -> float | None:
+    """A mask metric (0–100) of one class set of an evaluation, or ``None`` where it is absent.
+
+    Args:
+        results: an :func:`mxr.evaluation.evaluate` dict ``{set: {"segm": {...}, "bbox": {...},
+            "mask_iou": {"mIoU": ...}}}``, or ``None`` (not evaluated yet).
+        split: ``"A"``, ``"B"`` or ``"all"``.
+        metric: ``"mIoU"`` (mean mask IoU given the true boxes) or a ``segm`` statistic
+            (``"AP"``, ``"AP50"``, ...).
+    """
+    if results is None:
+        return None
+    part = results.get(split, {})
+    if metric == "mIoU":
+        return part.get("mask_iou", {}).get("mIoU")
+    return part.get("segm", {}).get(metric)
+
+
+def mask_ap(results: Mapping[str, Any] | None, split: str) -> float | None:
+    """Mask AP (0–100) of a class set; ``None`` before evaluation."""
+    return eval_metric(results, split, "AP")
+
+
+def mask_miou(results: Mapping[str, Any] | None, split: str) -> float | None:
+    """Mean mask IoU (0–100) given the true boxes of a class set; ``None`` if not measured."""
+    return eval_metric(results, split, "mIoU")
+
+
+# --------------------------------------------------------------------------------------------------
+# cells and tables
+# --------------------------------------------------------------------------------------------------
+def cell(v: float | None) -> str:
+    """A metric as a table cell: one decimal, or ``—`` for ``None``."""
+    return MISSING if v is None else f"{v:.1f}"
+
+
+def cell_pm(mean: float | None, std: float | None) -> str:
+    """``mean ± std`` with one decimal each, or ``—`` when the mean is ``None``."""
+    return MISSING if mean is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, right_from: int | None = None
+) -> str:
+    """A GitHub markdown table; columns from index ``right_from`` on are right-aligned."""
+    rule = [
+        "---:" if right_from is not None and i >= right_from else "---" for i in range(len(header))
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
+    """A tidy table of an evaluation: one row per (set, task), one column per metric.
+
+    Args:
+        results: the dict returned by :func:`mxr.evaluation.evaluate` /
+            :func:`mxr.evaluation.coco_evaluate`.
+        markdown: a GitHub markdown table (else aligned plain text).
+    """
+    columns = list(STAT_NAMES)
+    extra = any("mask_iou" in results[s] for s in results)
+    header = ["set", "task", *columns] + (["mIoU (gt boxes)"] if extra else [])
+    rows = []
+    for s, per_task in results.items():
+        for task in TASKS:
+            if task not in per_task:
+                continue
+            row = [
+                s,
+                "mask" if task == "segm" else "box",
+                *(cell(per_task[task][c]) for c in columns),
+            ]
+            if extra:
+                miou = per_task.get("mask_iou", {}).get("mIoU") if task == "segm" else None
+                row.append(cell(miou) if task == "segm" else "")
+            rows.append(row)
+    if markdown:
+        return markdown_table(header, rows)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join(fmt.format(*r) for r in [header, *rows])
+
+
+# --------------------------------------------------------------------------------------------------
+# the machine
+# --------------------------------------------------------------------------------------------------
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )

@@ -1,0 +1,200 @@
+"""The package's layers are one-way: no import cycle between mxr modules, and the core never
+imports the course layer.
+
+Read from the source with ``ast`` (nothing is imported), counting every import: at module level,
+inside functions, under ``TYPE_CHECKING``, ``import mxr.x``, ``from mxr.x import y``,
+``from mxr import x`` and relative imports. A function-level import hides a cycle from Python's
+import machinery, not from this test.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mxr"
+
+#: The top layer: the command line may import anything.
+TOP = {"mxr.cli", "mxr.__main__"}
+#: The course layer: what the notebooks use; may import the core.
+COURSE = {"mxr.course", "mxr.widgets", "mxr.viz", "mxr.probes", "mxr.ablate"}
+#: The core: models, data, training, evaluation, reporting. Imports nothing above it.
+CORE_MODULES = {"mxr", "mxr.config", "mxr.losses", "mxr.engine", "mxr.evaluation", "mxr.report"}
+CORE_PACKAGES = ("mxr.model", "mxr.data")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package: ``{"mxr.data.coco": path, ...}`` (packages by their name)."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer(name: str) -> str:
+    if name in TOP:
+        return "top"
+    if name in COURSE:
+        return "course"
+    if name in CORE_MODULES or any(name == p or name.startswith(p + ".") for p in CORE_PACKAGES):
+        return "core"
+    raise AssertionError(f"module {name} is in no layer; add it to TOP, COURSE or the core")
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> dict[str, int]:
+    """The mxr modules that ``name`` (at ``path``) imports, each with the line of its first import."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: dict[str, int] = {}
+
+    def add(target: str, line: int) -> None:
+        while target and target not in known:  # `import mxr.a.b` names the module mxr.a.b
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.setdefault(target, line)
+
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "mxr" or alias.name.startswith("mxr."):
+                    add(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from . import x / from ..y import z
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if source != "mxr" and not source.startswith("mxr."):
+                continue
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                add(sub if sub in known else source, node.lineno)
+    return found
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
+def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_graph_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
+    """The reader itself: a hidden (function-level) import and the forms of import all count."""
+    src = tmp_path / "mod.py"
+    src.write_text(
+        "import mxr.data.coco\n"
+        "from mxr import report\n"
+        "from mxr.model import build_model\n"
+        "def f():\n"
+        "    from mxr.widgets import jpeg\n"
+        "    from . import viz\n"
+        "    from .data import shapesx\n"
+    )
+    known = {"mxr", "mxr.data", "mxr.data.coco", "mxr.data.shapesx", "mxr.model", "mxr.report"}
+    known |= {"mxr.widgets", "mxr.viz", "mxr.course"}
+    found = imports_of("mxr.course", src, known)
+    assert set(found) == {
+        "mxr.data.coco",
+        "mxr.report",
+        "mxr.model",
+        "mxr.widgets",
+        "mxr.viz",
+        "mxr.data.shapesx",
+    }
+    assert found["mxr.widgets"] == 5
+    assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
+
+
+def test_every_module_is_in_a_layer() -> None:
+    names = set(modules())
+    assert {"mxr.engine", "mxr.report", "mxr.widgets", "mxr.model.roi_heads"} <= names
+    for name in names:
+        layer(name)  # raises for a module in no layer
+
+
+def test_no_import_cycle_between_mxr_modules() -> None:
+    found = cycles(import_graph())
+    assert not found, "import cycles (each a set of modules that import each other): " + "; ".join(
+        " <-> ".join(c) for c in found
+    )
+
+
+@pytest.mark.parametrize("lower", ["core", "course"])
+def test_no_module_imports_a_layer_above_it(lower: str) -> None:
+    order = {"core": 0, "course": 1, "top": 2}
+    bad = [
+        f"{name} (line {line}) imports {target} ({layer(target)} layer)"
+        for name, targets in import_graph().items()
+        if layer(name) == lower
+        for target, line in targets.items()
+        if order[layer(target)] > order[lower]
+    ]
+    assert not bad, f"the {lower} layer imports upward:\n" + "\n".join(bad)
+
+
+def test_moved_names_still_import_from_their_old_homes() -> None:
+    """The notebooks and older code import these from the course layer; each is the one definition
+    that now lives lower down."""
+    import mxr.ablate
+    import mxr.config
+    import mxr.course
+    import mxr.data.coco
+    import mxr.data.splits
+    import mxr.engine
+    import mxr.evaluation
+    import mxr.report
+    import mxr.viz
+    import mxr.widgets
+
+    assert mxr.engine.read_metrics is mxr.viz.read_metrics is mxr.report.read_metrics
+    assert mxr.engine.cpu_count is mxr.ablate.cpu_count is mxr.report.cpu_count
+    assert mxr.evaluation.format_table is mxr.report.format_table
+    assert mxr.widgets.markdown_table is mxr.report.markdown_table
+    assert mxr.course.same_run_config is mxr.config.same_run_config
+    for name in ("instance_ious", "mean_iou", "mask_iou", "box_masks", "InstanceIoU"):
+        assert getattr(mxr.widgets, name) is getattr(mxr.evaluation, name)
+    for name in ("config_from_choices", "default_choices", "run_name", "STRUCTURES"):
+        assert getattr(mxr.widgets, name) is getattr(mxr.course, name)
+    for name in ("VOC_CAT_IDS", "VOC_CAT_NAMES", "resolve_split", "split_root"):
+        assert getattr(mxr.data.coco, name) is getattr(mxr.data.splits, name)

@@ -1,0 +1,39 @@
+"""mxr.report: the one home of cells, tables and evaluation-dict getters."""
+
+from __future__ import annotations
+
+import pytest
+
+from mxr.report import cell, cell_pm, eval_metric, markdown_table, mask_ap, mask_miou
+
+RESULT = {
+    "A": {"segm": {"AP": 41.25, "AP50": None}, "mask_iou": {"mIoU": 70.04}},
+    "B": {"segm": {"AP": 12.0}},
+}
+
+
+def test_cells_round_to_one_decimal_and_show_a_dash_for_missing() -> None:
+    assert [cell(41.25), cell(0), cell(None)] == ["41.2", "0.0", "—"]
+    assert [cell_pm(3.14159, 0.05), cell_pm(None, 1.0)] == ["3.1 ± 0.1", "—"]
+
+
+def test_markdown_table_aligns_columns_from_right_from() -> None:
+    rows = [["x", "1.0", "2.0"]]
+    assert (
+        markdown_table(["a", "b", "c"], rows) == "| a | b | c |\n|---|---|---|\n| x | 1.0 | 2.0 |"
+    )
+    assert markdown_table(["a", "b", "c"], rows, right_from=1).splitlines()[1] == "|---|---:|---:|"
+
+
+@pytest.mark.parametrize(
+    ("split", "metric", "expected"),
+    [("A", "AP", 41.25), ("A", "AP50", None), ("A", "mIoU", 70.04), ("B", "mIoU", None),
+     ("all", "AP", None)],
+)  # fmt: skip
+def test_eval_metric_reads_segm_stats_and_miou(split: str, metric: str, expected) -> None:  # noqa: ANN001
+    assert eval_metric(RESULT, split, metric) == expected
+
+
+def test_getters_before_evaluation_are_none() -> None:
+    assert mask_ap(None, "A") is None and mask_miou(None, "B") is None
+    assert mask_ap(RESULT, "B") == 12.0 and mask_miou(RESULT, "A") == 70.04
