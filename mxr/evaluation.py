@@ -224,16 +224,17 @@ def _mask_probs_for_boxes(
     in the original ones (for pasting). Returns per image ``(N, H, W)`` probabilities."""
     rh = m.roi_heads
     all_labels = torch.cat(list(labels)) if len(labels) else torch.zeros(0, dtype=torch.int64)
-    if hasattr(rh, "mask_logits"):  # mxr's MaskXRoIHeads: (R, 28, 28), the class asked for only
-        chosen = rh.mask_logits(features, list(boxes_t), all_labels, image_sizes)
-    else:  # a stock torchvision RoIHeads: (R, C, 28, 28)
+    if hasattr(rh, "masks_for_boxes"):  # mxr's MaskXRoIHeads answers it: (R, 28, 28)
+        chosen = rh.masks_for_boxes(features, list(boxes_t), all_labels, image_sizes)
+    else:  # a stock torchvision RoIHeads: (R, C, 28, 28) logits, every class
         x = rh.mask_head(rh.mask_roi_pool(features, list(boxes_t), image_sizes))
         logits = rh.mask_predictor(x)
         if logits.shape[1] == 1:
-            chosen = logits[:, 0]
+            chosen = logits[:, 0].sigmoid()
         else:
             chosen = logits[torch.arange(len(all_labels), device=logits.device), all_labels]
-    probs = chosen.sigmoid().unsqueeze(1).float()
+            chosen = chosen.sigmoid()
+    probs = chosen.unsqueeze(1).float()
     out = []
     for p, b, size in zip(probs.split([len(b) for b in boxes]), boxes, original_sizes, strict=True):
         if len(b) == 0:
@@ -380,6 +381,15 @@ def evaluate(
     return out
 
 
+def has_mask_of(target: Mapping[str, Tensor]) -> Tensor:
+    """``(N,)`` bool: which instances of a target carry a true mask (``has_mask``, as
+    :class:`mxr.data.CocoInstances` marks them; every instance when the target has no flag)."""
+    has = target.get("has_mask")
+    if has is None:
+        return torch.ones(len(target["labels"]), dtype=torch.bool)
+    return has.bool()
+
+
 def _gt_for_mask_iou(
     targets: list[dict[str, Tensor]], device: torch.device
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
@@ -387,9 +397,8 @@ def _gt_for_mask_iou(
     ground-truth mask."""
     boxes, labels, gts = [], [], []
     for t in targets:
-        has = t.get("has_mask")
-        keep = has.bool() if has is not None else torch.ones(len(t["boxes"]), dtype=torch.bool)
-        if has is not None and len(t["masks"]) != int(keep.sum()):
+        keep = has_mask_of(t)
+        if "has_mask" in t and len(t["masks"]) != int(keep.sum()):
             raise ValueError(
                 "target masks do not match has_mask; load the dataset with masks='all'"
             )
@@ -447,11 +456,7 @@ class InstanceIoU:
 
 def mask_instances(target: Mapping[str, torch.Tensor]) -> list[int]:
     """The instance numbers of a target that carry a true mask (``has_mask``; all when absent)."""
-    has = target.get("has_mask")
-    n = len(target["labels"])
-    if has is None:
-        return list(range(n))
-    return [i for i in range(n) if bool(has[i])]
+    return [i for i, has in enumerate(has_mask_of(target).tolist()) if has]
 
 
 def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

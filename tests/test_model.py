@@ -363,3 +363,22 @@ def test_stock_maskrcnn_uses_the_same_parts():
     assert set(ls) == set(lo)
     for k in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"):
         assert torch.equal(ls[k], lo[k]), k  # the RPN and box branch compute the same thing
+
+
+def test_masks_for_boxes_are_the_masks_inference_gives_those_boxes():
+    """The RoI heads answer "masks for these boxes and classes": for the detector's own boxes and
+    classes they are exactly the masks inference returns (before pasting)."""
+    torch.manual_seed(0)
+    model = build_model(cfg(mask_head="transfer", transfer_input="cls+box", mlp_fusion=True)).eval()
+    images, _ = make_batch()
+    with torch.no_grad():
+        image_list, _ = model.transform(images)
+        features = model.backbone(image_list.tensors)
+        proposals, _ = model.rpn(image_list, features)
+        dets, _ = model.roi_heads(features, proposals, image_list.image_sizes)
+        boxes = [d["boxes"] for d in dets]
+        labels = torch.cat([d["labels"] for d in dets])
+        probs = model.roi_heads.masks_for_boxes(features, boxes, labels, image_list.image_sizes)
+    assert sum(len(b) for b in boxes) > 0
+    assert probs.shape == (len(labels), 28, 28)
+    torch.testing.assert_close(probs, torch.cat([d["masks"][:, 0] for d in dets]))

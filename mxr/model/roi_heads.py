@@ -116,6 +116,20 @@ class MaskXRoIHeads(RoIHeads):
         reader = self.read_w_det if self.mask_predictor.uses_detection_weights else None
         return self.mask_predictor(x, classes, reader)
 
+    def masks_for_boxes(
+        self, features: dict[str, Tensor], boxes: list[Tensor], labels: Tensor, image_shapes
+    ) -> Tensor:
+        """Mask probabilities for given boxes and classes, ``(R, 28, 28)`` in [0, 1]: the mask branch
+        alone, with the detector's own boxes and classes bypassed (mask IoU given true boxes).
+
+        Args:
+            features: the backbone's feature maps of the (transformed) images.
+            boxes: per image ``(R_i, 4)`` XYXY boxes in the transformed images' pixels.
+            labels: ``(R,)`` int64 classes, all images' boxes in order (which mask to predict).
+            image_shapes: the transformed images' ``(H, W)``.
+        """
+        return self.mask_logits(features, boxes, labels, image_shapes).sigmoid()
+
     def forward(self, features, proposals, image_shapes, targets=None):
         """Same contract as torchvision's ``RoIHeads.forward``: ``(detections, losses)``."""
         if self.training:
