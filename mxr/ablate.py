@@ -499,8 +499,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     if merged:
         parts += [
             f"Rows {', '.join(merged['rows'])} are kept from the earlier published run "
-            f"(`{merged['from']}`, same code and configs for those rows); the others were trained "
-            "by this run.",
+            f"(`{merged['from']}`: the same configs, trained on an earlier machine and not "
+            "retrained here, so compare them with the other rows to within about a point); the "
+            "others were trained by this run.",
             "",
         ]
     for m, h in (results.get("targets") or {}).items():
