@@ -29,9 +29,9 @@ else:  # Python 3.10
 BACKBONES = ("tiny", "resnet18_fpn", "resnet50_fpn")
 MASK_HEADS = ("agnostic", "class", "transfer")
 TRANSFER_INPUTS = ("cls", "box", "cls+box", "embed", "randn", "cls+embed")
-#: Transfer inputs that read a fixed class embedding (``embed`` from ``model.class_embedding``,
-#: ``randn`` drawn from ``model.init_seed``) rather than, or beside, the detection weights.
-EMBEDDING_INPUTS = ("embed", "randn", "cls+embed")
+#: Transfer inputs that read their class embedding from the file ``model.class_embedding``
+#: (``randn`` draws its own from ``model.init_seed``).
+FILE_EMBEDDING_INPUTS = ("embed", "cls+embed")
 TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
@@ -123,7 +123,7 @@ class ModelConfig:
                 raise ValueError(
                     f"{s}.{name}={getattr(self, name)!r} is not valid; expected true or false"
                 )
-        if self.transfer_input in ("embed", "cls+embed") and not self.class_embedding:
+        if self.transfer_input in FILE_EMBEDDING_INPUTS and not self.class_embedding:
             raise ValueError(
                 f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
                 'expected a JSON file {"<category name>": [floats]} or an .npy file with a '

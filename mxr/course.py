@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # same_run_config lives in mxr.config (the engine and the ablation use it too); re-exported here
-from mxr.config import Config, load_config, same_run_config  # noqa: F401
+from mxr.config import FILE_EMBEDDING_INPUTS, Config, load_config, same_run_config  # noqa: F401
 
 BUDGET_MODES = ("smoke", "full")
 
@@ -484,7 +484,7 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
     model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
     if c["mask_head"] == "transfer":
         layers, activation = STRUCTURES[c["structure"]]
-        embed = c["transfer_input"] in ("embed", "cls+embed")  # the course data's class embedding
+        embed = c["transfer_input"] in FILE_EMBEDDING_INPUTS  # the course data's class embedding
         model = dataclasses.replace(
             model,
             transfer_input=c["transfer_input"],

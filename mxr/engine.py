@@ -43,6 +43,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mxr.config import (
+    FILE_EMBEDDING_INPUTS,
     Config,
     DataConfig,
     ModelConfig,
@@ -208,7 +209,7 @@ def class_embedding_for(cfg: Config, dataset: Any) -> Tensor | None:
     from mxr.data.embedding import load_class_embedding
 
     m = cfg.model
-    if m.mask_head != "transfer" or m.transfer_input not in ("embed", "cls+embed"):
+    if m.mask_head != "transfer" or m.transfer_input not in FILE_EMBEDDING_INPUTS:
         return None
     path = Path(m.class_embedding)
     if not path.is_absolute():

@@ -37,11 +37,6 @@ def uses_embedding(transfer_input: str) -> bool:
     return "embed" in TRANSFER_INPUT_PARTS[transfer_input]
 
 
-def detection_weight_dim(transfer_input: str, representation_size: int) -> int:
-    """Length of ``w_det^c`` for a detection-weight input and box-head width ``D``: D, 4D or 5D."""
-    return {"cls": 1, "box": 4, "cls+box": 5}[transfer_input] * representation_size
-
-
 def randn_embedding(num_classes: int, dim: int, seed: int) -> Tensor:
     """A fixed N(0, 1) vector per class, ``(num_classes, dim)`` float32, drawn from its own generator
     seeded with ``seed`` (the global RNG is untouched): the paper's ``randn`` row."""
@@ -110,7 +105,7 @@ def read_detection_weights(
         stop_grad: detach the weights, so a loss on τ's output does not reach the box predictor.
 
     Returns:
-        ``(K, d)`` with ``d = detection_weight_dim(transfer_input, D)``.
+        ``(K, d)`` with ``d = transfer_input_dim(transfer_input, D)``: D, 4D or 5D.
     """
     parts = []
     if transfer_input in ("cls", "cls+box"):
