@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from mxr.config import config_from_dict
+from mxr.data.embedding import embedding_rows
 from mxr.data.shapesx import class_embedding, class_names, default_split
 from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint
 from mxr.probes import interpolation_probe, wdet_distance_from_adjacent
@@ -29,8 +28,7 @@ def main() -> None:
     p.add_argument("--split", default="val", choices=("val", "test"))
     args = p.parse_args()
     names, b_names = class_names(), default_split()["B"]
-    table = class_embedding()
-    emb = torch.tensor([[0.0] * len(table[names[0]])] + [table[n] for n in names])
+    emb = embedding_rows(class_embedding(), ["__background__", *names])
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         cfg = config_from_dict(ckpt["config"], where=f"{path} (config)")

@@ -110,12 +110,12 @@ def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
 
 
 def test_the_class_embedding_guess_interpolates_a_structured_oracle(oracle) -> None:  # noqa: ANN001
+    from mxr.data.embedding import embedding_rows
     from mxr.data.shapesx import class_embedding
 
     model, _ = oracle
     names, b_names = class_names(), default_split()["B"]
-    table = class_embedding()
-    emb = torch.tensor([[0.0] * 12] + [table[n] for n in names])
+    emb = embedding_rows(class_embedding(), ["__background__", *names])
     pred = model.roi_heads.mask_predictor
     with torch.no_grad():  # mask weights linear in the embedding: the map fitted on A carries to B
         proj = torch.randn(12, pred.weight.shape[1] + 1, generator=torch.Generator().manual_seed(1))

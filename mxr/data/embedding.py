@@ -96,17 +96,27 @@ def load_class_embedding(path: str | Path, class_names: Sequence[str]) -> Tensor
     Raises:
         ValueError: a class of the dataset has no vector in the file (all missing ones are named).
     """
-    table = read_embedding_file(path)
-    wanted = [n for n in class_names[1:]]
+    return embedding_rows(read_embedding_file(path), class_names, where=str(path))
+
+
+def embedding_rows(
+    table: Mapping[str, Sequence[float]], class_names: Sequence[str], where: str = "embedding"
+) -> Tensor:
+    """``{name: vector}`` as rows by label: ``(C, d)`` float32, row 0 (background) zeros.
+
+    Raises:
+        ValueError: a class has no vector (all missing ones are named, with ``where``).
+    """
+    wanted = list(class_names[1:])
     missing = [n for n in wanted if n not in table]
     if missing:
         shown = ", ".join(repr(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ValueError(
-            f"{path}: no vector for class(es) {shown} ({len(missing)} of {len(wanted)}); "
+            f"{where}: no vector for class(es) {shown} ({len(missing)} of {len(wanted)}); "
             "expected one entry per category name of the dataset"
         )
     width = len(next(iter(table.values())))
-    rows = [[0.0] * width] + [table[n] for n in wanted]
+    rows = [[0.0] * width] + [list(table[n]) for n in wanted]
     return torch.tensor(rows, dtype=torch.float32)
 
 
