@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from mxr.config import Config, load_config
 
@@ -36,6 +37,23 @@ TINY_TRAIN = [
     "train.device=cpu",
     "train.amp=false",
 ]
+
+
+class EpochIndices(torch.utils.data.Dataset):
+    """Item i is ``(tensor(i), {"epoch": tensor(epoch)})``: what the engine's batching serves, and in
+    which epoch (``set_epoch``), without any image."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        return torch.tensor(i), {"epoch": torch.tensor(self.epoch)}
 
 
 def tiny_config(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, tiny_overrides
+from conftest import EpochIndices, tiny_config, tiny_overrides
 
 from mxr.config import TrainConfig, config_from_dict, load_config
 from mxr.engine import (
@@ -51,27 +51,11 @@ def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
         batch_indices(3, 4, seed=0, iteration=0)
 
 
-class _Indices(torch.utils.data.Dataset):
-    """Item i is ``(tensor(i), {"epoch": tensor(epoch)})``."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.epoch = n, 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, i: int):  # noqa: ANN204
-        return torch.tensor(i), {"epoch": torch.tensor(self.epoch)}
-
-
 def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
     from mxr.engine import DistInfo, _iterate_batches
 
     def run(rank: int, world: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
-        it = _iterate_batches(_Indices(10), start=start, stop=stop, batch_size=2,
+        it = _iterate_batches(EpochIndices(10), start=start, stop=stop, batch_size=2,
                               info=DistInfo(rank, world), seed=5, num_workers=0)  # fmt: skip
         return [(i, [int(x) for x in ims], int(t[0]["epoch"])) for i, ims, t in it]
 

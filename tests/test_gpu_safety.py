@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import EpochIndices, tiny_config
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -264,25 +264,11 @@ def test_grouped_batches_are_one_orientation_per_rank_and_a_function_of_seed_and
     assert epoch_batches(10, 4, seed=5, epoch=0) == [batch_indices(10, 4, 5, i)[1] for i in (0, 1)]
 
 
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.n, self.epoch = n, 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, i: int):  # noqa: ANN204
-        return torch.tensor(i), {"epoch": torch.tensor(self.epoch)}
-
-
 def test_grouped_loader_resumes_mid_stream_and_matches_batch_indices() -> None:
     groups = [int(i % 4 == 0) for i in range(20)]
 
     def run(rank: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
-        it = _iterate_batches(_Items(20), start=start, stop=stop, batch_size=2,
+        it = _iterate_batches(EpochIndices(20), start=start, stop=stop, batch_size=2,
                               info=DistInfo(rank, 2), seed=1, num_workers=0, groups=groups)  # fmt: skip
         return [(i, [int(x) for x in ims], int(t[0]["epoch"])) for i, ims, t in it]
 
@@ -336,7 +322,7 @@ def test_grouped_training_resumes_bit_identically(shapesx_root: Path, tmp_path: 
 
 def test_one_loader_with_workers_serves_every_epoch_as_without() -> None:
     def run(workers: int) -> list[tuple[int, list[int], list[int]]]:
-        it = _iterate_batches(_Items(10), start=1, stop=7, batch_size=2, info=DistInfo(0, 1),
+        it = _iterate_batches(EpochIndices(10), start=1, stop=7, batch_size=2, info=DistInfo(0, 1),
                               seed=2, num_workers=workers)  # fmt: skip
         return [(i, [int(x) for x in ims], [int(t["epoch"]) for t in ts]) for i, ims, ts in it]
 
