@@ -324,3 +324,15 @@ def test_loader_error_points_at_data_check(tmp_path: Path) -> None:
     assert (
         "and 1 more problem(s)" in msg and "data check" in msg and "--split voc --masks all" in msg
     )
+
+
+def test_repr_names_the_annotation_file_relative_to_the_working_directory(
+    coco_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, ann = coco_files
+    ds = CocoInstances(images, ann.resolve(), split="voc")
+    monkeypatch.chdir(ann.parent.parent)
+    text = repr(ds)
+    assert f"ann_file='{Path(ann.parent.name) / ann.name}'" in text
+    assert str(ann.parent.parent.resolve()) not in text  # no machine path
+    assert text.startswith(f"CocoInstances({len(ds)} images")

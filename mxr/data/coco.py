@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -298,9 +299,13 @@ class CocoInstances(torch.utils.data.Dataset):
         return image, target
 
     def __repr__(self) -> str:
+        try:  # relative to the working directory: no machine path in logs and notebook outputs
+            ann = os.path.relpath(self.ann_file)
+        except ValueError:  # another drive (Windows)
+            ann = str(self.ann_file)
         return (
             f"CocoInstances({len(self)} images, {self.num_classes - 1} classes: {len(self.a_labels)} A / "
-            f"{len(self.b_labels)} B, masks={self.masks!r}, ann_file={str(self.ann_file)!r})"
+            f"{len(self.b_labels)} B, masks={self.masks!r}, ann_file={ann!r})"
         )
 
 
