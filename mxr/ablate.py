@@ -165,7 +165,9 @@ def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> 
     names = list(rows)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
-    for k, (s, color) in enumerate((("A", "#4c72b0"), ("B", "#dd8452"))):
+    from mxr.viz import SET_COLOURS
+
+    for k, (s, color) in enumerate(SET_COLOURS.items()):
         means = [rows[n].get(s, {}).get("segm", {}).get(metric) or 0.0 for n in names]
         stds = [rows[n].get(s, {}).get("segm", {}).get(f"{metric}_std") or 0.0 for n in names]
         ax.bar(

@@ -17,10 +17,11 @@ from mxr.config import FILE_EMBEDDING_INPUTS, Config, load_config, same_run_conf
 
 BUDGET_MODES = ("smoke", "full")
 
-#: Per mode: training iterations of a "main" run and a "short" comparison run, dataset sizes.
+#: Per mode: training iterations of every notebook run (the ablation's budget in full mode, so a
+#: notebook run and the published row of the same config are the same run), dataset sizes.
 BUDGETS: dict[str, dict[str, int]] = {
-    "smoke": {"iterations": 12, "short_iterations": 6, "train": 48, "val": 12, "test": 12},
-    "full": {"iterations": 800, "short_iterations": 800, "train": 2000, "val": 300, "test": 300},
+    "smoke": {"iterations": 12, "train": 48, "val": 12, "test": 12},
+    "full": {"iterations": 800, "train": 2000, "val": 300, "test": 300},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,15 +69,15 @@ def ensure_course_data(seed: int = 0) -> Path:
     )
 
 
-def course_config(variant: str, *, short: bool = False, **train_overrides: Any) -> Config:
+def course_config(variant: str, **train_overrides: Any) -> Config:
     """The ShapesX config ``configs/shapesx/<variant>.yaml`` pointed at the course data and sized
-    by the budget (``short`` = the comparison-run length). Extra keyword args override ``train``."""
+    by the budget. Extra keyword args override ``train`` (e.g. ``seed=1``, ``iterations=200``)."""
     path = REPO_ROOT / "configs" / "shapesx" / f"{variant}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"variant {variant!r} is not valid; expected one of {', '.join(choices)}")
     cfg = load_config(path)
-    iters = train_overrides.pop("iterations", budget("short_iterations" if short else "iterations"))
+    iters = train_overrides.pop("iterations", budget("iterations"))
     sized = {
         "iterations": iters,
         "warmup_iters": min(cfg.train.warmup_iters, max(1, iters // 10)),
@@ -425,14 +426,14 @@ _VARIANT_OF_HEAD = {"agnostic": "agnostic", "transfer": "transfer_clsbox", "orac
 
 
 def default_choices() -> dict[str, Any]:
-    """The panel's starting point: the paper's full model at the short (comparison) budget."""
+    """The panel's starting point: the paper's full model at the course budget."""
     return {
         "mask_head": "transfer",
         "transfer_input": "cls+box",
         "structure": "2-layer LeakyReLU",
         "stop_grad": True,
         "mlp_fusion": True,
-        "iterations": budget("short_iterations"),
+        "iterations": budget("iterations"),
     }
 
 
@@ -532,19 +533,27 @@ def run_name(choices: Mapping[str, Any]) -> str:
     return "-".join(parts)
 
 
+#: The ShapesX configs the notebooks train (each cached as ``runs_dir()/<variant>``): the controls
+#: (class-agnostic with and without the MLP, the oracle), τ from the class embedding, and τ from the
+#: detection weights with each input and switch.
+NOTEBOOK_VARIANTS = (
+    "agnostic",
+    "agnostic_mlp",
+    "oracle",
+    "transfer_embed",
+    "transfer_embed_mlp",
+    "transfer_randn",
+    "transfer_cls",
+    "transfer_box",
+    "transfer_clsbox",
+    "transfer_mlp",
+    "transfer_mlp_nostopgrad",
+)
+
+
 def notebook_runs() -> list[tuple[str, Config]]:
     """Every training run the notebooks ask for, as ``(name, config)`` (names as in the notebooks)."""
-    runs = [(v, course_config(v)) for v in ("transfer_mlp", "agnostic", "oracle")]
-    runs += [
-        (f"{v}_short", course_config(v, short=True))
-        for v in (
-            "transfer_cls",
-            "transfer_box",
-            "transfer_clsbox",
-            "transfer_mlp",
-            "transfer_mlp_nostopgrad",
-        )
-    ]
+    runs = [(v, course_config(v)) for v in NOTEBOOK_VARIANTS]
     for choices in (default_choices(), {"mask_head": "agnostic", "mlp_fusion": False}):
         runs.append((run_name(choices), config_from_choices(choices)))
     return runs

@@ -233,6 +233,8 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from mxr.viz import SET_COLOURS
+
     if not rows:
         raise ValueError("plot_interpolation_probe: rows is empty; expected interpolation_probe()")
     kinds = {
@@ -258,13 +260,13 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
     ax.barh(ys, vals, color=[kinds[kind(r["guess"])][0] for r in rows])
     for y, v in zip(ys, vals, strict=True):
         ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=8)
-    ax.axvline(rows[0]["A"], ls="--", lw=1, color="#1f77b4")
+    ax.axvline(rows[0]["A"], ls="--", lw=1, color=SET_COLOURS["A"])
     ax.set_yticks(ys, [r["guess"] for r in rows], fontsize=8)
     lo = min(vals)
     ax.set_xlim(max(0.0, lo - 10), max(max(vals), rows[0]["A"]) + 4)
     ax.set_xlabel("B mask IoU given the true boxes (%)")
     handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
-    handles.append(Patch(color="#1f77b4", label="set A mIoU (unchanged)"))
+    handles.append(Patch(color=SET_COLOURS["A"], label="set A mIoU (unchanged)"))
     ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=2)
     ax.set_title(title or "What could τ gain? B mask weights guessed from set A")
     fig.tight_layout()

@@ -27,11 +27,16 @@ A_COLOURS: tuple[tuple[int, int, int], ...] = (
     (230, 90, 160),
 )
 B_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (30, 144, 255),
     (0, 200, 255),
-    (60, 120, 255),
     (0, 230, 160),
     (150, 110, 255),
 )
+#: The one colour of each class set, in every chart, legend and mask overlay of the course and the
+#: docs (set A warm, set B cool; the first colour of each instance palette above).
+SET_COLOURS: dict[str, str] = {
+    s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in (("A", A_COLOURS[0]), ("B", B_COLOURS[0]))
+}
 
 
 def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
@@ -130,8 +135,8 @@ def draw_instances(
 def _legend(fig: Figure) -> None:
     fig.legend(
         handles=[
-            Patch(color=[c / 255 for c in A_COLOURS[0]], label="set A (masks in training)"),
-            Patch(color=[c / 255 for c in B_COLOURS[0]], label="set B (boxes only)"),
+            Patch(color=SET_COLOURS["A"], label="set A (masks in training)"),
+            Patch(color=SET_COLOURS["B"], label="set B (boxes only)"),
         ],
         loc="lower center",
         ncol=2,
@@ -650,10 +655,7 @@ def plot_class_bars(
         raise ValueError("plot_class_bars: series is empty")
     a_set = {int(x) for x in a_labels}
     c = len(class_names)
-    colours = [
-        "lightgrey" if i == 0 else [v / 255 for v in (A_COLOURS[0] if i in a_set else B_COLOURS[1])]
-        for i in range(c)
-    ]
+    colours = ["lightgrey" if i == 0 else SET_COLOURS["A" if i in a_set else "B"] for i in range(c)]
     fig = Figure(figsize=(max(7.0, 0.25 * c), 2.6 * len(series) + 0.6))
     flat = torch.cat([v.detach().cpu().float().flatten() for v in series.values()])
     shared_top = float(flat.max()) * 1.1 if flat.numel() and float(flat.min()) >= 0 else None
@@ -705,7 +707,7 @@ def plot_ap_comparison(
     names = list(results)
     fig = Figure(figsize=(max(4.0, 1.3 * len(names)) * len(metrics) * 0.8 + 1, 3.8))
     width = 0.8 / len(splits)
-    colours = {"A": [v / 255 for v in A_COLOURS[0]], "B": [v / 255 for v in B_COLOURS[1]]}
+    colours = SET_COLOURS
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
         for s, split in enumerate(splits):

@@ -40,7 +40,7 @@ from mxr.evaluation import (  # noqa: F401
     mean_iou,
 )
 from mxr.report import cell, markdown_table, mask_ap, mask_miou, read_metrics
-from mxr.viz import draw_instances
+from mxr.viz import SET_COLOURS, draw_instances
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -138,8 +138,8 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
     image = w.Image(format="png")
     caption = w.HTML()
     legend = w.HTML(
-        "<span style='color:#ff8c00'>&#9632;</span> set A (masks in training) &nbsp; "
-        "<span style='color:#00c8ff'>&#9632;</span> set B (boxes only)"
+        f"<span style='color:{SET_COLOURS['A']}'>&#9632;</span> set A (masks in training) &nbsp; "
+        f"<span style='color:{SET_COLOURS['B']}'>&#9632;</span> set B (boxes only)"
     )
 
     def update(change: Any = None) -> None:
@@ -315,7 +315,7 @@ def comparison_chart(runs: Sequence[RunLog]) -> Figure:
     for k, (name, getter) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
         xs = list(range(len(done)))
-        for j, (split, colour) in enumerate((("A", "#ff8c00"), ("B", "#1e90ff"))):
+        for j, (split, colour) in enumerate(SET_COLOURS.items()):
             vals = [getter(r, split) or 0.0 for _, r in done]
             ax.bar(
                 [x + (j - 0.5) * width for x in xs], vals, width, label=f"set {split}", color=colour
@@ -578,8 +578,6 @@ def iou_distribution_figure(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from mxr.viz import A_COLOURS, B_COLOURS
-
     names = list(ious_by_model)
     if not names:
         raise ValueError(
@@ -605,8 +603,7 @@ def iou_distribution_figure(
                 medianprops={"color": "black"},
             )
             for (p, _), patch in zip(kept, parts["boxes"], strict=True):
-                c = A_COLOURS[0] if labels[p] in a_set else B_COLOURS[0]
-                patch.set_facecolor([x / 255 for x in c])
+                patch.set_facecolor(SET_COLOURS["A" if labels[p] in a_set else "B"])
         base = {}
         for r in ious_by_model[name]:
             base.setdefault(r.label, []).append(r.box_iou)
@@ -630,8 +627,8 @@ def iou_distribution_figure(
         ax.grid(True, axis="y", alpha=0.3)
     fig.legend(
         handles=[
-            Patch(color=[c / 255 for c in A_COLOURS[0]], label="set A (masks in training)"),
-            Patch(color=[c / 255 for c in B_COLOURS[0]], label="set B (boxes only)"),
+            Patch(color=SET_COLOURS["A"], label="set A (masks in training)"),
+            Patch(color=SET_COLOURS["B"], label="set B (boxes only)"),
             Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box"),
         ],
         loc="lower center",
