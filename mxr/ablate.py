@@ -220,6 +220,24 @@ def per_seed_values(runs: dict[str, list[dict[str, Any]]], s: str = "B") -> dict
     return out
 
 
+def paired_difference(
+    per_seed: dict[str, Any], row: str, base: str, metric: str = "mIoU"
+) -> dict[str, Any] | None:
+    """``row`` − ``base`` on one metric, seeds paired by index (a results.json ``per_seed["B"]``
+    mapping): ``{"per_seed", "mean", "std"}`` (``std`` is the sample std over seeds, ``None`` for one
+    seed), or ``None`` when either row has no values for ``metric``."""
+    a, b = (per_seed.get(r, {}).get(metric) for r in (row, base))
+    if not a or not b or any(x is None for x in (*a, *b)):
+        return None
+    n = min(len(a), len(b))
+    diffs = np.asarray(a[:n], dtype=float) - np.asarray(b[:n], dtype=float)
+    return {
+        "per_seed": [round(float(d), 3) for d in diffs],
+        "mean": round(float(diffs.mean()), 3),
+        "std": round(float(diffs.std(ddof=1)), 3) if n > 1 else None,
+    }
+
+
 def headline(
     per_seed: dict[str, Any],
     metric: str = "AP75",

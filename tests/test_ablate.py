@@ -204,3 +204,14 @@ def test_merge_from_keeps_published_rows_in_preset_order(
     with pytest.raises(FileNotFoundError, match="nope.json"):
         run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
                      merge_from=tmp_path / "nope.json", **kw)  # fmt: skip
+
+
+def test_paired_difference_pairs_seeds_by_index() -> None:
+    from mxr.ablate import paired_difference
+
+    per_seed = {"x": {"mIoU": [3.0, 5.0, 4.0]}, "y": {"mIoU": [1.0, 4.0, 4.0]}}
+    d = paired_difference(per_seed, "x", "y")
+    assert d["per_seed"] == [2.0, 1.0, 0.0]
+    assert d["mean"] == 1.0 and d["std"] == 1.0
+    assert paired_difference(per_seed, "x", "missing") is None
+    assert paired_difference({"x": {"mIoU": [2.0]}, "y": {"mIoU": [1.0]}}, "x", "y")["std"] is None

@@ -172,8 +172,8 @@ def test_notebook_04_train_button_shows_plot_and_table(lab: tuple[str, str]) -> 
             iterations.fill("3")  # a budget no run used yet: pressing Train really trains
             iterations.press("Enter")
             panel.locator("button", has_text="Train").click()
-            # the status line before the press says "Done: agnostic (6 it) ..." (the run from code)
-            expect(panel.get_by_text("(3 it), trained in")).to_be_visible(timeout=300_000)
+            # the status line before the press names the run from code
+            expect(panel.get_by_text("(3 it), seed 0, trained in")).to_be_visible(timeout=300_000)
 
             plot = panel.locator(".widget-image img, img.widget-image").first
             expect(plot).to_be_visible()
@@ -185,7 +185,7 @@ def test_notebook_04_train_button_shows_plot_and_table(lab: tuple[str, str]) -> 
             cells = [c.strip() for c in table.locator("td").all_inner_texts()]
             assert "A" in cells and "B" in cells
             comparison = panel.locator("table.mxr-table").nth(1)
-            assert comparison.locator("tbody tr").count() == 3  # two runs from code + this one
+            assert comparison.locator("tbody tr").count() == 6  # the panel run, 4 controls, this one
             chart = panel.locator(".widget-image img, img.widget-image").nth(1)
             chart.scroll_into_view_if_needed()  # cells off screen are not laid out (0x0)
             expect(chart).to_be_visible()

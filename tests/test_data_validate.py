@@ -116,7 +116,10 @@ def test_cli_shapesx_and_check_generated_data(
     for split in ("train", "val", "test"):
         report = validate_dataset(out / "annotations" / f"instances_{split}.json", out / split)
         assert report.ok, report.format()
-    assert main(["data", "shapesx", "--out", str(out), "--train", "-1"]) == 1
+    capsys.readouterr()
+    assert main(["data", "shapesx", "--out", str(out), "--train", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mxr data shapesx: error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_generated_shapesx_passes_check(shapesx_root: Path) -> None:

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
 def _shapesx(args: argparse.Namespace) -> int:
+    """A bad size or an unwritable folder raises; ``mxr.cli.main`` turns it into one line, exit 2."""
     from mxr.data.shapesx import generate_shapesx
 
-    try:
-        generate_shapesx(
-            args.out,
-            train=args.train,
-            val=args.val,
-            test=args.test,
-            seed=args.seed,
-            test_seed=args.test_seed,
-            image_size=args.image_size,
-            design=args.design,
-        )
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    generate_shapesx(
+        args.out,
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        seed=args.seed,
+        test_seed=args.test_seed,
+        image_size=args.image_size,
+        design=args.design,
+    )
     return 0
 
 
@@ -32,13 +28,10 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         report = validate_dataset(args.annotations, args.images, split=args.split, masks=args.masks)
-    except Exception as e:  # validate_dataset should not raise; never show a traceback to the user
-        print(
-            f"error: could not check {args.annotations}: {type(e).__name__}: {e}", file=sys.stderr
-        )
-        return 1
+    except Exception as e:  # validate_dataset reports problems; anything else is one line, exit 2
+        raise ValueError(f"could not check {args.annotations}: {type(e).__name__}: {e}") from e
     print(report.format())
-    return 0 if report.ok else 1
+    return 0 if report.ok else 1  # 1: the data has problems (listed above)
 
 
 def add_subparser(sub: Any) -> argparse.ArgumentParser:
