@@ -172,7 +172,8 @@ def train_or_load(
         out.mkdir(parents=True, exist_ok=True)
         for f in ("last.pt", "config.yaml", "metrics.jsonl"):
             shutil.copy2(twin / f, out / f)
-        print(f"{name}: using the finished run {twin} (same config); evaluating it on val")
+        shown = twin.relative_to(REPO_ROOT) if twin.is_relative_to(REPO_ROOT) else twin.name
+        print(f"{name}: using the finished run {shown} (same config); evaluating it on val")
     result = train(cfg, out, resume=twin is not None, progress=progress, callback=callback)
     return {
         "model": result["model"].eval(),
@@ -423,17 +424,49 @@ STRUCTURES: dict[str, tuple[int, str]] = {
 """τ structures: menu label -> (``model.transfer_layers``, ``model.transfer_activation``)."""
 
 _VARIANT_OF_HEAD = {"agnostic": "agnostic", "transfer": "transfer_clsbox", "oracle": "oracle"}
+#: The course config a transfer input starts from (``randn`` sets ``randn_dim``, ``embed`` the
+#: embedding file); ``cls+embed`` has none of its own and starts from ``transfer_clsbox``.
+_VARIANT_OF_INPUT = {
+    "cls": "transfer_cls",
+    "box": "transfer_box",
+    "cls+box": "transfer_clsbox",
+    "embed": "transfer_embed",
+    "randn": "transfer_randn",
+}
+
+#: The panel's choices that give each of :data:`NOTEBOOK_VARIANTS` (``config_from_choices`` of
+#: them is the same run as ``course_config(variant)``; missing keys take :func:`default_choices`).
+VARIANT_CHOICES: dict[str, dict[str, Any]] = {
+    "agnostic": {"mask_head": "agnostic", "mlp_fusion": False},
+    "agnostic_mlp": {"mask_head": "agnostic", "mlp_fusion": True},
+    "oracle": {"mask_head": "oracle", "mlp_fusion": False},
+    "transfer_embed": {"mask_head": "transfer", "transfer_input": "embed", "mlp_fusion": False},
+    "transfer_embed_mlp": {"mask_head": "transfer", "transfer_input": "embed"},
+    "transfer_randn": {"mask_head": "transfer", "transfer_input": "randn", "mlp_fusion": False},
+    "transfer_cls": {"mask_head": "transfer", "transfer_input": "cls", "mlp_fusion": False},
+    "transfer_box": {"mask_head": "transfer", "transfer_input": "box", "mlp_fusion": False},
+    "transfer_clsbox": {"mask_head": "transfer", "transfer_input": "cls+box", "mlp_fusion": False},
+    "transfer_mlp": {"mask_head": "transfer", "transfer_input": "cls+box"},
+    "transfer_mlp_nostopgrad": {
+        "mask_head": "transfer",
+        "transfer_input": "cls+box",
+        "stop_grad": False,
+    },
+}
 
 
 def default_choices() -> dict[str, Any]:
-    """The panel's starting point: the paper's full model at the course budget."""
+    """The panel's starting point: τ from the class embedding with MLP fusion (the course's
+    ``transfer_embed_mlp``, the variant that transfers masks to set B on ShapesX), seed 0, at the
+    course budget. The paper's own default input, ``cls+box``, is one menu choice away."""
     return {
         "mask_head": "transfer",
-        "transfer_input": "cls+box",
+        "transfer_input": "embed",
         "structure": "2-layer LeakyReLU",
         "stop_grad": True,
         "mlp_fusion": True,
         "iterations": budget("iterations"),
+        "seed": 0,
     }
 
 
@@ -461,6 +494,9 @@ def checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
     it = c["iterations"]
     if isinstance(it, bool) or not isinstance(it, int) or it <= 0:
         raise ValueError(f"iterations={it!r} is not valid; expected a positive integer")
+    seed = c["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not valid; expected an integer >= 0")
     c["stop_grad"], c["mlp_fusion"] = bool(c["stop_grad"]), bool(c["mlp_fusion"])
     return c
 
@@ -472,16 +508,20 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
         choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
             ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``, ``"embed"``, ``"randn"``,
             ``"cls+embed"``), ``structure`` (a key of
-            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools) and ``iterations``; missing keys
-            take :func:`default_choices`. Transfer input, structure and stop-grad only matter for
-            the transfer head; MLP fusion applies to every head.
+            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools), ``iterations`` and ``seed``
+            (``train.seed``); missing keys take :func:`default_choices`. Transfer input, structure
+            and stop-grad only matter for the transfer head; MLP fusion applies to every head.
 
     Returns:
-        ``configs/shapesx/<agnostic|transfer_clsbox|oracle>.yaml`` on the course data, with the
-        chosen model fields and ``iterations`` (warm-up, logging and checkpointing scaled to it).
+        The course config (:func:`course_config`) of ``agnostic``, ``oracle`` or the transfer
+        input's ``transfer_*`` variant, with the chosen model fields, ``iterations`` and ``seed``;
+        warm-up, logging and checkpointing are sized by :func:`course_config`'s one rule.
     """
     c = checked_choices(choices)
-    cfg = course_config(_VARIANT_OF_HEAD[c["mask_head"]])
+    variant = _VARIANT_OF_HEAD[c["mask_head"]]
+    if c["mask_head"] == "transfer":
+        variant = _VARIANT_OF_INPUT.get(c["transfer_input"], variant)
+    cfg = course_config(variant, iterations=c["iterations"], seed=c["seed"])
     model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
     if c["mask_head"] == "transfer":
         layers, activation = STRUCTURES[c["structure"]]
@@ -494,19 +534,12 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
             transfer_activation=activation,
             stop_grad=c["stop_grad"],
         )
-    n = c["iterations"]
-    train = dataclasses.replace(
-        cfg.train,
-        iterations=n,
-        warmup_iters=min(cfg.train.warmup_iters, max(1, n // 10)),
-        checkpoint_every=n,
-        log_every=max(1, min(10, n // 20)),
-    )
-    return dataclasses.replace(cfg, model=model, train=train)
+    return dataclasses.replace(cfg, model=model)
 
 
 def describe_choices(choices: Mapping[str, Any]) -> str:
-    """A short human-readable label, e.g. ``"transfer cls+box 2-layer LeakyReLU +MLP (6 it)"``."""
+    """A short human-readable label of the config apart from the seed, e.g.
+    ``"transfer cls+box 2-layer LeakyReLU +MLP (6 it)"`` (runs of several seeds share it)."""
     c = checked_choices(choices)
     parts = [c["mask_head"]]
     if c["mask_head"] == "transfer":
@@ -519,7 +552,8 @@ def describe_choices(choices: Mapping[str, Any]) -> str:
 
 
 def run_name(choices: Mapping[str, Any]) -> str:
-    """A folder name that differs whenever the choices differ, e.g. ``panel-transfer-clsbox-...``."""
+    """A folder name that differs whenever the choices differ, e.g. ``panel-transfer-clsbox-...``;
+    a seed other than 0 adds ``-seed<n>`` (seed 0 keeps the name runs had before the seed choice)."""
     c = checked_choices(choices)
     parts = ["panel", c["mask_head"]]
     if c["mask_head"] == "transfer":
@@ -530,6 +564,8 @@ def run_name(choices: Mapping[str, Any]) -> str:
             "sg" if c["stop_grad"] else "nosg",
         ]
     parts += ["mlp" if c["mlp_fusion"] else "nomlp", f"{c['iterations']}it"]
+    if c["seed"]:
+        parts.append(f"seed{c['seed']}")
     return "-".join(parts)
 
 
@@ -554,8 +590,8 @@ NOTEBOOK_VARIANTS = (
 def notebook_runs() -> list[tuple[str, Config]]:
     """Every training run the notebooks ask for, as ``(name, config)`` (names as in the notebooks)."""
     runs = [(v, course_config(v)) for v in NOTEBOOK_VARIANTS]
-    for choices in (default_choices(), {"mask_head": "agnostic", "mlp_fusion": False}):
-        runs.append((run_name(choices), config_from_choices(choices)))
+    # notebook 04's panel run (the panel's default; its other comparisons are the variants' runs)
+    runs.append((run_name(default_choices()), config_from_choices(default_choices())))
     return runs
 
 

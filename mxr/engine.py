@@ -59,6 +59,14 @@ LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
 Callback = Callable[[int, dict[str, float]], None]
 
 
+class StopTraining(Exception):
+    """Raise it from a :func:`train` callback to stop training after that (logged) iteration, as
+    SIGINT does: ``train`` saves the checkpoint of that iteration (so ``resume=True`` continues it),
+    skips the evaluation and re-raises this exception. Raised at the last iteration, it is ignored
+    (the run is finished). With several processes, rank 0's request stops every rank one iteration
+    later (the other ranks raise ``KeyboardInterrupt``, as after a signal)."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or infinite; the last good checkpoint is left untouched."""
 
@@ -665,11 +673,17 @@ class _NonFiniteGuard:
 # signals
 # --------------------------------------------------------------------------------------------------
 class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop reads between iterations (main thread only)."""
+    """Turns SIGINT/SIGTERM (main thread only) or a callback's :class:`StopTraining` into a flag the
+    loop reads between iterations."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.by_callback: StopTraining | None = None
         self._old: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None or self.by_callback is not None
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.signum = signum
@@ -722,7 +736,8 @@ def train(
         resume: continue from ``out_dir/last.pt`` when it exists (the model section must match).
         progress: show a tqdm bar with the running losses (rank 0 only).
         callback: ``callback(iteration, record)`` after each logged iteration, ``record`` being the
-            dict appended to ``metrics.jsonl`` (for live plots). Rank 0 only.
+            dict appended to ``metrics.jsonl`` (for live plots). Rank 0 only. It may raise
+            :class:`StopTraining` to stop the run there (checkpoint saved, no evaluation).
         eval_split: ``"val"`` / ``"test"`` to evaluate at the end, ``None`` to skip.
 
     Returns:
@@ -734,6 +749,7 @@ def train(
     Raises:
         NonFiniteLossError: a loss term became NaN/inf (names the iteration and the term).
         KeyboardInterrupt: after SIGINT, once the checkpoint is saved; ``SystemExit(143)`` for SIGTERM.
+        StopTraining: the callback raised it (re-raised once the checkpoint is saved).
     """
     from tqdm.auto import tqdm
 
@@ -830,7 +846,7 @@ def train(
                 values = torch.cat(
                     [
                         values,
-                        torch.tensor([float(stopper.signum is not None)], device=values.device),
+                        torch.tensor([float(stopper.requested)], device=values.device),
                     ]
                 )
                 if info.world_size > 1:
@@ -873,23 +889,28 @@ def train(
                             mask=f"{record.get('loss_mask', 0):.3f}",
                         )
                         if callback is not None:
-                            callback(it, record)
+                            try:
+                                callback(it, record)
+                            except StopTraining as e:
+                                stopper.by_callback = e
                     window, window_n, window_steps, window_t0 = {}, 0, 0, now
                 bar.update(1)
                 if it % tc.checkpoint_every == 0 or it == total:
                     checkpoint(it)
                 if not stop_requested and info.world_size == 1:
-                    stop_requested = stopper.signum is not None
+                    stop_requested = stopper.requested
                 if stop_requested and it < total:
                     checkpoint(it)
                     _barrier(info)
                     bar.close()
-                    if info.is_main:
+                    if info.is_main and stopper.by_callback is None:  # the callback's caller tells
                         print(
                             f"\nstopped at iteration {it}/{total}; checkpoint saved to {ckpt_path}; "
                             "continue with --resume",
                             file=sys.stderr,
                         )
+                    if stopper.by_callback is not None:
+                        raise stopper.by_callback
                     if stopper.signum == signal.SIGTERM:
                         raise SystemExit(128 + signal.SIGTERM)
                     raise KeyboardInterrupt(f"training stopped at iteration {it}")

@@ -271,3 +271,272 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
     ax.set_title(title or "What could τ gain? B mask weights guessed from set A")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the member sweep: one RoI segmented as each member of its family
+# --------------------------------------------------------------------------------------------------
+def family_labels(names: Sequence[str], name: str) -> list[int]:
+    """The labels (``names`` index + 1, as the datasets number them) of every member of ``name``'s
+    family, in member order: ``family_labels(names, "fork-4")`` -> labels of fork-1 … fork-5."""
+    if name not in names:
+        raise ValueError(f"class {name!r} is not in names; expected one of {', '.join(names)}")
+    family, _ = family_and_member(name)
+    ranked = sorted(
+        (family_and_member(n)[1], i + 1)
+        for i, n in enumerate(names)
+        if family_and_member(n)[0] == family
+    )
+    return [label for _, label in ranked]
+
+
+@torch.no_grad()
+def member_sweep(
+    model: nn.Module, image: Tensor, box: Tensor, labels: Sequence[int] | Tensor
+) -> Tensor:
+    """One RoI segmented as each class of ``labels``: the masks the mask head would draw for ``box``
+    if the detector had called the object each of them (the model's own
+    :meth:`~mxr.model.roi_heads.MaskXRoIHeads.masks_for_boxes`, with the labels forced).
+
+    Args:
+        model: an mxr Mask^X R-CNN (put in eval mode).
+        image: ``(3, H, W)`` in [0, 1].
+        box: ``(4,)`` or ``(1, 4)`` XYXY pixels.
+        labels: ``L`` class labels (e.g. :func:`family_labels`).
+
+    Returns:
+        ``(L, H, W)`` mask probabilities pasted into the image, one per label.
+    """
+    from mxr.evaluation import masks_from_boxes
+
+    box = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
+    if box.numel() != 4:
+        raise ValueError(f"member_sweep: box has {box.numel()} numbers; expected one XYXY box (4)")
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if labels.numel() == 0:
+        raise ValueError("member_sweep: labels is empty; expected at least one class label")
+    model.eval()
+    boxes = box.expand(len(labels), 4).clone()
+    return masks_from_boxes(model, [image], [boxes], [labels])[0]
+
+
+@torch.no_grad()
+def member_sweep_ious(
+    model: nn.Module,
+    dataset: Any,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    *,
+    indices: Sequence[int] | None = None,
+    threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """For every B instance with a true mask: how well its own class's mask and each adjacent A
+    member's mask (:func:`member_sweep`, true box) match the true mask.
+
+    The dataset must carry the masks of every class (``masks="all"``).
+
+    Returns:
+        ``[{"index", "instance", "class", "own": IoU, "neighbours": [IoU per adjacent A member]}]``,
+        IoUs in 0–1 (probability > ``threshold``).
+    """
+    from mxr.evaluation import mask_instances, mask_iou, masks_from_boxes
+
+    label, _, b, adjacent = _class_sets(names, b_names)
+    adjacent_of = dict(zip(b, adjacent, strict=True))
+    model.eval()
+    rows = []
+    for index in range(len(dataset)) if indices is None else indices:
+        image, target = dataset[int(index)]
+        found = [
+            (row, i)
+            for row, i in enumerate(mask_instances(target))
+            if int(target["labels"][i]) in adjacent_of
+        ]
+        if not found:
+            continue
+        sweeps = [
+            [int(target["labels"][i]), *adjacent_of[int(target["labels"][i])]] for _, i in found
+        ]
+        boxes = torch.cat(
+            [target["boxes"][i].expand(len(s), 4) for (_, i), s in zip(found, sweeps, strict=True)]
+        )
+        probs = masks_from_boxes(model, [image], [boxes], [torch.tensor(sum(sweeps, []))])[0]
+        start = 0
+        for (row, i), sweep in zip(found, sweeps, strict=True):
+            gt = target["masks"][row].bool().expand(len(sweep), -1, -1)
+            ious = mask_iou(probs[start : start + len(sweep)] > threshold, gt).tolist()
+            start += len(sweep)
+            rows.append(
+                {
+                    "index": int(index),
+                    "instance": int(i),
+                    "class": names[sweep[0] - 1],
+                    "own": ious[0],
+                    "neighbours": ious[1:],
+                }
+            )
+    return rows
+
+
+def summarise_member_sweep(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Means over :func:`member_sweep_ious` rows, IoUs in 0–100: ``own`` (the B class's own mask),
+    ``neighbour`` (an adjacent A member's mask, averaged over them), ``own_wins`` (the share of B
+    objects, 0–1, whose own mask beats every adjacent member's) and ``objects``."""
+    if not rows:
+        raise ValueError("summarise_member_sweep: rows is empty; expected member_sweep_ious()")
+    own = [r["own"] for r in rows]
+    neighbour = [sum(r["neighbours"]) / len(r["neighbours"]) for r in rows]
+    wins = [r["own"] > max(r["neighbours"]) for r in rows]
+    return {
+        "objects": float(len(rows)),
+        "own": 100 * sum(own) / len(rows),
+        "neighbour": 100 * sum(neighbour) / len(rows),
+        "own_wins": sum(wins) / len(rows),
+    }
+
+
+def plot_member_sweep(
+    sweeps: dict[str, Tensor],
+    image: Tensor,
+    box: Tensor,
+    member_names: Sequence[str],
+    *,
+    b_names: Sequence[str] = (),
+    truth: Tensor | None = None,
+    title: str | None = None,
+) -> Any:
+    """One row per model, one column per member: each :func:`member_sweep` mask, cropped to the box.
+
+    Args:
+        sweeps: ``{model title: (L, H, W) member_sweep probabilities}``, the same ``L`` members.
+        image: ``(3, H, W)`` the image; box: ``(4,)`` XYXY pixels of the RoI.
+        member_names: ``L`` class names (column titles; a B name is marked ``[B]``).
+        truth: ``(H, W)`` the object's true mask: outlined on every panel, with each mask's IoU.
+    """
+    from matplotlib.figure import Figure
+
+    from mxr.evaluation import mask_iou
+    from mxr.viz import SET_COLOURS
+
+    if not sweeps:
+        raise ValueError("plot_member_sweep: sweeps is empty; expected {model title: masks}")
+    shapes = {name: tuple(p.shape) for name, p in sweeps.items()}
+    if any(s[0] != len(member_names) or len(s) != 3 for s in shapes.values()):
+        raise ValueError(
+            f"plot_member_sweep: sweeps have shapes {shapes}; expected ({len(member_names)}, H, W)"
+        )
+    h, w = image.shape[-2:]
+    x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(-1))
+    px, py = 0.2 * (x1 - x0) + 2, 0.2 * (y1 - y0) + 2
+    c0, r0 = max(0, int(x0 - px)), max(0, int(y0 - py))
+    c1, r1 = min(w, int(x1 + px + 1)), min(h, int(y1 + py + 1))
+    b_set = set(b_names)
+    ncols = len(member_names) + 1
+    fig = Figure(figsize=(1.75 * ncols + 0.4, 2.05 * len(sweeps) + 0.7))
+    for i, (model_title, probs) in enumerate(sweeps.items()):
+        ax = fig.add_subplot(len(sweeps), ncols, i * ncols + 1)
+        ax.imshow(image[:, r0:r1, c0:c1].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.set_ylabel(model_title, fontsize=8)
+        ax.set_title(
+            "the object" + ("\n(true mask outlined)" if truth is not None else ""), fontsize=8
+        )
+        panels = [ax]
+        for k, name in enumerate(member_names):
+            ax = fig.add_subplot(len(sweeps), ncols, i * ncols + k + 2)
+            ax.imshow(probs[k, r0:r1, c0:c1].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            s = "B" if name in b_set else "A"
+            label = f"{name} [{s}]"
+            if truth is not None:
+                iou = float(mask_iou((probs[k : k + 1] > 0.5).cpu(), truth[None].cpu()))
+                label += f"\nIoU {100 * iou:.0f}"
+            ax.set_title(label, fontsize=8, color=SET_COLOURS[s])
+            panels.append(ax)
+        for ax in panels:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if truth is not None:
+                crop = truth[r0:r1, c0:c1].float().cpu().numpy()
+                ax.contour(crop, levels=[0.5], colors=[SET_COLOURS["B"]], linewidths=1)
+    fig.suptitle(title or "One RoI segmented with each family member's mask weights", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the rows that compare τ's inputs, beside the controls
+# --------------------------------------------------------------------------------------------------
+def plot_transfer_rows(
+    labels: dict[str, str],
+    published: dict[str, Any] | None = None,
+    notebook: dict[str, Any] | None = None,
+    *,
+    metrics: Sequence[str] = ("mIoU", "AP75"),
+    split: str = "B",
+    control: str = "agnostic_mlp",
+    published_label: str = "published: mean ± std over seeds",
+    notebook_label: str = "this notebook's run",
+    title: str | None = None,
+) -> Any:
+    """Set-``split`` mask metrics of the rows ``labels`` names, one panel per metric.
+
+    Args:
+        labels: ``{row: label}``, top to bottom (e.g. ``{"agnostic_mlp": "class-agnostic + MLP"}``).
+        published: ``published_results()["rows"]`` (mean and ``_std`` per metric): dots with error
+            bars. A row it lacks is skipped.
+        notebook: ``{row: evaluate() result}`` of the notebook's own runs: hollow diamonds.
+        metrics: ``"mIoU"`` (given the true boxes) or ``segm`` statistics (``"AP"``, ``"AP75"``).
+        control: the row whose value is the dashed line (published mean, else the notebook's).
+
+    The mIoU axis spans the values (they differ by a few points out of 60–85, which an axis from 0
+    would hide); AP axes start at 0.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from mxr.report import eval_metric
+    from mxr.viz import SET_COLOURS
+
+    if not labels:
+        raise ValueError("plot_transfer_rows: labels is empty; expected {row: label}")
+    if published is None and notebook is None:
+        raise ValueError("plot_transfer_rows: give published rows, notebook runs, or both")
+    published, notebook = published or {}, notebook or {}
+    rows = list(labels)
+    ys = list(range(len(rows)))[::-1]
+    fig = Figure(figsize=(4.2 * len(metrics) + 2.4, 0.36 * len(rows) + 1.9))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        task = "mask_iou" if metric == "mIoU" else "segm"
+        seen = []
+        for row, y in zip(rows, ys, strict=True):
+            mean = eval_metric(published.get(row), split, metric)
+            if mean is not None:
+                std = published[row][split][task].get(f"{metric}_std") or 0.0
+                ax.errorbar(mean, y, xerr=std, fmt="o", color=SET_COLOURS[split], capsize=3, ms=5)
+                seen += [mean - std, mean + std]
+            own = eval_metric(notebook.get(row), split, metric)
+            if own is not None:
+                ax.scatter([own], [y], marker="D", s=30, facecolors="none", edgecolors="black")
+                seen.append(own)
+        ref = eval_metric(published.get(control), split, metric)
+        ref = ref if ref is not None else eval_metric(notebook.get(control), split, metric)
+        if ref is not None:
+            ax.axvline(ref, ls="--", lw=1, color="grey")
+        if seen and metric == "mIoU":
+            ax.set_xlim(max(0.0, min(seen) - 3), min(100.0, max(seen) + 3))
+        else:
+            ax.set_xlim(0, max([1.0, *seen]) * 1.1)
+        ax.set_yticks(ys, [labels[r] for r in rows] if k == 0 else [""] * len(rows), fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        given = " given the true boxes" if metric == "mIoU" else ""
+        ax.set_xlabel(f"set {split} mask {metric}{given}", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label),
+        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label),
+        Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or f"Set {split}: τ's inputs beside the controls", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

@@ -16,6 +16,7 @@ from mxr.config import TrainConfig, config_from_dict, load_config
 from mxr.engine import (
     LOSS_TERMS,
     NonFiniteLossError,
+    StopTraining,
     batch_indices,
     load_checkpoint,
     lr_factor,
@@ -130,6 +131,57 @@ def test_sigterm_saves_and_exits_143(shapesx_root: Path, tmp_path: Path) -> None
         train(cfg, tmp_path, progress=False, eval_split=None, callback=term)
     assert e.value.code == 143
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 1
+
+
+def test_a_callback_stops_training_with_stoptraining_from_a_thread(
+    shapesx_root: Path, tmp_path: Path
+) -> None:
+    # the training panel's Stop button: a callback (here in a background thread, where no signal
+    # handler can be installed) raises StopTraining; the run stops at that logged iteration with
+    # its checkpoint saved, no evaluation, and the same exception back to the caller
+    import threading
+
+    cfg = tiny_config(shapesx_root, ["train.iterations=6", "train.checkpoint_every=100"])
+    seen: list[int] = []
+    outcome: dict = {}
+
+    def stop_at_2(it: int, record: dict) -> None:
+        seen.append(it)
+        if it == 2:
+            raise StopTraining("stop pressed")
+
+    def job() -> None:
+        try:
+            train(cfg, tmp_path, progress=False, callback=stop_at_2)
+        except StopTraining as e:
+            outcome["error"] = e
+
+    t = threading.Thread(target=job)
+    t.start()
+    t.join(timeout=300)
+    assert not t.is_alive()
+    assert str(outcome["error"]) == "stop pressed" and seen == [1, 2]
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+    assert [r["iter"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert not (tmp_path / "eval.json").exists()  # stopped: not evaluated
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    summary = train(cfg, tmp_path, resume=True, progress=False, eval_split=None)
+    assert summary["iteration"] == 6  # the saved checkpoint continues
+
+
+def test_stoptraining_at_the_last_iteration_finishes_the_run(
+    shapesx_root: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(shapesx_root, ["train.iterations=2"])
+
+    def stop(it: int, record: dict) -> None:
+        raise StopTraining("too late")
+
+    with pytest.raises(StopTraining):  # stopped at iteration 1 of 2
+        train(cfg, tmp_path / "early", progress=False, eval_split=None, callback=stop)
+    one = tiny_config(shapesx_root, ["train.iterations=1"])
+    summary = train(one, tmp_path / "last", progress=False, eval_split=None, callback=stop)
+    assert summary["iteration"] == 1  # nothing left to stop: the run simply finished
 
 
 def test_non_finite_loss_stops_naming_iteration_and_term(

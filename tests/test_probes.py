@@ -138,3 +138,111 @@ def test_transfer_input_rows_read_what_tau_reads(shapesx_root: Path) -> None:
     torch.testing.assert_close(transfer_input_rows(model), model.roi_heads.class_embedding)
     agn = tiny_config(shapesx_root, ["model.mask_head=agnostic"])
     assert transfer_input_rows(build_model(model_config_for(agn.model, val))) is None
+
+
+def test_family_labels_lists_a_family_in_member_order() -> None:
+    from mxr.probes import family_labels
+
+    names = class_names()
+    labels = family_labels(names, "fork-4")
+    assert [names[i - 1] for i in labels] == [f"fork-{k}" for k in range(1, 6)]
+    with pytest.raises(ValueError, match="'spoon-2' is not in names"):
+        family_labels(names, "spoon-2")
+
+
+def _forced_masks(model, full: list[int], empty: list[int]) -> None:  # noqa: ANN001
+    """Class-specific mask weights that fill the whole box for ``full`` and nothing for ``empty``."""
+    pred = model.roi_heads.mask_predictor
+    with torch.no_grad():
+        pred.weight[full + empty] = 0.0
+        pred.bias[full] = 20.0
+        pred.bias[empty] = -20.0
+
+
+def test_member_sweep_segments_one_box_as_each_forced_class(oracle) -> None:  # noqa: ANN001
+    from mxr.evaluation import masks_from_boxes
+    from mxr.probes import member_sweep
+
+    model, val = oracle
+    _forced_masks(model, full=[2], empty=[3])
+    image, target = val[0]
+    box = target["boxes"][0]
+    probs = member_sweep(model, image, box, [2, 3, 5])
+    assert probs.shape == (3, *image.shape[-2:])
+    x0, y0, x1, y1 = (int(v) for v in box.round())
+    inside = (slice(y0 + 1, y1 - 1), slice(x0 + 1, x1 - 1))
+    assert probs[0][inside].min() > 0.99 and probs[1].max() < 0.01  # the label decides the mask
+    one = masks_from_boxes(model, [image], [box[None]], [torch.tensor([5])])[0][0]
+    torch.testing.assert_close(probs[2], one)  # the same masks as the mask branch's own
+    with pytest.raises(ValueError, match="labels is empty"):
+        member_sweep(model, image, box, [])
+    with pytest.raises(ValueError, match="expected one XYXY box"):
+        member_sweep(model, image, torch.zeros(2, 4), [2])
+
+
+def test_member_sweep_ious_score_own_class_against_its_neighbours(oracle) -> None:  # noqa: ANN001
+    from mxr.probes import member_sweep_ious, summarise_member_sweep
+
+    model, val = oracle
+    names, b_names = class_names(), default_split()["B"]
+    b = [names.index(n) + 1 for n in b_names]
+    a = [i for i in range(1, len(names) + 1) if i not in b]
+    _forced_masks(model, full=b, empty=a)  # B's own mask: its box; every A member's: empty
+    rows = member_sweep_ious(model, val, names, b_names)
+    n_b = sum(int(torch.isin(val[i][1]["labels"], torch.tensor(b)).sum()) for i in range(len(val)))
+    assert len(rows) == n_b > 0
+    assert all(r["class"] in b_names and r["own"] > 0.3 for r in rows)
+    assert all(r["neighbours"] and max(r["neighbours"]) == 0.0 for r in rows)
+    summary = summarise_member_sweep(rows)
+    assert summary["own_wins"] == 1.0 and summary["neighbour"] == 0.0 and summary["objects"] == n_b
+    _forced_masks(model, full=a, empty=b)  # now the neighbours' masks win everywhere
+    assert summarise_member_sweep(member_sweep_ious(model, val, names, b_names))["own_wins"] == 0.0
+    with pytest.raises(ValueError, match="rows is empty"):
+        summarise_member_sweep([])
+
+
+def test_plot_member_sweep_draws_a_row_per_model_and_scores_each_mask() -> None:
+    from mxr.probes import plot_member_sweep
+
+    image = torch.rand(3, 40, 40)
+    truth = torch.zeros(40, 40, dtype=torch.bool)
+    truth[10:30, 10:30] = True
+    full, empty = truth.float(), torch.zeros(40, 40)
+    sweeps = {"τ(cls+box)": torch.stack([empty, full]), "τ(embed)": torch.stack([full, empty])}
+    box = torch.tensor([10.0, 10.0, 30.0, 30.0])
+    fig = plot_member_sweep(sweeps, image, box, ["f-1", "f-2"], b_names=["f-2"], truth=truth)
+    assert len(fig.axes) == 2 * 3
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1:3] == ["f-1 [A]\nIoU 0", "f-2 [B]\nIoU 100"]
+    assert fig.axes[0].get_ylabel() == "τ(cls+box)" and fig.axes[3].get_ylabel() == "τ(embed)"
+    with pytest.raises(ValueError, match="expected \\(3, H, W\\)"):
+        plot_member_sweep(sweeps, image, box, ["f-1", "f-2", "f-3"])
+
+
+def test_plot_transfer_rows_marks_published_rows_runs_and_the_control() -> None:
+    from mxr.probes import plot_transfer_rows
+
+    def row(miou: float, ap75: float) -> dict:
+        return {"B": {"mask_iou": {"mIoU": miou, "mIoU_std": 1.0},
+                      "segm": {"AP75": ap75, "AP75_std": 2.0}}}  # fmt: skip
+
+    published = {"agnostic_mlp": row(73.5, 8.8), "transfer_embed_mlp": row(79.5, 13.0)}
+    runs = {"agnostic_mlp": row(73.0, 9.0), "transfer_randn": row(64.0, 2.0)}
+    labels = {
+        "agnostic_mlp": "control",
+        "transfer_embed_mlp": "τ(embed)",
+        "transfer_randn": "τ(randn)",
+    }
+    fig = plot_transfer_rows(labels, published, runs)
+    miou, ap75 = fig.axes[:2]
+    pairs = zip(miou.get_yticks(), miou.get_yticklabels(), strict=True)
+    ticks = {float(y): t.get_text() for y, t in pairs}
+    assert ticks == {2.0: "control", 1.0: "τ(embed)", 0.0: "τ(randn)"}  # first row on top
+    assert len(miou.containers) == 2 and len(miou.collections) >= 2  # 2 published, 2 runs
+    assert miou.get_xlim()[0] == pytest.approx(61.0)  # the mIoU axis spans the values, not from 0
+    assert ap75.get_xlim()[0] == 0.0
+    assert [ln.get_xdata()[0] for ln in miou.lines if ln.get_linestyle() == "--"] == [73.5]
+    with pytest.raises(ValueError, match="labels is empty"):
+        plot_transfer_rows({}, published)
+    with pytest.raises(ValueError, match="published rows, notebook runs, or both"):
+        plot_transfer_rows(labels)
