@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -37,6 +38,10 @@ B_COLOURS: tuple[tuple[int, int, int], ...] = (
 SET_COLOURS: dict[str, str] = {
     s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in (("A", A_COLOURS[0]), ("B", B_COLOURS[0]))
 }
+
+
+#: Matplotlib's own DejaVu Sans (always installed with it), so labels scale with ``upscale``.
+_LABEL_FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
 
 def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
@@ -72,8 +77,10 @@ def draw_instances(
     class_names: Sequence[str],
     a_labels: Sequence[int] | None = None,
     score_thresh: float = 0.5,
+    upscale: int = 1,
 ) -> torch.Tensor:
-    """Draw boxes, masks and ``name [A|B] score`` labels on an image.
+    """Draw boxes, masks and ``name [A|B] score`` labels (on a patch of the instance's colour) on an
+    image.
 
     Args:
         image: ``(3, H, W)`` float in [0, 1] or uint8.
@@ -82,10 +89,15 @@ def draw_instances(
             ``scores`` (N,), ``masks`` float (N, 1, H, W)); predictions below ``score_thresh`` are skipped.
         class_names: index = label.
         a_labels: labels in set A; ``None`` treats every class as A.
+        upscale: enlarge the image this many times (nearest neighbour) before drawing, so that the
+            labels' fixed-size font stays small beside the objects of a small image (see
+            :func:`label_upscale`).
 
     Returns:
-        uint8 ``(3, H, W)``: A instances in warm colours, B instances in cool colours.
+        uint8 ``(3, upscale·H, upscale·W)``: A instances in warm colours, B instances in cool colours.
     """
+    if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
+        raise ValueError(f"draw_instances: upscale={upscale!r} is not valid; expected an int >= 1")
     canvas = to_uint8_image(image)
     _, h, w = canvas.shape
     boxes = target_or_prediction["boxes"].detach().cpu().float().reshape(-1, 4)
@@ -114,6 +126,11 @@ def draw_instances(
         if scores is not None:
             text += f" {float(scores[i]):.2f}"
         texts.append(text)
+    if upscale > 1:
+        canvas = canvas.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+        boxes = boxes * upscale
+        if masks is not None:
+            masks = masks.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
     idx = [i for i in range(n) if keep[i]]
     if not idx:
         return canvas
@@ -123,13 +140,47 @@ def draw_instances(
             canvas = draw_segmentation_masks(
                 canvas, masks[sel], alpha=0.45, colors=[colours[i] for i in sel]
             )
-    return draw_bounding_boxes(
+    canvas = draw_bounding_boxes(
+        canvas, boxes[idx], colors=[colours[i] for i in idx], width=max(1, upscale // 2)
+    )
+    return _draw_labels(
         canvas,
         boxes[idx],
-        labels=[texts[i] for i in idx],
-        colors=[colours[i] for i in idx],
-        width=1,
+        [texts[i] for i in idx],
+        [colours[i] for i in idx],
+        size=max(10, 6 * upscale),
     )
+
+
+def _draw_labels(
+    canvas: torch.Tensor,
+    boxes: torch.Tensor,
+    texts: Sequence[str],
+    colours: Sequence[tuple[int, int, int]],
+    size: int,
+) -> torch.Tensor:
+    """Each text on a patch of its colour at its box's top-left corner, moved inside the image
+    where it would cross the right or bottom edge (so no label is cut off)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(_LABEL_FONT, size)
+    pil = Image.fromarray(canvas.permute(1, 2, 0).numpy())
+    draw = ImageDraw.Draw(pil)
+    for box, text, colour in zip(boxes.tolist(), texts, colours, strict=True):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2, bottom - top + 2
+        x = min(max(0.0, box[0]), max(0.0, pil.width - tw))
+        y = min(max(0.0, box[1]), max(0.0, pil.height - th))
+        draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=tuple(colour))
+        draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
+
+
+def label_upscale(height: int, width: int, target: int = 256) -> int:
+    """The :func:`draw_instances` ``upscale`` that brings an image's longer side to about ``target``
+    pixels (1 for an image already that large), so that labels stay small beside the objects."""
+    return max(1, round(target / max(height, width)))
 
 
 def _legend(fig: Figure) -> None:
@@ -167,7 +218,8 @@ def show_samples(ds: Any, indices: Sequence[int], ncols: int = 4, scale: float =
     for k, index in enumerate(indices):
         image, target = ds[index]
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        drawn = draw_instances(image, target, ds.class_names, a_labels)
+        up = label_upscale(*image.shape[-2:])
+        drawn = draw_instances(image, target, ds.class_names, a_labels, upscale=up)
         ax.imshow(drawn.permute(1, 2, 0).numpy())
         labels = [int(x) for x in target["labels"]]
         n_a = sum(1 for x in labels if a_set is None or x in a_set)
@@ -779,3 +831,272 @@ def plot_images(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# what the detector calls each object: ground truth vs detections (per image, and over a split)
+# --------------------------------------------------------------------------------------------------
+def _kept(prediction: Mapping[str, torch.Tensor], score: float) -> torch.Tensor:
+    """Indices of the detections with score >= ``score``, highest score first."""
+    scores = prediction["scores"].detach().cpu().float().reshape(-1)
+    order = torch.argsort(scores, descending=True, stable=True)
+    return order[scores[order] >= score]
+
+
+def _box_ious(
+    target: Mapping[str, torch.Tensor], prediction: Mapping[str, torch.Tensor], keep: torch.Tensor
+) -> torch.Tensor:
+    """``(G, D)`` box IoU of the ground-truth boxes with the kept detections."""
+    from torchvision.ops import box_iou
+
+    gt = target["boxes"].detach().cpu().float().reshape(-1, 4)
+    det = prediction["boxes"].detach().cpu().float().reshape(-1, 4)[keep]
+    if len(gt) == 0 or len(det) == 0:
+        return torch.zeros((len(gt), len(det)))
+    return box_iou(gt, det)
+
+
+def box_confusion(
+    predictions: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]],
+    num_classes: int,
+    iou: float = 0.5,
+    score: float = 0.5,
+) -> torch.Tensor:
+    """What the detector calls each ground-truth object: a ``(C, C)`` count matrix.
+
+    Each true box is matched to the highest-scoring detection (score >= ``score``) whose box IoU
+    with it is >= ``iou``, the label a picture of the detections shows on top of the object.
+
+    Args:
+        predictions: per image, a model's ``boxes`` (D, 4), ``labels`` (D,), ``scores`` (D,).
+        targets: per image, the true ``boxes`` (G, 4) and ``labels`` (G,) (labels ``1..C-1``).
+        num_classes: ``C``, background (label 0) included.
+
+    Returns:
+        ``m[g, p]``: true objects of class ``g`` whose matched detection is labelled ``p``; column 0
+        counts the missed objects (no detection matched), row 0 the detections that match no object.
+    """
+    if len(predictions) != len(targets):
+        raise ValueError(
+            f"box_confusion: {len(predictions)} predictions for {len(targets)} targets"
+        )
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"box_confusion: iou={iou} is not valid; expected 0 < iou <= 1")
+    m = torch.zeros((num_classes, num_classes), dtype=torch.long)
+    for pred, target in zip(predictions, targets, strict=True):
+        keep = _kept(pred, score)
+        gt_labels = target["labels"].detach().cpu().long().reshape(-1)
+        det_labels = pred["labels"].detach().cpu().long().reshape(-1)[keep]
+        bad = [int(x) for x in torch.cat([gt_labels, det_labels]) if not 0 < int(x) < num_classes]
+        if bad:
+            raise ValueError(
+                f"box_confusion: label {bad[0]} is not valid; expected 1..{num_classes - 1}"
+            )
+        ious = _box_ious(target, pred, keep)
+        hits = ious >= iou  # (G, D); detections are in score order, so the first hit is the top one
+        for g, label in enumerate(gt_labels.tolist()):
+            found = torch.nonzero(hits[g]).flatten()
+            m[label, int(det_labels[found[0]]) if len(found) else 0] += 1
+        for d in torch.nonzero(~hits.any(0)).flatten().tolist():
+            m[0, int(det_labels[d])] += 1
+    return m
+
+
+def confusion_outcomes(
+    matrix: torch.Tensor, labels: Sequence[int], related: Mapping[int, Sequence[int]]
+) -> dict[str, int]:
+    """Sum the rows ``labels`` of a :func:`box_confusion` matrix by what the objects were called.
+
+    Args:
+        matrix: ``(C, C)`` counts (column 0: missed).
+        labels: the true classes to count (e.g. set B).
+        related: per class, the classes counted as ``"related"`` (e.g. its neighbouring members).
+
+    Returns:
+        ``{"own": n, "related": n, "other": n, "missed": n}``: labelled with the object's own class,
+        with a related class, with any other class, or not detected.
+    """
+    c = matrix.shape[0]
+    out = {"own": 0, "related": 0, "other": 0, "missed": 0}
+    for g in labels:
+        if not 0 < int(g) < c:
+            raise ValueError(f"confusion_outcomes: label {g} is not valid; expected 1..{c - 1}")
+        near = {int(x) for x in related.get(int(g), ())}
+        for p, n in enumerate(matrix[int(g)].tolist()):
+            if p == 0:
+                out["missed"] += int(n)
+            elif p == int(g):
+                out["own"] += int(n)
+            else:
+                out["related" if p in near else "other"] += int(n)
+    return out
+
+
+def _set_label(label: int, class_names: Sequence[str], a_set: set[int]) -> str:
+    return f"{class_names[label]} [{'A' if label in a_set else 'B'}]"
+
+
+def _colour_ticks(labels: Sequence[Any], classes: Sequence[int], a_set: set[int]) -> None:
+    """Colour tick labels by the set of their class (``classes[i]`` < 1: black)."""
+    for text, label in zip(labels, classes, strict=True):
+        if label > 0:
+            text.set_color(SET_COLOURS["A" if label in a_set else "B"])
+
+
+def plot_confusion(
+    matrix: torch.Tensor,
+    class_names: Sequence[str],
+    a_labels: Sequence[int],
+    title: str | None = None,
+    rows: Sequence[int] | None = None,
+) -> Figure:
+    """A :func:`box_confusion` matrix: rows = true class, columns = the detection's class.
+
+    Cells are coloured by the fraction of the row and hold their count; tick labels are coloured by
+    set (A orange, B blue) and B classes are marked ``[B]`` and outlined. Column 0 reads
+    ``missed``, row 0 ``no object``.
+
+    Args:
+        rows: the true classes to show (default: every class with a count, and row 0).
+    """
+    c = len(class_names)
+    if matrix.shape != (c, c):
+        raise ValueError(
+            f"plot_confusion: matrix has shape {tuple(matrix.shape)}; expected ({c}, {c})"
+        )
+    a_set = {int(x) for x in a_labels}
+    m = matrix.detach().cpu().long()
+    rows = [r for r in range(c) if m[r].sum() > 0] if rows is None else [int(r) for r in rows]
+    if not rows:
+        raise ValueError("plot_confusion: no row to show (the matrix is all zeros)")
+    sub = m[rows].float()
+    frac = sub / sub.sum(1, keepdim=True).clamp(min=1)
+    fig = Figure(figsize=(0.26 * c + 2.6, 0.26 * len(rows) + 2.4))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(frac.numpy(), cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(c):
+            n = int(sub[i, j])
+            if n:
+                ax.text(
+                    j, i, str(n), ha="center", va="center", fontsize=6,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )  # fmt: skip
+    from matplotlib.patches import Rectangle
+
+    for i, r in enumerate(rows):  # outline the B rows
+        if r > 0 and r not in a_set:
+            ax.add_patch(
+                Rectangle(
+                    (-0.5, i - 0.5), c, 1, fill=False, edgecolor=SET_COLOURS["B"], linewidth=1.2
+                )
+            )
+    names = ["missed", *(_set_label(x, class_names, a_set) for x in range(1, c))]
+    ax.set_xticks(range(c))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(
+        ["no object" if r == 0 else _set_label(r, class_names, a_set) for r in rows], fontsize=7
+    )
+    _colour_ticks(ax.get_xticklabels(), range(c), a_set)
+    _colour_ticks(ax.get_yticklabels(), rows, a_set)
+    ax.set_xlabel("class of the detection that claims the object")
+    ax.set_ylabel("true class")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="fraction of the row")
+    ax.set_title(title or "What the detector calls each object", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_overlaps(
+    target: Mapping[str, torch.Tensor],
+    prediction: Mapping[str, torch.Tensor],
+    class_names: Sequence[str],
+    a_labels: Sequence[int],
+    score: float = 0.5,
+    title: str | None = None,
+    ax: Any = None,
+) -> Figure:
+    """Ground-truth instances (columns) vs detections (rows) of one image, coloured by box IoU.
+
+    After matterport's ``plot_overlaps``: detections with score >= ``score`` are sorted by score,
+    every cell with an IoU >= 0.1 holds it, written green where the two classes agree and red where
+    they differ; tick labels are ``name [A|B]`` (detections also their score), coloured by set.
+
+    Args:
+        target: ``boxes`` (G, 4), ``labels`` (G,); prediction: ``boxes``, ``labels``, ``scores``.
+        ax: draw into this axes (its figure is returned) instead of a new figure.
+    """
+    a_set = {int(x) for x in a_labels}
+    keep = _kept(prediction, score)
+    ious = _box_ious(target, prediction, keep).T  # (D, G)
+    gt_labels = target["labels"].detach().cpu().long().reshape(-1).tolist()
+    det_labels = prediction["labels"].detach().cpu().long().reshape(-1)[keep].tolist()
+    det_scores = prediction["scores"].detach().cpu().float().reshape(-1)[keep].tolist()
+    if not gt_labels:
+        raise ValueError("plot_overlaps: the target has no instance")
+    own_figure = ax is None
+    if own_figure:
+        fig = Figure(figsize=(0.45 * len(gt_labels) + 3.2, 0.28 * max(1, len(det_labels)) + 2.2))
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    shown = ious if len(det_labels) else torch.zeros((1, len(gt_labels)))
+    # IoU 1 is a mid blue (vmax 1.5), so the IoU written on it stays readable
+    ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1.5, aspect="auto")
+    for d in range(len(det_labels)):
+        for g in range(len(gt_labels)):
+            v = float(ious[d, g])
+            if v >= 0.1:
+                same = det_labels[d] == gt_labels[g]
+                ax.text(
+                    g, d, f"{v:.2f}", ha="center", va="center", fontsize=8, fontweight="bold",
+                    color="darkgreen" if same else "red",
+                    bbox={"facecolor": "white", "alpha": 0.8, "pad": 1.5, "edgecolor": "none"},
+                )  # fmt: skip
+    ax.set_xticks(range(len(gt_labels)))
+    ax.set_xticklabels(
+        [_set_label(x, class_names, a_set) for x in gt_labels], rotation=90, fontsize=7
+    )
+    _colour_ticks(ax.get_xticklabels(), gt_labels, a_set)
+    ax.set_yticks(range(len(det_labels)))
+    ax.set_yticklabels(
+        [
+            f"{_set_label(x, class_names, a_set)} {s:.2f}"
+            for x, s in zip(det_labels, det_scores, strict=True)
+        ],
+        fontsize=7,
+    )
+    _colour_ticks(ax.get_yticklabels(), det_labels, a_set)
+    ax.set_xlabel("ground truth")
+    ax.set_ylabel(f"detections (score ≥ {score:.2f})" if det_labels else "no detection")
+    ax.set_title(title or "Box IoU: green = same class, red = another class", fontsize=9)
+    if own_figure:
+        fig.tight_layout()
+    return fig
+
+
+def mask_holes(mask: torch.Tensor) -> torch.Tensor:
+    """The background pixels a mask encloses (its holes): ``(H, W)`` bool -> ``(H, W)`` bool.
+
+    A background pixel is in a hole when no 4-connected path of background pixels joins it to the
+    image border (a ring's centre; not the gap between a fork's prongs, which opens outwards).
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask_holes: mask has shape {tuple(mask.shape)}; expected (H, W)")
+    free = ~mask.detach().cpu().bool()
+    reached = torch.zeros_like(free)
+    reached[0, :], reached[-1, :], reached[:, 0], reached[:, -1] = (
+        free[0, :], free[-1, :], free[:, 0], free[:, -1],
+    )  # fmt: skip
+    while True:
+        grown = reached.clone()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= free
+        if torch.equal(grown, reached):
+            return free & ~reached
+        reached = grown

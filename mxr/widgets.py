@@ -9,6 +9,7 @@ output area (nbval cannot see it), so the callbacks stay a few lines long.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from mxr.course import (  # noqa: F401
     MASK_HEAD_CHOICES,
     STRUCTURES,
+    VARIANT_CHOICES,
     config_from_choices,
     default_choices,
     describe_choices,
@@ -39,7 +41,7 @@ from mxr.evaluation import (  # noqa: F401
     mask_iou,
     mean_iou,
 )
-from mxr.report import cell, markdown_table, mask_ap, mask_miou, read_metrics
+from mxr.report import cell, cell_pm, markdown_table, mask_ap, mask_miou, read_metrics
 from mxr.viz import SET_COLOURS, draw_instances
 
 
@@ -163,7 +165,8 @@ class RunLog:
 
     ``records`` are the dicts the engine writes to ``metrics.jsonl`` (``iter``, ``loss``,
     ``loss_mask``, ...); ``eval`` is :func:`mxr.evaluation.evaluate`'s dict; ``model`` the trained
-    model (eval mode).
+    model (eval mode). ``name`` (e.g. a course variant, ``"agnostic_mlp"``) replaces the choices'
+    description in labels; ``stopped_at`` is the iteration a stopped run ended at (no ``eval``).
     """
 
     choices: dict[str, Any]
@@ -173,10 +176,68 @@ class RunLog:
     cached: bool = False
     out_dir: str | None = None
     model: Any = field(default=None, repr=False)
+    name: str = ""
+    stopped_at: int | None = None
+    adopted: bool = False
+
+    @property
+    def origin(self) -> str:
+        """``"cached"`` (reloaded), ``"adopted"`` (a finished twin run's weights, evaluated here) or
+        ``"trained"`` (see :func:`mxr.course.run_origin`)."""
+        return "cached" if self.cached else ("adopted" if self.adopted else "trained")
+
+    @property
+    def group_label(self) -> str:
+        """The config apart from the seed: ``name``, else :func:`describe_choices`."""
+        return self.name or describe_choices(self.choices)
 
     @property
     def label(self) -> str:
-        return describe_choices(self.choices)
+        """:attr:`group_label` and the seed, e.g. ``"agnostic +MLP (800 it), seed 0"``."""
+        return f"{self.group_label}, seed {self.seed}"
+
+    @property
+    def seed(self) -> int:
+        """``train.seed`` of the run (choice ``seed``, 0 when absent)."""
+        return int(self.choices.get("seed", 0))
+
+    @property
+    def config_key(self) -> str:
+        """Equal for two runs exactly when their configs differ at most in the seed (the run
+        folder name of the choices at seed 0; options that do not apply to a head are ignored)."""
+        return run_name({**self.choices, "seed": 0})
+
+    @classmethod
+    def from_variant(cls, variant: str) -> RunLog:
+        """The course's run of ``variant`` (one of :data:`mxr.course.VARIANT_CHOICES`):
+        ``train_or_load(variant, course_config(variant))``, the cache the notebooks share, as a log
+        named after the variant (its choices are the panel's for that config)."""
+        from mxr.course import course_config, train_or_load
+
+        if variant not in VARIANT_CHOICES:
+            raise ValueError(
+                f"variant={variant!r} is not valid; expected one of {', '.join(VARIANT_CHOICES)}"
+            )
+        cfg = course_config(variant)
+        t0 = time.perf_counter()
+        result = train_or_load(variant, cfg, progress=False)
+        choices = {
+            **VARIANT_CHOICES[variant],
+            "iterations": cfg.train.iterations,
+            "seed": cfg.train.seed,
+        }
+        log = cls(
+            choices=_checked_choices(choices),
+            eval=result["eval"],
+            seconds=time.perf_counter() - t0,
+            cached=bool(result["cached"]),
+            out_dir=str(result["out_dir"]),
+            model=result["model"],
+            name=variant,
+            adopted=bool(result.get("adopted")),
+        )
+        log.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
+        return log
 
     def add(self, iteration: int, record: Mapping[str, Any]) -> None:
         """The engine callback: keep ``record`` (``iteration`` overrides its ``iter``)."""
@@ -261,21 +322,61 @@ SPLIT_TABLE_HEADER = ["set", "mask AP", "mask AP50", "box AP", "mask mIoU (true 
 COMPARISON_HEADER = ["#", "run", "mask AP A", "mask AP B", "mIoU A", "mIoU B", "seconds"]
 
 
-def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
-    """One row per evaluated run: number, label, mask AP on A and B, mIoU on A and B, wall time."""
-    rows = []
+def run_groups(runs: Sequence[RunLog]) -> list[list[tuple[int, RunLog]]]:
+    """The evaluated runs grouped by config apart from the seed (:attr:`RunLog.config_key`), groups
+    in order of first appearance: ``[(number, run), ...]`` per group, ``number`` counting from 1 in
+    ``runs``. Of several runs of one config and seed only the last counts (a retrained run replaces
+    the earlier one rather than counting twice)."""
+    groups: dict[str, dict[int, tuple[int, RunLog]]] = {}
     for i, run in enumerate(runs, start=1):
-        if run.eval is None:
-            continue
-        secs = "cached" if run.cached else ("—" if run.seconds is None else f"{run.seconds:.0f}")
+        if run.eval is not None:
+            groups.setdefault(run.config_key, {})[run.seed] = (i, run)
+    return [sorted(g.values(), key=lambda pair: pair[0]) for g in groups.values()]
+
+
+def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None, list[float]]:
+    """``(mean, sample std or None for one value, the values)`` of the values that are not None."""
+    import statistics
+
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None, []
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, vals
+
+
+def _group_cell(values: Sequence[float | None]) -> str:
+    mean, std, _ = _spread(values)
+    return cell(mean) if std is None else cell_pm(mean, std)
+
+
+def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
+    """One row per config (:func:`run_groups`): run numbers, label and seeds, mask AP on A and B,
+    mIoU on A and B (``mean ± std`` over seeds when several seeds of the config were run; the
+    sample std), wall time (mean over the runs trained here; ``cached`` / ``reused`` when none
+    was: reloaded, or a finished run's weights evaluated here)."""
+    rows = []
+    for group in run_groups(runs):
+        logs = [r for _, r in group]
+        seeds = ", ".join(str(r.seed) for r in logs)
+        label = logs[0].group_label + (
+            f" · seed {seeds}" if len(logs) == 1 else f" · seeds {seeds} (mean ± std)"
+        )
+        trained = [r.seconds for r in logs if r.origin == "trained" and r.seconds is not None]
+        if trained:
+            secs = f"{sum(trained) / len(trained):.0f}"
+        elif all(r.origin != "trained" for r in logs):
+            secs = "cached" if all(r.cached for r in logs) else "reused"
+        else:
+            secs = "—"
         rows.append(
             [
-                str(i),
-                run.label,
-                cell(run.mask_ap("A")),
-                cell(run.mask_ap("B")),
-                cell(run.mask_iou("A")),
-                cell(run.mask_iou("B")),
+                ", ".join(str(i) for i, _ in group),
+                label,
+                *(
+                    _group_cell([getter(r, split) for r in logs])
+                    for getter in (RunLog.mask_ap, RunLog.mask_iou)
+                    for split in ("A", "B")
+                ),
                 secs,
             ]
         )
@@ -303,25 +404,30 @@ def comparison_table(runs: Sequence[RunLog]) -> str:
 
 
 def comparison_chart(runs: Sequence[RunLog]) -> Figure:
-    """Grouped bars per evaluated run: mask AP (left) and mask mIoU given true boxes (right), A vs B.
+    """Grouped bars per config (:func:`run_groups`): mask AP (left) and mask mIoU given true boxes
+    (right), A vs B. A config run with several seeds gets its mean as the bar, ± its std as an error
+    bar, and each seed's value as a dot.
 
     Returns:
-        A Figure with two axes; bars are labelled by run number (see the comparison table).
+        A Figure with two axes; bars are labelled by run numbers (see the comparison table).
     """
-    done = [(i, r) for i, r in enumerate(runs, start=1) if r.eval is not None]
+    groups = run_groups(runs)
     fig = Figure(figsize=(8, 3.2))
     panels = (("mask AP", RunLog.mask_ap), ("mask mIoU given true boxes", RunLog.mask_iou))
     width = 0.38
     for k, (name, getter) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
-        xs = list(range(len(done)))
+        xs = list(range(len(groups)))
         for j, (split, colour) in enumerate(SET_COLOURS.items()):
-            vals = [getter(r, split) or 0.0 for _, r in done]
-            ax.bar(
-                [x + (j - 0.5) * width for x in xs], vals, width, label=f"set {split}", color=colour
-            )
+            stats = [_spread([getter(r, split) for _, r in g]) for g in groups]
+            at = [x + (j - 0.5) * width for x in xs]
+            ax.bar(at, [m or 0.0 for m, _, _ in stats], width, label=f"set {split}", color=colour)
+            for x, (mean, std, vals) in zip(at, stats, strict=True):
+                if std is not None:
+                    ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
+                    ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"#{i}" for i, _ in done])
+        ax.set_xticklabels(["#" + ",".join(str(i) for i, _ in g) for g in groups])
         ax.set_xlabel("run (see the table)")
         ax.set_ylabel(f"{name} (0-100)")
         ax.set_title(f"{name}, set A vs set B", fontsize=10)
@@ -332,11 +438,76 @@ def comparison_chart(runs: Sequence[RunLog]) -> Figure:
     return fig
 
 
+def comparison_seed_chart(
+    per_seed: Mapping[str, Mapping[str, Sequence[float | None]]],
+    rows: Sequence[str],
+    metrics: Sequence[str] = ("mIoU", "AP75"),
+    split: str = "B",
+) -> Figure:
+    """Per metric, each row's value on every seed (a marker per seed) and its mean (a bar-wide line).
+
+    The y-axis fits the values (not from 0), so differences of a point or two stay visible.
+
+    Args:
+        per_seed: ``{row: {metric: [seed 0, seed 1, ...]}}``, e.g. ``docs/results.json``'s
+            ``per_seed["B"]`` (:func:`mxr.course.published_results`).
+        rows: the rows to show, in order.
+        metrics: keys of each row's values (``"mIoU"``: mask mIoU given true boxes, ``"AP75"``...).
+        split: the class set the values are of (titles and the colour of the means).
+
+    Returns:
+        A Figure with one axis per metric; ``ax.lines[i]`` is row ``i``'s mean.
+    """
+    import statistics
+
+    missing = [r for r in rows if r not in per_seed]
+    if missing or not rows:
+        raise ValueError(
+            f"comparison_seed_chart: rows {missing or list(rows)} not in per_seed; expected some "
+            f"of {', '.join(per_seed)}"
+        )
+    fig = Figure(figsize=(max(7.0, 0.75 * len(rows) * len(metrics) + 1.5), 3.4))
+    markers = "os^Dv<>"
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        values = [[v for v in per_seed[r].get(metric, []) if v is not None] for r in rows]
+        xs = list(range(len(rows)))
+        for x, v in zip(xs, values, strict=True):
+            mean = statistics.fmean(v) if v else float("nan")
+            ax.plot(
+                [x - 0.3, x + 0.3],
+                [mean, mean],
+                color=SET_COLOURS.get(split, "grey"),
+                linewidth=3,
+                label="mean" if x == 0 else None,
+            )
+        for s in range(max((len(v) for v in values), default=0)):
+            pts = [(x, v[s]) for x, v in zip(xs, values, strict=True) if len(v) > s]
+            ax.scatter(
+                [x + (s - 1) * 0.08 for x, _ in pts],
+                [y for _, y in pts],
+                marker=markers[s % len(markers)],
+                s=18,
+                color="black",
+                zorder=3,
+                label=f"seed {s}",
+            )
+        ax.set_xticks(xs)
+        ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{metric} on set {split} (0-100)")
+        ax.set_title(f"set {split} {metric}: each seed and the mean", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def train_choices(
     choices: Mapping[str, Any],
     log: RunLog | None = None,
     reuse: bool = True,
     on_record: Callable[[RunLog], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunLog:
     """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe.
 
@@ -345,13 +516,17 @@ def train_choices(
         log: a :class:`RunLog` to fill (default: a new one).
         reuse: reuse a finished run with the same settings from :func:`mxr.course.runs_dir`.
         on_record: called with the log after each logged iteration (the live plot's hook).
+        should_stop: asked after each logged iteration; when it returns true the training stops
+            there (:class:`mxr.engine.StopTraining`: checkpoint saved, no evaluation).
 
     Returns:
         The log, with ``eval`` filled in; cached runs get their records from ``metrics.jsonl``.
+        A stopped run has ``eval`` ``None`` and ``stopped_at`` its last iteration.
     """
     import shutil
 
     from mxr.course import runs_dir, train_or_load
+    from mxr.engine import StopTraining
 
     c = _checked_choices(choices)
     log = log if log is not None else RunLog(choices=c)
@@ -364,11 +539,20 @@ def train_choices(
         log.add(iteration, record)
         if on_record is not None:
             on_record(log)
+        if should_stop is not None and should_stop():
+            raise StopTraining(f"stopped at iteration {iteration}")
 
     t0 = time.perf_counter()
-    result = train_or_load(name, cfg, progress=False, callback=callback)
+    try:
+        result = train_or_load(name, cfg, progress=False, callback=callback)
+    except StopTraining:
+        log.seconds = time.perf_counter() - t0
+        log.out_dir = str(runs_dir() / name)
+        log.stopped_at = log.records[-1]["iter"] if log.records else 0
+        return log
     log.seconds = time.perf_counter() - t0
     log.cached = bool(result["cached"])
+    log.adopted = bool(result.get("adopted"))
     log.out_dir = str(result["out_dir"])
     log.eval = result["eval"]
     log.model = result["model"]
@@ -377,13 +561,28 @@ def train_choices(
     return log
 
 
-class TrainingPanel:
-    """Widgets to choose a mask head and its options, a Train button, a live loss plot, the
-    per-split AP table of the last run, and a table and chart comparing every run so far.
+#: What each transfer input reads, as the panel's menu shows it.
+TRANSFER_INPUT_LABELS: dict[str, str] = {
+    "cls": "cls (classification weights)",
+    "box": "box (box-regression weights)",
+    "cls+box": "cls+box (both: the paper's)",
+    "embed": "embed (class embedding)",
+    "randn": "randn (random vector: control)",
+    "cls+embed": "cls+embed (both)",
+}
 
-    Display it as the last expression of a cell. :meth:`run` does what pressing Train does (so a
-    notebook can train through the panel when executed headless); :attr:`runs` holds the
-    :class:`RunLog` of each run.
+
+class TrainingPanel:
+    """Widgets to choose a mask head, its options and the seed, Train and Stop buttons, a live loss
+    plot, the per-split AP table of the last run, and a table and chart comparing every run so far
+    (several seeds of one config: mean ± std).
+
+    Display it as the last expression of a cell. The Train button trains in a background thread, so
+    the kernel stays responsive and the plot updates; Stop ends that training at its next logged
+    iteration. :meth:`run` trains in the calling thread (a notebook executed headless gets its
+    result in the cell that asks); :meth:`start` and :meth:`wait` are what the button does and how
+    to wait for it. :attr:`runs` holds the :class:`RunLog` of each finished run, :attr:`last` the
+    latest run, finished or stopped.
     """
 
     def __init__(self, runs: Sequence[RunLog] = (), min_plot_interval_s: float = 0.3) -> None:
@@ -393,7 +592,12 @@ class TrainingPanel:
 
         d = default_choices()
         self.runs: list[RunLog] = list(runs)
+        self.last: RunLog | None = None
         self.min_plot_interval_s = float(min_plot_interval_s)
+        self._stop = threading.Event()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._thread_error: BaseException | None = None
         style = {"description_width": "110px"}
         self.mask_head = w.ToggleButtons(
             options=list(MASK_HEAD_CHOICES),
@@ -402,7 +606,7 @@ class TrainingPanel:
             style=style,
         )
         self.transfer_input = w.Dropdown(
-            options=list(TRANSFER_INPUTS),
+            options=[(TRANSFER_INPUT_LABELS.get(k, k), k) for k in TRANSFER_INPUTS],
             value=d["transfer_input"],
             description="transfer input",
             style=style,
@@ -415,8 +619,14 @@ class TrainingPanel:
         self.iterations = w.BoundedIntText(
             value=d["iterations"], min=1, max=100_000, description="iterations", style=style
         )
+        self.seed = w.BoundedIntText(
+            value=d["seed"], min=0, max=1_000_000, description="seed (train.seed)", style=style
+        )
         self.reuse = w.Checkbox(value=True, description="reuse a finished run")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
+        self.stop_button = w.Button(
+            description="Stop", button_style="warning", icon="stop", disabled=True
+        )
         self.status = w.HTML("Choose the settings and press <b>Train</b>.")
         # explicit sizes (the figures' pixel sizes at 80 dpi): an Image sized "auto" can collapse to
         # 0x0 in a flex box when its picture changes
@@ -432,6 +642,7 @@ class TrainingPanel:
         )
         self.mask_head.observe(self._sync_enabled, names="value")
         self.train_button.on_click(self._on_click)
+        self.stop_button.on_click(lambda button: self.stop())
         self._sync_enabled()
         self._show_comparison()
         options = w.VBox(
@@ -442,8 +653,9 @@ class TrainingPanel:
                 self.stop_grad,
                 self.mlp_fusion,
                 self.iterations,
+                self.seed,
                 self.reuse,
-                self.train_button,
+                w.HBox([self.train_button, self.stop_button]),
                 self.status,
             ]
         )
@@ -451,7 +663,7 @@ class TrainingPanel:
             [
                 w.HBox([options, self.plot]),
                 self.table,
-                w.HTML("<b>All runs of this panel</b>"),
+                w.HTML("<b>All runs of this panel</b> (several seeds of one config: mean ± std)"),
                 self.comparison,
                 self.chart,
             ]
@@ -475,6 +687,7 @@ class TrainingPanel:
             "stop_grad": self.stop_grad.value,
             "mlp_fusion": self.mlp_fusion.value,
             "iterations": int(self.iterations.value),
+            "seed": int(self.seed.value),
         }
 
     def set_choices(self, **choices: Any) -> None:
@@ -482,6 +695,11 @@ class TrainingPanel:
         checked = _checked_choices({**self.choices(), **choices})
         for key, value in checked.items():
             getattr(self, key).value = value
+
+    @property
+    def training(self) -> bool:
+        """Whether a training (in the background or in :meth:`run`) is under way."""
+        return self._busy
 
     def _sync_enabled(self, change: Any = None) -> None:
         transfer = self.mask_head.value == "transfer"
@@ -505,15 +723,35 @@ class TrainingPanel:
         else:
             self.comparison.value = "<i>No finished run yet.</i>"
 
-    def _train(self) -> RunLog:
+    def _begin(self, **choices: Any) -> RunLog:
+        """Claim the panel for one training of the widgets' settings (``choices`` set first)."""
+        if self._busy:
+            raise RuntimeError(
+                "the panel is already training; press Stop or call wait() before training again"
+            )
+        if choices:
+            self.set_choices(**choices)
         log = RunLog(choices=_checked_choices(self.choices()))
-        self.train_button.disabled = True
-        self.status.value = f"Training <b>{log.label}</b> …"
+        self._busy = True
+        self._stop.clear()
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self.status.value = (
+            f"Training <b>{log.label}</b> … (Stop ends it at the next logged iteration)"
+        )
         self.table.value = ""
         self._last_draw = 0.0
-        self._draw(log, force=True)
+        return log
+
+    def _train(self, log: RunLog) -> RunLog:
         try:
-            train_choices(log.choices, log, reuse=self.reuse.value, on_record=self._draw)
+            self._draw(log, force=True)
+            train_choices(
+                log.choices,
+                log,
+                reuse=self.reuse.value,
+                on_record=self._draw,
+                should_stop=self._stop.is_set,
+            )
         except Exception as e:
             from html import escape
 
@@ -523,8 +761,16 @@ class TrainingPanel:
             )
             raise
         finally:
-            self.train_button.disabled = False
+            self.train_button.disabled, self.stop_button.disabled = False, True
+            self._busy = False
+        self.last = log
         self._draw(log, force=True)
+        if log.stopped_at is not None:
+            self.status.value = (
+                f"Stopped: <b>{log.label}</b> at iteration {log.stopped_at}/"
+                f"{log.choices['iterations']} (checkpoint saved; not evaluated, so not compared)."
+            )
+            return log
         self.table.value = html_table(
             SPLIT_TABLE_HEADER,
             split_table_rows(log.eval or {}),
@@ -532,21 +778,70 @@ class TrainingPanel:
         )
         self.runs.append(log)
         self._show_comparison()
-        how = "reloaded a finished run" if log.cached else f"trained in {log.seconds:.0f} s"
+        how = {
+            "cached": "reloaded a finished run",
+            "adopted": f"reused a finished run of the same config, evaluated in {log.seconds:.0f} s",
+            "trained": f"trained in {log.seconds:.0f} s",
+        }[log.origin]
         self.status.value = f"Done: <b>{log.label}</b>, {how}."  # last: "Done" means all is shown
         return log
 
+    def _work(self, log: RunLog) -> None:
+        try:
+            self._train(log)
+        except Exception as e:  # shown in the status line; wait() re-raises it
+            self._thread_error = e
+
+    def start(self, **choices: Any) -> threading.Thread:
+        """Set the widgets from ``choices`` and train in a background thread, as the Train button
+        does; returns the thread. :meth:`stop` ends it early, :meth:`wait` waits for it."""
+        log = self._begin(**choices)
+        self._thread_error = None
+        self._thread = threading.Thread(
+            target=self._work, args=(log,), name="mxr-panel-training", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """Ask the training under way to stop at its next logged iteration (the Stop button)."""
+        if self._busy:
+            self._stop.set()
+            self.status.value = "Stopping at the next logged iteration …"
+
+    def wait(self, timeout: float | None = None) -> RunLog | None:
+        """Wait for the background training (at most ``timeout`` seconds) and return
+        :attr:`last`; re-raises the error a failed background training showed in the status."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the panel's training is still running after {timeout} s")
+        if self._thread_error is not None:
+            error, self._thread_error = self._thread_error, None
+            raise error
+        return self.last
+
+    def add(self, *logs: RunLog) -> None:
+        """Add finished runs (e.g. :meth:`RunLog.from_variant` of the course's controls) to the
+        comparison, so that runs trained here are compared beside them."""
+        pending = [log.label for log in logs if log.eval is None]
+        if pending:
+            raise ValueError(f"add: runs {pending} have no evaluation; expected finished runs")
+        self.runs.extend(logs)
+        self._show_comparison()
+
     def _on_click(self, button: Any) -> None:
         try:
-            self._train()
-        except Exception:  # shown in the status line; a button callback has nowhere to raise to
-            pass
+            self.start()
+        except Exception as e:  # a button callback has nowhere to raise to: show it
+            from html import escape
+
+            self.status.value = f"<span style='color:#c00'>{escape(str(e))}</span>"
 
     def run(self, **choices: Any) -> RunLog:
-        """Set the widgets from ``choices`` and train as the Train button does; errors propagate."""
-        if choices:
-            self.set_choices(**choices)
-        return self._train()
+        """Set the widgets from ``choices`` and train in this thread, as the Train button does but
+        waiting for the result (what a notebook executed headless needs); errors propagate."""
+        return self._train(self._begin(**choices))
 
 
 def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
@@ -667,6 +962,29 @@ def _overlay(
     return canvas[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
 
 
+def gallery_instances(
+    ious: Sequence[InstanceIoU], labels: Sequence[int], per_class: int = 4
+) -> list[InstanceIoU]:
+    """The instances a gallery shows: the first ``per_class`` of each class in ``labels``, in dataset
+    order, class after class. Models scored on the same dataset give the same instances."""
+    if per_class < 1:
+        raise ValueError(f"gallery_instances: per_class={per_class} is not valid; expected >= 1")
+    return [r for label in labels for r in [x for x in ious if x.label == int(label)][:per_class]]
+
+
+def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
+    """``labels`` as a list, checked against the dataset's classes."""
+    labels = [int(x) for x in labels]
+    if not labels:
+        raise ValueError(f"{caller}: labels is empty; expected at least one class label")
+    bad = [x for x in labels if not 1 <= x < len(ds.class_names)]
+    if bad:
+        raise ValueError(
+            f"{caller}: label {bad[0]} is not valid; expected 1..{len(ds.class_names) - 1}"
+        )
+    return labels
+
+
 def class_gallery(
     model: torch.nn.Module,
     ds: Any,
@@ -679,23 +997,16 @@ def class_gallery(
     mask the model predicts from that box painted on (A warm, B cool) and its IoU as the title.
 
     ``ious`` (from :func:`instance_ious`) chooses the instances: the first ones of each class in
-    dataset order. A class with no instance gets a row that says so.
+    dataset order (:func:`gallery_instances`). A class with no instance gets a row that says so.
     """
     from mxr.viz import A_COLOURS, B_COLOURS
 
-    labels = list(labels)
-    if not labels:
-        raise ValueError("class_gallery: labels is empty; expected at least one class label")
-    bad = [x for x in labels if not 1 <= int(x) < len(ds.class_names)]
-    if bad:
-        raise ValueError(
-            f"class_gallery: label {bad[0]} is not valid; expected 1..{len(ds.class_names) - 1}"
-        )
+    labels = _gallery_labels(labels, ds, "class_gallery")
     a_labels = getattr(ds, "a_labels", None)
     fig = Figure(figsize=(1.6 * per_class + 1.2, 1.6 * len(labels) + 0.5))
     cache: dict[int, tuple] = {}
     for row, label in enumerate(labels):
-        chosen = [r for r in ious if r.label == label][:per_class]
+        chosen = gallery_instances(ious, [label], per_class)
         in_a = _set_of(label, a_labels) == "A"
         colour = A_COLOURS[0] if in_a else B_COLOURS[0]
         for col in range(per_class):
@@ -720,6 +1031,79 @@ def class_gallery(
             ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
     fig.suptitle(title or "Predicted masks from true boxes, per class", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def model_gallery(
+    models: Mapping[str, torch.nn.Module],
+    ds: Any,
+    labels: Sequence[int],
+    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
+    per_class: int = 2,
+    title: str = "",
+) -> Figure:
+    """The same instances under several models: one row per class, one block of ``per_class``
+    tiles per model (named above its block), each tile the crop around the true box with the mask
+    that model predicts from it (A warm, B cool) and its IoU.
+
+    The instances are :func:`gallery_instances` of the first model's ``ious_by_model`` entry; every
+    model must be scored on the same instances (:func:`instance_ious` on the same dataset).
+    """
+    from mxr.viz import A_COLOURS, B_COLOURS
+
+    labels = _gallery_labels(labels, ds, "model_gallery")
+    names = list(models)
+    if not names or set(names) != set(ious_by_model):
+        raise ValueError(
+            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
+            "same models (at least one)"
+        )
+    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
+    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
+    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
+    if missing:
+        raise ValueError(
+            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
+            "model with instance_ious on the same dataset"
+        )
+    a_labels = getattr(ds, "a_labels", None)
+    gap = 0.25  # a narrow empty column between two models' blocks
+    widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
+    fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
+    grid = fig.add_gridspec(len(labels), len(widths), width_ratios=widths, wspace=0.08)
+    cache: dict[tuple[str, int], tuple] = {}
+    for row, label in enumerate(labels):
+        shown = [r for r in chosen if r.label == label]
+        in_a = _set_of(label, a_labels) == "A"
+        colour = A_COLOURS[0] if in_a else B_COLOURS[0]
+        for k, name in enumerate(names):
+            for col in range(per_class):
+                ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if k == 0 and col == 0:
+                    ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
+                if col >= len(shown):
+                    if col == 0:
+                        ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=7)
+                    for s in ax.spines.values():
+                        s.set_visible(False)
+                    continue
+                r = shown[col]
+                if (name, r.index) not in cache:
+                    cache[(name, r.index)] = instance_masks(models[name], ds, r.index)
+                image, target, inst, probs = cache[(name, r.index)]
+                h, w = image.shape[-2:]
+                crop = _crop(target["boxes"][r.instance], h, w)
+                ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
+                ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
+    fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
+    top = 1 - 1.0 / fig.get_figheight()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=top)
+    for k, name in enumerate(names):  # each model's name above its block of columns
+        first = grid[0, k * (per_class + 1)].get_position(fig)
+        last = grid[0, k * (per_class + 1) + per_class - 1].get_position(fig)
+        fig.text((first.x0 + last.x1) / 2, top + 0.35 / fig.get_figheight(), name, ha="center")
     return fig
 
 
@@ -805,13 +1189,13 @@ def compare_models(
     }
     cols = ["ground truth", *models]
     a_labels = getattr(ds, "a_labels", None)
-    fig = Figure(figsize=(2.4 * len(cols), 2.4 * len(indices) + 0.6))
+    fig = Figure(figsize=(2.8 * len(cols), 2.8 * len(indices) + 0.8))
     for row, index in enumerate(indices):
         image, target = ds[index]
         for col, name in enumerate(cols):
             shown = target if col == 0 else preds[name][row]
             drawn = draw_instances(
-                image, shown, ds.class_names, a_labels, score_thresh=score_thresh
+                image, shown, ds.class_names, a_labels, score_thresh=score_thresh, upscale=_LABEL_UP
             )
             ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
             ax.imshow(drawn.permute(1, 2, 0).numpy())
@@ -825,6 +1209,11 @@ def compare_models(
     _legend(fig)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
+
+
+#: The small course images are drawn at twice their size in the side-by-side and threshold
+#: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
+_LABEL_UP = 2
 
 
 def detection_counts(
@@ -861,23 +1250,28 @@ def threshold_figure(
     indices = list(indices)
     a_labels = getattr(ds, "a_labels", None)
     n = len(indices)
-    fig = Figure(figsize=(2.4 * n + 3.4, 3.0))
-    grid = fig.add_gridspec(1, n + 2)
+    fig = Figure(figsize=(3.0 * n + 4.2, 3.6))
+    grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.3])
     for k, index in enumerate(indices):
         image, target = ds[index]
         drawn = draw_instances(
-            image, predictions[k], ds.class_names, a_labels, score_thresh=score_thresh
+            image,
+            predictions[k],
+            ds.class_names,
+            a_labels,
+            score_thresh=score_thresh,
+            upscale=_LABEL_UP,
         )
         kept = int((predictions[k]["scores"] >= score_thresh).sum())
         ax = fig.add_subplot(grid[0, k])
         ax.imshow(drawn.permute(1, 2, 0).numpy())
-        ax.set_title(f"id {int(target['image_id'])}: {kept} kept", fontsize=8)
+        ax.set_title(f"image id {int(target['image_id'])}: {kept} kept", fontsize=9)
         ax.axis("off")
-    ax = fig.add_subplot(grid[0, n:])
+    ax = fig.add_subplot(grid[0, n])
     ts = [i / 20 for i in range(1, 20)]
     counts = detection_counts(predictions, ts, a_labels)
-    ax.plot(ts, counts["A"], color="#ff8c00", label="set A classes")
-    ax.plot(ts, counts["B"], color="#1e90ff", label="set B classes")
+    ax.plot(ts, counts["A"], color=SET_COLOURS["A"], label="set A classes")
+    ax.plot(ts, counts["B"], color=SET_COLOURS["B"], label="set B classes")
     ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("score threshold")
     ax.set_ylabel("detections kept")

@@ -88,3 +88,17 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
     path.write_text('{"iter": 1, "loss": 1}\n{broken\n')
     with pytest.raises(ValueError, match="line 2"):
         plot_loss_curve(path)
+
+
+def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None:
+    from mxr.viz import label_upscale
+
+    image = torch.zeros(3, 30, 40)
+    target = {"boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
+    out = draw_instances(image, target, ["bg", "a"], a_labels=[1], upscale=3)
+    assert out.shape == (3, 90, 120)
+    assert tuple(out[:, 45, 6].tolist()) == A_COLOURS[0]  # the left box edge, at 3x
+    assert tuple(out[:, 45, 30].tolist()) == (0, 0, 0)  # inside the box, below the label
+    assert label_upscale(128, 128) == 2 and label_upscale(480, 640) == 1
+    with pytest.raises(ValueError, match="upscale"):
+        draw_instances(image, target, ["bg", "a"], upscale=0)

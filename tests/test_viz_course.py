@@ -268,3 +268,118 @@ def test_course_config_takes_train_overrides_including_the_length() -> None:
     assert longer.train.iterations == 3 * base.train.iterations and longer.train.seed == 1
     assert longer.train.checkpoint_every == longer.train.iterations  # sized from the new length
     assert course_config("oracle", warmup_iters=5).train.warmup_iters == 5
+
+
+# ----------------------------------------------------------------- what the detector calls each object
+def _det(boxes: list, labels: list, scores: list) -> dict:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+    }
+
+
+# Two true objects: class 2 (a B class, say) at the left, class 1 at the right.
+TRUTH = {
+    "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]),
+    "labels": torch.tensor([2, 1]),
+}
+# On the left object the top-scoring detection says 3 (a neighbour), a weaker one says 2; the right
+# object is found with its own class; one detection covers nothing.
+DETECTIONS = _det(
+    [[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [50, 50, 60, 60]],
+    [2, 3, 1, 4],
+    [0.35, 0.6, 0.9, 0.7],
+)
+
+
+def test_box_confusion_takes_the_top_scoring_overlapping_detection() -> None:
+    from mxr.viz import box_confusion
+
+    m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, iou=0.5, score=0.3)
+    assert m.shape == (5, 5) and int(m.sum()) == 3
+    assert int(m[2, 3]) == 1 and int(m[2, 2]) == 0  # called by its neighbour, the higher score
+    assert int(m[1, 1]) == 1 and int(m[0, 4]) == 1  # own class; a detection on no object
+    high = box_confusion([DETECTIONS], [TRUTH], num_classes=5, score=0.8)
+    assert int(high[2, 0]) == 1 and int(high[1, 1]) == 1 and int(high[0].sum()) == 0  # missed
+    # at IoU 0.95 the neighbour's box (IoU 0.9) no longer claims the object, the own-class one does
+    strict = box_confusion([DETECTIONS], [TRUTH], num_classes=5, iou=0.95, score=0.3)
+    assert int(strict[2, 2]) == 1 and int(strict[0, 3]) == 1
+    with pytest.raises(ValueError, match="1 predictions for 2 targets"):
+        box_confusion([DETECTIONS], [TRUTH, TRUTH], num_classes=5)
+    with pytest.raises(ValueError, match="label 4 is not valid"):
+        box_confusion([DETECTIONS], [TRUTH], num_classes=4, score=0.0)
+
+
+def test_confusion_outcomes_sum_rows_by_what_the_objects_were_called() -> None:
+    from mxr.viz import confusion_outcomes
+
+    m = torch.zeros(5, 5, dtype=torch.long)
+    m[2, 2], m[2, 3], m[2, 4], m[2, 0], m[1, 2] = 1, 5, 2, 7, 9
+    assert confusion_outcomes(m, [2], {2: [1, 3]}) == {
+        "own": 1,
+        "related": 5,
+        "other": 2,
+        "missed": 7,
+    }
+    assert confusion_outcomes(m, [1, 2], {})["other"] == 9 + 5 + 2  # nothing related
+    with pytest.raises(ValueError, match="label 0 is not valid"):
+        confusion_outcomes(m, [0], {})
+
+
+def test_plot_confusion_marks_sets_and_counts() -> None:
+    from mxr.viz import SET_COLOURS, box_confusion, plot_confusion
+
+    names = ["bg", "a1", "b2", "a3", "a4"]
+    m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, score=0.3)
+    fig = plot_confusion(m, names, a_labels=[1, 3, 4], title="t")
+    ax = fig.axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == ["no object", "a1 [A]", "b2 [B]"]  # only rows with a count
+    cols = ax.get_xticklabels()
+    assert cols[0].get_text() == "missed" and cols[2].get_text() == "b2 [B]"
+    assert cols[2].get_color() == SET_COLOURS["B"] and cols[1].get_color() == SET_COLOURS["A"]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "1"]
+    assert len(ax.patches) == 1  # the one B row is outlined
+    with pytest.raises(ValueError, match="expected \\(5, 5\\)"):
+        plot_confusion(m[:4, :4], names, [1])
+    with pytest.raises(ValueError, match="all zeros"):
+        plot_confusion(torch.zeros(5, 5, dtype=torch.long), names, [1])
+
+
+def test_plot_overlaps_ground_truth_vs_detections() -> None:
+    from mxr.viz import plot_overlaps
+
+    names = ["bg", "a1", "b2", "a3", "a4"]
+    fig = plot_overlaps(TRUTH, DETECTIONS, names, a_labels=[1, 3, 4], score=0.3)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["b2 [B]", "a1 [A]"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "a1 [A] 0.90",
+        "a4 [A] 0.70",
+        "a3 [A] 0.60",
+        "b2 [B] 0.35",
+    ]  # detections by score
+    cells = {t.get_text(): t.get_color() for t in ax.texts}
+    assert cells == {"1.00": "darkgreen", "0.90": "red"}  # the neighbour's overlap is wrong
+    empty = plot_overlaps(TRUTH, _det([], [], []), names, [1, 3, 4])
+    assert empty.axes[0].get_ylabel() == "no detection"
+    with pytest.raises(ValueError, match="no instance"):
+        plot_overlaps({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}, DETECTIONS, names, [1])
+
+
+def test_mask_holes_finds_enclosed_background_only() -> None:
+    from mxr.viz import mask_holes
+
+    ring = torch.zeros(9, 9, dtype=torch.bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False  # a one-pixel hole
+    holes = mask_holes(ring)
+    assert holes.sum() == 1 and bool(holes[4, 4])
+    fork = ring.clone()
+    fork[4, 4:7] = False  # the gap opens to the outside: no hole
+    assert mask_holes(fork).sum() == 0
+    diagonal = torch.eye(5, dtype=torch.bool) | torch.eye(5, dtype=torch.bool).flip(1)
+    assert mask_holes(diagonal).sum() == 0  # background joined through the border
+    with pytest.raises(ValueError, match="expected \\(H, W\\)"):
+        mask_holes(torch.zeros(1, 3, 3, dtype=torch.bool))

@@ -39,6 +39,7 @@ from mxr.widgets import (  # noqa: E402
     mask_iou,
     mean_iou,
     render_sample,
+    run_groups,
     run_name,
     sample_summary,
     score_threshold_viewer,
@@ -121,7 +122,8 @@ def test_config_from_choices_sets_model_and_budget() -> None:
     assert (m.mask_head, m.transfer_input, m.transfer_layers) == ("transfer", "cls", 1)
     assert (m.stop_grad, m.mlp_fusion) == (False, False)
     assert cfg.train.iterations == 40 and cfg.train.checkpoint_every == 40
-    assert cfg.train.warmup_iters <= 4 and cfg.train.log_every == 2
+    # one sizing rule with course_config: log_every = max(1, min(configured 10, iterations // 4))
+    assert cfg.train.warmup_iters <= 4 and cfg.train.log_every == 10
     relu = config_from_choices({"structure": "2-layer ReLU"}).model
     assert (relu.transfer_layers, relu.transfer_activation) == (2, "relu")
 
@@ -142,6 +144,7 @@ def test_config_from_choices_agnostic_and_oracle() -> None:
         ({"structure": "3-layer"}, "structure='3-layer' is not valid"),
         ({"iterations": 0}, "iterations=0 is not valid; expected a positive integer"),
         ({"lr": 0.1}, "unknown choice\\(s\\) 'lr'"),
+        ({"seed": -1}, "seed=-1 is not valid; expected an integer >= 0"),
     ],
 )
 def test_bad_choices_name_the_field(choices: dict, match: str) -> None:
@@ -158,7 +161,8 @@ def test_run_name_and_label_follow_the_choices() -> None:
     }
     # stop-grad only matters for transfer: 2 (agnostic) + 2 (oracle) + 4 (transfer)
     assert len(names) == 8
-    assert describe_choices({"mask_head": "transfer", "stop_grad": False, "iterations": 6}) == (
+    choices = {"mask_head": "transfer", "transfer_input": "cls+box", "stop_grad": False}
+    assert describe_choices({**choices, "iterations": 6}) == (
         "transfer cls+box 2-layer LeakyReLU no stop-grad +MLP (6 it)"
     )
 
@@ -227,7 +231,8 @@ def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch
     panel.mask_head.value = "agnostic"
     assert panel.stop_grad.disabled and panel.transfer_input.disabled
     before = panel.plot.value
-    panel.train_button.click()
+    panel.train_button.click()  # trains in a background thread
+    assert panel.wait(timeout=60) is panel.runs[0]
     assert seen["cfg"].model.mask_head == "agnostic"
     assert seen["name"] == run_name(panel.choices())
     assert len(panel.runs) == 1 and len(panel.runs[0].records) == 3
@@ -249,6 +254,8 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(mxr.course, "train_or_load", broken)
     panel = training_panel()
     panel.train_button.click()  # the button swallows the error and shows it
+    with pytest.raises(FileNotFoundError):
+        panel.wait(timeout=60)  # ... and wait() hands it to whoever waits for the training
     shown = panel.status.value
     assert "Training failed: FileNotFoundError: no data in &lt;data/shapesx&gt;" in shown
     assert not panel.runs and panel.table.value == ""  # nothing half-finished is shown as a run
@@ -263,6 +270,7 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(mxr.course, "train_or_load", works)
     panel.train_button.click()  # after the failure, the same panel trains normally
+    panel.wait(timeout=60)
     assert len(panel.runs) == 1 and panel.status.value.startswith("Done:")
 
 
@@ -280,6 +288,195 @@ def test_training_panel_real_run(
     again = panel.run()
     assert again.cached and [r["iter"] for r in again.records] == [1, 2]
     assert (tmp_path / "smoke" / run_name(log.choices) / "last.pt").is_file()
+
+
+def test_panel_default_and_variant_choices_are_the_course_variants() -> None:
+    # the panel opens on τ(embed)+MLP; every notebook variant is reachable from the panel's menu,
+    # as the same run (same_run_config) as the notebooks' course_config(variant)
+    from mxr.config import config_to_dict
+    from mxr.course import NOTEBOOK_VARIANTS, VARIANT_CHOICES, course_config, same_run_config
+
+    assert default_choices()["transfer_input"] == "embed" and default_choices()["seed"] == 0
+    assert set(VARIANT_CHOICES) == set(NOTEBOOK_VARIANTS)
+    for variant, choices in VARIANT_CHOICES.items():
+        panel_cfg = config_to_dict(config_from_choices(choices))
+        assert same_run_config(panel_cfg, config_to_dict(course_config(variant))), variant
+    assert not same_run_config(
+        config_to_dict(config_from_choices(VARIANT_CHOICES["transfer_mlp"])),
+        config_to_dict(course_config("transfer_embed_mlp")),
+    )
+
+
+@pytest.mark.parametrize("iterations", [1, 7, 12, 40, 800])
+def test_panel_sizes_logging_with_course_configs_rule(iterations: int) -> None:
+    from mxr.course import course_config
+
+    panel = config_from_choices({"iterations": iterations}).train
+    course = course_config("transfer_embed_mlp", iterations=iterations).train
+    assert (panel.log_every, panel.warmup_iters, panel.checkpoint_every) == (
+        course.log_every,
+        course.warmup_iters,
+        course.checkpoint_every,
+    )
+    assert panel.log_every == max(1, min(10, iterations // 4))
+
+
+def test_panel_seed_control_sets_the_config_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mxr.course
+
+    seen: dict = {}
+
+    def fake(name, cfg, progress=True, callback=None):
+        seen["name"], seen["seed"] = name, cfg.train.seed
+        callback(1, {"iter": 1, "loss": 1.0})
+        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
+                "cached": False}  # fmt: skip
+
+    monkeypatch.setattr(mxr.course, "train_or_load", fake)
+    panel = training_panel()
+    assert panel.seed.value == 0
+    panel.seed.value = 2
+    assert panel.choices()["seed"] == 2
+    log = panel.run()
+    assert seen["seed"] == 2 and log.seed == 2 and seen["name"].endswith("-seed2")
+    assert config_from_choices({"seed": 5}).train.seed == 5
+    assert run_name({"seed": 0}) != run_name({"seed": 1})
+    assert log.label.endswith(", seed 2")
+    panel.run(seed=3)
+    assert seen["seed"] == 3 and panel.seed.value == 3
+
+
+def test_panel_offers_every_transfer_input_with_its_meaning() -> None:
+    from mxr.config import TRANSFER_INPUTS
+
+    panel = training_panel()
+    assert panel.transfer_input.value == "embed"  # the default
+    for k in TRANSFER_INPUTS:
+        panel.transfer_input.value = k  # an input the menu lacks raises a TraitError
+        assert panel.choices()["transfer_input"] == k
+        assert config_from_choices(panel.choices()).model.transfer_input == k
+    assert {"embed", "randn"} <= set(TRANSFER_INPUTS)
+    panel.transfer_input.value = "randn"
+    assert "control" in panel.transfer_input.label
+    panel.transfer_input.value = "embed"
+    assert "embedding" in panel.transfer_input.label
+
+
+def test_comparison_groups_seeds_of_one_config_as_mean_and_std() -> None:
+    base = default_choices()
+
+    def run(seed: int, a: float, b: float, **extra) -> RunLog:
+        return RunLog(choices={**base, **extra, "seed": seed}, eval=_fake_eval(a, b), seconds=10.0)
+
+    runs = [
+        run(0, 30.0, 20.0),
+        run(0, 25.0, 5.0, mask_head="agnostic"),
+        run(1, 99.0, 99.0),  # replaced by the retrained seed 1 below
+        run(1, 34.0, 24.0),
+        RunLog(choices={**base, "seed": 2}),  # not evaluated: left out
+    ]
+    rows = comparison_rows(runs)
+    assert len(rows) == 2  # two configs, however many seeds
+    assert rows[0][0] == "1, 4" and rows[1][0] == "2"
+    assert "seeds 0, 1 (mean ± std)" in rows[0][1] and "seed 0" in rows[1][1]
+    # mask AP A: 30 and 34 -> 32.0 ± 2.8 (sample std); B: 20 and 24; mIoU = AP + 10
+    assert rows[0][2:6] == ["32.0 ± 2.8", "22.0 ± 2.8", "42.0 ± 2.8", "32.0 ± 2.8"]
+    assert rows[1][2:6] == ["25.0", "5.0", "35.0", "15.0"]  # one seed: the value alone
+    assert [len(g) for g in run_groups(runs)] == [2, 1]
+    fig = comparison_chart(runs)
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == [32.0, 25.0, 22.0, 5.0]
+    assert len(ax.containers) == 2 + 2  # the bars of A and B, an error bar per several-seed group
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["#1,4", "#2"]
+    # the other head with the same seed is its own config
+    assert RunLog(choices={**base, "mask_head": "oracle"}).config_key != runs[0].config_key
+    assert runs[0].config_key == runs[3].config_key
+
+
+def test_runlog_from_variant_uses_the_course_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import mxr.course
+    from mxr.config import config_to_dict
+
+    seen: dict = {}
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"iter": 4, "loss": 1.5}\n')
+
+    def fake(name, cfg, progress=True, callback=None):
+        seen["name"], seen["cfg"] = name, cfg
+        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": metrics,
+                "cached": True}  # fmt: skip
+
+    monkeypatch.setattr(mxr.course, "train_or_load", fake)
+    log = RunLog.from_variant("agnostic_mlp")
+    assert seen["name"] == "agnostic_mlp"
+    assert config_to_dict(seen["cfg"]) == config_to_dict(mxr.course.course_config("agnostic_mlp"))
+    assert log.label == "agnostic_mlp, seed 0" and log.cached and log.mask_ap("B") == 10
+    assert log.records == [{"iter": 4, "loss": 1.5}]
+    reused = RunLog(choices=default_choices(), eval=_fake_eval(1, 1), seconds=3.0, adopted=True)
+    assert (log.origin, reused.origin) == ("cached", "adopted")
+    assert [r[-1] for r in comparison_rows([log, reused])] == ["cached", "reused"]
+    assert log.config_key == RunLog(choices={"mask_head": "agnostic"}).config_key
+    with pytest.raises(ValueError, match="variant='agnostic_deep' is not valid"):
+        RunLog.from_variant("agnostic_deep")
+
+
+def test_comparison_seed_chart_shows_mean_and_each_seed() -> None:
+    from mxr.widgets import comparison_seed_chart
+
+    per_seed = {
+        "agnostic_mlp": {"mIoU": [73.0, 74.0, 72.0], "AP75": [11.0, 9.0, 5.0]},
+        "oracle": {"mIoU": [80.0, 80.0, 80.0], "AP75": [13.0, 11.0, 6.0]},
+    }
+    fig = comparison_seed_chart(per_seed, ["agnostic_mlp", "oracle"])
+    assert len(fig.axes) == 2
+    means = [line.get_ydata()[0] for line in fig.axes[0].lines]
+    assert means == pytest.approx([73.0, 80.0])
+    seeds = [c for c in fig.axes[1].collections]
+    assert len(seeds) == 3 and [list(c.get_offsets()[:, 1]) for c in seeds][2] == [5.0, 6.0]
+    low, high = fig.axes[0].get_ylim()
+    assert 60 < low < 72 and high > 80  # fitted to the values, not from 0
+    with pytest.raises(ValueError, match="rows \\['transfer_mlp'\\] not in per_seed"):
+        comparison_seed_chart(per_seed, ["transfer_mlp"])
+
+
+@pytest.mark.slow
+def test_stop_button_stops_a_background_training_early(
+    shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from mxr.engine import load_checkpoint
+
+    monkeypatch.setenv("MXR_BUDGET", "smoke")
+    monkeypatch.setenv("MXR_DATA", str(shapesx_root))
+    monkeypatch.setenv("MXR_RUNS", str(tmp_path))
+    panel = training_panel()
+    first_record, pressed = threading.Event(), threading.Event()
+    draw = panel._draw
+
+    def draw_and_hold(log: RunLog, force: bool = False) -> None:
+        draw(log, force)
+        if log.records and not first_record.is_set():
+            first_record.set()  # the training thread is at its first logged iteration ...
+            pressed.wait(timeout=120)  # ... and goes on once Stop was pressed
+
+    panel._draw = draw_and_hold
+    thread = panel.start(iterations=40, mlp_fusion=False)  # log_every = 10
+    assert first_record.wait(timeout=300), "no logged iteration"
+    assert thread.is_alive() and panel.training  # this thread is free while it trains
+    assert panel.stop_button.disabled is False and panel.train_button.disabled is True
+    panel.stop_button.click()
+    pressed.set()
+    log = panel.wait(timeout=300)
+    assert log is panel.last and log.stopped_at == 10 and log.eval is None
+    assert [r["iter"] for r in log.records] == [10]
+    assert not panel.runs and panel.status.value.startswith("Stopped:")
+    assert not panel.training and not panel.train_button.disabled and panel.stop_button.disabled
+    run_dir = tmp_path / "smoke" / run_name(log.choices)
+    assert load_checkpoint(run_dir / "last.pt")["iteration"] == 10
+    assert not (run_dir / "eval.json").exists()
 
 
 # ----------------------------------------------------------------------------- inspecting masks
@@ -373,3 +570,34 @@ def test_jpeg_of_figure() -> None:
     fig = loss_figure([{"iter": 1, "loss": 1.0}])
     img = jpeg(fig, quality=70)
     assert img.format == "jpeg" and img.data.startswith(b"\xff\xd8")
+
+
+def test_gallery_instances_first_per_class_in_order() -> None:
+    from mxr.widgets import gallery_instances
+
+    rs = [InstanceIoU(i, 0, lab, 0.5, 0.5) for i, lab in enumerate([2, 1, 2, 2, 1])]
+    assert [r.index for r in gallery_instances(rs, [2, 1], per_class=2)] == [0, 2, 1, 4]
+    assert gallery_instances(rs, [7]) == []
+    with pytest.raises(ValueError, match="per_class=0"):
+        gallery_instances(rs, [1], per_class=0)
+
+
+def test_model_gallery_shows_the_same_instances_per_model(
+    trained_run: dict, val_all: CocoInstances
+) -> None:
+    from mxr.widgets import model_gallery
+
+    model = trained_run["model"].cpu().eval()
+    rs = instance_ious(model, val_all)
+    labels = sorted({r.label for r in rs})[:2]
+    fig = model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs})
+    assert len(fig.axes) == 2 * 2 * 2  # rows x models x per_class
+    assert [t.get_text() for t in fig.texts][-2:] == ["m1", "m2"]  # a header per model block
+    titles = [ax.get_title() for ax in fig.axes]  # row by row: m1's two tiles, then m2's
+    assert titles[0].startswith("IoU") and titles[:2] == titles[2:4]  # the same instances
+    with pytest.raises(ValueError, match="same models"):
+        model_gallery({"m1": model}, val_all, labels, {"m2": rs})
+    with pytest.raises(ValueError, match="'m2' is not scored"):
+        model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs[:0]})
+    with pytest.raises(ValueError, match="labels is empty"):
+        model_gallery({"m1": model}, val_all, [], {"m1": rs})
