@@ -985,6 +985,31 @@ def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
     return labels
 
 
+def _gallery_cell(
+    ax: Any,
+    model: torch.nn.Module,
+    ds: Any,
+    r: InstanceIoU | None,
+    colour: Any,
+    cache: dict,
+    key: Any,
+) -> None:
+    """One gallery cell: instance ``r``'s predicted mask (from its true box) over its crop, or a
+    blank cell when ``r`` is ``None``. ``cache[key]`` keeps each image's masks for reuse."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if r is None:
+        for s in ax.spines.values():
+            s.set_visible(False)
+        return
+    if key not in cache:
+        cache[key] = instance_masks(model, ds, r.index)
+    image, target, inst, probs = cache[key]
+    h, w = image.shape[-2:]
+    crop = _crop(target["boxes"][r.instance], h, w)
+    ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
+
+
 def class_gallery(
     model: torch.nn.Module,
     ds: Any,
@@ -1011,23 +1036,14 @@ def class_gallery(
         colour = A_COLOURS[0] if in_a else B_COLOURS[0]
         for col in range(per_class):
             ax = fig.add_subplot(len(labels), per_class, row * per_class + col + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
-            if col >= len(chosen):
+            r = chosen[col] if col < len(chosen) else None
+            _gallery_cell(ax, model, ds, r, colour, cache, None if r is None else r.index)
+            if r is None:
                 if col == 0:
                     ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
-                for s in ax.spines.values():
-                    s.set_visible(False)
                 continue
-            r = chosen[col]
-            if r.index not in cache:
-                cache[r.index] = instance_masks(model, ds, r.index)
-            image, target, inst, probs = cache[r.index]
-            h, w = image.shape[-2:]
-            crop = _crop(target["boxes"][r.instance], h, w)
-            ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
             ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
     fig.suptitle(title or "Predicted masks from true boxes, per class", fontsize=10)
     fig.tight_layout()
@@ -1079,23 +1095,16 @@ def model_gallery(
         for k, name in enumerate(names):
             for col in range(per_class):
                 ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
-                ax.set_xticks([])
-                ax.set_yticks([])
                 if k == 0 and col == 0:
                     ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
-                if col >= len(shown):
+                r = shown[col] if col < len(shown) else None
+                _gallery_cell(
+                    ax, models[name], ds, r, colour, cache, (name, None if r is None else r.index)
+                )
+                if r is None:
                     if col == 0:
                         ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=7)
-                    for s in ax.spines.values():
-                        s.set_visible(False)
                     continue
-                r = shown[col]
-                if (name, r.index) not in cache:
-                    cache[(name, r.index)] = instance_masks(models[name], ds, r.index)
-                image, target, inst, probs = cache[(name, r.index)]
-                h, w = image.shape[-2:]
-                crop = _crop(target["boxes"][r.instance], h, w)
-                ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
                 ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
     fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
     top = 1 - 1.0 / fig.get_figheight()
