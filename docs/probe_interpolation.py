@@ -2,9 +2,9 @@
 
 Takes an oracle checkpoint (a class-specific mask head trained with masks of every class), replaces
 the mask weights of each set-B class by a guess built from set A only, and prints B mIoU given the
-true boxes for each guess (:func:`mxr.probes.interpolation_probe`). It also prints how far each B
+true boxes for each guess (:func:`mxr.course.probes.interpolation_probe`). It also prints how far each B
 class's ``w_det`` lies from the mean of its adjacent A members, relative to its own norm
-(:func:`mxr.probes.wdet_distance_from_adjacent`; 0 would mean the detection weights interpolate).
+(:func:`mxr.course.probes.wdet_distance_from_adjacent`; 0 would mean the detection weights interpolate).
 The guesses include the linear map from the ShapesX class embedding (what ``transfer_input: embed``
 reads), fitted on the A pairs like the ``w_det`` maps.
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 
 from mxr.config import config_from_dict
+from mxr.course.probes import interpolation_probe, wdet_distance_from_adjacent
 from mxr.data.embedding import embedding_rows
 from mxr.data.shapesx import class_embedding, class_names, default_split
 from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint
-from mxr.probes import interpolation_probe, wdet_distance_from_adjacent
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import sys
 
 import torch
 
+from mxr.course.probes import detection_weights, neighbour_hits, transfer_input_rows
 from mxr.data.shapesx import class_names, default_split
 from mxr.engine import load_checkpoint, model_from_checkpoint
-from mxr.probes import detection_weights, neighbour_hits, transfer_input_rows
 
 
 def main(paths: list[str]) -> None:

@@ -1,7 +1,7 @@
 """``mxr`` / ``python -m mxr``: the command line, every subcommand registered in one place.
 
 Each subcommand's options and runner live beside the code it drives (``add_subparser`` in
-:mod:`mxr.data.cli`, :mod:`mxr.engine`, :mod:`mxr.ablate`), except ``eval``, which lives here
+:mod:`mxr.data.cli`, :mod:`mxr.engine`, :mod:`mxr.course.ablate`), except ``eval``, which lives here
 because it joins the engine (checkpoints, datasets) and the evaluation. This module collects them
 and decides how a failure reaches the user:
 
@@ -120,7 +120,7 @@ def _add_eval_subparser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mxr`` argument parser with every subcommand (and ``--debug`` on each) registered."""
-    from mxr import ablate, engine
+    from mxr.course import ablate, engine
     from mxr.data import cli as data_cli
 
     parser = argparse.ArgumentParser(

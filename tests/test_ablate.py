@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
-from mxr.ablate import aggregate, markdown_table, preset_configs, run_ablation
+from mxr.course.ablate import aggregate, markdown_table, preset_configs, run_ablation
 
 
 def test_aggregate_means_and_stds_over_seeds() -> None:
@@ -114,7 +114,7 @@ def _fake_per_seed(agn, agn_mlp, tr, orc) -> dict:  # noqa: ANN001
 
 
 def test_headline_targets_are_computed_from_paired_seeds() -> None:
-    from mxr.ablate import headline, headline_text
+    from mxr.course.ablate import headline, headline_text
 
     h = headline(_fake_per_seed([10, 12], [11, 13], [16, 18], [20, 22]))
     assert h["oracle_minus_agnostic"] == 10.0 and h["gap_closed"] == 0.6
@@ -131,7 +131,7 @@ def test_headline_targets_are_computed_from_paired_seeds() -> None:
 
 
 def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
-    from mxr.ablate import publish
+    from mxr.course.ablate import publish
 
     src = tmp_path / "abl"
     src.mkdir()
@@ -155,7 +155,7 @@ def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
 
 
 def test_embed_targets_use_their_own_row_and_gap_target() -> None:
-    from mxr.ablate import headline, headline_text
+    from mxr.course.ablate import headline, headline_text
 
     per_seed = _fake_per_seed([10, 12], [11, 13], [12, 13], [20, 22])
     per_seed["transfer_embed_mlp"] = {"AP75": [18, 19]}
@@ -170,7 +170,7 @@ def test_embed_targets_use_their_own_row_and_gap_target() -> None:
 
 
 def test_negative_control_compares_randn_with_agnostic_within_its_std() -> None:
-    from mxr.ablate import negative_control, negative_control_text
+    from mxr.course.ablate import negative_control, negative_control_text
 
     ok = negative_control({"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [71, 69]}})
     assert (
@@ -207,7 +207,7 @@ def test_merge_from_keeps_published_rows_in_preset_order(
 
 
 def test_paired_difference_pairs_seeds_by_index() -> None:
-    from mxr.ablate import paired_difference
+    from mxr.course.ablate import paired_difference
 
     per_seed = {"x": {"mIoU": [3.0, 5.0, 4.0]}, "y": {"mIoU": [1.0, 4.0, 4.0]}}
     d = paired_difference(per_seed, "x", "y")

@@ -1,12 +1,12 @@
-"""mxr.course.ensure_coco_sample: a COCO-2017-layout sample with real category ids, valid and reproducible."""
+"""mxr.data.sample.ensure_coco_sample: a COCO-2017-layout sample with real category ids, valid and reproducible."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mxr.course import COCO_SAMPLE_CATEGORIES, ensure_coco_sample
 from mxr.data import VOC_CAT_IDS, CocoInstances, validate_dataset
+from mxr.data.sample import COCO_SAMPLE_CATEGORIES, ensure_coco_sample
 
 
 def test_coco_sample_layout_split_and_validity(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mxr.ablate import PRESETS
 from mxr.config import config_to_dict, load_config, read_config_file
+from mxr.course.ablate import PRESETS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPESX = sorted((CONFIGS / "shapesx").glob("*.yaml"))

@@ -223,7 +223,7 @@ def test_engine_reads_the_file_relative_to_data_root_and_checkpoint_is_self_cont
 
 @pytest.mark.parametrize("transfer_input", ["embed", "randn", "cls+embed"])
 def test_the_training_panel_offers_the_embedding_inputs(transfer_input):
-    from mxr.widgets import config_from_choices, run_name
+    from mxr.course.widgets import config_from_choices, run_name
 
     c = config_from_choices({"mask_head": "transfer", "transfer_input": transfer_input})
     assert c.model.transfer_input == transfer_input

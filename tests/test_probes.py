@@ -8,16 +8,16 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mxr.data.shapesx import class_names, default_split
-from mxr.engine import build_dataset, model_config_for
-from mxr.model import build_model
-from mxr.probes import (
+from mxr.course.probes import (
     b_weight_guesses,
     interpolation_probe,
     neighbour_hits,
     ridge_map,
     wdet_distance_from_adjacent,
 )
+from mxr.data.shapesx import class_names, default_split
+from mxr.engine import build_dataset, model_config_for
+from mxr.model import build_model
 
 NAMES = [f"{f}-{k}" for f in ("f", "g") for k in (1, 2, 3, 4)]
 B = ["f-2", "g-3"]
@@ -75,7 +75,7 @@ def test_guesses_are_built_from_set_a_only(oracle) -> None:  # noqa: ANN001
 
 
 def test_interpolation_probe_scores_each_guess_and_restores_the_weights(oracle) -> None:  # noqa: ANN001
-    from mxr.widgets import instance_ious, mean_iou
+    from mxr.course.widgets import instance_ious, mean_iou
 
     model, val = oracle
     names, b_names = class_names(), default_split()["B"]
@@ -97,7 +97,7 @@ def test_interpolation_probe_needs_a_class_specific_head(shapesx_root: Path) -> 
 
 
 def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
-    from mxr.probes import plot_interpolation_probe
+    from mxr.course.probes import plot_interpolation_probe
 
     rows = [{"guess": g, "B": b, "A": 82.0} for g, b in
             [("own weights (trained with B masks)", 80.8), ("mean of the adjacent A members", 79.1),
@@ -130,7 +130,7 @@ def test_the_class_embedding_guess_interpolates_a_structured_oracle(oracle) -> N
 
 
 def test_transfer_input_rows_read_what_tau_reads(shapesx_root: Path) -> None:
-    from mxr.probes import transfer_input_rows
+    from mxr.course.probes import transfer_input_rows
 
     cfg = tiny_config(shapesx_root, ["model.transfer_input=randn", "model.randn_dim=5"])
     val = build_dataset(cfg.data, "val")
@@ -141,7 +141,7 @@ def test_transfer_input_rows_read_what_tau_reads(shapesx_root: Path) -> None:
 
 
 def test_family_labels_lists_a_family_in_member_order() -> None:
-    from mxr.probes import family_labels
+    from mxr.course.probes import family_labels
 
     names = class_names()
     labels = family_labels(names, "fork-4")
@@ -160,8 +160,8 @@ def _forced_masks(model, full: list[int], empty: list[int]) -> None:  # noqa: AN
 
 
 def test_member_sweep_segments_one_box_as_each_forced_class(oracle) -> None:  # noqa: ANN001
+    from mxr.course.probes import member_sweep
     from mxr.evaluation import masks_from_boxes
-    from mxr.probes import member_sweep
 
     model, val = oracle
     _forced_masks(model, full=[2], empty=[3])
@@ -181,7 +181,7 @@ def test_member_sweep_segments_one_box_as_each_forced_class(oracle) -> None:  # 
 
 
 def test_member_sweep_ious_score_own_class_against_its_neighbours(oracle) -> None:  # noqa: ANN001
-    from mxr.probes import member_sweep_ious, summarise_member_sweep
+    from mxr.course.probes import member_sweep_ious, summarise_member_sweep
 
     model, val = oracle
     names, b_names = class_names(), default_split()["B"]
@@ -202,7 +202,7 @@ def test_member_sweep_ious_score_own_class_against_its_neighbours(oracle) -> Non
 
 
 def test_plot_member_sweep_draws_a_row_per_model_and_scores_each_mask() -> None:
-    from mxr.probes import plot_member_sweep
+    from mxr.course.probes import plot_member_sweep
 
     image = torch.rand(3, 40, 40)
     truth = torch.zeros(40, 40, dtype=torch.bool)
@@ -220,7 +220,7 @@ def test_plot_member_sweep_draws_a_row_per_model_and_scores_each_mask() -> None:
 
 
 def test_plot_transfer_rows_marks_published_rows_runs_and_the_control() -> None:
-    from mxr.probes import plot_transfer_rows
+    from mxr.course.probes import plot_transfer_rows
 
     def row(miou: float, ap75: float) -> dict:
         return {"B": {"mask_iou": {"mIoU": miou, "mIoU_std": 1.0},

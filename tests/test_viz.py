@@ -13,8 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mxr.course.viz import A_COLOURS, B_COLOURS, draw_instances, plot_loss_curve, show_samples  # noqa: E402
 from mxr.data import CocoInstances  # noqa: E402
-from mxr.viz import A_COLOURS, B_COLOURS, draw_instances, plot_loss_curve, show_samples  # noqa: E402
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
 
 
 def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None:
-    from mxr.viz import label_upscale
+    from mxr.course.viz import label_upscale
 
     image = torch.zeros(3, 30, 40)
     target = {"boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([1])}

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mxr.viz import (  # noqa: E402
+from mxr.course.viz import (  # noqa: E402
     anchors_at,
     group_separation,
     pca_project,
@@ -154,7 +154,7 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
 
 
 def test_plot_images_side_by_side() -> None:
-    from mxr.viz import plot_images
+    from mxr.course.viz import plot_images
 
     fig = plot_images({"gt": IMAGE, "pred": (IMAGE * 255).to(torch.uint8)}, title="t")
     assert [ax.get_title() for ax in fig.axes] == ["gt", "pred"]
@@ -294,7 +294,7 @@ DETECTIONS = _det(
 
 
 def test_box_confusion_takes_the_top_scoring_overlapping_detection() -> None:
-    from mxr.viz import box_confusion
+    from mxr.course.viz import box_confusion
 
     m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, iou=0.5, score=0.3)
     assert m.shape == (5, 5) and int(m.sum()) == 3
@@ -312,7 +312,7 @@ def test_box_confusion_takes_the_top_scoring_overlapping_detection() -> None:
 
 
 def test_confusion_outcomes_sum_rows_by_what_the_objects_were_called() -> None:
-    from mxr.viz import confusion_outcomes
+    from mxr.course.viz import confusion_outcomes
 
     m = torch.zeros(5, 5, dtype=torch.long)
     m[2, 2], m[2, 3], m[2, 4], m[2, 0], m[1, 2] = 1, 5, 2, 7, 9
@@ -328,7 +328,7 @@ def test_confusion_outcomes_sum_rows_by_what_the_objects_were_called() -> None:
 
 
 def test_plot_confusion_marks_sets_and_counts() -> None:
-    from mxr.viz import SET_COLOURS, box_confusion, plot_confusion
+    from mxr.course.viz import SET_COLOURS, box_confusion, plot_confusion
 
     names = ["bg", "a1", "b2", "a3", "a4"]
     m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, score=0.3)
@@ -348,7 +348,7 @@ def test_plot_confusion_marks_sets_and_counts() -> None:
 
 
 def test_plot_overlaps_ground_truth_vs_detections() -> None:
-    from mxr.viz import plot_overlaps
+    from mxr.course.viz import plot_overlaps
 
     names = ["bg", "a1", "b2", "a3", "a4"]
     fig = plot_overlaps(TRUTH, DETECTIONS, names, a_labels=[1, 3, 4], score=0.3)
@@ -369,7 +369,7 @@ def test_plot_overlaps_ground_truth_vs_detections() -> None:
 
 
 def test_mask_holes_finds_enclosed_background_only() -> None:
-    from mxr.viz import mask_holes
+    from mxr.course.viz import mask_holes
 
     ring = torch.zeros(9, 9, dtype=torch.bool)
     ring[2:7, 2:7] = True

@@ -1,4 +1,4 @@
-"""mxr.widgets: the pure functions behind the notebook widgets, and the widgets' wiring."""
+"""mxr.course.widgets: the pure functions behind the notebook widgets, and the widgets' wiring."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mxr.data import CocoInstances  # noqa: E402
-from mxr.widgets import (  # noqa: E402
+from mxr.course.widgets import (  # noqa: E402
     MASK_HEAD_CHOICES,
     InstanceIoU,
     RunLog,
@@ -46,6 +45,7 @@ from mxr.widgets import (  # noqa: E402
     split_table_rows,
     training_panel,
 )
+from mxr.data import CocoInstances  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -423,7 +423,7 @@ def test_runlog_from_variant_uses_the_course_run(
 
 
 def test_comparison_seed_chart_shows_mean_and_each_seed() -> None:
-    from mxr.widgets import comparison_seed_chart
+    from mxr.course.widgets import comparison_seed_chart
 
     per_seed = {
         "agnostic_mlp": {"mIoU": [73.0, 74.0, 72.0], "AP75": [11.0, 9.0, 5.0]},
@@ -573,7 +573,7 @@ def test_jpeg_of_figure() -> None:
 
 
 def test_gallery_instances_first_per_class_in_order() -> None:
-    from mxr.widgets import gallery_instances
+    from mxr.course.widgets import gallery_instances
 
     rs = [InstanceIoU(i, 0, lab, 0.5, 0.5) for i, lab in enumerate([2, 1, 2, 2, 1])]
     assert [r.index for r in gallery_instances(rs, [2, 1], per_class=2)] == [0, 2, 1, 4]
@@ -585,7 +585,7 @@ def test_gallery_instances_first_per_class_in_order() -> None:
 def test_model_gallery_shows_the_same_instances_per_model(
     trained_run: dict, val_all: CocoInstances
 ) -> None:
-    from mxr.widgets import model_gallery
+    from mxr.course.widgets import model_gallery
 
     model = trained_run["model"].cpu().eval()
     rs = instance_ious(model, val_all)

@@ -1,0 +1,656 @@
+"""Ablations: train every variant of a preset for several seeds at one budget, and tabulate.
+
+``python -m mxr ablate --preset shapesx --seeds 3`` trains each row of the preset (one config file
+per row under ``configs/<preset>/``, all with the same data and training sections) for seeds
+``0..seeds-1`` (``train.seed`` and ``model.init_seed``), evaluates on the chosen split, and writes
+into ``--out``:
+
+* ``results.json`` — ``{"rows": {name: {"A": {"segm": {"AP": mean, "AP_std": std, ...},
+  "bbox": {...}, "mask_iou": {...}}, "B": {...}, "all": {...}}}, "wall_s": {name: seconds},
+  "meta": {...}}`` (metrics in 0–100; ``std`` over seeds, 0 for one seed);
+* ``results.md`` — a markdown table (mean ± std), with the wall time of each row;
+* ``results.png`` — mask AP on A and on B per variant, mean ± std error bars;
+* ``<row>/seed<k>/`` — each run's ``train`` output plus ``result.json``; a finished run is reused,
+  an interrupted one resumed, so the command can be re-run after a stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mxr.config import config_to_dict, load_config, same_run_config
+from mxr.engine import in_processes
+from mxr.report import cell_pm, cpu_count
+from mxr.report import markdown_table as _markdown_table
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "shapesx": (
+        "agnostic",
+        "agnostic_mlp",
+        "agnostic_deep",
+        "transfer_randn",
+        "transfer_embed",
+        "transfer_cls",
+        "transfer_box",
+        "transfer_clsbox",
+        "transfer_clsbox_1layer",
+        "transfer_clsbox_relu",
+        "transfer_mlp",
+        "transfer_embed_mlp",
+        "transfer_mlp_nostopgrad",
+        "oracle",
+    ),
+}
+"""Rows of each preset, in table order; row ``name`` is ``configs/<preset>/<name>.yaml``."""
+
+SETS = ("A", "B", "all")
+
+
+def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
+    """The folder holding a preset's configs: ``config_dir``, ``./configs/<preset>`` or the repo's."""
+    if config_dir is not None:
+        d = Path(config_dir)
+        if not d.is_dir():
+            raise FileNotFoundError(f"config folder not found: {d}")
+        return d
+    import mxr
+
+    candidates = [
+        Path("configs") / preset,
+        Path(mxr.__file__).resolve().parents[1] / "configs" / preset,
+    ]
+    for d in candidates:
+        if d.is_dir():
+            return d
+    raise FileNotFoundError(
+        f"no config folder for preset {preset!r}; looked in {', '.join(map(str, candidates))}"
+    )
+
+
+def preset_configs(
+    preset: str, rows: Sequence[str] | None = None, config_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """Row name -> config file of a preset (optionally only ``rows``), checked to exist."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}")
+    names = list(PRESETS[preset]) if not rows else list(rows)
+    unknown = [r for r in names if r not in PRESETS[preset]]
+    if unknown:
+        raise ValueError(
+            f"row(s) {', '.join(unknown)} not in preset {preset!r}; valid: {', '.join(PRESETS[preset])}"
+        )
+    d = config_dir_for(preset, config_dir)
+    out = {name: d / f"{name}.yaml" for name in names}
+    missing = [str(p) for p in out.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"config file(s) not found: {', '.join(missing)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# aggregation
+# --------------------------------------------------------------------------------------------------
+def aggregate(evals: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of evaluation dicts: ``{set: {task: {"AP": m, "AP_std": s, ...}}}``.
+
+    ``None`` values (no ground truth) are skipped; a metric that is ``None`` in every seed stays
+    ``None``. The std is the sample std (``ddof=1``) for two or more seeds, 0 for one.
+    """
+    out: dict[str, Any] = {}
+    if not evals:
+        return out
+    for s in evals[0]:
+        out[s] = {}
+        for task in evals[0][s]:
+            out[s][task] = {}
+            for metric in evals[0][s][task]:
+                vals = [e[s][task][metric] for e in evals if e[s][task][metric] is not None]
+                if not vals:
+                    mean = std = None
+                else:
+                    mean = round(float(np.mean(vals)), 3)
+                    std = round(float(np.std(vals, ddof=1)), 3) if len(vals) > 1 else 0.0
+                out[s][task][metric] = mean
+                out[s][task][f"{metric}_std"] = std
+    return out
+
+
+def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
+    try:
+        m, sd = d[s][task][metric], d[s][task][f"{metric}_std"]
+    except KeyError:
+        return "—"
+    return cell_pm(m, sd)
+
+
+def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None) -> str:
+    """The ablation table: box AP and mask AP / AP50 / AP75 on A and B, mask IoU on B given true
+    boxes, and wall time, each ``mean ± std`` over seeds."""
+    cols = [
+        ("box AP A", "A", "bbox", "AP"),
+        ("box AP B", "B", "bbox", "AP"),
+        ("mask AP A", "A", "segm", "AP"),
+        ("mask AP50 A", "A", "segm", "AP50"),
+        ("mask AP75 A", "A", "segm", "AP75"),
+        ("mask AP B", "B", "segm", "AP"),
+        ("mask AP50 B", "B", "segm", "AP50"),
+        ("mask AP75 B", "B", "segm", "AP75"),
+        ("mIoU B (gt boxes)", "B", "mask_iou", "mIoU"),
+    ]
+    header = ["variant", *(c[0] for c in cols)] + (["wall (s)"] if wall_s else [])
+    table = []
+    for name, agg in rows.items():
+        cells = [name, *(_pm(agg, s, t, m) for _, s, t, m in cols)]
+        if wall_s:
+            cells.append(f"{wall_s.get(name, float('nan')):.0f}")
+        table.append(cells)
+    return _markdown_table(header, table, right_from=1)
+
+
+def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
+    """Save a bar chart of mask ``metric`` on A and on B per variant (mean ± std error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
+    from mxr.course.viz import SET_COLOURS
+
+    for k, (s, color) in enumerate(SET_COLOURS.items()):
+        means = [rows[n].get(s, {}).get("segm", {}).get(metric) or 0.0 for n in names]
+        stds = [rows[n].get(s, {}).get("segm", {}).get(f"{metric}_std") or 0.0 for n in names]
+        ax.bar(
+            x + (k - 0.5) * 0.38,
+            means,
+            0.38,
+            yerr=stds,
+            capsize=3,
+            color=color,
+            label=f"set {s}" + (" (no masks in training)" if s == "B" else ""),
+        )
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    ax.set_ylabel(f"mask {metric} (0–100)")
+    ax.set_title(f"Mask {metric} per variant, mean ± std over seeds")
+    ax.legend(frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# the headline: does transfer close the gap on B, and beat its control?
+# --------------------------------------------------------------------------------------------------
+HEADLINE_ROWS = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
+"""The four rows the targets compare (class-agnostic, its MLP control, transfer+MLP, oracle)."""
+
+TRANSFER_TARGETS: dict[str, float] = {"transfer_mlp": 0.5, "transfer_embed_mlp": 0.7}
+"""Each transfer+MLP row the targets are computed for, with its ``gap_closed`` target: τ reading
+``cls+box`` (the first issue's 0.5) and τ reading the class embedding (0.7)."""
+
+HEADLINE_METRICS: dict[str, tuple[str, str]] = {
+    "AP75": ("segm", "AP75"),  # the headline metric, fixed before any result
+    "AP": ("segm", "AP"),
+    "AP50": ("segm", "AP50"),
+    "mIoU": ("mask_iou", "mIoU"),  # mean mask IoU given the true boxes: the mask head alone
+}
+
+
+def per_seed_values(runs: dict[str, list[dict[str, Any]]], s: str = "B") -> dict[str, Any]:
+    """``{row: {metric: [value of seed 0, seed 1, ...]}}`` for :data:`HEADLINE_METRICS` on set ``s``."""
+    out: dict[str, Any] = {}
+    for row, evals in runs.items():
+        out[row] = {
+            name: [e.get(s, {}).get(task, {}).get(metric) for e in evals]
+            for name, (task, metric) in HEADLINE_METRICS.items()
+        }
+    return out
+
+
+def paired_difference(
+    per_seed: dict[str, Any], row: str, base: str, metric: str = "mIoU"
+) -> dict[str, Any] | None:
+    """``row`` − ``base`` on one metric, seeds paired by index (a results.json ``per_seed["B"]``
+    mapping): ``{"per_seed", "mean", "std"}`` (``std`` is the sample std over seeds, ``None`` for one
+    seed), or ``None`` when either row has no values for ``metric``."""
+    a, b = (per_seed.get(r, {}).get(metric) for r in (row, base))
+    if not a or not b or any(x is None for x in (*a, *b)):
+        return None
+    n = min(len(a), len(b))
+    diffs = np.asarray(a[:n], dtype=float) - np.asarray(b[:n], dtype=float)
+    return {
+        "per_seed": [round(float(d), 3) for d in diffs],
+        "mean": round(float(diffs.mean()), 3),
+        "std": round(float(diffs.std(ddof=1)), 3) if n > 1 else None,
+    }
+
+
+def headline(
+    per_seed: dict[str, Any],
+    metric: str = "AP75",
+    transfer: str = "transfer_mlp",
+    closed_target: float = 0.5,
+) -> dict[str, Any] | None:
+    """The targets on set B for ``metric``, from per-seed values (seeds paired by index).
+
+    * ``gap_closed`` = (transfer − agnostic) / (oracle − agnostic), target >= ``closed_target``;
+    * ``gain`` = transfer − agnostic+MLP (mean of per-seed differences), ``gain_std`` its sample
+      std over seeds; target: gain > 3 × gain_std; ``wins_every_seed``: the paired difference is
+      positive on every seed.
+
+    ``transfer`` names the transfer row (``"transfer_mlp"``: τ from ``cls+box``;
+    ``"transfer_embed_mlp"``: τ from the class embedding). Returns ``None`` when one of the four
+    rows is missing or has no values.
+    """
+    vals = {}
+    for row in ("agnostic", "agnostic_mlp", transfer, "oracle"):
+        v = per_seed.get(row, {}).get(metric)
+        if not v or any(x is None for x in v):
+            return None
+        vals[row] = np.asarray(v, dtype=float)
+    n = min(len(v) for v in vals.values())
+    vals = {k: v[:n] for k, v in vals.items()}
+    mean = {k: float(v.mean()) for k, v in vals.items()}
+    gap = mean["oracle"] - mean["agnostic"]
+    closed = (mean[transfer] - mean["agnostic"]) / gap if gap != 0 else None
+    diffs = vals[transfer] - vals["agnostic_mlp"]
+    gain = float(diffs.mean())
+    gain_std = float(diffs.std(ddof=1)) if n > 1 else None
+    return {
+        "metric": metric,
+        "transfer": transfer,
+        "seeds": n,
+        "mean": {k: round(v, 3) for k, v in mean.items()},
+        "oracle_minus_agnostic": round(gap, 3),
+        "gap_closed": None if closed is None else round(closed, 3),
+        "gap_closed_target": closed_target,
+        "gap_closed_target_met": closed is not None and gap > 0 and closed >= closed_target,
+        "gain_over_control": round(gain, 3),
+        "gain_std": None if gain_std is None else round(gain_std, 3),
+        "gain_target_met": gain_std is not None and gain > 3 * gain_std,
+        "gain_per_seed": [round(float(d), 3) for d in diffs],
+        "wins_every_seed": bool((diffs > 0).all()),
+    }
+
+
+def negative_control(
+    per_seed: dict[str, Any], metric: str = "mIoU", row: str = "transfer_randn"
+) -> dict[str, Any] | None:
+    """Whether τ reading a random vector per class (``row``) does *not* beat the class-agnostic
+    head on set B by more than its own std over seeds (the paper's randn row: no transfer without
+    an input that orders the classes). ``None`` when ``row`` or ``agnostic`` is missing."""
+    v, a = (per_seed.get(r, {}).get(metric) for r in (row, "agnostic"))
+    if not v or not a or any(x is None for x in [*v, *a]):
+        return None
+    n = min(len(v), len(a))
+    v, a = np.asarray(v[:n], dtype=float), np.asarray(a[:n], dtype=float)
+    std = float(v.std(ddof=1)) if n > 1 else 0.0
+    excess = float(v.mean() - a.mean())
+    return {
+        "metric": metric,
+        "row": row,
+        "seeds": n,
+        "mean": round(float(v.mean()), 3),
+        "std": round(std, 3),
+        "agnostic": round(float(a.mean()), 3),
+        "excess_over_agnostic": round(excess, 3),
+        "target_met": excess <= std,
+    }
+
+
+def negative_control_text(c: dict[str, Any] | None) -> str:
+    """One markdown sentence stating a :func:`negative_control`."""
+    if c is None:
+        return "(the rows transfer_randn and agnostic are not both there)"
+    return (
+        f"B {c['metric']}, mean of {c['seeds']} seeds: {c['row']} {c['mean']:.2f} ± {c['std']:.2f}, "
+        f"agnostic {c['agnostic']:.2f}; excess {c['excess_over_agnostic']:+.2f} (target: no more "
+        f"than its own std: {'met' if c['target_met'] else 'not met'})."
+    )
+
+
+def headline_text(h: dict[str, Any] | None) -> str:
+    """One markdown paragraph stating a :func:`headline` and whether each target is met."""
+    if h is None:
+        return (
+            "(the headline rows agnostic, agnostic_mlp, transfer_mlp and oracle are not all there)"
+        )
+    m, mean = h["metric"], h["mean"]
+    t = h.get("transfer", "transfer_mlp")
+    label = {"transfer_mlp": "transfer+MLP", "transfer_embed_mlp": "transfer(embed)+MLP"}.get(t, t)
+    closed = "n/a (oracle does not beat agnostic)" if h["gap_closed"] is None or h[
+        "oracle_minus_agnostic"] <= 0 else f"{h['gap_closed']:.2f}"  # fmt: skip
+    std = "n/a (one seed)" if h["gain_std"] is None else f"{h['gain_std']:.2f}"
+    return (
+        f"B mask {m}, mean of {h['seeds']} seeds: agnostic {mean['agnostic']:.2f}, agnostic+MLP "
+        f"{mean['agnostic_mlp']:.2f}, {label} {mean[t]:.2f}, oracle "
+        f"{mean['oracle']:.2f}. Gap closed by {label}: {closed} (target >= "
+        f"{h.get('gap_closed_target', 0.5)}: "
+        f"{'met' if h['gap_closed_target_met'] else 'not met'}). Gain over agnostic+MLP: "
+        f"{h['gain_over_control']:+.2f}, std over seeds {std} (target > 3 std: "
+        f"{'met' if h['gain_target_met'] else 'not met'})"
+        + (
+            f"; per seed {', '.join(f'{d:+.2f}' for d in h['gain_per_seed'])} (above the control "
+            f"on every seed: {'yes' if h['wins_every_seed'] else 'no'})."
+            if "gain_per_seed" in h
+            else "."
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------------
+def run_ablation(
+    preset: str = "shapesx",
+    *,
+    seeds: int = 3,
+    iterations: int | None = None,
+    split: str = "val",
+    out_dir: str | Path = "runs/ablate_shapesx",
+    rows: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    config_dir: str | Path | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+    merge_from: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate each row × seed, then write ``results.{json,md,png}`` into ``out_dir``.
+
+    Args:
+        preset: a key of :data:`PRESETS`.
+        seeds: seeds ``0..seeds-1`` per row.
+        iterations: override ``train.iterations`` for every row (the shared budget).
+        split: ``"val"`` (choose) or ``"test"`` (report).
+        out_dir: where runs and results go.
+        rows: a subset of the preset's rows (default: all).
+        overrides: extra ``section.key=value`` applied to every row (e.g. ``data.root=...``).
+        config_dir: folder of the preset's YAML files (default: ``configs/<preset>``).
+        progress: tqdm bars for each run (only with ``jobs=1``).
+        jobs: runs trained at the same time, each in its own process with ``CPUs // jobs`` threads.
+        merge_from: a published ``results.json`` whose rows that this call does not run are kept
+            in the table (aggregates, wall time and per-seed B values), recorded in
+            ``meta["merged"]``; for adding rows to a published ablation of unchanged code.
+        log: where one-line progress messages go.
+
+    Returns:
+        The ``results.json`` content.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} is not valid; expected >= 1")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} is not valid; expected >= 1")
+    if split not in ("val", "test"):
+        raise ValueError(f"split={split!r} is not valid; expected 'val' or 'test'")
+    configs = preset_configs(preset, rows, config_dir)
+    published = None if merge_from is None else _read_published(merge_from, split, seeds)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
+    budgets: dict[str, int] = {}
+    runs: dict[tuple[str, int], dict[str, Any]] = {}  # (row, seed) -> result.json content
+    todo: list[tuple[str, int, dict[str, Any]]] = []
+    for name, path in configs.items():
+        for seed in range(seeds):
+            cfg = load_config(path, [*extra, f"train.seed={seed}", f"model.init_seed={seed}"])
+            budgets[name] = cfg.train.iterations
+            key = {
+                "split": split,
+                "iterations": cfg.train.iterations,
+                "config": str(path),
+                "overrides": list(extra),
+            }
+            done = out / name / f"seed{seed}" / "result.json"
+            if done.is_file():
+                prev = json.loads(done.read_text())
+                if {k: prev.get(k) for k in key} == key and _same_config(done.parent, cfg):
+                    log(f"[{name} seed {seed}] reusing {done}")
+                    runs[name, seed] = prev
+                    continue
+            todo.append((name, seed, key))
+
+    def finished(name: str, seed: int, result: dict[str, Any]) -> None:
+        runs[name, seed] = result
+        b = result["eval"]["B"]["segm"]["AP"]
+        log(f"[{name} seed {seed}] mask AP B = {b} ({result['wall_s']:.0f} s)")
+
+    if jobs == 1:
+        for name, seed, key in todo:
+            log(f"[{name} seed {seed}] training {key['iterations']} iterations")
+            finished(name, seed, _train_one(out / name / f"seed{seed}", key, seed, progress))
+    elif todo:
+        threads = max(1, cpu_count() // jobs)
+        log(f"{len(todo)} runs, {jobs} at a time, {threads} thread(s) each")
+        jobs_ = [(name, seed, out / name / f"seed{seed}", key) for name, seed, key in todo]
+        for (name, seed, _, _), result in in_processes(_train_job, jobs_, jobs, threads):
+            finished(name, seed, result)
+    per_row: dict[str, Any] = {}
+    wall: dict[str, float] = {}
+    evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
+    for name in configs:
+        per_row[name] = aggregate(evals[name])
+        wall[name] = sum(runs[name, seed]["wall_s"] for seed in range(seeds))
+    per_seed = per_seed_values(evals)
+    merged: dict[str, Any] | None = None
+    if published is not None:
+        per_row, wall, per_seed, merged = _merge(preset, per_row, wall, per_seed, published)
+        budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
+    if len(set(budgets.values())) > 1:
+        log(f"warning: rows have different train.iterations: {budgets}")
+    results = {
+        "rows": per_row,
+        "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "per_seed": {"B": per_seed},
+        "targets": {m: headline(per_seed, m) for m in ("AP75", "mIoU")},
+        "targets_embed": {
+            m: headline(per_seed, m, "transfer_embed_mlp", TRANSFER_TARGETS["transfer_embed_mlp"])
+            for m in ("AP75", "mIoU")
+        },
+        "negative_control": {m: negative_control(per_seed, m) for m in ("mIoU", "AP75")},
+        "meta": {
+            "preset": preset,
+            "seeds": seeds,
+            "split": split,
+            "iterations": budgets,
+            "overrides": extra,
+            "machine": f"{platform.machine()} {platform.processor() or ''} ".strip()
+            + f", {cpu_count()} CPUs, {platform.system()}",
+            **({"merged": {k: merged[k] for k in ("from", "rows")}} if merged else {}),
+        },
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results_markdown(results))
+    bar_chart(per_row, out / "results.png")
+    return results
+
+
+def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
+    """A published ``results.json`` to merge, checked to hold the same split and seeds."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--merge-from: results file not found: {path}")
+    old = json.loads(path.read_text())
+    meta = old.get("meta", {})
+    if meta.get("split") != split or meta.get("seeds") != seeds:
+        raise ValueError(
+            f"{path}: holds split={meta.get('split')!r}, seeds={meta.get('seeds')!r}; expected "
+            f"split={split!r}, seeds={seeds} to merge with this run"
+        )
+    return {**old, "_path": str(path)}
+
+
+def _merge(
+    preset: str,
+    per_row: dict[str, Any],
+    wall: dict[str, float],
+    per_seed: dict[str, Any],
+    old: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Any], dict[str, Any]]:
+    """The rows of a published ``results.json`` that this run did not train, merged in preset order."""
+    meta, path = old.get("meta", {}), old["_path"]
+    rows = [r for r in old.get("rows", {}) if r not in per_row]
+    order = [r for r in PRESETS[preset] if r in per_row or r in rows]
+    old_seed = old.get("per_seed", {}).get("B", {})
+    out_rows = {r: per_row[r] if r in per_row else old["rows"][r] for r in order}
+    out_wall = {r: wall[r] if r in wall else old.get("wall_s", {}).get(r, 0.0) for r in order}
+    out_seed = {r: per_seed[r] if r in per_seed else old_seed.get(r, {}) for r in order}
+    iterations = meta.get("iterations", {})
+    return out_rows, out_wall, out_seed, {"from": str(path), "rows": rows, "iterations": iterations}
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The table (mean ± std over seeds, wall time per row) and the targets, as markdown."""
+    parts = [markdown_table(results["rows"], results.get("wall_s")), ""]
+    merged = results.get("meta", {}).get("merged")
+    if merged:
+        parts += [
+            f"Rows {', '.join(merged['rows'])} are kept from the earlier published run "
+            f"(`{merged['from']}`: the same configs, trained on an earlier machine and not "
+            "retrained here, so compare them with the other rows to within about a point); the "
+            "others were trained by this run.",
+            "",
+        ]
+    for m, h in (results.get("targets") or {}).items():
+        parts += [f"**Targets on {m} (τ from cls+box).** " + headline_text(h), ""]
+    for m, h in (results.get("targets_embed") or {}).items():
+        parts += [f"**Targets on {m} (τ from the class embedding).** " + headline_text(h), ""]
+    for _, c in (results.get("negative_control") or {}).items():
+        parts += ["**Negative control (τ from randn).** " + negative_control_text(c), ""]
+    return "\n".join(parts)
+
+
+def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
+    """Copy an ablation's ``results.json`` / ``results.png`` into ``docs_dir`` and put its table and
+    targets into ``docs_dir/results.md`` between the ``<!-- results:begin/end -->`` markers (the
+    prose around them is kept; a new file gets only the generated part). Returns ``results.md``."""
+    src, docs = Path(results_dir), Path(docs_dir)
+    res_path = src / "results.json"
+    if not res_path.is_file():
+        raise FileNotFoundError(
+            f"no ablation results to publish: {res_path} (run `mxr ablate` first)"
+        )
+    results = json.loads(res_path.read_text())
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    bar_chart(results["rows"], docs / "results.png", metric="AP75")
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    block = f"{begin}\n{results_markdown(results)}{end}"
+    md = docs / "results.md"
+    text = md.read_text() if md.is_file() else f"# Results\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        raise ValueError(f"{md} has no '{begin}' ... '{end}' markers to put the table between")
+    head, rest = text.split(begin, 1)
+    md.write_text(head + block + rest.split(end, 1)[1])
+    return md
+
+
+def _same_config(run_dir: Path, cfg: Any) -> bool:
+    """Whether the finished run in ``run_dir`` was trained with ``cfg`` (its stored config.yaml, by
+    the rule the notebooks use to adopt runs), so an edited YAML file is trained again."""
+    import yaml
+
+    stored = run_dir / "config.yaml"
+    return stored.is_file() and same_run_config(
+        yaml.safe_load(stored.read_text()) or {}, config_to_dict(cfg)
+    )
+
+
+def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
+    """Train + evaluate one row × seed (resuming a stopped run) and write its ``result.json``."""
+    from mxr.engine import train
+
+    cfg = load_config(
+        key["config"], [*key["overrides"], f"train.seed={seed}", f"model.init_seed={seed}"]
+    )
+    t0 = time.perf_counter()
+    summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
+    result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _train_job(job: tuple[str, int, Path, dict[str, Any]]) -> dict[str, Any]:
+    """One ``(row, seed, run_dir, key)`` of a parallel ablation, in a worker process."""
+    _, seed, run_dir, key = job
+    return _train_one(run_dir, key, seed, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# command line: python -m mxr ablate
+# --------------------------------------------------------------------------------------------------
+def _run_cli(args: argparse.Namespace) -> int:
+    overrides = [o for group in (args.set or []) for o in group]
+    res = run_ablation(
+        args.preset,
+        seeds=args.seeds,
+        iterations=args.iterations,
+        split=args.split,
+        out_dir=args.out or f"runs/ablate_{args.preset}",
+        rows=args.rows.split(",") if args.rows else None,
+        overrides=overrides,
+        config_dir=args.config_dir,
+        progress=not args.no_progress,
+        jobs=args.jobs,
+        merge_from=args.merge_from,
+    )
+    print(results_markdown(res))
+    if args.publish:
+        print(f"published -> {publish(args.out or f'runs/ablate_{args.preset}', args.publish)}")
+    return 0
+
+
+def add_subparser(sub: Any) -> None:
+    """Register ``ablate``: the preset's rows × seeds at one budget -> table, JSON, bar chart."""
+    p = sub.add_parser(
+        "ablate",
+        help="train and evaluate every variant of a preset over seeds; table + JSON + chart",
+        description="Run an ablation preset (rows × seeds, one budget) and tabulate mask/box AP.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="shapesx")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    p.add_argument("--iterations", type=int, help="override train.iterations for every row")
+    p.add_argument(
+        "--split", choices=("val", "test"), default="val", help="evaluate on (default val)"
+    )
+    p.add_argument("--out", help="output folder (default runs/ablate_<preset>)")
+    p.add_argument("--rows", help="comma-separated subset of rows (default: all)")
+    p.add_argument("--config-dir", help="folder with the preset's YAML files")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override config fields for every row, e.g. data.root=data/shapesx",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained side by side, each in its own process (default 1)",
+    )
+    p.add_argument(
+        "--publish",
+        metavar="DIR",
+        help="also copy results.json / the AP75 chart into DIR and update DIR/results.md's table",
+    )
+    p.add_argument(
+        "--merge-from",
+        metavar="RESULTS_JSON",
+        help="keep the rows of this published results.json that --rows does not train",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,542 @@
+"""Probes: what the detection weights hold, and what a transfer function could make of them.
+
+Two questions decide whether τ can segment set B on a dataset whose classes are ``family-k`` (ShapesX):
+
+* **Where do the B classes sit?** :func:`neighbour_hits` counts, for each B class, how many of its two
+  most similar A classes (cosine, mean-centred) are in its family and are its adjacent members
+  (``k ± 1``). Run it on ``w_det`` and on τ's output ``w_seg``.
+* **What would interpolation be worth, and can it be read off ``w_det``?** :func:`interpolation_probe`
+  takes a model with a class-specific mask head (the oracle, trained with masks of every class),
+  replaces the mask weights of the B classes by guesses built from set A only
+  (:func:`b_weight_guesses`), and measures B mIoU given the true boxes for each guess.
+
+``docs/probe_wdet.py`` and ``docs/probe_interpolation.py`` print both for checkpoints; notebook 02 runs
+them on its own models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mxr.model.transfer import read_detection_weights
+
+
+def family_and_member(name: str) -> tuple[str, int]:
+    """``"fork-4"`` -> ``("fork", 4)``."""
+    family, k = name.rsplit("-", 1)
+    return family, int(k)
+
+
+def neighbour_hits(w: Tensor, names: Sequence[str], b_names: Sequence[str]) -> tuple[int, int]:
+    """(same family, adjacent member) counts over the two nearest A classes of each B class.
+
+    Args:
+        w: ``(C, d)`` one row per class, in the order of ``names`` (no background row).
+        names: the class names, ``family-k``.
+        b_names: the set-B names; every other name is set A.
+    """
+    if len(w) != len(names):
+        raise ValueError(f"w has {len(w)} rows but there are {len(names)} class names")
+    w = nn.functional.normalize(w - w.mean(0), dim=1)
+    sim = w @ w.T
+    b_set = set(b_names)
+    family = adjacent = 0
+    for b in b_names:
+        i = names.index(b)
+        fam, k = family_and_member(b)
+        ranked = [j for j in sim[i].argsort(descending=True).tolist() if names[j] not in b_set]
+        for j in ranked[:2]:
+            f2, k2 = family_and_member(names[j])
+            family += f2 == fam
+            adjacent += f2 == fam and abs(k2 - k) == 1
+    return family, adjacent
+
+
+def detection_weights(model: nn.Module) -> dict[str, Tensor]:
+    """``{"cls", "box", "cls+box"}`` -> ``(C + 1, d)`` rows of the box predictor (background first),
+    read as τ reads them (:func:`mxr.model.read_detection_weights`)."""
+    box = model.roi_heads.box_predictor
+    every = torch.arange(box.cls_score.weight.shape[0])
+    return {k: read_detection_weights(box, every, k) for k in ("cls", "box", "cls+box")}
+
+
+def transfer_input_rows(model: nn.Module) -> Tensor | None:
+    """τ's input for every label ``(C + 1, d)`` (background first), as a transfer head reads it
+    (detection weights and/or the class embedding, per ``transfer_input``); ``None`` for a head
+    without τ."""
+    heads = model.roi_heads
+    if not heads.mask_predictor.uses_detection_weights:
+        return None
+    every = torch.arange(heads.box_predictor.cls_score.weight.shape[0])
+    with torch.no_grad():
+        return heads.read_w_det(every)
+
+
+def _class_sets(
+    names: Sequence[str], b_names: Sequence[str]
+) -> tuple[dict[str, int], list[int], list[int], list[list[int]]]:
+    """Labels by name (1-based), the A labels, the B labels, and each B class's adjacent A members."""
+    label = {n: i + 1 for i, n in enumerate(names)}
+    b_set = set(b_names)
+    a = [label[n] for n in names if n not in b_set]
+    b = [label[n] for n in b_names]
+    adjacent = []
+    for n in b_names:
+        fam, k = family_and_member(n)
+        near = (f"{fam}-{k - 1}", f"{fam}-{k + 1}")
+        adjacent.append([label[m] for m in near if m in label and m not in b_set])
+        if not adjacent[-1]:
+            raise ValueError(f"B class {n!r} needs an adjacent member (k - 1 or k + 1) in set A")
+    return label, a, b, adjacent
+
+
+def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> Tensor:
+    """Fit ``y = W x + b`` on the rows of ``x_a``/``y_a`` by ridge regression and apply it to ``x_b``.
+
+    ``strength`` is relative to the mean squared norm of the ``x_a`` rows. This is the linear τ that
+    the A pairs pin down best; a trained τ sees exactly these pairs. Solved in float64.
+    """
+    dtype = y_a.dtype
+    x_a, y_a, x_b = x_a.double(), y_a.double(), x_b.double()
+    xa1 = torch.cat([x_a, torch.ones(len(x_a), 1, dtype=x_a.dtype)], 1)
+    xb1 = torch.cat([x_b, torch.ones(len(x_b), 1, dtype=x_b.dtype)], 1)
+    lam = strength * float((x_a**2).sum(1).mean())
+    alpha = torch.linalg.solve(xa1 @ xa1.T + lam * torch.eye(len(x_a), dtype=x_a.dtype), y_a)
+    return (xb1 @ xa1.T @ alpha).to(dtype)
+
+
+def _class_mask_weights(model: nn.Module) -> Tensor:
+    pred = model.roi_heads.mask_predictor
+    if not (hasattr(pred, "weight") and pred.weight.shape[0] > 1 and hasattr(pred, "bias")):
+        raise ValueError(
+            f"{type(pred).__name__} has no per-class mask weights; the interpolation probe needs a "
+            "class-specific mask head (model.mask_head: class, the oracle)"
+        )
+    return torch.cat([pred.weight.detach(), pred.bias.detach()[:, None]], 1)
+
+
+def b_weight_guesses(
+    model: nn.Module,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    ridge: float = 1e-3,
+    embedding: Tensor | None = None,
+) -> dict[str, Tensor | None]:
+    """Guesses for the B classes' mask weights (1×1 filter and bias), built from set A only.
+
+    ``embedding`` ``(C + 1, E)`` (background first; e.g. the ShapesX class embedding) adds the
+    guess a linear τ reading it would make, fitted on the A pairs like the ``w_det`` ones.
+
+    Returns ``{label: (len(b_names), K + 1) or None}``; ``None`` is the model's own weights.
+    """
+    y = _class_mask_weights(model)
+    label, a, b, adjacent = _class_sets(names, b_names)
+    b_set = set(b_names)
+    same_family = [
+        [label[m] for m in names if m not in b_set and family_and_member(m)[0] == family_and_member(n)[0]]
+        for n in b_names
+    ]  # fmt: skip
+    guesses: dict[str, Tensor | None] = {
+        "own weights (trained with B masks)": None,
+        "mean of the adjacent A members": torch.stack([y[i].mean(0) for i in adjacent]),
+        "mean of the family's A members": torch.stack([y[i].mean(0) for i in same_family]),
+        "mean of all A classes": y[a].mean(0).expand(len(b), -1).clone(),
+    }
+    w_det = detection_weights(model)
+    for name, x in w_det.items():
+        guesses[f"linear map from w_det ({name})"] = ridge_map(x[a], y[a], x[b], ridge)
+    if embedding is not None:
+        e = embedding.to(y.dtype)
+        guesses["linear map from the class embedding"] = ridge_map(e[a], y[a], e[b], ridge)
+    xc = nn.functional.normalize(w_det["cls"] - w_det["cls"][a].mean(0), dim=1)
+    top2 = (xc[b] @ xc[a].T).topk(2, dim=1).indices
+    guesses["mean of the 2 nearest A classes in w_det (cls)"] = torch.stack(
+        [y[a][i].mean(0) for i in top2]
+    )
+    return guesses
+
+
+def wdet_distance_from_adjacent(
+    model: nn.Module, names: Sequence[str], b_names: Sequence[str]
+) -> dict[str, float]:
+    """How far each B class's ``w_det`` is from the mean of its adjacent A members, relative to its
+    own norm (rows centred on the A mean), averaged over B: 0 means the detection weights interpolate."""
+    label, a, b, adjacent = _class_sets(names, b_names)
+    out = {}
+    for name, x in detection_weights(model).items():
+        xc = x - x[a].mean(0)
+        rel = [
+            float((xc[i] - xc[idx].mean(0)).norm() / xc[i].norm())
+            for i, idx in zip(b, adjacent, strict=True)
+        ]
+        out[name] = sum(rel) / len(rel)
+    return out
+
+
+def interpolation_probe(
+    model: nn.Module,
+    dataset: Any,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    *,
+    indices: Sequence[int] | None = None,
+    ridge: float = 1e-3,
+    embedding: Tensor | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """B and A mIoU (0–100, true boxes) of ``model`` with each :func:`b_weight_guesses` put in place.
+
+    The model's own weights are restored afterwards. ``indices`` restricts the images (default: all);
+    ``embedding`` adds the class-embedding guess (see :func:`b_weight_guesses`).
+
+    Returns:
+        ``[{"guess": label, "B": mIoU, "A": mIoU}, ...]`` in the order of the guesses.
+    """
+    from mxr.evaluation import instance_ious, mean_iou
+
+    pred = model.roi_heads.mask_predictor
+    own = _class_mask_weights(model).clone()
+    _, a, b, _ = _class_sets(names, b_names)
+    rows = []
+    try:
+        for name, guess in b_weight_guesses(model, names, b_names, ridge, embedding).items():
+            with torch.no_grad():
+                pred.weight.copy_(own[:, :-1])
+                pred.bias.copy_(own[:, -1])
+                if guess is not None:
+                    pred.weight[b] = guess[:, :-1]
+                    pred.bias[b] = guess[:, -1]
+            ious = instance_ious(model, dataset, indices)
+            row = {
+                "guess": name,
+                "B": 100 * (mean_iou(ious, b) or 0.0),
+                "A": 100 * (mean_iou(ious, a) or 0.0),
+            }
+            rows.append(row)
+            if progress is not None:
+                progress(f"{name}: B {row['B']:.1f}, A {row['A']:.1f}")
+    finally:
+        with torch.no_grad():
+            pred.weight.copy_(own[:, :-1])
+            pred.bias.copy_(own[:, -1])
+    return rows
+
+
+def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
+    """Horizontal bars of B mIoU per guess (:func:`interpolation_probe` rows), grouped by kind:
+    the model's own weights, guesses that use the class structure (family, member), and guesses
+    read off ``w_det``. A's mIoU, the same for every guess, is the dashed line."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from mxr.course.viz import SET_COLOURS
+
+    if not rows:
+        raise ValueError("plot_interpolation_probe: rows is empty; expected interpolation_probe()")
+    kinds = {
+        "own weights": ("#333333", "own weights (trained with B masks)"),
+        "mean of": ("#9e9e9e", "from the class structure (set A only)"),
+        "w_det": ("#e6862e", "read off w_det (set A pairs only)"),
+    }
+
+    if any("class embedding" in r["guess"] for r in rows):
+        kinds["embedding"] = ("#2a9d8f", "read off the class embedding (set A pairs only)")
+
+    def kind(label: str) -> str:
+        if "w_det" in label:
+            return "w_det"
+        if "class embedding" in label:
+            return "embedding"
+        return "own weights" if label.startswith("own") else "mean of"
+
+    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 2.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))[::-1]
+    vals = [r["B"] for r in rows]
+    ax.barh(ys, vals, color=[kinds[kind(r["guess"])][0] for r in rows])
+    for y, v in zip(ys, vals, strict=True):
+        ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=8)
+    ax.axvline(rows[0]["A"], ls="--", lw=1, color=SET_COLOURS["A"])
+    ax.set_yticks(ys, [r["guess"] for r in rows], fontsize=8)
+    lo = min(vals)
+    ax.set_xlim(max(0.0, lo - 10), max(max(vals), rows[0]["A"]) + 4)
+    ax.set_xlabel("B mask IoU given the true boxes (%)")
+    handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
+    handles.append(Patch(color=SET_COLOURS["A"], label="set A mIoU (unchanged)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=2)
+    ax.set_title(title or "What could τ gain? B mask weights guessed from set A")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the member sweep: one RoI segmented as each member of its family
+# --------------------------------------------------------------------------------------------------
+def family_labels(names: Sequence[str], name: str) -> list[int]:
+    """The labels (``names`` index + 1, as the datasets number them) of every member of ``name``'s
+    family, in member order: ``family_labels(names, "fork-4")`` -> labels of fork-1 … fork-5."""
+    if name not in names:
+        raise ValueError(f"class {name!r} is not in names; expected one of {', '.join(names)}")
+    family, _ = family_and_member(name)
+    ranked = sorted(
+        (family_and_member(n)[1], i + 1)
+        for i, n in enumerate(names)
+        if family_and_member(n)[0] == family
+    )
+    return [label for _, label in ranked]
+
+
+@torch.no_grad()
+def member_sweep(
+    model: nn.Module, image: Tensor, box: Tensor, labels: Sequence[int] | Tensor
+) -> Tensor:
+    """One RoI segmented as each class of ``labels``: the masks the mask head would draw for ``box``
+    if the detector had called the object each of them (the model's own
+    :meth:`~mxr.model.roi_heads.MaskXRoIHeads.masks_for_boxes`, with the labels forced).
+
+    Args:
+        model: an mxr Mask^X R-CNN (put in eval mode).
+        image: ``(3, H, W)`` in [0, 1].
+        box: ``(4,)`` or ``(1, 4)`` XYXY pixels.
+        labels: ``L`` class labels (e.g. :func:`family_labels`).
+
+    Returns:
+        ``(L, H, W)`` mask probabilities pasted into the image, one per label.
+    """
+    from mxr.evaluation import masks_from_boxes
+
+    box = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
+    if box.numel() != 4:
+        raise ValueError(f"member_sweep: box has {box.numel()} numbers; expected one XYXY box (4)")
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if labels.numel() == 0:
+        raise ValueError("member_sweep: labels is empty; expected at least one class label")
+    model.eval()
+    boxes = box.expand(len(labels), 4).clone()
+    return masks_from_boxes(model, [image], [boxes], [labels])[0]
+
+
+@torch.no_grad()
+def member_sweep_ious(
+    model: nn.Module,
+    dataset: Any,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    *,
+    indices: Sequence[int] | None = None,
+    threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """For every B instance with a true mask: how well its own class's mask and each adjacent A
+    member's mask (:func:`member_sweep`, true box) match the true mask.
+
+    The dataset must carry the masks of every class (``masks="all"``).
+
+    Returns:
+        ``[{"index", "instance", "class", "own": IoU, "neighbours": [IoU per adjacent A member]}]``,
+        IoUs in 0–1 (probability > ``threshold``).
+    """
+    from mxr.evaluation import mask_instances, mask_iou, masks_from_boxes
+
+    label, _, b, adjacent = _class_sets(names, b_names)
+    adjacent_of = dict(zip(b, adjacent, strict=True))
+    model.eval()
+    rows = []
+    for index in range(len(dataset)) if indices is None else indices:
+        image, target = dataset[int(index)]
+        found = [
+            (row, i)
+            for row, i in enumerate(mask_instances(target))
+            if int(target["labels"][i]) in adjacent_of
+        ]
+        if not found:
+            continue
+        sweeps = [
+            [int(target["labels"][i]), *adjacent_of[int(target["labels"][i])]] for _, i in found
+        ]
+        boxes = torch.cat(
+            [target["boxes"][i].expand(len(s), 4) for (_, i), s in zip(found, sweeps, strict=True)]
+        )
+        probs = masks_from_boxes(model, [image], [boxes], [torch.tensor(sum(sweeps, []))])[0]
+        start = 0
+        for (row, i), sweep in zip(found, sweeps, strict=True):
+            gt = target["masks"][row].bool().expand(len(sweep), -1, -1)
+            ious = mask_iou(probs[start : start + len(sweep)] > threshold, gt).tolist()
+            start += len(sweep)
+            rows.append(
+                {
+                    "index": int(index),
+                    "instance": int(i),
+                    "class": names[sweep[0] - 1],
+                    "own": ious[0],
+                    "neighbours": ious[1:],
+                }
+            )
+    return rows
+
+
+def summarise_member_sweep(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Means over :func:`member_sweep_ious` rows, IoUs in 0–100: ``own`` (the B class's own mask),
+    ``neighbour`` (an adjacent A member's mask, averaged over them), ``own_wins`` (the share of B
+    objects, 0–1, whose own mask beats every adjacent member's) and ``objects``."""
+    if not rows:
+        raise ValueError("summarise_member_sweep: rows is empty; expected member_sweep_ious()")
+    own = [r["own"] for r in rows]
+    neighbour = [sum(r["neighbours"]) / len(r["neighbours"]) for r in rows]
+    wins = [r["own"] > max(r["neighbours"]) for r in rows]
+    return {
+        "objects": float(len(rows)),
+        "own": 100 * sum(own) / len(rows),
+        "neighbour": 100 * sum(neighbour) / len(rows),
+        "own_wins": sum(wins) / len(rows),
+    }
+
+
+def plot_member_sweep(
+    sweeps: dict[str, Tensor],
+    image: Tensor,
+    box: Tensor,
+    member_names: Sequence[str],
+    *,
+    b_names: Sequence[str] = (),
+    truth: Tensor | None = None,
+    title: str | None = None,
+) -> Any:
+    """One row per model, one column per member: each :func:`member_sweep` mask, cropped to the box.
+
+    Args:
+        sweeps: ``{model title: (L, H, W) member_sweep probabilities}``, the same ``L`` members.
+        image: ``(3, H, W)`` the image; box: ``(4,)`` XYXY pixels of the RoI.
+        member_names: ``L`` class names (column titles; a B name is marked ``[B]``).
+        truth: ``(H, W)`` the object's true mask: outlined on every panel, with each mask's IoU.
+    """
+    from matplotlib.figure import Figure
+
+    from mxr.course.viz import SET_COLOURS
+    from mxr.evaluation import mask_iou
+
+    if not sweeps:
+        raise ValueError("plot_member_sweep: sweeps is empty; expected {model title: masks}")
+    shapes = {name: tuple(p.shape) for name, p in sweeps.items()}
+    if any(s[0] != len(member_names) or len(s) != 3 for s in shapes.values()):
+        raise ValueError(
+            f"plot_member_sweep: sweeps have shapes {shapes}; expected ({len(member_names)}, H, W)"
+        )
+    h, w = image.shape[-2:]
+    x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(-1))
+    px, py = 0.2 * (x1 - x0) + 2, 0.2 * (y1 - y0) + 2
+    c0, r0 = max(0, int(x0 - px)), max(0, int(y0 - py))
+    c1, r1 = min(w, int(x1 + px + 1)), min(h, int(y1 + py + 1))
+    b_set = set(b_names)
+    ncols = len(member_names) + 1
+    fig = Figure(figsize=(1.75 * ncols + 0.4, 2.05 * len(sweeps) + 0.7))
+    for i, (model_title, probs) in enumerate(sweeps.items()):
+        ax = fig.add_subplot(len(sweeps), ncols, i * ncols + 1)
+        ax.imshow(image[:, r0:r1, c0:c1].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.set_ylabel(model_title, fontsize=8)
+        ax.set_title(
+            "the object" + ("\n(true mask outlined)" if truth is not None else ""), fontsize=8
+        )
+        panels = [ax]
+        for k, name in enumerate(member_names):
+            ax = fig.add_subplot(len(sweeps), ncols, i * ncols + k + 2)
+            ax.imshow(probs[k, r0:r1, c0:c1].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            s = "B" if name in b_set else "A"
+            label = f"{name} [{s}]"
+            if truth is not None:
+                iou = float(mask_iou((probs[k : k + 1] > 0.5).cpu(), truth[None].cpu()))
+                label += f"\nIoU {100 * iou:.0f}"
+            ax.set_title(label, fontsize=8, color=SET_COLOURS[s])
+            panels.append(ax)
+        for ax in panels:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if truth is not None:
+                crop = truth[r0:r1, c0:c1].float().cpu().numpy()
+                ax.contour(crop, levels=[0.5], colors=[SET_COLOURS["B"]], linewidths=1)
+    fig.suptitle(title or "One RoI segmented with each family member's mask weights", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the rows that compare τ's inputs, beside the controls
+# --------------------------------------------------------------------------------------------------
+def plot_transfer_rows(
+    labels: dict[str, str],
+    published: dict[str, Any] | None = None,
+    notebook: dict[str, Any] | None = None,
+    *,
+    metrics: Sequence[str] = ("mIoU", "AP75"),
+    split: str = "B",
+    control: str = "agnostic_mlp",
+    published_label: str = "published: mean ± std over seeds",
+    notebook_label: str = "this notebook's run",
+    title: str | None = None,
+) -> Any:
+    """Set-``split`` mask metrics of the rows ``labels`` names, one panel per metric.
+
+    Args:
+        labels: ``{row: label}``, top to bottom (e.g. ``{"agnostic_mlp": "class-agnostic + MLP"}``).
+        published: ``published_results()["rows"]`` (mean and ``_std`` per metric): dots with error
+            bars. A row it lacks is skipped.
+        notebook: ``{row: evaluate() result}`` of the notebook's own runs: hollow diamonds.
+        metrics: ``"mIoU"`` (given the true boxes) or ``segm`` statistics (``"AP"``, ``"AP75"``).
+        control: the row whose value is the dashed line (published mean, else the notebook's).
+
+    The mIoU axis spans the values (they differ by a few points out of 60–85, which an axis from 0
+    would hide); AP axes start at 0.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from mxr.course.viz import SET_COLOURS
+    from mxr.report import eval_metric
+
+    if not labels:
+        raise ValueError("plot_transfer_rows: labels is empty; expected {row: label}")
+    if published is None and notebook is None:
+        raise ValueError("plot_transfer_rows: give published rows, notebook runs, or both")
+    published, notebook = published or {}, notebook or {}
+    rows = list(labels)
+    ys = list(range(len(rows)))[::-1]
+    fig = Figure(figsize=(4.2 * len(metrics) + 2.4, 0.36 * len(rows) + 1.9))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        task = "mask_iou" if metric == "mIoU" else "segm"
+        seen = []
+        for row, y in zip(rows, ys, strict=True):
+            mean = eval_metric(published.get(row), split, metric)
+            if mean is not None:
+                std = published[row][split][task].get(f"{metric}_std") or 0.0
+                ax.errorbar(mean, y, xerr=std, fmt="o", color=SET_COLOURS[split], capsize=3, ms=5)
+                seen += [mean - std, mean + std]
+            own = eval_metric(notebook.get(row), split, metric)
+            if own is not None:
+                ax.scatter([own], [y], marker="D", s=30, facecolors="none", edgecolors="black")
+                seen.append(own)
+        ref = eval_metric(published.get(control), split, metric)
+        ref = ref if ref is not None else eval_metric(notebook.get(control), split, metric)
+        if ref is not None:
+            ax.axvline(ref, ls="--", lw=1, color="grey")
+        if seen and metric == "mIoU":
+            ax.set_xlim(max(0.0, min(seen) - 3), min(100.0, max(seen) + 3))
+        else:
+            ax.set_xlim(0, max([1.0, *seen]) * 1.1)
+        ax.set_yticks(ys, [labels[r] for r in rows] if k == 0 else [""] * len(rows), fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        given = " given the true boxes" if metric == "mIoU" else ""
+        ax.set_xlabel(f"set {split} mask {metric}{given}", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label),
+        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label),
+        Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or f"Set {split}: τ's inputs beside the controls", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
