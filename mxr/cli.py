@@ -1,9 +1,8 @@
 """``mxr`` / ``python -m mxr``: the command line, every subcommand registered in one place.
 
-Each subcommand's options and runner live beside the code it drives (``add_subparser`` in
-:mod:`mxr.data.cli`, :mod:`mxr.engine`, :mod:`mxr.course.ablate`), except ``eval``, which lives here
-because it joins the engine (checkpoints, datasets) and the evaluation. This module collects them
-and decides how a failure reaches the user:
+``data shapesx``, ``data check``, ``train`` and ``eval`` are defined here; ``ablate`` (a course-layer
+runner) registers itself from :mod:`mxr.course.ablate`. This module also decides how a failure
+reaches the user:
 
 - a user's mistake (a missing file, a config value out of range, an unknown ``--set`` key, a file
   that is not an mxr checkpoint) is one line on stderr, ``mxr train: error: <message>``, and exit
@@ -41,8 +40,123 @@ def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPa
 
 
 # --------------------------------------------------------------------------------------------------
-# python -m mxr eval (here, not in mxr.evaluation: it loads checkpoints and datasets through the
-# engine, and the engine calls the evaluation, so the evaluation must not import the engine)
+# mxr data shapesx | check
+# --------------------------------------------------------------------------------------------------
+def _run_shapesx(args: argparse.Namespace) -> int:
+    """A bad size or an unwritable folder raises; :func:`main` turns it into one line, exit 2."""
+    from mxr.data.shapesx import generate_shapesx
+
+    generate_shapesx(args.out, train=args.train, val=args.val, test=args.test, seed=args.seed,
+                     test_seed=args.test_seed, image_size=args.image_size, design=args.design)  # fmt: skip
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from mxr.data.validate import validate_dataset
+
+    try:
+        report = validate_dataset(args.annotations, args.images, split=args.split, masks=args.masks)
+    except Exception as e:  # validate_dataset reports problems; anything else is one line, exit 2
+        raise ValueError(f"could not check {args.annotations}: {type(e).__name__}: {e}") from e
+    print(report.format())
+    return 0 if report.ok else 1  # 1: the data has problems (listed above)
+
+
+def _add_data_subparser(sub: Any) -> None:
+    """Register ``data`` with ``shapesx`` (generate) and ``check`` (a COCO file, by the loader's rules)."""
+    from mxr.data.shapesx import DEFAULT_DESIGN, DESIGNS
+
+    parser = sub.add_parser("data", help="generate ShapesX or check a COCO-format dataset")
+    data_sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+    gen = data_sub.add_parser(
+        "shapesx", help="generate the ShapesX synthetic dataset (COCO format)"
+    )
+    gen.add_argument("--out", default="data/shapesx", help="output folder (default: data/shapesx)")
+    for name, default, what in (("train", 2000, "training"), ("val", 300, "validation"),
+                                ("test", 300, "test")):  # fmt: skip
+        gen.add_argument(f"--{name}", type=int, default=default,
+                         help=f"{what} images (default: {default})")  # fmt: skip
+    gen.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    gen.add_argument("--test-seed", type=int, default=None,
+                     help="seed of the test split (default: seed + 1)")  # fmt: skip
+    gen.add_argument("--image-size", type=int, default=128,
+                     help="image side in pixels (default: 128)")  # fmt: skip
+    gen.add_argument("--design", default=DEFAULT_DESIGN, choices=sorted(DESIGNS),
+                     help=f"design (default: {DEFAULT_DESIGN})")  # fmt: skip
+    gen.set_defaults(func=_run_shapesx)
+    check = data_sub.add_parser(
+        "check",
+        help="check a COCO annotation file and its images by the loader's rules",
+        description="Check a COCO annotation file (and its images) by the rules the loader applies "
+        "with the same --split and --masks: no problem reported means the loader accepts it.",
+    )
+    check.add_argument("annotations", help="COCO instances JSON file")
+    check.add_argument("--images", default=None, help="image folder (omit to check the JSON only)")
+    check.add_argument(
+        "--split",
+        default=None,
+        help="set A as the loader takes it (data.split): 'voc', 'nonvoc' or a split JSON file; "
+        "annotations of set-B classes may then be box-only (default: every class is in A, "
+        "as the loader's default)",
+    )
+    check.add_argument(
+        "--masks",
+        default="A",
+        choices=("A", "all"),
+        help="which classes' annotations need a 'segmentation': 'A' (set A, partial supervision; "
+        "the default) or 'all' (every class: the oracle, and val/test sets that are scored on "
+        "masks)",
+    )
+    check.set_defaults(func=_run_check)
+
+
+# --------------------------------------------------------------------------------------------------
+# mxr train
+# --------------------------------------------------------------------------------------------------
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    from mxr import engine
+    from mxr.config import load_config
+    from mxr.report import format_table
+
+    overrides = [o for group in (args.set or []) for o in group]
+    cfg = load_config(args.config, overrides)
+    try:
+        summary = engine.train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                               eval_split=None if args.no_eval else "val")  # fmt: skip
+    except KeyboardInterrupt:
+        return 130
+    if summary["eval"] is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(format_table(summary["eval"]))
+        print(f"wrote {summary['eval_path']}", file=sys.stderr)
+    return 0
+
+
+def _add_train_subparser(sub: Any) -> None:
+    """Register ``train``: ``--config FILE [--set key=value ...] --out DIR [--resume]``."""
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config file (single process or torchrun)",
+        description=(
+            "Train Mask^X R-CNN. DIR receives metrics.jsonl, last.pt, config.yaml and eval.json. "
+            "Multi-GPU: torchrun --nproc_per_node=K -m mxr train ..."
+        ),
+    )
+    p.add_argument("--config", help="a YAML or TOML config (default: the built-in defaults)")
+    p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set train.iterations=200 "
+                   "model.mlp_fusion=false")  # fmt: skip
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if it exists")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_train)
+
+
+# --------------------------------------------------------------------------------------------------
+# mxr eval
 # --------------------------------------------------------------------------------------------------
 def _run_eval(args: argparse.Namespace) -> int:
     """``mxr eval``: score a checkpoint, print the table and write the JSON."""
@@ -51,7 +165,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mxr.config import config_from_dict
-    from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint, resolve_device
+    from mxr.engine import (
+        build_dataset,
+        load_checkpoint,
+        model_from_checkpoint,
+        prepare_data,
+        resolve_device,
+    )
     from mxr.evaluation import evaluate
     from mxr.report import format_table
 
@@ -64,6 +184,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
     device = resolve_device(args.device or cfg.train.device)
     model = model_from_checkpoint(ckpt, device=device)
+    prepare_data(cfg.data)
     dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
     t0 = time.perf_counter()
     res = evaluate(
@@ -120,8 +241,7 @@ def _add_eval_subparser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mxr`` argument parser with every subcommand (and ``--debug`` on each) registered."""
-    from mxr.course import ablate, engine
-    from mxr.data import cli as data_cli
+    from mxr.course import ablate
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -130,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mxr {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    data_cli.add_subparser(sub)
-    engine.add_subparser(sub)
+    _add_data_subparser(sub)
+    _add_train_subparser(sub)
     _add_eval_subparser(sub)
     ablate.add_subparser(sub)
     for child in _subparsers(parser):

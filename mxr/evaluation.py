@@ -30,7 +30,6 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from mxr.data.coco import encode_rle
 
@@ -211,102 +210,38 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _mask_probs_for_boxes(
-    m: nn.Module,
-    features: dict[str, Tensor],
-    image_sizes: list[tuple[int, int]],
-    boxes_t: Sequence[Tensor],
-    boxes: Sequence[Tensor],
-    labels: Sequence[Tensor],
-    original_sizes: Sequence[tuple[int, int]],
-) -> list[Tensor]:
-    """Mask branch on given boxes: ``boxes_t`` in the transformed images (for RoIAlign), ``boxes``
-    in the original ones (for pasting). Returns per image ``(N, H, W)`` probabilities."""
-    rh = m.roi_heads
-    all_labels = torch.cat(list(labels)) if len(labels) else torch.zeros(0, dtype=torch.int64)
-    if hasattr(rh, "masks_for_boxes"):  # mxr's MaskXRoIHeads answers it: (R, 28, 28)
-        chosen = rh.masks_for_boxes(features, list(boxes_t), all_labels, image_sizes)
-    else:  # a stock torchvision RoIHeads: (R, C, 28, 28) logits, every class
-        x = rh.mask_head(rh.mask_roi_pool(features, list(boxes_t), image_sizes))
-        logits = rh.mask_predictor(x)
-        if logits.shape[1] == 1:
-            chosen = logits[:, 0].sigmoid()
-        else:
-            chosen = logits[torch.arange(len(all_labels), device=logits.device), all_labels]
-            chosen = chosen.sigmoid()
-    probs = chosen.unsqueeze(1).float()
-    out = []
-    for p, b, size in zip(probs.split([len(b) for b in boxes]), boxes, original_sizes, strict=True):
-        if len(b) == 0:
-            out.append(torch.zeros((0, *size), device=p.device))
-        else:
-            out.append(paste_masks_in_image(p, b.float(), size, padding=1)[:, 0])
-    return out
+def _mxr_model(model: nn.Module) -> nn.Module:
+    m = _unwrap(model)
+    if not hasattr(m, "detect_and_mask_boxes"):
+        raise TypeError(
+            f"mask IoU given true boxes needs an mxr model (mxr.build_model), got {type(m).__name__}"
+        )
+    return m
 
 
-@torch.no_grad()
 def masks_from_boxes(
     model: nn.Module,
     images: Sequence[Tensor],
     boxes: Sequence[Tensor],
     labels: Sequence[Tensor],
 ) -> list[Tensor]:
-    """Mask probabilities predicted by the model's mask branch for given boxes and classes.
-
-    The model's own transform, backbone and RoI heads are used; the detector's box and class
-    predictions are bypassed, so the result measures the mask head alone.
-
-    Args:
-        model: a torchvision ``MaskRCNN`` (or subclass) in eval mode.
-        images: ``(3, H, W)`` float images in [0, 1].
-        boxes: per image ``(N, 4)`` XYXY boxes in image pixels.
-        labels: per image ``(N,)`` class labels (which mask channel to read).
-
-    Returns:
-        Per image ``(N, H, W)`` mask probabilities pasted into the image.
-    """
-    m = _unwrap(model)
-    original_sizes = [tuple(im.shape[-2:]) for im in images]
-    targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
-    image_list, targets_t = m.transform(list(images), targets)
-    features = m.backbone(image_list.tensors)
-    boxes_t = [t["boxes"] for t in targets_t]
-    return _mask_probs_for_boxes(
-        m, features, image_list.image_sizes, boxes_t, boxes, labels, original_sizes
-    )
+    """The model's mask probabilities for given boxes and classes, per image ``(N, H, W)`` pasted
+    into the image: :meth:`mxr.model.MaskXRCNN.masks_for_boxes` (DDP-wrapped models too)."""
+    return _mxr_model(model).masks_for_boxes(list(images), list(boxes), list(labels))
 
 
-@torch.no_grad()
 def detect_and_mask_boxes(
     model: nn.Module,
     images: Sequence[Tensor],
     boxes: Sequence[Tensor] | None = None,
     labels: Sequence[Tensor] | None = None,
 ) -> tuple[list[dict[str, Tensor]], list[Tensor] | None]:
-    """The model's detections and, from the same backbone pass, masks for given boxes.
-
-    Equivalent to ``(model(images), masks_from_boxes(model, images, boxes, labels))`` for a
-    torchvision ``GeneralizedRCNN`` in eval mode, with one backbone pass instead of two.
-    """
-    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-
-    m = _unwrap(model)
+    """The model's detections and, from the same backbone pass, masks for given boxes
+    (:meth:`mxr.model.MaskXRCNN.detect_and_mask_boxes`); without boxes, ``(model(images), None)``."""
     if boxes is None or labels is None:
-        return m(list(images)), None
-    if type(m).forward is not GeneralizedRCNN.forward:  # a custom forward: do not bypass it
-        return m(list(images)), masks_from_boxes(m, images, boxes, labels)
-    original_sizes = [tuple(im.shape[-2:]) for im in images]
-    targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
-    image_list, targets_t = m.transform(list(images), targets)
-    features = m.backbone(image_list.tensors)
-    proposals, _ = m.rpn(image_list, features)
-    detections, _ = m.roi_heads(features, proposals, image_list.image_sizes)
-    detections = m.transform.postprocess(detections, image_list.image_sizes, original_sizes)
-    boxes_t = [t["boxes"] for t in targets_t]
-    masks = _mask_probs_for_boxes(
-        m, features, image_list.image_sizes, boxes_t, boxes, labels, original_sizes
-    )
-    return detections, masks
+        with torch.no_grad():
+            return _unwrap(model)(list(images)), None
+    return _mxr_model(model).detect_and_mask_boxes(list(images), list(boxes), list(labels))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -309,3 +309,62 @@ def test_in_processes_runs_each_item_in_workers_with_the_asked_thread_count() ->
 
     assert dict(in_processes(math.sqrt, [1.0, 4.0, 9.0], jobs=2)) == {1.0: 1.0, 4.0: 2.0, 9.0: 3.0}
     assert {r for _, r in in_processes(_threads_in_worker, [0, 1], jobs=2, threads=1)} == {1}
+
+
+def test_build_dataset_only_reads_and_prepare_data_generates(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Loading a dataset never writes: a missing ShapesX root is a clear error from build_dataset;
+    prepare_data (what train and `mxr eval` call first, rank 0 only) generates it when
+    data.generate is true, and does nothing when it is false."""
+    import dataclasses
+
+    from mxr.config import DataConfig
+    from mxr.engine import build_dataset, prepare_data
+
+    cfg = DataConfig(root=str(tmp_path / "shapesx"), generate=True)
+    with pytest.raises(
+        FileNotFoundError, match="data.train_annotations: annotation file not found"
+    ):
+        build_dataset(cfg, "train")
+    assert not (tmp_path / "shapesx").exists()
+    prepare_data(dataclasses.replace(cfg, generate=False))
+    assert not (tmp_path / "shapesx").exists()
+    import mxr.data
+
+    asked: list[str] = []
+    monkeypatch.setattr(mxr.data, "ensure_shapesx", lambda root: asked.append(root))
+    prepare_data(cfg)
+    assert asked == [cfg.root]
+
+
+def test_metrics_writer_averages_finite_steps_and_returns_a_callbacks_stop(tmp_path: Path) -> None:
+    """One record per log_every iterations (and at the last): the mean of each term over the finite
+    steps of the window, the skipped count; a StopTraining the callback raises is handed back."""
+    from mxr.engine import DistInfo, MetricsWriter
+
+    class Bar:
+        def set_postfix(self, **kw: str) -> None:
+            self.shown = kw
+
+    def callback(it: int, record: dict) -> None:
+        if it == 5:
+            raise StopTraining("enough")
+
+    path = tmp_path / "metrics.jsonl"
+    tc = TrainConfig(iterations=5, log_every=2)
+    writer = MetricsWriter(path, tc, DistInfo(), Bar(), callback)
+    steps = [({"a": 1.0, "b": 2.0}, False), ({"a": 3.0, "b": 4.0}, False),
+             ({"a": float("nan"), "b": 0.0}, True), ({"a": 5.0, "b": 1.0}, False),
+             ({"a": 7.0, "b": 1.0}, False)]  # fmt: skip
+    stops = [
+        writer.add(i + 1, 0.1, terms, skipped, float(i)) for i, (terms, skipped) in enumerate(steps)
+    ]
+    records = read_metrics(path)
+    assert [r["iter"] for r in records] == [2, 4, 5]
+    assert (
+        records[0]["a"] == 2.0
+        and records[0]["loss"] == 5.0
+        and "skipped_nonfinite" not in records[0]
+    )
+    assert records[1]["a"] == 5.0 and records[1]["skipped_nonfinite"] == 1
+    assert records[2]["b"] == 1.0
+    assert stops[:4] == [None] * 4 and isinstance(stops[4], StopTraining)

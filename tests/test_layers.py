@@ -24,7 +24,7 @@ COURSE_PACKAGE = "mxr.course"
 OLD_COURSE_HOMES = {"mxr.widgets", "mxr.viz", "mxr.probes", "mxr.ablate"}
 #: The core: models, data, training, evaluation, reporting. Imports nothing above it.
 CORE_MODULES = {"mxr", "mxr.config", "mxr.losses", "mxr.engine", "mxr.evaluation", "mxr.report"}
-CORE_PACKAGES = ("mxr.model", "mxr.data")
+CORE_PACKAGES = ("mxr.model", "mxr.data", "mxr.engine")
 
 
 def module_name(path: Path) -> str:

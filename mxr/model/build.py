@@ -15,6 +15,7 @@ from torchvision.models.detection.faster_rcnn import (
 )
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
@@ -79,17 +80,15 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
 
     The RPN is torchvision's with its anchors, decoding and proposal filtering in float32 under
     autocast (:class:`~mxr.model.rpn.Float32RegionProposalNetwork`)."""
-    if backbone_weights == FROM_CHECKPOINT:
-        backbone = build_backbone(cfg.backbone, cfg.fpn_channels, cfg.backbone_weights, load=False)
-    else:
-        backbone = build_backbone(cfg.backbone, cfg.fpn_channels, backbone_weights)
-    levels = [k for k in backbone.body.return_layers.values()]
+    load = backbone_weights != FROM_CHECKPOINT
+    weights = backbone_weights if load else cfg.backbone_weights
+    backbone = build_backbone(cfg.backbone, cfg.fpn_channels, weights, load=load)
+    levels = list(backbone.body.return_layers.values())
     n_maps = len(levels) + 1  # + "pool"
-    sizes = cfg.anchor_sizes
-    if len(sizes) != n_maps:
+    if len(sizes := cfg.anchor_sizes) != n_maps:
         raise ValueError(
-            f"model.anchor_sizes={sizes!r} is not valid for backbone {cfg.backbone!r}; expected {n_maps} sizes "
-            "(one per FPN level)"
+            f"model.anchor_sizes={sizes!r} is not valid for backbone {cfg.backbone!r}; "
+            f"expected {n_maps} sizes (one per FPN level)"
         )
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_maps)
     rpn = Float32RegionProposalNetwork(
@@ -197,6 +196,49 @@ class MaskXRCNN(MaskRCNN):
         GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
         self.config = cfg
 
+    @torch.no_grad()
+    def masks_for_boxes(
+        self, images: list[Tensor], boxes: list[Tensor], labels: list[Tensor]
+    ) -> list[Tensor]:
+        """Mask probabilities for given boxes and classes (the mask branch alone: the detector's
+        own boxes and classes bypassed), pasted into the images: per ``(3, H, W)`` image in [0, 1],
+        its ``(N, 4)`` XYXY boxes in pixels and ``(N,)`` classes -> ``(N, H, W)`` in [0, 1]."""
+        return self.detect_and_mask_boxes(images, boxes, labels, detect=False)[1]
+
+    @torch.no_grad()
+    def detect_and_mask_boxes(
+        self,
+        images: list[Tensor],
+        boxes: list[Tensor],
+        labels: list[Tensor],
+        *,
+        detect: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, list[Tensor]]:
+        """``(self(images), self.masks_for_boxes(images, boxes, labels))`` with one backbone pass
+        (eval mode); the detections are ``None`` when ``detect`` is false."""
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
+        image_list, targets_t = self.transform(list(images), targets)
+        features = self.backbone(image_list.tensors)
+        detections = None
+        if detect:
+            proposals, _ = self.rpn(image_list, features)
+            detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+            detections = self.transform.postprocess(detections, image_list.image_sizes, sizes)
+        classes = torch.cat(list(labels)) if len(labels) else torch.zeros(0, dtype=torch.int64)
+        probs = self.roi_heads.masks_for_boxes(
+            features, [t["boxes"] for t in targets_t], classes, image_list.image_sizes
+        )
+        per_image = zip(
+            probs[:, None].float().split([len(b) for b in boxes]), boxes, sizes, strict=True
+        )
+        return detections, [
+            paste_masks_in_image(p, b.float(), size, padding=1)[:, 0]
+            if len(b)
+            else torch.zeros((0, *size), device=p.device)
+            for p, b, size in per_image
+        ]
+
 
 def build_model(
     cfg: ModelConfig,
@@ -222,34 +264,25 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
     cfg = _check_ready(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        backbone, rpn, transform, parts = _parts(cfg, cfg.backbone_weights)
-        model = MaskRCNN(
+        backbone, rpn, _, parts = _parts(cfg, cfg.backbone_weights)
+        modules = ("box_roi_pool", "box_head", "box_predictor", "mask_roi_pool", "mask_head")
+        # these ModelConfig fields are MaskRCNN's keyword arguments of the same names
+        same = ("min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
+        same += ("rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image")
+        same += ("box_score_thresh", "box_detections_per_img", "box_batch_size_per_image")
+        return MaskRCNN(
             backbone,
             num_classes=None,
-            min_size=cfg.min_size,
-            max_size=cfg.max_size,
             rpn_anchor_generator=rpn.anchor_generator,
             rpn_head=rpn.head,
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-            rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-            box_roi_pool=parts["box_roi_pool"],
-            box_head=parts["box_head"],
-            box_predictor=parts["box_predictor"],
-            box_score_thresh=cfg.box_score_thresh,
-            box_detections_per_img=cfg.box_detections_per_img,
-            box_batch_size_per_image=cfg.box_batch_size_per_image,
-            mask_roi_pool=parts["mask_roi_pool"],
-            mask_head=parts["mask_head"],
             mask_predictor=MaskRCNNPredictor(
                 cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes
             ),
             image_mean=list(IMAGE_MEAN),
             image_std=list(IMAGE_STD),
+            **{k: parts[k] for k in modules},
+            **{k: getattr(cfg, k) for k in same},
         )
-    return model
 
 
 def count_parameters(model: nn.Module) -> int:

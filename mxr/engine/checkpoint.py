@@ -1,0 +1,195 @@
+"""Checkpoints: atomic writes, ``weights_only`` loading with one-line refusals, every RNG state
+(so a resumed run is bit-identical on CPU), and the :class:`Checkpointer` the loop calls."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mxr.config import Config, ModelConfig, config_from_dict, config_to_dict
+from mxr.engine.dist import DistInfo
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state the training uses, as tensors and plain types (``weights_only``-loadable)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` (``weights_only=True``: no arbitrary pickles).
+
+    Raises ``FileNotFoundError`` naming the file, and ``ValueError`` ``"<path>: not an mxr
+    checkpoint (<reason>)"`` for a file that is empty, truncated, not written by ``torch.save``,
+    holding pickled objects (refused by ``weights_only``) or lacking model/config/iteration.
+    """
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{path}: not an mxr checkpoint ({reason})")
+
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise refuse("the file is empty")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised as one line that names the file
+        msg = str(e)
+        if "Weights only load failed" in msg:  # never repeat torch's advice to drop weights_only
+            name = msg.split("GLOBAL ", 1)[1].split()[0] if "GLOBAL " in msg else ""
+            held = f"pickled objects ({name})" if name else "pickled objects"
+            raise refuse(f"it holds {held} that weights_only loading refuses") from e
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch >= 1.6) or legacy pickle
+            raise refuse("it is not a file written by torch.save") from e
+        first = msg.strip().splitlines()[0].split(". ")[0] if msg.strip() else type(e).__name__
+        raise refuse(f"the file is truncated or corrupt: {first}") from e
+    if not isinstance(ckpt, dict):
+        raise refuse(f"it holds a {type(ckpt).__name__}, not a dict; expected one from `mxr train`")
+    missing = [k for k in ("model", "config", "iteration") if k not in ckpt]
+    if missing:
+        raise refuse(f"it lacks {', '.join(missing)}; expected one from `mxr train`")
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any] | str | Path, *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the model of a checkpoint (from its stored config) and load its weights; eval mode.
+
+    The backbone is built in the layout the config names without reading ``model.backbone_weights``
+    (the checkpoint holds every weight), so a checkpoint evaluates on a machine without that file.
+    """
+    from mxr.model import build_model
+    from mxr.model.build import FROM_CHECKPOINT
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    cfg = config_from_dict(ckpt["config"], where="checkpoint config")
+    emb = ckpt["model"].get("roi_heads.class_embedding")  # τ's fixed input travels in the file
+    model = build_model(cfg.model, FROM_CHECKPOINT, class_embedding=emb)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def _resume(
+    path: Path,
+    cfg: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    info: DistInfo,
+) -> int:
+    """Restore model, optimizer, scheduler, scaler and RNG states from checkpoint ``path``; the
+    iteration to continue from. The model config must match the checkpoint's.
+
+    The file is loaded to the CPU whatever device the model is on: ``load_state_dict`` copies the
+    weights and the optimizer state onto each parameter's device, and the saved RNG states must stay
+    CPU tensors (``torch.set_rng_state`` takes a CPU ByteTensor; numpy's keys go through ``.numpy()``).
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    saved = config_from_dict(ckpt["config"], where=f"{path} (config)")
+    if model_dict(saved.model) != model_dict(cfg.model):
+        a, b = model_dict(saved.model), model_dict(cfg.model)
+        diff = [k for k in a if a[k] != b[k]]
+        raise ValueError(
+            f"--resume: the model config differs from the checkpoint {path} in "
+            f"{', '.join(f'model.{k} ({a[k]!r} saved, {b[k]!r} now)' for k in diff)}"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    start = int(ckpt["iteration"])
+    if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
+        set_rng_state(ckpt["rng"])
+    elif info.world_size == int(ckpt.get("world_size", 1)):
+        torch.manual_seed(cfg.train.seed + info.rank + 7919 * start)
+    return start
+
+
+def model_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """The model section of a config as plain values (what ``--resume`` compares)."""
+    return config_to_dict(Config(model=cfg))["model"]
+
+
+class Checkpointer:
+    """The training state of one run in ``path``: :meth:`save` (rank 0 writes, atomically) and
+    :meth:`restore` (every rank reads; returns the iteration to continue from)."""
+
+    def __init__(self, path: Path, cfg: Config, info: DistInfo, **state: Any) -> None:
+        self.path, self.cfg, self.info = path, cfg, info
+        self.model, self.optimizer = state["model"], state["optimizer"]
+        self.scheduler, self.scaler, self.amp = state["scheduler"], state["scaler"], state["amp"]
+
+    def save(self, iteration: int) -> None:
+        from mxr import __version__
+
+        if not self.info.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "iteration": iteration,
+            "config": config_to_dict(self.cfg),
+            "rng": rng_state(),
+            "world_size": self.info.world_size,
+            "mxr_version": __version__,
+        }
+        save_checkpoint(self.path, state)
+
+    def restore(self) -> int:
+        return _resume(self.path, self.cfg, self.model, self.optimizer, self.scheduler,
+                       self.scaler, self.info)  # fmt: skip

@@ -1,0 +1,465 @@
+"""The training loop, in the spirit of Detectron2's ``SimpleTrainer`` with hooks: :func:`train`
+builds the parts, then each iteration runs the :class:`TrainStep` (forward, the loss terms reduced
+over ranks, backward, update), the :class:`MetricsWriter` (``metrics.jsonl``, the progress bar, the
+callback) and the :class:`~mxr.engine.checkpoint.Checkpointer`; a NaN/inf loss goes to the
+non-finite guard and SIGINT/SIGTERM or a callback's :class:`StopTraining` to the stop request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mxr.config import Config, TrainConfig, save_config
+from mxr.engine.checkpoint import Checkpointer
+from mxr.engine.data import (
+    _iterate_batches,
+    _to_device,
+    build_dataset,
+    class_embedding_for,
+    model_config_for,
+    orientation_groups,
+    prepare_data,
+)
+from mxr.engine.dist import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    leave_process_group,
+    resolve_device,
+    wrap_ddp,
+)
+
+LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+Callback = Callable[[int, dict[str, float]], None]
+
+
+class StopTraining(Exception):
+    """Raise it from a :func:`train` callback to stop training after that (logged) iteration, as
+    SIGINT does: ``train`` saves the checkpoint of that iteration (so ``resume=True`` continues it),
+    skips the evaluation and re-raises this exception. Raised at the last iteration, it is ignored
+    (the run is finished). With several processes, rank 0's request stops every rank one iteration
+    later (the other ranks raise ``KeyboardInterrupt``, as after a signal)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term is NaN or infinite; the last good checkpoint is left untouched."""
+
+
+# --------------------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------------------
+def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
+    """Multiplier of ``train.lr`` at 0-based ``iteration``: linear warm-up, then step decay."""
+    factor = 1.0
+    if iteration < train_cfg.warmup_iters:
+        alpha = iteration / train_cfg.warmup_iters
+        factor = train_cfg.warmup_factor * (1 - alpha) + alpha
+    steps = sum(iteration >= round(f * train_cfg.iterations) for f in train_cfg.lr_steps)
+    return factor * train_cfg.gamma**steps
+
+
+def parameter_groups(model: nn.Module, train_cfg: TrainConfig) -> list[Any]:
+    """The optimizer's parameters: every trainable one in one group, or with ``bias_lr_factor`` ≠ 1
+    or ``weight_decay_bias`` set (Detectron's default: biases at 2× lr, no weight decay) two groups,
+    the weights first (its lr is the logged one), then every ``*.bias`` at ``bias_lr_factor × lr``
+    with ``weight_decay_bias``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if train_cfg.bias_lr_factor == 1.0 and train_cfg.weight_decay_bias is None:
+        return [p for _, p in named]
+    wd_bias = train_cfg.weight_decay_bias
+    groups = [
+        {"params": [p for n, p in named if not n.endswith(".bias")]},
+        {
+            "params": [p for n, p in named if n.endswith(".bias")],
+            "lr": train_cfg.lr * train_cfg.bias_lr_factor,
+            "weight_decay": train_cfg.weight_decay if wd_bias is None else wd_bias,
+        },
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (``train.optimizer="sgd"``, the paper's) or AdamW (``"adamw"``, ``momentum``
+    is then beta1) with weight decay, over every trainable parameter (:func:`parameter_groups`)."""
+    params = parameter_groups(model, train_cfg)
+    if train_cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params,
+            lr=train_cfg.lr,
+            betas=(train_cfg.momentum, 0.999),
+            weight_decay=train_cfg.weight_decay,
+        )
+    return torch.optim.SGD(
+        params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train_cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration ``LambdaLR`` following :func:`lr_factor`."""
+
+    def factor(it: int) -> float:
+        return lr_factor(it, train_cfg)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """Mixed precision (float16 autocast + GradScaler) runs on CUDA only."""
+    return bool(train_cfg.amp) and device.type == "cuda"
+
+
+# --------------------------------------------------------------------------------------------------
+# the non-finite guard and the stop request
+# --------------------------------------------------------------------------------------------------
+class _NonFiniteGuard:
+    """What a NaN/inf loss does. Without AMP: stop at once (:class:`NonFiniteLossError`). Under AMP,
+    where GradScaler would skip such a step anyway, skip it (no backward, no update; the schedule
+    moves on) and stop only after ``limit`` non-finite iterations in a row, naming the terms and the
+    iterations. ``terms`` are the (all-reduced) loss values, so every rank decides alike."""
+
+    def __init__(self, *, amp: bool, limit: int, checkpoint: Path, verbose: bool) -> None:
+        self.amp, self.limit, self.checkpoint, self.verbose = amp, limit, checkpoint, verbose
+        self.run: list[tuple[int, list[str]]] = []  # the current run of non-finite iterations
+
+    def skip(self, iteration: int, terms: dict[str, float]) -> bool:
+        """Whether to skip the update of ``iteration`` (1-based); raises when training must stop."""
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        if not bad:
+            self.run.clear()
+            return False
+        self.run.append((iteration, list(bad)))
+        detail = ", ".join(f"{k}={v}" for k, v in bad.items())
+        last = self.checkpoint if self.checkpoint.exists() else "none"
+        if not self.amp:
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {iteration}: {detail}; training stopped, the "
+                f"last good checkpoint is {last}"
+            )
+        if len(self.run) >= self.limit:
+            counts: dict[str, int] = {}
+            for _, names in self.run:
+                for k in names:
+                    counts[k] = counts.get(k, 0) + 1
+            raise NonFiniteLossError(
+                f"non-finite loss under AMP in {len(self.run)} iterations in a row "
+                f"(iterations {self.run[0][0]}-{iteration}, train.max_nonfinite_iters={self.limit}): "
+                + ", ".join(f"{k} in {n}" for k, n in counts.items())
+                + f" (last: {detail}); training stopped, the last good checkpoint is {last}"
+            )
+        if self.verbose:
+            print(
+                f"\nnon-finite loss at iteration {iteration} under AMP ({detail}): step skipped "
+                f"({len(self.run)} in a row; stopping at train.max_nonfinite_iters={self.limit})",
+                file=sys.stderr,
+            )
+        return True
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM (main thread only) or a callback's :class:`StopTraining` into a flag the
+    loop reads between iterations."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.by_callback: StopTraining | None = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None or self.by_callback is not None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        try:
+            yield self
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+            self._old.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop's pieces
+# --------------------------------------------------------------------------------------------------
+class TrainStep:
+    """One iteration: forward (autocast under AMP), the loss terms and the stop flag all-reduced
+    over ranks (so every rank decides alike), the non-finite guard, backward and the update."""
+
+    def __init__(self, net: nn.Module, model: nn.Module, parts: dict[str, Any], cfg: TrainConfig,
+                 guard: _NonFiniteGuard, info: DistInfo) -> None:  # fmt: skip
+        self.net, self.model, self.cfg, self.guard, self.info = net, model, cfg, guard, info
+        self.optimizer, self.scheduler = parts["optimizer"], parts["scheduler"]
+        self.scaler, self.amp = parts["scaler"], parts["amp"]
+
+    def __call__(
+        self, iteration: int, images: list[torch.Tensor], targets: list[dict[str, Any]], stop: bool
+    ) -> tuple[dict[str, float], bool, bool]:
+        """``(loss terms, skipped, stop requested on any rank)`` for 0-based ``iteration``."""
+        amp_ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with amp_ctx:
+            loss_dict = self.net(images, targets)
+        names = list(loss_dict)
+        loss = sum(loss_dict[k] for k in names)
+        values = torch.stack([loss_dict[k].detach().float() for k in names])
+        values = torch.cat([values, torch.tensor([float(stop)], device=values.device)])
+        if self.info.world_size > 1:
+            dist.all_reduce(values)
+            values[:-1] /= self.info.world_size
+        vals = values.tolist()
+        terms = dict(zip(names, vals[:-1], strict=True))
+        skip = self.guard.skip(iteration + 1, terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not skip:
+            self.scaler.scale(loss).backward()
+            if self.cfg.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+        return terms, skip, vals[-1] > 0
+
+
+class MetricsWriter:
+    """Every ``log_every`` iterations (and at the last): one ``metrics.jsonl`` record (``iter``,
+    ``lr``, the mean ``loss`` and terms over the window's finite steps, ``skipped_nonfinite``,
+    ``time`` per iteration), the progress bar's losses and the callback (rank 0 only)."""
+
+    def __init__(self, path: Path, cfg: TrainConfig, info: DistInfo, bar: Any,
+                 callback: Callback | None) -> None:  # fmt: skip
+        self.path, self.cfg, self.info, self.bar, self.callback = path, cfg, info, bar, callback
+        self.window: dict[str, float] = {}
+        self.n, self.steps, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, it: int, lr: float, terms: dict[str, float], skipped: bool, now: float) -> Any:
+        """Count iteration ``it`` (1-based); a :class:`StopTraining` the callback raised, or None."""
+        if not skipped:  # a skipped (non-finite) step is counted, not averaged
+            self.window["loss"] = self.window.get("loss", 0.0) + sum(terms.values())
+            for k, v in terms.items():
+                self.window[k] = self.window.get(k, 0.0) + v
+            self.n += 1
+        self.steps += 1
+        if it % self.cfg.log_every and it != self.cfg.iterations:
+            return None
+        record: dict[str, float] = {"iter": it, "lr": lr}
+        record.update({k: self.window[k] / self.n for k in self.window})
+        if self.steps > self.n:
+            record["skipped_nonfinite"] = self.steps - self.n
+        record["time"] = (now - self.t0) / self.steps
+        self.window, self.n, self.steps, self.t0 = {}, 0, 0, now
+        if not self.info.is_main:
+            return None
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.bar.set_postfix(loss=f"{record.get('loss', math.nan):.3f}",
+                             mask=f"{record.get('loss_mask', 0):.3f}")  # fmt: skip
+        try:
+            if self.callback is not None:
+                self.callback(it, record)
+        except StopTraining as e:
+            return e
+        return None
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Keep only records up to ``iteration`` (the resumed checkpoint's) in ``metrics.jsonl``."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip()
+                and json.loads(ln)["iter"] <= iteration]  # fmt: skip
+        path.write_text("".join(k + "\n" for k in keep))
+
+
+def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: DistInfo) -> None:
+    """Leave the loop at iteration ``it`` after a signal or a callback's request: save, then raise."""
+    ckpt.save(it)
+    barrier(info)
+    if stopper.by_callback is not None:  # the callback's caller tells the user
+        raise stopper.by_callback
+    if info.is_main:
+        print(f"\nstopped at iteration {it}/{total}; checkpoint saved to {ckpt.path}; continue "
+              "with --resume", file=sys.stderr)  # fmt: skip
+    if stopper.signum == signal.SIGTERM:
+        raise SystemExit(128 + signal.SIGTERM)
+    raise KeyboardInterrupt(f"training stopped at iteration {it}")
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------
+def _build_parts(cfg: Config, train_ds: Any, device: torch.device) -> dict[str, Any]:
+    """The model (on ``device``), optimizer, scheduler and GradScaler of a run."""
+    from mxr.model import build_model  # looked up at call time (tests replace it)
+
+    model = build_model(cfg.model, class_embedding=class_embedding_for(cfg, train_ds)).to(device)
+    optimizer = build_optimizer(model, cfg.train)
+    amp = _amp_enabled(cfg.train, device)
+    return {"model": model, "optimizer": optimizer, "amp": amp,
+            "scheduler": build_scheduler(optimizer, cfg.train),
+            "scaler": torch.amp.GradScaler("cuda", enabled=amp)}  # fmt: skip
+
+
+def _start(cfg: Config, ckpt: Checkpointer, out: Path, resume: bool, info: DistInfo) -> int:
+    """Seed every RNG, resume from the checkpoint when asked; write config and metrics files."""
+    seed = cfg.train.seed + info.rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    start = ckpt.restore() if resume and ckpt.path.is_file() else 0
+    if info.is_main:
+        save_config(cfg, out / "config.yaml")
+        if start == 0:
+            (out / "metrics.jsonl").write_text("")
+        else:
+            _truncate_metrics(out / "metrics.jsonl", start)
+    return start
+
+
+def _run_loop(cfg: Config, train_ds: Any, parts: dict[str, Any], ckpt: Checkpointer, start: int,
+              info: DistInfo, device: torch.device, bar: Any, writer: MetricsWriter
+              ) -> tuple[int, list[float]]:  # fmt: skip
+    """Iterations ``start..train.iterations-1``; the last iteration done and each step's seconds."""
+    tc, model, optimizer = cfg.train, parts["model"], parts["optimizer"]
+    guard = _NonFiniteGuard(amp=parts["amp"], limit=tc.max_nonfinite_iters,
+                            checkpoint=ckpt.path, verbose=info.is_main)  # fmt: skip
+    step = TrainStep(wrap_ddp(model, device, info), model, parts, tc, guard, info)
+    groups = orientation_groups(train_ds) if tc.aspect_ratio_grouping else None
+    it, step_times, stopper = start, [], _StopRequest()
+    model.train()
+    with stopper.installed():
+        t_last = time.perf_counter()
+        for it0, images, targets in _iterate_batches(
+            train_ds, start=start, stop=tc.iterations, batch_size=tc.batch_size, info=info,
+            seed=tc.seed, num_workers=cfg.data.num_workers, groups=groups,
+            pin_memory=device.type == "cuda",
+        ):  # fmt: skip
+            images = [im.to(device, non_blocking=True) for im in images]
+            lr = optimizer.param_groups[0]["lr"]
+            terms, skipped, stop = step(it0, images, _to_device(targets, device), stopper.requested)
+            it, now = it0 + 1, time.perf_counter()
+            step_times.append(now - t_last)
+            t_last = now
+            stopper.by_callback = writer.add(it, lr, terms, skipped, now) or stopper.by_callback
+            bar.update(1)
+            if it % tc.checkpoint_every == 0 or it == tc.iterations:
+                ckpt.save(it)
+            if not stop and info.world_size == 1:
+                stop = stopper.requested
+            if stop and it < tc.iterations:
+                bar.close()
+                _stop(it, tc.iterations, ckpt, stopper, info)
+    return it, step_times
+
+
+def _evaluate(cfg: Config, model: nn.Module, device: torch.device, out: Path, split: str,
+              progress: bool) -> dict[str, Any]:  # fmt: skip
+    """Score the trained model on ``split`` (mask IoU given true boxes included); writes eval.json."""
+    from mxr.evaluation import evaluate
+
+    ds = build_dataset(cfg.data, split, seed=cfg.train.seed)
+    results = evaluate(model, ds, device=device, batch_size=max(cfg.train.batch_size, 8),
+                       progress=progress, mask_iou=True)  # fmt: skip
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callback | None = None,
+    eval_split: str | None = "val",
+) -> dict[str, Any]:
+    """Train the model ``cfg`` describes and evaluate it; see :mod:`mxr.engine` for the files.
+
+    Args:
+        cfg: the experiment; ``model.num_classes`` / ``mask_classes`` may be ``None`` (from the data).
+        out_dir: where config, metrics, checkpoint and evaluation go (created).
+        resume: continue from ``out_dir/last.pt`` when it exists (the model section must match).
+        progress: show a tqdm bar with the running losses (rank 0 only).
+        callback: ``callback(iteration, record)`` after each logged iteration, ``record`` being the
+            dict appended to ``metrics.jsonl`` (for live plots). Rank 0 only. It may raise
+            :class:`StopTraining` to stop the run there (checkpoint saved, no evaluation).
+        eval_split: ``"val"`` / ``"test"`` to evaluate at the end, ``None`` to skip.
+
+    Returns:
+        ``{"out_dir", "checkpoint", "metrics", "config", "iteration", "train_time_s",
+        "step_time_s", "eval", "eval_path", "model"}``: ``eval`` is the
+        :func:`mxr.evaluation.evaluate` dict (or ``None``), ``model`` the trained model (unwrapped
+        from DDP, train mode, on the training device).
+
+    Raises:
+        NonFiniteLossError: a loss term became NaN/inf (names the iteration and the term).
+        KeyboardInterrupt: after SIGINT, once the checkpoint is saved; ``SystemExit(143)`` for SIGTERM.
+        StopTraining: the callback raised it (re-raised once the checkpoint is saved).
+    """
+    from tqdm.auto import tqdm
+
+    out, tc = Path(out_dir), cfg.train
+    info = init_distributed(tc.device)
+    try:
+        device = resolve_device(tc.device)
+        if device.type == "cuda" and info.world_size > 1:
+            device = torch.device("cuda", info.local_rank)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            prepare_data(cfg.data)  # rank 0 generates; the others wait at the barrier
+        barrier(info)
+        train_ds = build_dataset(cfg.data, "train", seed=tc.seed, keep_coco=False)
+        cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
+        parts = _build_parts(cfg, train_ds, device)
+        ckpt = Checkpointer(out / "last.pt", cfg, info, **parts)
+        start = _start(cfg, ckpt, out, resume, info)
+        bar = tqdm(total=tc.iterations, initial=start, desc="train",
+                   disable=not (progress and info.is_main))  # fmt: skip
+        writer = MetricsWriter(out / "metrics.jsonl", tc, info, bar, callback)
+        t_train = time.perf_counter()
+        it, step_times = _run_loop(cfg, train_ds, parts, ckpt, start, info, device, bar, writer)
+        bar.close()
+        if it == start and start < tc.iterations:
+            raise RuntimeError("no training batch was produced")
+        if start >= tc.iterations and info.is_main and not ckpt.path.exists():
+            ckpt.save(it)
+        train_time = time.perf_counter() - t_train
+        barrier(info)
+        leave_process_group(info)  # every rank together, before rank 0's long evaluation
+        run_eval = eval_split is not None and info.is_main
+        results = (
+            _evaluate(cfg, parts["model"], device, out, eval_split, progress) if run_eval else None
+        )
+        # No collective after evaluation: the group is gone, the other ranks have left.
+        return {
+            "out_dir": str(out), "checkpoint": str(ckpt.path), "metrics": str(out / "metrics.jsonl"),
+            "config": str(out / "config.yaml"), "iteration": it, "train_time_s": train_time,
+            "step_time_s": float(np.median(step_times)) if step_times else None,
+            "eval": results, "eval_path": str(out / "eval.json") if results is not None else None,
+            "model": parts["model"],
+        }  # fmt: skip
+    finally:
+        if info.created and dist.is_initialized():
+            dist.destroy_process_group()
