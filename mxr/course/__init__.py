@@ -27,7 +27,7 @@ BUDGETS: dict[str, dict[str, int]] = {
     "full": {"iterations": 800, "train": 2000, "val": 300, "test": 300},
 }
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def budget_mode() -> str:
