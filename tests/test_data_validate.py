@@ -153,6 +153,10 @@ def _mutations() -> dict[str, dict]:
         "image without width": mutate(lambda d: d["images"][0].pop("width")),
         "bbox of 3 numbers": mutate(lambda d: anns(d)[21].update(bbox=[1, 1, 5])),
         "category id as list": mutate(lambda d: anns(d)[21].update(category_id=[18])),
+        "category id not an integer": mutate(lambda d: d["categories"][5].update(id="pizza")),
+        "RLE counts not covering the image": mutate(
+            lambda d: anns(d)[22].update(segmentation={"size": [24, 32], "counts": [3, 3]})
+        ),
     }
 
 
@@ -183,6 +187,52 @@ def test_checker_accepts_exactly_what_the_loader_accepts(
     assert verdicts["clean"] and verdicts["crowd without mask"]
     assert verdicts["zero-size A box without mask"]  # the loader drops that box: no mask needed
     assert not verdicts["bad polygon on B"] and not verdicts["iscrowd 2"]
+
+
+@pytest.mark.parametrize("counts", [[3, 3], [1.5, 766.5], ["a"], [-1, 769]])
+def test_loader_and_checker_refuse_bad_rle_run_lengths_alike(tmp_path: Path, counts: list) -> None:
+    """Formerly ``data check`` took any list as RLE counts and the loader accepted the file, then
+    failed (or decoded garbage) reading the item; now both refuse the file, with the same line."""
+    from mxr.data import CocoInstances
+
+    data = _coco()
+    data["annotations"][1]["segmentation"] = {"size": [24, 32], "counts": counts}  # id 12, giraffe
+    image_dir, ann_file = write_coco(tmp_path / "bad", data)
+    report = validate_dataset(ann_file, image_dir)
+    assert len(report.problems) == 1, report.format()
+    assert (
+        "annotation id 12: field 'segmentation' has RLE counts that are not run lengths"
+        in (report.problems[0])
+    )
+    with pytest.raises(ValueError) as e:
+        CocoInstances(image_dir, ann_file)
+    assert str(e.value) == report.problems[0]
+    # Run lengths that cover the image (an uncompressed RLE, as COCO's crowd regions) pass both.
+    data["annotations"][1]["segmentation"]["counts"] = [10, 758]
+    image_dir, ann_file = write_coco(tmp_path / "good", data)
+    assert validate_dataset(ann_file, image_dir).ok
+    _, target = CocoInstances(image_dir, ann_file, masks="all")[0]
+    assert int(target["masks"][1].sum()) == 758
+
+
+def test_loader_error_is_the_first_line_of_data_check(tmp_path: Path) -> None:
+    """Beyond the segmentation: a category without an integer id, a missing list, a bad split."""
+    from mxr.data import CocoInstances
+
+    cases = {
+        "category id": (lambda d: d["categories"][0].update(id="one"), None),
+        "no images list": (lambda d: d.pop("images"), None),
+        "split file missing": (lambda d: None, "nope.json"),
+    }
+    for name, (edit, split) in cases.items():
+        data = _coco()
+        edit(data)
+        image_dir, ann_file = write_coco(tmp_path / name.replace(" ", "_"), data)
+        report = validate_dataset(ann_file, split=split)
+        with pytest.raises((ValueError, FileNotFoundError)) as e:
+            CocoInstances(image_dir, ann_file, split=split)
+        assert str(e.value).startswith(report.problems[0]), (name, report.problems)
+    assert e.type is FileNotFoundError  # a missing split file, as before
 
 
 def test_check_options_for_a_partially_labelled_set(

@@ -1,15 +1,14 @@
 """COCO-format instance segmentation for torchvision's Mask R-CNN, with the Mask^X A/B split.
 
-:class:`CocoInstances` reads an image folder and a COCO annotation file through pycocotools and returns
-torchvision targets. Set A classes carry masks; set B classes carry boxes and labels only, and their
-masks are never decoded (``masks="A"``), unless the oracle asks for every mask (``masks="all"``).
+:class:`CocoInstances` reads an image folder and a COCO annotation file through pycocotools and
+returns torchvision targets. Set A classes carry masks; set B classes carry boxes and labels only,
+and their masks are never decoded (``masks="A"``), unless the oracle asks for all (``masks="all"``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,35 +20,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-# The A/B split and the VOC class list live in mxr.data.splits (the checks use them too);
-# re-exported here, where older code imports them from.
+# The A/B split and the VOC class list live in mxr.data.splits; re-exported here, their older home.
 from mxr.data.splits import VOC_CAT_IDS, VOC_CAT_NAMES, resolve_split, split_root  # noqa: F401
-from mxr.data.validate import check_coco_data
-
-
-def read_coco_json(path: str | Path) -> dict[str, Any]:
-    """Read a COCO annotation file with errors that name it.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: not valid JSON, or not a mapping with ``images``/``annotations``/``categories`` lists.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: malformed JSON ({e}); expected a COCO annotation file") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with images, annotations, categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(
-                f"{path}: field '{key}' is {type(data.get(key)).__name__ if key in data else 'missing'}; "
-                "expected a list"
-            )
-    return data
+from mxr.data.validate import check_coco_data, read_coco_json, segmentation_problem
 
 
 def _coco_from_dict(data: dict[str, Any]) -> COCO:
@@ -65,29 +38,30 @@ class CocoInstances(torch.utils.data.Dataset):
 
     Args:
         image_dir: folder of the images named by ``file_name``.
-        ann_file: COCO instances JSON.
+        ann_file: COCO instances JSON, checked by the rules of ``python -m mxr data check``
+            (:func:`mxr.data.validate.check_coco_data`); the first problem is raised.
         split: set A (see :func:`resolve_split`); ``None`` puts every class in A.
         masks: ``"A"`` decodes masks of A-class instances only (B masks are never decoded);
             ``"all"`` decodes every mask (the oracle).
         train: apply augmentation (horizontal flip with ``flip_prob``).
-        flip_prob: probability of a horizontal flip when ``train``; the decision is a pure function of
-            ``(seed, epoch, index)``, so it is deterministic, resumable and the same on every process.
+        flip_prob: probability of a horizontal flip when ``train``; the decision is a pure function
+            of ``(seed, epoch, index)``: deterministic, resumable and the same on every process.
         seed: seed of the flip decisions.
         skip_empty: drop images with no usable annotation (for training); keep them for evaluation.
-        root: folder for a relative split path (tried after the path as given and the annotation file's
-            folder and its parent).
+        root: folder for a relative split path (tried after the path as given and the annotation
+            file's folder and its parent).
         keep_coco: keep the pycocotools index (``coco``, with the whole parsed file) for COCOeval;
             ``False`` (a training set) keeps only what ``__getitem__`` reads and sets ``coco`` to
             ``None``: at COCO scale that is most of the memory each process and loader worker holds.
 
-    :attr:`image_sizes` holds ``(height, width)`` per index from the file (``None`` where missing).
+    :attr:`image_sizes` holds ``(height, width)`` per index, from the file.
 
     ``image`` is float32 ``(3, H, W)`` in [0, 1]; ``target`` holds ``boxes`` float32 ``(N, 4)`` XYXY
-    pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` for the M instances whose
-    label is in :attr:`mask_labels` (in instance order), ``has_mask`` bool ``(N,)`` marking them,
-    ``image_id`` int64 scalar (the COCO image id) and ``area`` float32 ``(N,)``.
-    Crowd annotations are left out of the targets; boxes of zero width or height are dropped and counted
-    in :attr:`num_dropped_boxes`.
+    pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` for the M instances
+    whose label is in :attr:`mask_labels` (in instance order), ``has_mask`` bool ``(N,)`` marking
+    them, ``image_id`` int64 scalar (the COCO image id) and ``area`` float32 ``(N,)``. Crowd
+    annotations are left out of the targets (counted in :attr:`num_crowd`); boxes of zero width or
+    height are dropped and counted in :attr:`num_dropped_boxes`.
     """
 
     def __init__(
@@ -108,97 +82,58 @@ class CocoInstances(torch.utils.data.Dataset):
             raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
         if not 0.0 <= float(flip_prob) <= 1.0:
             raise ValueError(f"flip_prob={flip_prob!r} is not valid; expected a number in [0, 1]")
-        self.image_dir = Path(image_dir)
-        self.ann_file = Path(ann_file)
+        self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
+        self.masks, self.train, self.flip_prob = masks, train, float(flip_prob)
+        self.seed, self.epoch = seed, 0
         data = read_coco_json(self.ann_file)
-        categories = sorted(
-            data["categories"],
-            key=lambda c: int(c["id"]) if isinstance(c, dict) and "id" in c else -1,
-        )
-        for cat in categories:
-            if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-                raise ValueError(
-                    f"{self.ann_file}: a category is missing required field 'id' or 'name': {cat!r}"
-                )
-
-        self.a_cat_ids, self.b_cat_ids = resolve_split(
-            split, categories, split_root(split, self.ann_file, root), ann_file=self.ann_file
-        )
-
-        self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in categories]
-        self.label_to_cat_id: dict[int, int] = {
-            i + 1: int(c["id"]) for i, c in enumerate(categories)
-        }
-        self.cat_id_to_label: dict[int, int] = {v: k for k, v in self.label_to_cat_id.items()}
-        self.num_classes: int = len(categories) + 1
-        self.a_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.a_cat_ids)
-        self.b_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.b_cat_ids)
-        self.masks = masks
-        self.mask_labels: tuple[int, ...] = (
-            self.a_labels if masks == "A" else tuple(range(1, self.num_classes))
-        )
-        # The rules of `python -m mxr data check`, run with this split and mask set.
-        report = check_coco_data(
-            data, self.ann_file, mask_cat_ids={self.label_to_cat_id[x] for x in self.mask_labels}
-        )
+        report = check_coco_data(data, self.ann_file, split=split, masks=masks, root=root)
         if report.problems:
-            more = len(report.problems) - 1
             opts = f" --split {split}" if isinstance(split, str | Path) else ""
-            raise ValueError(
-                report.problems[0]
-                + (
-                    f" (and {more} more problem(s); `python -m mxr data check {self.ann_file}"
-                    f"{opts} --masks {masks}` lists them all)"
-                    if more
-                    else ""
-                )
-            )
-
+            raise report.error(f"python -m mxr data check {self.ann_file}{opts} --masks {masks}")
+        self._set_classes(data["categories"], report.a_cat_ids, report.b_cat_ids)
         self.coco = _coco_from_dict(data)
-        self.train = train
-        self.flip_prob = float(flip_prob)
-        self.seed = seed
-        self.epoch = 0
-
-        # Usable annotations per image, decided once: known category, not crowd, positive size.
-        self.num_dropped_boxes = 0
-        self.num_crowd = 0
-        self._anns: dict[int, list[dict[str, Any]]] = {}
-        image_ids = sorted(self.coco.imgs)
-        for image_id in image_ids:
-            kept = []
-            for ann in self.coco.imgToAnns.get(image_id, []):
-                if ann["category_id"] not in self.cat_id_to_label:
-                    raise ValueError(
-                        f"{self.ann_file}: annotation id {ann['id']} has category_id={ann['category_id']!r}; "
-                        f"expected one of the file's category ids {sorted(self.cat_id_to_label)}"
-                    )
-                if ann.get("iscrowd", 0):
-                    self.num_crowd += 1
-                    continue
-                _, _, w, h = (float(v) for v in ann["bbox"])
-                if w <= 0 or h <= 0:
-                    self.num_dropped_boxes += 1
-                    continue
-                kept.append(ann)
-            self._anns[image_id] = kept
-        for ann in self.coco.anns.values():
-            if ann["image_id"] not in self.coco.imgs:
-                raise ValueError(
-                    f"{self.ann_file}: annotation id {ann['id']} has image_id={ann['image_id']!r}, "
-                    "which is not in 'images'"
-                )
-        self.image_ids: list[int] = [i for i in image_ids if self._anns[i] or not skip_empty]
-        self.image_sizes: list[tuple[int, int] | None] = [
-            (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else None
-            for im in (self.coco.imgs[i] for i in self.image_ids)
+        self._anns = self._usable_annotations()
+        self.image_ids: list[int] = [
+            i for i, a in sorted(self._anns.items()) if a or not skip_empty
+        ]
+        self.image_sizes: list[tuple[int, int]] = [
+            (self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in self.image_ids
         ]
         if not keep_coco:
             self._drop_coco_index()
 
+    def _set_classes(self, categories: list[dict], a_cat_ids: tuple, b_cat_ids: tuple) -> None:
+        """Labels 1..C-1 in category-id order, their names, and the split as ids and labels."""
+        categories = sorted(categories, key=lambda c: c["id"])
+        self.a_cat_ids, self.b_cat_ids = a_cat_ids, b_cat_ids
+        self.class_names: list[str] = ["__background__"] + [c["name"] for c in categories]
+        self.label_to_cat_id: dict[int, int] = {i + 1: c["id"] for i, c in enumerate(categories)}
+        self.cat_id_to_label: dict[int, int] = {v: k for k, v in self.label_to_cat_id.items()}
+        self.num_classes: int = len(categories) + 1
+        self.a_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in a_cat_ids)
+        self.b_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in b_cat_ids)
+        self.mask_labels: tuple[int, ...] = (
+            self.a_labels if self.masks == "A" else tuple(range(1, self.num_classes))
+        )
+
+    def _usable_annotations(self) -> dict[int, list[dict[str, Any]]]:
+        """Per image id, the annotations its target holds: not crowd, box of positive size."""
+        self.num_dropped_boxes = self.num_crowd = 0
+        usable = {}
+        for image_id in sorted(self.coco.imgs):
+            usable[image_id] = []
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                if ann.get("iscrowd", 0):
+                    self.num_crowd += 1
+                elif ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
+                    self.num_dropped_boxes += 1
+                else:
+                    usable[image_id].append(ann)
+        return usable
+
     def _drop_coco_index(self) -> None:
-        """Free the parsed file and the pycocotools index, keeping per kept image its file name and
-        per usable annotation the fields ``__getitem__`` reads (segmentations of mask classes only)."""
+        """Free the parsed file and the pycocotools index, keeping per kept image its file name
+        and per usable annotation the fields ``__getitem__`` reads (masks of mask classes only)."""
         seg_cats = {self.label_to_cat_id[label] for label in self.mask_labels}
         fields = ("id", "image_id", "category_id", "bbox", "area")
         self._images = {i: {"file_name": self.coco.imgs[i]["file_name"]} for i in self.image_ids}
@@ -220,14 +155,14 @@ class CocoInstances(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def flips(self, index: int) -> bool:
-        """Whether item ``index`` is flipped in the current epoch (a pure function of seed, epoch, index)."""
+        """Whether item ``index`` is flipped this epoch (a pure function of seed, epoch, index)."""
         if not self.train or self.flip_prob <= 0.0:
             return False
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
         return bool(rng.random() < self.flip_prob)
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """The RGB image of ``image_id`` as uint8 ``(H, W, 3)``, with errors naming file and image id."""
+        """The RGB image of ``image_id``, uint8 ``(H, W, 3)``; errors name the file and image id."""
         info = self.coco.imgs[image_id] if self.coco is not None else self._images[image_id]
         path = self.image_dir / str(info["file_name"])
         if not path.is_file():
@@ -243,22 +178,18 @@ class CocoInstances(torch.utils.data.Dataset):
             ) from e
 
     def _decode(self, ann: dict[str, Any], h: int, w: int) -> np.ndarray:
+        """The uint8 ``(h, w)`` mask of ``ann``, its segmentation checked against the pixels."""
         seg = ann["segmentation"]
         where = f"{self.ann_file}: annotation id {ann['id']} (image id {ann['image_id']})"
+        why = segmentation_problem(seg, (h, w))
+        if why:
+            raise ValueError(f"{where}: field 'segmentation' {why}")
         try:
             if isinstance(seg, list):
-                rles = mask_utils.frPyObjects(seg, h, w)
-                rle = mask_utils.merge(rles)
-            elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-                if list(seg["size"]) != [h, w]:
-                    raise ValueError(
-                        f"RLE size {seg['size']} does not match the image size [{h}, {w}]"
-                    )
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
-            else:
-                raise ValueError("expected a list of polygons or an RLE {'size', 'counts'}")
+                return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+            rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
             return mask_utils.decode(rle)
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError) as e:  # pycocotools on a corrupt compressed RLE string
             raise ValueError(f"{where}: field 'segmentation' could not be decoded: {e}") from e
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -266,22 +197,15 @@ class CocoInstances(torch.utils.data.Dataset):
         pixels = self.load_image(image_id)
         h, w = pixels.shape[:2]
         anns = self._anns[image_id]
-        boxes = np.zeros((len(anns), 4), dtype=np.float32)
-        labels = np.zeros(len(anns), dtype=np.int64)
-        area = np.zeros(len(anns), dtype=np.float32)
-        has_mask = np.zeros(len(anns), dtype=bool)
-        masks = []
-        mask_labels = set(self.mask_labels)
-        for i, ann in enumerate(anns):
-            x, y, bw, bh = (float(v) for v in ann["bbox"])
-            boxes[i] = (x, y, x + bw, y + bh)
-            labels[i] = self.cat_id_to_label[ann["category_id"]]
-            area[i] = float(ann.get("area", bw * bh))
-            if labels[i] in mask_labels:
-                has_mask[i] = True
-                masks.append(self._decode(ann, h, w))
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        labels = np.array([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=np.int64)
+        box_area = xywh[:, 2] * xywh[:, 3]
+        area = np.array([a.get("area", b) for a, b in zip(anns, box_area, strict=True)], np.float32)
+        has_mask = np.isin(labels, self.mask_labels)
+        masks = [self._decode(a, h, w) for a, m in zip(anns, has_mask, strict=True) if m]
         mask_arr = np.stack(masks) if masks else np.zeros((0, h, w), dtype=np.uint8)
         if self.flips(index):
             pixels = pixels[:, ::-1]
@@ -303,22 +227,15 @@ class CocoInstances(torch.utils.data.Dataset):
             ann = os.path.relpath(self.ann_file)
         except ValueError:  # another drive (Windows)
             ann = str(self.ann_file)
+        classes = f"{self.num_classes - 1} classes: {len(self.a_labels)} A / {len(self.b_labels)} B"
         return (
-            f"CocoInstances({len(self)} images, {self.num_classes - 1} classes: {len(self.a_labels)} A / "
-            f"{len(self.b_labels)} B, masks={self.masks!r}, ann_file={ann!r})"
+            f"CocoInstances({len(self)} images, {classes}, masks={self.masks!r}, ann_file={ann!r})"
         )
 
 
 def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Binary masks as COCO compressed RLE, JSON-ready (the one encoder: ShapesX's annotation files
-    and the evaluation's results both write masks with it).
-
-    Args:
-        masks: ``(N, H, W)`` bool or 0/1 array.
-
-    Returns:
-        ``N`` dicts ``{"size": [H, W], "counts": str}``.
-    """
+    """``(N, H, W)`` bool or 0/1 masks as ``N`` JSON-ready COCO compressed RLEs ``{"size": [H, W],
+    "counts": str}``: the one encoder, for ShapesX's files and the evaluation's results."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks.shape)}")
@@ -331,9 +248,5 @@ def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
 
 
 def collate_fn(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list, list]:
-    """Collate ``(image, target)`` pairs into ``(list of images, list of targets)`` (sizes may differ)."""
-    images, targets = [], []
-    for image, target in batch:
-        images.append(image)
-        targets.append(target)
-    return images, targets
+    """``(image, target)`` pairs as ``(list of images, list of targets)`` (sizes may differ)."""
+    return [image for image, _ in batch], [target for _, target in batch]

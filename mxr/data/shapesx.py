@@ -103,10 +103,8 @@ DEFAULT_DESIGN = "hue-cap"
 #: Parameters shared by every design (all overridable through ``**design_params``).
 COMMON_PARAMS: dict[str, Any] = {
     "objects_per_image": (2, 4),  # inclusive range of objects attempted per image
-    "radius": (
-        9.0,
-        15.0,
-    ),  # head radius in pixels at 128 px (scaled with image_size); objects are ~3.8 r long
+    # head radius in pixels at 128 px (scaled with image_size); objects are ~3.8 r long
+    "radius": (9.0, 15.0),
     "clutter": (3, 6),  # inclusive range of clutter blobs (same palette as objects)
     "distractor_slabs": (0, 2),  # inclusive range of object-free dark slabs
     "random_slab_fraction": (0.3, 0.55),  # random-slab design: fraction of the box hidden
@@ -431,7 +429,7 @@ def render_image(
     params: dict[str, Any],
     classes: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """Draw one ShapesX image.
+    """Draw one ShapesX image: background, clutter, objects, then object-free slabs.
 
     ``classes`` gives the category index (0..29) of each object slot (see :func:`class_slots`); the
     first n of them are attempted, n drawn from ``objects_per_image``. ``None`` draws classes uniformly.
@@ -441,20 +439,9 @@ def render_image(
         objects: list of dicts with ``category_id`` (1..30), ``mask`` bool (H, W) amodal, ``visible``
         (fraction of the mask not under a slab).
     """
-    size = image_size
-    scale = size / 128.0  # sizes are given for 128-px images
+    size, scale = image_size, image_size / 128.0  # sizes are given for 128-px images
     canvas = _background(size, rng, params["noise_std"])
-    lo, hi = params["clutter"]
-    for _ in range(int(rng.integers(lo, hi + 1))):  # clutter first: objects and slabs draw over it
-        rad = rng.uniform(2.0, 7.0) * scale
-        cx, cy = rng.uniform(0, size, 2)
-        yy, xx = np.ogrid[:size, :size]
-        if rng.random() < 0.5:
-            blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= rad**2
-        else:
-            blob = (np.abs(xx - cx) <= rad) & (np.abs(yy - cy) <= rng.uniform(1.0, 6.0))
-        _paint(canvas, blob, _random_colour(rng), rng.uniform(0.15, 0.5), rng)
-
+    _draw_clutter(canvas, rng, scale, params)  # first: objects and slabs draw over it
     footprints: list[tuple[int, int, int, int]] = []
     objects: list[dict] = []
     slabs = np.zeros((size, size), dtype=bool)
@@ -462,52 +449,10 @@ def render_image(
     n_classes = len(FAMILIES) * MEMBERS
     for slot in range(int(rng.integers(lo, hi + 1))):
         cat = int(classes[slot]) if classes is not None else int(rng.integers(n_classes))
-        family_index, k = divmod(cat, MEMBERS)
-        k += 1
-        r = rng.uniform(*params["radius"]) * scale
-        rotation = int(rng.integers(4))
-        parts = _render_object(family_index, k, r, rotation, params["slab"], rng, params)
-        ys, xs = np.nonzero(parts["amodal"] | parts["slab"])
-        fy0, fy1, fx0, fx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        if fx1 - fx0 > size or fy1 - fy0 > size:
-            continue
-        for _try in range(30):
-            ox = int(rng.integers(0, size - (fx1 - fx0) + 1)) - fx0
-            oy = int(rng.integers(0, size - (fy1 - fy0) + 1)) - fy0
-            box = (fx0 + ox, fy0 + oy, fx1 + ox, fy1 + oy)
-            if not _overlaps(box, footprints):
-                break
-        else:
-            continue
-        footprints.append(box)
-        ph, pw = parts["amodal"].shape
-        full = {}
-        for name, local in parts.items():
-            arr = np.zeros(
-                (size + 2 * ph, size + 2 * pw), dtype=bool
-            )  # padded so slabs may cross edges
-            arr[oy + ph : oy + 2 * ph, ox + pw : ox + 2 * pw] = local
-            full[name] = arr[ph : ph + size, pw : pw + size]
-        colour = _random_colour(rng, family_index if params["hue_by_family"] else None)
-        visible = full["amodal"] & ~full["slab"]
-        cue = full["dots"] | full["cap"]
-        _paint(canvas, visible & ~cue, colour, rng.uniform(*params["paint_density"]), rng)
-        if full["dots"].any():  # the cue: solid dots in the complementary colour
-            canvas[full["dots"] & visible] = 255.0 - colour
-        if full[
-            "cap"
-        ].any():  # the cue: a solid near-white cap (no hue, so it never names a family)
-            canvas[full["cap"] & visible] = 235.0
-        slabs |= full["slab"]
-        area = int(full["amodal"].sum())
-        objects.append(
-            {
-                "category_id": cat + 1,
-                "mask": full["amodal"],
-                "visible": float((visible.sum()) / max(area, 1)),
-            }
-        )
-
+        full = _place_object(cat, rng, size, scale, params, footprints)
+        if full is not None:
+            objects.append(_paint_object(canvas, cat, full, rng, params))
+            slabs |= full["slab"]
     lo, hi = params["distractor_slabs"]
     for _ in range(int(rng.integers(lo, hi + 1))):
         sw, sh = (int(v) for v in rng.integers(int(8 * scale), int(30 * scale), 2))
@@ -517,6 +462,81 @@ def render_image(
             footprints.append((x0, y0, x0 + sw, y0 + sh))
     _slab_fill(canvas, slabs, rng)
     return np.clip(canvas, 0, 255).astype(np.uint8), objects
+
+
+def _draw_clutter(
+    canvas: np.ndarray, rng: np.random.Generator, scale: float, params: dict[str, Any]
+) -> None:
+    """Speckle discs and bars in the objects' palette over the background."""
+    size = canvas.shape[0]
+    lo, hi = params["clutter"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        rad = rng.uniform(2.0, 7.0) * scale
+        cx, cy = rng.uniform(0, size, 2)
+        yy, xx = np.ogrid[:size, :size]
+        if rng.random() < 0.5:
+            blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= rad**2
+        else:
+            blob = (np.abs(xx - cx) <= rad) & (np.abs(yy - cy) <= rng.uniform(1.0, 6.0))
+        _paint(canvas, blob, _random_colour(rng), rng.uniform(0.15, 0.5), rng)
+
+
+def _place_object(
+    cat: int,
+    rng: np.random.Generator,
+    size: int,
+    scale: float,
+    params: dict[str, Any],
+    footprints: list[tuple[int, int, int, int]],
+) -> dict[str, np.ndarray] | None:
+    """Render an object of category index ``cat`` and place it where its footprint (shape and slab)
+    overlaps no other (30 tries); its masks on the ``(size, size)`` image, or ``None``."""
+    family_index, k = divmod(cat, MEMBERS)
+    r = rng.uniform(*params["radius"]) * scale
+    rotation = int(rng.integers(4))
+    parts = _render_object(family_index, k + 1, r, rotation, params["slab"], rng, params)
+    ys, xs = np.nonzero(parts["amodal"] | parts["slab"])
+    fy0, fy1, fx0, fx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if fx1 - fx0 > size or fy1 - fy0 > size:
+        return None
+    for _try in range(30):
+        ox = int(rng.integers(0, size - (fx1 - fx0) + 1)) - fx0
+        oy = int(rng.integers(0, size - (fy1 - fy0) + 1)) - fy0
+        box = (fx0 + ox, fy0 + oy, fx1 + ox, fy1 + oy)
+        if not _overlaps(box, footprints):
+            break
+    else:
+        return None
+    footprints.append(box)
+    ph, pw = parts["amodal"].shape
+    full = {}
+    for name, local in parts.items():
+        arr = np.zeros((size + 2 * ph, size + 2 * pw), dtype=bool)  # padded: slabs may cross edges
+        arr[oy + ph : oy + 2 * ph, ox + pw : ox + 2 * pw] = local
+        full[name] = arr[ph : ph + size, pw : pw + size]
+    return full
+
+
+def _paint_object(
+    canvas: np.ndarray,
+    cat: int,
+    full: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Paint the visible part of a placed object and its cue; the object's annotation fields."""
+    family_index = cat // MEMBERS
+    colour = _random_colour(rng, family_index if params["hue_by_family"] else None)
+    visible = full["amodal"] & ~full["slab"]
+    cue = full["dots"] | full["cap"]
+    _paint(canvas, visible & ~cue, colour, rng.uniform(*params["paint_density"]), rng)
+    if full["dots"].any():  # the cue: solid dots in the complementary colour
+        canvas[full["dots"] & visible] = 255.0 - colour
+    if full["cap"].any():  # the cue: a solid near-white cap (no hue, so it never names a family)
+        canvas[full["cap"] & visible] = 235.0
+    area = int(full["amodal"].sum())
+    visible_fraction = float((visible.sum()) / max(area, 1))
+    return {"category_id": cat + 1, "mask": full["amodal"], "visible": visible_fraction}
 
 
 def _encode(mask: np.ndarray) -> dict[str, Any]:
@@ -596,66 +616,24 @@ def generate_shapesx(
     """
     params = resolve_design(design, **design_params)
     test_seed = seed + 1 if test_seed is None else test_seed
-    split_seeds = {"train": seed, "val": seed, "test": test_seed}
-    counts_req = {"train": train, "val": val, "test": test}
-    for name, n in counts_req.items():
+    sizes = {"train": train, "val": val, "test": test}
+    for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"ShapesX {name}={n!r} is not valid; expected a non-negative integer")
     if image_size < 64:
         raise ValueError(f"ShapesX image_size={image_size!r} is not valid; expected >= 64")
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = _categories()
-    total = sum(counts_req.values())
-    max_objects = int(params["objects_per_image"][1])
+    total = sum(sizes.values())
     bar = tqdm(total=total, desc="ShapesX", unit="img", disable=not progress)
     start = time.perf_counter()
-    counts: dict[str, dict[str, int]] = {}
+    counts = {}
     for split_index, split in enumerate(SPLITS):
-        split_dir = out / split
-        split_dir.mkdir(exist_ok=True)
-        for stale in split_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
-            stale.unlink()
-        images, annotations = [], []
-        for index in range(counts_req[split]):
-            split_seed = split_seeds[split]
-            rng = np.random.default_rng(np.random.SeedSequence([split_seed, split_index, index]))
-            slots = class_slots(split_seed, split_index, index * max_objects, max_objects)
-            pixels, objects = render_image(rng, image_size, params, slots)
-            image_id = index + 1
-            file_name = f"{image_id:06d}.png"
-            Image.fromarray(pixels).save(split_dir / file_name, compress_level=1)
-            images.append(
-                {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
-            )
-            for obj in objects:
-                ys, xs = np.nonzero(obj["mask"])
-                x0, y0 = int(xs.min()), int(ys.min())
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": obj["category_id"],
-                        "segmentation": _encode(obj["mask"]),
-                        "area": int(obj["mask"].sum()),
-                        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
-                        "iscrowd": 0,
-                        "visible_fraction": round(obj["visible"], 4),
-                    }
-                )
-            bar.update(1)
-        coco = {
-            "info": {
-                "description": f"ShapesX {split}",
-                "version": SHAPESX_VERSION,
-                "seed": split_seeds[split],
-            },
-            "images": images,
-            "annotations": annotations,
-            "categories": categories,
-        }
-        _dump_json(coco, out / "annotations" / f"instances_{split}.json")
-        counts[split] = {"images": len(images), "annotations": len(annotations)}
+        split_seed = test_seed if split == "test" else seed
+        coco = _write_split(
+            out, split, split_index, sizes[split], split_seed, image_size, params, bar
+        )
+        counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
     bar.close()
     elapsed = time.perf_counter() - start
     _dump_json(default_split(), out / "annotations" / "split.json")
@@ -674,10 +652,65 @@ def generate_shapesx(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if progress:
-        print(
-            f"ShapesX: {total} images in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f} images/s) -> {out}"
-        )
+        rate = total / max(elapsed, 1e-9)
+        print(f"ShapesX: {total} images in {elapsed:.1f} s ({rate:.0f} images/s) -> {out}")
     return out
+
+
+def _write_split(
+    out: Path,
+    split: str,
+    split_index: int,
+    n: int,
+    seed: int,
+    image_size: int,
+    params: dict[str, Any],
+    bar: tqdm,
+) -> dict[str, Any]:
+    """Render the ``n`` images of one split into ``out/split`` and write its annotation file;
+    returns the COCO dict. Image ``index`` draws from its own generator ``(seed, split, index)``."""
+    split_dir = out / split
+    split_dir.mkdir(exist_ok=True)
+    for stale in split_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+        stale.unlink()
+    max_objects = int(params["objects_per_image"][1])
+    images, annotations = [], []
+    for index in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, split_index, index]))
+        slots = class_slots(seed, split_index, index * max_objects, max_objects)
+        pixels, objects = render_image(rng, image_size, params, slots)
+        image_id, file_name = index + 1, f"{index + 1:06d}.png"
+        Image.fromarray(pixels).save(split_dir / file_name, compress_level=1)
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
+        )
+        for obj in objects:
+            annotations.append(_annotation(obj, len(annotations) + 1, image_id))
+        bar.update(1)
+    coco = {
+        "info": {"description": f"ShapesX {split}", "version": SHAPESX_VERSION, "seed": seed},
+        "images": images,
+        "annotations": annotations,
+        "categories": _categories(),
+    }
+    _dump_json(coco, out / "annotations" / f"instances_{split}.json")
+    return coco
+
+
+def _annotation(obj: dict[str, Any], ann_id: int, image_id: int) -> dict[str, Any]:
+    """The COCO annotation of a rendered object (amodal mask as RLE, its box and area)."""
+    ys, xs = np.nonzero(obj["mask"])
+    x0, y0 = int(xs.min()), int(ys.min())
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": obj["category_id"],
+        "segmentation": _encode(obj["mask"]),
+        "area": int(obj["mask"].sum()),
+        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+        "iscrowd": 0,
+        "visible_fraction": round(obj["visible"], 4),
+    }
 
 
 def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:

@@ -1,17 +1,10 @@
-"""The rules a COCO-format dataset must follow, shared by the loader and ``python -m mxr data check``.
+"""The rules a COCO annotation file must follow: one set, for the loader and ``mxr data check``.
 
-:func:`check_coco_data` holds every rule. :class:`mxr.data.CocoInstances` runs it on the file it
-loads and raises on the first problem; :func:`validate_dataset` (and ``python -m mxr data check
-ANNOTATIONS.json --images IMAGE_DIR [--split voc|nonvoc|FILE] [--masks A|all]``) runs it and reports
-every problem at once, never raising on bad data. Given the same ``split`` and ``masks``, a check
-without ``--images`` finds no problem exactly when the loader accepts the file; ``--images`` also
-opens every image (the loader opens each one when an item is read).
-
-Which annotations need a ``segmentation``: those the loader decodes, i.e. non-crowd annotations with a
-positive box whose category is in the mask set (set A for ``masks="A"``, every category for
-``masks="all"``). A partially labelled set (boxes only for set B) passes with ``split`` naming set A.
-Problems make the loader fail; warnings (zero-size boxes, which the loader drops and counts; boxes past
-the image edge, which it clips; crowd regions of mask classes without a mask) do not.
+:func:`check_coco_data` applies every rule, recording each finding in a :class:`ValidationReport`.
+:class:`mxr.data.CocoInstances` raises its first problem; :func:`validate_dataset` (``python -m mxr
+data check``) reports them all. Given the same ``split`` and ``masks``, the check finds no problem
+exactly when the loader accepts the file (``--images`` also opens each image, as reading does).
+A ``segmentation`` is needed where the loader decodes one (see :func:`needs_segmentation`).
 """
 
 from __future__ import annotations
@@ -26,23 +19,25 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from mxr.data.splits import resolve_split, split_root
+
 MASK_SETS = ("A", "all")
+#: The counts of every report, in the order they are printed.
+COUNT_KEYS = (
+    "images annotations categories crowd images_without_annotations zero_size_boxes "
+    "missing_images unreadable_images mask_categories without_segmentation"
+).split()
 
 
 @dataclass
 class ValidationReport:
-    """What :func:`validate_dataset` / :func:`check_coco_data` found.
+    """What :func:`check_coco_data` found in ``ann_file`` (and the images in ``image_dir``).
 
-    Attributes:
-        ann_file, image_dir: what was checked.
-        problems: one line per problem, naming file / image id / annotation id / field and what was
-            expected. Any problem means the dataset will not load.
-        warnings: things the loader tolerates (zero-size boxes, boxes past the image edge, crowd
-            regions of mask classes without a segmentation).
-        counts: ``images``, ``annotations``, ``categories``, ``crowd``, ``images_without_annotations``,
-            ``zero_size_boxes``, ``missing_images``, ``unreadable_images``, ``mask_categories``,
-            ``without_segmentation``, ``problems``, ``warnings``, plus ``problem:<kind>`` counts.
-        rules: which annotations must carry a segmentation, in words (the split and mask set checked).
+    ``problems`` (one line each, naming file, id, field and what was expected) make the loader
+    refuse the file; ``warnings`` (zero-size boxes, which it drops; boxes past the image edge, which
+    it clips; crowd regions of mask classes without a mask) do not. ``counts`` holds the
+    :data:`COUNT_KEYS`, ``problems``, ``warnings`` and ``problem:<kind>``; ``rules`` says which
+    annotations need a segmentation; ``a_cat_ids``/``b_cat_ids`` are the split, once it resolved.
     """
 
     ann_file: str
@@ -52,36 +47,43 @@ class ValidationReport:
     counts: dict[str, int] = field(default_factory=dict)
     kinds: Counter = field(default_factory=Counter)
     rules: str = ""
+    a_cat_ids: tuple[int, ...] = ()
+    b_cat_ids: tuple[int, ...] = ()
+    first_error: type[Exception] = field(default=ValueError, repr=False)
 
     @property
     def ok(self) -> bool:
         """True when there is no problem (warnings allowed)."""
         return not self.problems
 
-    def problem(self, kind: str, message: str) -> None:
-        """Record a problem of ``kind`` (a short tag counted in ``counts``)."""
+    def problem(self, kind: str, message: str, error: type[Exception] = ValueError) -> None:
+        """Record a problem of ``kind`` (a tag, counted); the loader raises ``error`` for it."""
+        if not self.problems:
+            self.first_error = error
         self.problems.append(message)
         self.kinds[kind] += 1
 
+    def error(self, command: str) -> Exception:
+        """The first problem as the loader raises it, pointing at ``command`` for the others."""
+        more = len(self.problems) - 1
+        hint = f" (and {more} more problem(s); `{command}` lists them all)" if more else ""
+        return self.first_error(self.problems[0] + hint)
+
     def format(self) -> str:
-        """A human-readable report: what was required, every problem and warning, then the counts."""
-        lines = [
-            f"Checked {self.ann_file}"
-            + (f" with images in {self.image_dir}" if self.image_dir else "")
-        ]
+        """The report in words: what was required, every problem and warning, then the counts."""
+        lines = [f"Checked {self.ann_file}"]
+        if self.image_dir:
+            lines[0] += f" with images in {self.image_dir}"
         if self.rules:
             lines.append(self.rules)
-        if self.problems:
-            lines.append(f"{len(self.problems)} problem(s):")
-            lines += [f"  - {p}" for p in self.problems]
-        if self.warnings:
-            lines.append(f"{len(self.warnings)} warning(s):")
-            lines += [f"  - {w}" for w in self.warnings]
+        for title, items in (("problem", self.problems), ("warning", self.warnings)):
+            if items:
+                lines += [f"{len(items)} {title}(s):"] + [f"  - {item}" for item in items]
         counts = {k: v for k, v in self.counts.items() if not k.startswith("problem:")}
         lines.append("Counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        kinds = {k: v for k, v in self.counts.items() if k.startswith("problem:")}
+        kinds = {k[8:]: v for k, v in self.counts.items() if k.startswith("problem:")}
         if kinds:
-            lines.append("Problems by kind: " + ", ".join(f"{k[8:]}={v}" for k, v in kinds.items()))
+            lines.append("Problems by kind: " + ", ".join(f"{k}={v}" for k, v in kinds.items()))
         lines.append("OK: no problems found." if self.ok else "NOT OK: fix the problems above.")
         return "\n".join(lines)
 
@@ -97,11 +99,36 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
+def _int_or_none(v: Any) -> int | None:
+    return v if _is_int(v) else None  # lists or dicts are no ids (nor hashable)
+
+
 _JSON_NUMBERS = {int, float}
 
 
-def _check_segmentation(seg: Any, size: tuple[int, int] | None) -> str | None:
-    """None if ``seg`` is a valid COCO segmentation, else what is wrong with it."""
+def read_coco_json(path: str | Path) -> dict[str, Any]:
+    """The annotation file as a dict; :func:`check_coco_data` checks its fields.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not valid JSON, or not a JSON object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: malformed JSON ({e}); expected a COCO annotation file") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level is {type(data).__name__}; expected a JSON object")
+    return data
+
+
+def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
+    """What is wrong with ``seg`` as the segmentation of an image of ``size`` (height, width, or
+    ``None``), else ``None``. It must be a list of polygons, each a flat list of >= 3 (x, y) pairs,
+    or an RLE ``{"size": [h, w], "counts": str | run lengths covering the image}``."""
     if isinstance(seg, list):
         if not seg:
             return "is an empty list; expected polygons [[x1, y1, x2, y2, ...], ...]"
@@ -112,43 +139,38 @@ def _check_segmentation(seg: Any, size: tuple[int, int] | None) -> str | None:
             if not set(map(type, poly)) <= _JSON_NUMBERS and not all(map(_is_number, poly)):
                 return "has a polygon with non-numeric coordinates"
         return None
-    if isinstance(seg, dict):
-        if "counts" not in seg or "size" not in seg:
-            return "is a dict without 'counts' and 'size'; expected an RLE {'size': [h, w], 'counts': ...}"
-        s = seg["size"]
-        if not (isinstance(s, list) and len(s) == 2 and all(_is_int(v) for v in s)):
-            return f"has RLE size {s!r}; expected [height, width]"
-        if size is not None and tuple(s) != size:
-            return f"has RLE size {s} but the image is [{size[0]}, {size[1]}] (height, width)"
-        if not isinstance(seg["counts"], str | list):
-            return "has RLE counts that are neither a string nor a list"
-        return None
-    return f"is {type(seg).__name__}; expected polygons (list) or RLE (dict)"
+    if not isinstance(seg, dict):
+        return f"is {type(seg).__name__}; expected polygons (list) or RLE (dict)"
+    if "counts" not in seg or "size" not in seg:
+        return (
+            "is a dict without 'counts' and 'size'; expected an RLE {'size': [h, w], 'counts': ...}"
+        )
+    s, counts = seg["size"], seg["counts"]
+    if not (isinstance(s, list) and len(s) == 2 and all(map(_is_int, s))):
+        return f"has RLE size {s!r}; expected [height, width]"
+    if size is not None and tuple(s) != size:
+        return f"has RLE size {s} but the image is [{size[0]}, {size[1]}] (height, width)"
+    if isinstance(counts, str):
+        return None if counts else "has empty RLE counts; expected a compressed RLE string"
+    if not isinstance(counts, list):
+        return "has RLE counts that are neither a string nor a list"
+    if not (all(_is_int(c) and c >= 0 for c in counts) and sum(counts) == s[0] * s[1]):
+        return (
+            "has RLE counts that are not run lengths of the image; expected non-negative "
+            f"integers summing to {s[0]} x {s[1]} = {s[0] * s[1]}"
+        )
+    return None
 
 
 def needs_segmentation(ann: dict[str, Any], mask_cat_ids: Collection[int]) -> bool:
-    """Whether the loader decodes the mask of annotation ``ann``: it is not a crowd region, its box has
-    a positive width and height, and its category is in ``mask_cat_ids``."""
+    """Whether the loader decodes the mask of ``ann``: it is not a crowd region, its box has a
+    positive width and height, and its category is in ``mask_cat_ids`` (the mask set)."""
     cid = ann.get("category_id")
     if ann.get("iscrowd", 0) or not _is_int(cid) or cid not in mask_cat_ids:
         return False
-    bbox = ann.get("bbox")
-    return not (
-        isinstance(bbox, list)
-        and len(bbox) == 4
-        and all(map(_is_number, bbox))
-        and (bbox[2] <= 0 or bbox[3] <= 0)
-    )
-
-
-def mask_category_ids(
-    a_cat_ids: Collection[int], all_cat_ids: Collection[int], masks: str
-) -> set[int]:
-    """The categories whose instances the loader decodes masks of: set A (``masks="A"``) or every
-    category (``masks="all"``, the oracle)."""
-    if masks not in MASK_SETS:
-        raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
-    return set(int(i) for i in (a_cat_ids if masks == "A" else all_cat_ids))
+    box = ann.get("bbox")
+    valid = isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))
+    return not (valid and (box[2] <= 0 or box[3] <= 0))
 
 
 def _split_name(split: Any) -> str:
@@ -159,27 +181,8 @@ def _split_name(split: Any) -> str:
     return f"a list of {len(split)} categories"
 
 
-def _count_keys() -> Counter:
-    return Counter(
-        {
-            k: 0
-            for k in (
-                "images",
-                "annotations",
-                "categories",
-                "crowd",
-                "images_without_annotations",
-                "zero_size_boxes",
-                "missing_images",
-                "unreadable_images",
-                "mask_categories",
-                "without_segmentation",
-            )
-        }
-    )
-
-
-def _finish(report: ValidationReport, counts: Counter) -> ValidationReport:
+def _finish(report: ValidationReport, counts: Counter | None = None) -> ValidationReport:
+    counts = Counter(dict.fromkeys(COUNT_KEYS, 0)) if counts is None else counts
     counts["problems"] = len(report.problems)
     counts["warnings"] = len(report.warnings)
     report.counts = dict(counts) | {f"problem:{k}": v for k, v in sorted(report.kinds.items())}
@@ -194,67 +197,16 @@ def validate_dataset(
     masks: str = "A",
     root: str | Path | None = None,
 ) -> ValidationReport:
-    """Check a COCO annotation file (and its images, when ``image_dir`` is given) by the loader's rules.
-
-    Args:
-        ann_file: the COCO instances JSON.
-        image_dir: its image folder; ``None`` checks the JSON only.
-        split: set A, as :class:`mxr.data.CocoInstances` takes it (``None``: every category;
-            ``"voc"`` / ``"nonvoc"``; a split JSON file, found as the loader finds it; a list of names
-            or ids).
-        masks: ``"A"`` (masks needed for set A only) or ``"all"`` (for every category).
-        root: folder for a relative split path (as the loader's ``root``).
-
-    Checks (see :func:`check_coco_data`): the file exists and is a JSON object with
-    ``images``/``annotations``/``categories`` lists; the split resolves; required fields and their
-    types; unique ids; annotations pointing at existing images and categories; ``bbox`` as 4 numbers
-    with non-negative size; ``segmentation`` present where the loader decodes it, and valid (polygons or
-    RLE whose size matches the image) wherever present; ``iscrowd`` in {0, 1}; image files present,
-    readable and of the declared size. Never raises on bad data: every finding goes into the report.
-    """
-    ann_file = Path(ann_file)
-    report = ValidationReport(str(ann_file), str(image_dir) if image_dir is not None else None)
-    if not ann_file.is_file():
-        report.problem("file", f"{ann_file}: annotation file not found")
-        return _finish(report, _count_keys())
+    """Check the COCO annotation file ``ann_file`` (and the images in ``image_dir`` unless ``None``)
+    by the loader's rules, with ``split``, ``masks`` and ``root`` as :class:`mxr.data.CocoInstances`
+    takes them. Never raises on bad data: every finding goes into the report."""
     try:
-        data = json.loads(ann_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        report.problem("file", f"{ann_file}: malformed JSON ({e}); expected a COCO annotation file")
-        return _finish(report, _count_keys())
-    if not isinstance(data, dict):
-        report.problem(
-            "file", f"{ann_file}: top level is {type(data).__name__}; expected a JSON object"
-        )
-        return _finish(report, _count_keys())
-    if masks not in MASK_SETS:
-        report.problem("split", f"masks={masks!r} is not valid; expected 'A' or 'all'")
-        return check_coco_data(data, ann_file, image_dir=image_dir, mask_cat_ids=(), report=report)
-
-    from mxr.data.splits import resolve_split, split_root
-
-    categories = data.get("categories")
-    usable = [
-        c
-        for c in (categories if isinstance(categories, list) else [])
-        if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)
-    ]
-    try:
-        a_ids, b_ids = resolve_split(
-            split, usable, split_root(split, ann_file, root), ann_file=ann_file
-        )
-    except (ValueError, FileNotFoundError) as e:
-        report.problem("split", f"{e} (no segmentation requirement was checked)")
-        return check_coco_data(data, ann_file, image_dir=image_dir, mask_cat_ids=(), report=report)
-    mask_ids = mask_category_ids(a_ids, [*a_ids, *b_ids], masks)
-    report.rules = (
-        f"Split {_split_name(split)}: {len(a_ids)} categories in A, {len(b_ids)} in B; masks={masks!r}: "
-        f"a segmentation is required on non-crowd annotations of {len(mask_ids)} categories"
-        + (" (set A)" if masks == "A" and b_ids else "")
-    )
-    return check_coco_data(
-        data, ann_file, image_dir=image_dir, mask_cat_ids=mask_ids, report=report
-    )
+        data = read_coco_json(ann_file)
+    except (FileNotFoundError, ValueError) as e:
+        report = ValidationReport(str(ann_file), None if image_dir is None else str(image_dir))
+        report.problem("file", str(e), type(e))
+        return _finish(report)
+    return check_coco_data(data, ann_file, image_dir=image_dir, split=split, masks=masks, root=root)
 
 
 def check_coco_data(
@@ -262,216 +214,232 @@ def check_coco_data(
     ann_file: str | Path,
     *,
     image_dir: str | Path | None = None,
-    mask_cat_ids: Collection[int] | None = None,
-    report: ValidationReport | None = None,
+    split: Any = None,
+    masks: str = "A",
+    root: str | Path | None = None,
 ) -> ValidationReport:
-    """Apply every rule to a COCO annotation dict read from ``ann_file``; the loader and the checker
-    both call this.
-
-    Args:
-        data: the parsed JSON (a dict).
-        ann_file: its path, named in every message.
-        image_dir: also check that each image file exists, is readable and has the declared size.
-        mask_cat_ids: categories whose non-crowd, non-empty annotations must carry a segmentation
-            (see :func:`needs_segmentation`); ``None`` means every category.
-        report: a report to add to (default: a new one).
+    """Apply every rule to ``data``, the parsed annotation file ``ann_file`` (named in messages);
+    ``image_dir`` also checks that each image exists, opens and has the declared size. ``split``,
+    ``masks`` and ``root``, as the loader takes them, decide which annotations need a segmentation.
     """
     ann_file = Path(ann_file)
-    if report is None:
-        report = ValidationReport(str(ann_file), str(image_dir) if image_dir is not None else None)
-    counts = _count_keys()
-    lists = {}
-    for key in ("images", "annotations", "categories"):
-        value = data.get(key)
-        if not isinstance(value, list):
-            found = "missing" if key not in data else type(value).__name__
-            report.problem("file", f"{ann_file}: field '{key}' is {found}; expected a list")
-            value = []
-        lists[key] = value
+    report = ValidationReport(str(ann_file), None if image_dir is None else str(image_dir))
+    check = _Checker(ann_file, report)
+    lists = check.lists(data)
     if image_dir is not None and not Path(image_dir).is_dir():
         report.problem("file", f"{image_dir}: image folder not found")
         image_dir = None
-    # Categories.
-    cat_ids: set[Any] = set()
-    names: Counter = Counter()
-    for i, cat in enumerate(lists["categories"]):
-        if not isinstance(cat, dict):
-            report.problem("category", f"{ann_file}: categories[{i}] is not an object")
-            continue
-        cid = cat.get("id")
-        if not _is_int(cid):
-            report.problem(
-                "category",
-                f"{ann_file}: categories[{i}] field 'id' is {cid!r}; expected an integer",
-            )
-        elif cid in cat_ids:
-            report.problem("category", f"{ann_file}: category id {cid} is duplicated")
-        else:
-            cat_ids.add(cid)
-        if not isinstance(cat.get("name"), str):
-            report.problem(
-                "category",
-                f"{ann_file}: category id {cid} field 'name' is {cat.get('name')!r}; expected a string",
-            )
-        else:
-            names[cat["name"]] += 1
-    for name, n in names.items():
-        if n > 1:
-            report.problem(
-                "category", f"{ann_file}: category name {name!r} is used by {n} categories"
-            )
-    counts["categories"] = len(lists["categories"])
-    cat_names = {c.get("id"): c.get("name") for c in lists["categories"] if isinstance(c, dict)}
-    mask_ids = set(cat_ids) if mask_cat_ids is None else set(mask_cat_ids)
-    counts["mask_categories"] = len(mask_ids & cat_ids)
-    mask_rule = (
-        "every category"
-        if mask_ids >= cat_ids
-        else f"{len(mask_ids & cat_ids)} of {len(cat_ids)} categories"
-    )
+    check.categories(lists["categories"])
+    check.split(split, masks, root)
+    check.images(lists["images"], image_dir)
+    for i, ann in enumerate(lists["annotations"]):
+        check.annotation(i, ann)
+    return check.finish(lists)
 
-    # Images.
-    images: dict[Any, tuple[int, int] | None] = {}
-    for i, img in enumerate(lists["images"]):
-        if not isinstance(img, dict):
-            report.problem("image", f"{ann_file}: images[{i}] is not an object")
-            continue
-        iid = img.get("id")
-        if not _is_int(iid):
-            report.problem(
-                "image", f"{ann_file}: images[{i}] field 'id' is {iid!r}; expected an integer"
+
+class _Checker:
+    """One pass of the rules over a parsed file; each method checks one part, into ``report``."""
+
+    def __init__(self, ann_file: Path, report: ValidationReport) -> None:
+        self.file, self.report = ann_file, report
+        self.counts = Counter(dict.fromkeys(COUNT_KEYS, 0))
+        self.cat_names: dict[int, Any] = {}  # category id -> name
+        self.sizes: dict[int, tuple[int, int] | None] = {}  # image id -> (height, width)
+        self.mask_ids: set[int] = set()  # categories whose annotations need a segmentation
+        self.ann_ids: set[int] = set()
+        self.annotated: set[int] = set()  # images with an annotation
+
+    def bad(self, kind: str, what: str) -> None:
+        """Record the problem ``what`` of the annotation file."""
+        self.report.problem(kind, f"{self.file}: {what}")
+
+    def lists(self, data: dict[str, Any]) -> dict[str, list]:
+        """``images``, ``annotations`` and ``categories`` are lists (checked as empty otherwise)."""
+        lists = {}
+        for key in ("images", "annotations", "categories"):
+            lists[key] = data.get(key)
+            if not isinstance(lists[key], list):
+                found = type(lists[key]).__name__ if key in data else "missing"
+                self.bad("file", f"field '{key}' is {found}; expected a list")
+                lists[key] = []
+        return lists
+
+    def categories(self, categories: list) -> None:
+        """Each category is an object with a unique integer ``id`` and a unique string ``name``."""
+        names: Counter = Counter()
+        for i, cat in enumerate(categories):
+            if not isinstance(cat, dict):
+                self.bad("category", f"categories[{i}] is not an object")
+                continue
+            cid, name = cat.get("id"), cat.get("name")
+            if not _is_int(cid):
+                self.bad("category", f"categories[{i}] field 'id' is {cid!r}; expected an integer")
+            elif cid in self.cat_names:
+                self.bad("category", f"category id {cid} is duplicated")
+            else:
+                self.cat_names[cid] = name
+            if isinstance(name, str):
+                names[name] += 1
+            else:
+                self.bad(
+                    "category", f"category id {cid} field 'name' is {name!r}; expected a string"
+                )
+        for name, n in names.items():
+            if n > 1:
+                self.bad("category", f"category name {name!r} is used by {n} categories")
+
+    def split(self, split: Any, masks: str, root: str | Path | None) -> None:
+        """Resolve ``split`` as the loader does; the mask set is set A (``masks="A"``) or every
+        category (``masks="all"``, the oracle)."""
+        name = _split_name(split)
+        unresolved = "not resolved, so no segmentation requirement was checked"
+        self.report.rules = f"Split {name}, masks={masks!r}: {unresolved}"
+        if masks not in MASK_SETS:
+            self.report.problem("split", f"masks={masks!r} is not valid; expected 'A' or 'all'")
+            return
+        cats = [{"id": i, "name": n} for i, n in self.cat_names.items() if isinstance(n, str)]
+        try:
+            a, b = resolve_split(
+                split, cats, split_root(split, self.file, root), ann_file=self.file
             )
-            continue
-        if iid in images:
-            report.problem("image", f"{ann_file}: image id {iid} is duplicated")
-            continue
-        w, h = img.get("width"), img.get("height")
-        size = None
-        if not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
-            report.problem(
-                "image",
-                f"{ann_file}: image id {iid} fields 'width'/'height' are {w!r}/{h!r}; expected positive integers",
-            )
-        else:
-            size = (h, w)
-        images[iid] = size
-        fname = img.get("file_name")
-        if not isinstance(fname, str) or not fname:
-            report.problem(
-                "image",
-                f"{ann_file}: image id {iid} field 'file_name' is {fname!r}; expected a file name",
-            )
-            continue
-        if image_dir is None:
-            continue
-        path = Path(image_dir) / fname
+        except (ValueError, FileNotFoundError) as e:
+            self.report.problem("split", str(e), type(e))
+            return
+        self.report.a_cat_ids, self.report.b_cat_ids = a, b
+        self.mask_ids = set(a if masks == "A" else a + b)
+        self.report.rules = (
+            f"Split {name}: {len(a)} categories in A, {len(b)} in B; masks={masks!r}: a "
+            f"segmentation is required on non-crowd annotations of {len(self.mask_ids)} categories"
+            + (" (set A)" if masks == "A" and b else "")
+        )
+
+    def images(self, images: list, image_dir: str | Path | None) -> None:
+        """Each image is an object with a unique integer ``id``, positive integer ``width`` and
+        ``height`` and a ``file_name`` (with ``image_dir``: of a readable image of that size)."""
+        for i, img in enumerate(images):
+            if not isinstance(img, dict):
+                self.bad("image", f"images[{i}] is not an object")
+                continue
+            iid, w, h, name = (img.get(k) for k in ("id", "width", "height", "file_name"))
+            if not _is_int(iid):
+                self.bad("image", f"images[{i}] field 'id' is {iid!r}; expected an integer")
+                continue
+            if iid in self.sizes:
+                self.bad("image", f"image id {iid} is duplicated")
+                continue
+            self.sizes[iid] = (h, w) if _is_int(w) and _is_int(h) and w > 0 and h > 0 else None
+            if self.sizes[iid] is None:
+                what = f"fields 'width'/'height' are {w!r}/{h!r}; expected positive integers"
+                self.bad("image", f"image id {iid} {what}")
+            if not isinstance(name, str) or not name:
+                self.bad(
+                    "image", f"image id {iid} field 'file_name' is {name!r}; expected a file name"
+                )
+            elif image_dir is not None:
+                self.image_file(Path(image_dir) / name, iid)
+
+    def image_file(self, path: Path, iid: int) -> None:
+        """The image file exists, opens, and has the size the annotation file declares."""
         if not path.is_file():
-            counts["missing_images"] += 1
-            report.problem("image file", f"{path}: image file not found (image id {iid})")
-            continue
+            self.counts["missing_images"] += 1
+            self.report.problem("image file", f"{path}: image file not found (image id {iid})")
+            return
         try:
             with Image.open(path) as im:
-                actual = im.size  # (width, height), header only
+                width, height = im.size  # the header only
         except (UnidentifiedImageError, OSError) as e:
-            counts["unreadable_images"] += 1
-            report.problem("image file", f"{path}: not a readable image (image id {iid}): {e}")
-            continue
-        if size is not None and actual != (w, h):
-            report.problem(
-                "image file",
-                f"{path}: image id {iid} is {actual[0]}x{actual[1]} pixels; the annotation file says {w}x{h}",
-            )
-    counts["images"] = len(images)
+            self.counts["unreadable_images"] += 1
+            self.report.problem("image file", f"{path}: not a readable image (image id {iid}): {e}")
+            return
+        size = self.sizes[iid]
+        if size is not None and (height, width) != size:
+            what = f"is {width}x{height} pixels; the annotation file says {size[1]}x{size[0]}"
+            self.report.problem("image file", f"{path}: image id {iid} {what}")
 
-    # Annotations.
-    ann_ids: set[Any] = set()
-    images_with_anns: set[Any] = set()
-    for i, ann in enumerate(lists["annotations"]):
+    def annotation(self, i: int, ann: Any) -> None:
+        """One annotation: a unique integer ``id``; ``image_id``, ``category_id`` and ``bbox``,
+        pointing at an image and a category; the values of ``iscrowd``, ``segmentation``, ``area``.
+        """
         if not isinstance(ann, dict):
-            report.problem("annotation", f"{ann_file}: annotations[{i}] is not an object")
-            continue
+            self.bad("annotation", f"annotations[{i}] is not an object")
+            return
         aid = ann.get("id")
-        label = (
-            f"{ann_file}: annotation id {aid}"
-            if aid is not None
-            else f"{ann_file}: annotations[{i}]"
-        )
+        at = f"annotation id {aid}" if aid is not None else f"annotations[{i}]"
         if not _is_int(aid):
-            report.problem("annotation", f"{label}: field 'id' is {aid!r}; expected an integer")
-        elif aid in ann_ids:
-            report.problem("annotation", f"{label}: id is duplicated")
+            self.bad("annotation", f"{at}: field 'id' is {aid!r}; expected an integer")
+        elif aid in self.ann_ids:
+            self.bad("annotation", f"{at}: id is duplicated")
         else:
-            ann_ids.add(aid)
-        missing = [f for f in ("image_id", "category_id", "bbox") if f not in ann]
-        for f in missing:
-            report.problem("missing field", f"{label}: missing required field '{f}'")
-        iid = ann.get("image_id")
-        iid_key = iid if _is_int(iid) else None  # lists or dicts are no ids (nor hashable)
-        if "image_id" in ann:
-            if iid_key not in images:
-                report.problem(
-                    "annotation", f"{label}: image_id={iid!r} is not an image id in 'images'"
-                )
-            else:
-                images_with_anns.add(iid_key)
-        cid = ann.get("category_id")
-        cid_key = cid if _is_int(cid) else None
-        if "category_id" in ann and cid_key not in cat_ids:
-            report.problem(
-                "annotation", f"{label}: category_id={cid!r} is not a category id in 'categories'"
+            self.ann_ids.add(aid)
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in ann:
+                self.bad("missing field", f"{at}: missing required field '{key}'")
+        iid, cid = _int_or_none(ann.get("image_id")), _int_or_none(ann.get("category_id"))
+        if "image_id" in ann and iid not in self.sizes:
+            self.bad(
+                "annotation", f"{at}: image_id={ann['image_id']!r} is not an image id in 'images'"
             )
+        self.annotated.add(iid)  # what it points at (None, or an unknown id, changes no count)
+        if "category_id" in ann and cid not in self.cat_names:
+            what = f"category_id={ann['category_id']!r} is not a category id in 'categories'"
+            self.bad("annotation", f"{at}: {what}")
         if "segmentation" not in ann:
-            counts["without_segmentation"] += 1
-            cname = cat_names.get(cid_key, cid)
-            if needs_segmentation(ann, mask_ids):
-                report.problem(
-                    "missing field",
-                    f"{label}: missing required field 'segmentation' (category {cname!r} is in "
-                    f"the mask set: {mask_rule}; a box-only class belongs in set B)",
-                )
-            elif ann.get("iscrowd", 0) == 1 and cid_key in mask_ids:
-                report.warnings.append(
-                    f"{label}: crowd region of category {cname!r} has no 'segmentation' (COCOeval "
-                    "needs it to ignore detections there when scoring masks)"
-                )
+            self.no_segmentation(ann, at, cid)
         crowd = ann.get("iscrowd", 0)
         if crowd not in (0, 1):
-            report.problem("annotation", f"{label}: field 'iscrowd' is {crowd!r}; expected 0 or 1")
+            self.bad("annotation", f"{at}: field 'iscrowd' is {crowd!r}; expected 0 or 1")
         elif crowd == 1:
-            counts["crowd"] += 1
+            self.counts["crowd"] += 1
         if "bbox" in ann:
-            bbox = ann["bbox"]
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-                report.problem(
-                    "bbox",
-                    f"{label}: field 'bbox' is {bbox!r}; expected [x, y, width, height] numbers",
-                )
-            elif bbox[2] < 0 or bbox[3] < 0:
-                report.problem(
-                    "bbox", f"{label}: field 'bbox' has negative width/height {bbox}; expected >= 0"
-                )
-            else:
-                if bbox[2] == 0 or bbox[3] == 0:
-                    counts["zero_size_boxes"] += 1
-                    report.warnings.append(f"{label}: zero-size bbox {bbox} (the loader drops it)")
-                size = images.get(iid_key)
-                if size is not None and (
-                    bbox[0] < -1
-                    or bbox[1] < -1
-                    or bbox[0] + bbox[2] > size[1] + 1
-                    or bbox[1] + bbox[3] > size[0] + 1
-                ):
-                    report.warnings.append(
-                        f"{label}: bbox {bbox} extends past the {size[1]}x{size[0]} image (the loader clips it)"
-                    )
+            self.bbox(ann["bbox"], at, self.sizes.get(iid))
         if "segmentation" in ann:
-            why = _check_segmentation(ann["segmentation"], images.get(iid_key))
+            why = segmentation_problem(ann["segmentation"], self.sizes.get(iid))
             if why:
-                report.problem("segmentation", f"{label}: field 'segmentation' {why}")
+                self.bad("segmentation", f"{at}: field 'segmentation' {why}")
         if "area" in ann and not _is_number(ann["area"]):
-            report.problem(
-                "annotation", f"{label}: field 'area' is {ann['area']!r}; expected a number"
+            self.bad("annotation", f"{at}: field 'area' is {ann['area']!r}; expected a number")
+
+    def no_segmentation(self, ann: dict[str, Any], at: str, cid: int | None) -> None:
+        """An annotation without a mask: a problem where the loader decodes one (see
+        :func:`needs_segmentation`); a warning on a crowd region of a mask class."""
+        self.counts["without_segmentation"] += 1
+        name = self.cat_names.get(cid, ann.get("category_id"))
+        if needs_segmentation(ann, self.mask_ids):
+            ids, n = set(self.cat_names), len(self.mask_ids & set(self.cat_names))
+            rule = "every category" if self.mask_ids >= ids else f"{n} of {len(ids)} categories"
+            why = f"category {name!r} is in the mask set: {rule}; a box-only class belongs in set B"
+            self.bad("missing field", f"{at}: missing required field 'segmentation' ({why})")
+        elif ann.get("iscrowd", 0) == 1 and cid in self.mask_ids:
+            self.report.warnings.append(
+                f"{self.file}: {at}: crowd region of category {name!r} has no 'segmentation' "
+                "(COCOeval needs it to ignore detections there when scoring masks)"
             )
-    counts["annotations"] = len(lists["annotations"])
-    counts["images_without_annotations"] = len(set(images) - images_with_anns)
-    return _finish(report, counts)
+
+    def bbox(self, bbox: Any, at: str, size: tuple[int, int] | None) -> None:
+        """``bbox`` is ``[x, y, width, height]`` numbers, width and height >= 0; a zero-size box
+        (dropped by the loader) and a box past the image edge (clipped) are warnings."""
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            self.bad(
+                "bbox", f"{at}: field 'bbox' is {bbox!r}; expected [x, y, width, height] numbers"
+            )
+            return
+        x, y, w, h = bbox
+        if w < 0 or h < 0:
+            self.bad("bbox", f"{at}: field 'bbox' has negative width/height {bbox}; expected >= 0")
+            return
+        warn = self.report.warnings.append
+        if w == 0 or h == 0:
+            self.counts["zero_size_boxes"] += 1
+            warn(f"{self.file}: {at}: zero-size bbox {bbox} (the loader drops it)")
+        if size is not None and (x < -1 or y < -1 or x + w > size[1] + 1 or y + h > size[0] + 1):
+            where = f"the {size[1]}x{size[0]} image"
+            warn(f"{self.file}: {at}: bbox {bbox} extends past {where} (the loader clips it)")
+
+    def finish(self, lists: dict[str, list]) -> ValidationReport:
+        """The report, with its counts."""
+        c = self.counts
+        c["images"], c["annotations"] = len(self.sizes), len(lists["annotations"])
+        c["categories"] = len(lists["categories"])
+        c["mask_categories"] = len(self.mask_ids & set(self.cat_names))
+        c["images_without_annotations"] = len(set(self.sizes) - self.annotated)
+        return _finish(self.report, c)
