@@ -21,7 +21,7 @@ import contextlib
 import copy
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,11 +247,46 @@ def detect_and_mask_boxes(
 # --------------------------------------------------------------------------------------------------
 # the whole evaluation
 # --------------------------------------------------------------------------------------------------
-def _batches(n: int, batch_size: int) -> list[range]:
-    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+def _inference(
+    model: nn.Module,
+    dataset: Any,
+    indices: Sequence[int],
+    *,
+    device: torch.device,
+    batch_size: int,
+    detect: bool,
+    true_boxes: bool,
+    progress: bool = False,
+) -> Iterator[tuple[list[int], list[Tensor], list[dict[str, Tensor]], Any, Any]]:
+    """The one inference loop: per batch of ``indices``, ``(indices, images, targets, detections,
+    masks)``: the detections (when ``detect``) and, from the same backbone pass, the ``(M, H, W)``
+    mask probabilities for the true boxes and classes of the instances with a true mask (when
+    ``true_boxes``). The model is put in eval mode and restored afterwards."""
+    from tqdm.auto import tqdm
+
+    m = _mxr_model(model) if true_boxes else _unwrap(model)
+    was_training = m.training
+    m.eval()
+    try:
+        batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        for idx in tqdm(batches, desc="eval", disable=not progress):
+            samples = [dataset[int(i)] for i in idx]
+            images = [s[0].to(device) for s in samples]
+            targets = [s[1] for s in samples]
+            if not true_boxes:
+                with torch.no_grad():
+                    detections = m(images)
+                yield list(idx), images, targets, detections, None
+                continue
+            keep = [_mask_rows(t) for t in targets]
+            boxes = [t["boxes"][k].to(device) for t, k in zip(targets, keep, strict=True)]
+            labels = [t["labels"][k].to(device) for t, k in zip(targets, keep, strict=True)]
+            detections, masks = m.detect_and_mask_boxes(images, boxes, labels, detect=detect)
+            yield list(idx), images, targets, detections, masks
+    finally:
+        m.train(was_training)
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -261,6 +296,7 @@ def evaluate(
     progress: bool = True,
     mask_iou: bool = False,
     mask_threshold: float = 0.5,
+    records: list[InstanceIoU] | None = None,
 ) -> dict[str, Any]:
     """Detect on every image of ``dataset`` and score it with COCOeval per class set.
 
@@ -272,37 +308,27 @@ def evaluate(
         device: where to run the model.
         batch_size: images per forward pass.
         progress: show a tqdm bar.
-        mask_iou: also compute the mean mask IoU given true boxes (``results[set]["mask_iou"]``).
+        mask_iou: also score mask IoU given true boxes (``results[set]["mask_iou"]["mIoU"]``, the
+            mean over the set's instances of :func:`score_instances`' records).
         mask_threshold: binarisation threshold for predicted masks.
+        records: a list that receives those per-instance records (with ``mask_iou``).
 
     Returns:
         ``{"A"|"B"|"all": {"segm": {...}, "bbox": {...}[, "mask_iou": {"mIoU"}]}}`` in 0–100.
     """
-    from tqdm.auto import tqdm
-
-    m = _unwrap(model)
-    was_training = m.training
-    m.eval()
     device = torch.device(device)
     results: list[dict[str, Any]] = []
-    ious: dict[int, list[float]] = {}
-    try:
-        for idx in tqdm(_batches(len(dataset), batch_size), desc="eval", disable=not progress):
-            samples = [dataset[i] for i in idx]
-            images = [s[0].to(device) for s in samples]
-            targets = [s[1] for s in samples]
-            gt = _gt_for_mask_iou(targets, device) if mask_iou else None
-            outputs, gt_box_masks = detect_and_mask_boxes(
-                m, images, *(gt[:2] if gt else (None, None))
-            )
-            image_ids = [int(t["image_id"]) for t in targets]
-            results += outputs_to_coco(
-                outputs, image_ids, dataset.label_to_cat_id, mask_threshold=mask_threshold
-            )
-            if gt is not None and gt_box_masks is not None:
-                _accumulate_ious(gt_box_masks, gt[2], gt[1], ious, mask_threshold)
-    finally:
-        m.train(was_training)
+    scored: list[InstanceIoU] = [] if records is None else records
+    for idx, _, targets, outputs, masks in _inference(
+        model, dataset, range(len(dataset)), device=device, batch_size=batch_size, detect=True,
+        true_boxes=mask_iou, progress=progress,
+    ):  # fmt: skip
+        image_ids = [int(t["image_id"]) for t in targets]
+        results += outputs_to_coco(
+            outputs, image_ids, dataset.label_to_cat_id, mask_threshold=mask_threshold
+        )
+        for i, t, p in zip(idx, targets, masks or [], strict=False):
+            scored += score_instances(i, t, p, mask_threshold)
     a, b = [int(c) for c in dataset.a_cat_ids], [int(c) for c in dataset.b_cat_ids]
     sets = {"A": a, "B": b, "all": sorted(a + b)}
     out: dict[str, Any] = coco_evaluate(
@@ -310,8 +336,10 @@ def evaluate(
     )
     if mask_iou:
         cat_of = dataset.label_to_cat_id
+        order = dict.fromkeys(r.label for r in scored)  # labels as they first appear
         for name, ids in sets.items():
-            vals = [v for lab, vs in ious.items() if _cat_id(cat_of, lab) in ids for v in vs]
+            vals = [r.iou for lab in order if _cat_id(cat_of, lab) in ids
+                    for r in scored if r.label == lab]  # fmt: skip
             out[name]["mask_iou"] = {"mIoU": round(100 * float(np.mean(vals)), 3) if vals else None}
     return out
 
@@ -325,38 +353,12 @@ def has_mask_of(target: Mapping[str, Tensor]) -> Tensor:
     return has.bool()
 
 
-def _gt_for_mask_iou(
-    targets: list[dict[str, Tensor]], device: torch.device
-) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """Per image: boxes ``(M, 4)``, labels ``(M,)`` and masks ``(M, H, W)`` of the instances with a
-    ground-truth mask."""
-    boxes, labels, gts = [], [], []
-    for t in targets:
-        keep = has_mask_of(t)
-        if "has_mask" in t and len(t["masks"]) != int(keep.sum()):
-            raise ValueError(
-                "target masks do not match has_mask; load the dataset with masks='all'"
-            )
-        boxes.append(t["boxes"][keep].to(device))
-        labels.append(t["labels"][keep].to(device))
-        gts.append(t["masks"].to(device).bool())
-    return boxes, labels, gts
-
-
-def _accumulate_ious(
-    preds: list[Tensor],
-    gts: list[Tensor],
-    labels: list[Tensor],
-    ious: dict[int, list[float]],
-    threshold: float,
-) -> None:
-    """Add the IoU of each predicted ``(M, H, W)`` mask with its ground truth, by label."""
-    for p, g, lab in zip(preds, gts, labels, strict=True):
-        if len(lab) == 0:
-            continue
-        iou = mask_iou(p > threshold, g)
-        for label, v in zip(lab.tolist(), iou.tolist(), strict=True):
-            ious.setdefault(int(label), []).append(float(v))
+def _mask_rows(target: Mapping[str, Tensor]) -> Tensor:
+    """``has_mask_of(target)``, checked against the target's masks (one per flagged instance)."""
+    keep = has_mask_of(target)
+    if "has_mask" in target and len(target["masks"]) != int(keep.sum()):
+        raise ValueError("target masks do not match has_mask; load the dataset with masks='all'")
+    return keep
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,7 +404,23 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
 
 
-@torch.no_grad()
+def score_instances(
+    index: int, target: Mapping[str, Tensor], probs: Tensor, threshold: float = 0.5
+) -> list[InstanceIoU]:
+    """The records of dataset item ``index``: each instance with a true mask scored by the
+    predicted probabilities ``probs`` ``(M, H, W)`` for its true box and class (the one rule that
+    eval.json's mIoU, the galleries and the probes share)."""
+    inst = mask_instances(target)
+    if not inst:
+        return []
+    gt = target["masks"].bool()
+    ious = mask_iou(probs.cpu() > threshold, gt)
+    h, w = gt.shape[-2:]
+    base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
+    return [InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
+            for k, i in enumerate(inst)]  # fmt: skip
+
+
 def instance_masks(
     model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
@@ -412,18 +430,11 @@ def instance_masks(
         ``(image, target, instances, probs)``: the image ``(3, H, W)``, its target, the instance
         numbers that carry a true mask (M of them), and the predicted probabilities ``(M, H, W)``.
     """
-    image, target = ds[index]
-    inst = mask_instances(target)
-    if not inst:
-        return image, target, inst, torch.zeros((0, *image.shape[-2:]))
-    model.eval()
-    probs = masks_from_boxes(
-        model,
-        [image.to(device)],
-        [target["boxes"][inst].to(device)],
-        [target["labels"][inst].to(device)],
-    )[0]
-    return image, target, inst, probs.cpu()
+    ((_, (image,), (target,), _, (probs,)),) = _inference(
+        model, ds, [index], device=torch.device(device), batch_size=1, detect=False,
+        true_boxes=True,
+    )  # fmt: skip
+    return image.cpu(), target, mask_instances(target), probs.cpu()
 
 
 def instance_ious(
@@ -433,24 +444,18 @@ def instance_ious(
     device: str | torch.device = "cpu",
     threshold: float = 0.5,
 ) -> list[InstanceIoU]:
-    """Score every true instance with a mask in ``indices`` (default: the whole dataset).
+    """Score every true instance with a mask in ``indices`` (default: the whole dataset), one image
+    per forward pass (:func:`score_instances`).
 
     The dataset must carry masks of every class (``masks="all"``, as the val/test datasets of
     :func:`mxr.engine.build_dataset` do), or B instances are skipped.
     """
-    out = []
-    for index in range(len(ds)) if indices is None else indices:
-        image, target, inst, probs = instance_masks(model, ds, int(index), device)
-        if not inst:
-            continue
-        gt = target["masks"].bool()
-        ious = mask_iou(probs > threshold, gt)
-        h, w = image.shape[-2:]
-        base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
-        for k, i in enumerate(inst):
-            out.append(
-                InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
-            )
+    out: list[InstanceIoU] = []
+    for (i,), _, (target,), _, (probs,) in _inference(
+        model, ds, list(range(len(ds)) if indices is None else indices),
+        device=torch.device(device), batch_size=1, detect=False, true_boxes=True,
+    ):  # fmt: skip
+        out += score_instances(i, target, probs, threshold)
     return out
 
 
