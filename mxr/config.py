@@ -11,10 +11,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,19 +40,46 @@ BOX_HEADS = ("2fc", "4conv1fc")
 BOX_PREDICTOR_INITS = ("torchvision", "detectron")
 OPTIMIZERS = ("sgd", "adamw")
 
-
-def _choice(section: str, name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"{section}.{name}={value!r} is not valid; expected one of {', '.join(map(repr, choices))}"
-        )
+#: A field's rule: (whether a value is valid, what the error says was expected).
+Rule = tuple[Callable[[Any], bool], str]
 
 
-def _positive(section: str, name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{section}.{name}={value!r} is not valid; expected a positive integer")
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _one_of(choices: Sequence[Any]) -> Rule:
+    return (lambda v: v in choices), "one of " + ", ".join(map(repr, choices))
+
+
+_BOOL: Rule = (lambda v: isinstance(v, bool)), "true or false"
+_POSITIVE: Rule = (lambda v: _is_int(v) and v > 0), "a positive integer"
+_POSITIVE_OR_NONE: Rule = (lambda v: v is None or (_is_int(v) and v > 0)), "a positive integer"
+_NON_NEGATIVE: Rule = (lambda v: _is_number(v) and not v < 0), "a non-negative number"
+_NON_NEGATIVE_OR_NULL: Rule = (
+    (lambda v: v is None or _NON_NEGATIVE[0](v)),
+    "a non-negative number or null",
+)
+_NON_NEGATIVE_INT: Rule = (lambda v: not v < 0), ">= 0"  # a str fails with the < TypeError
+_FRACTION: Rule = (lambda f: _is_number(f) and 0 < f <= 1), "a number in (0, 1]"
+_PROBABILITY: Rule = (lambda p: isinstance(p, int | float) and 0 <= p <= 1), "a number in [0, 1]"
+_PATH_OR_NONE: Rule = (lambda v: v is None or isinstance(v, str)), "a file path"
+
+
+def _invalid(section: str, name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"{section}.{name}={value!r} is not valid; expected {expected}")
+
+
+def _check(section: str, cfg: Any, rules: Sequence[tuple[str, Rule]]) -> None:
+    """Raise for the first field (of each rule's space-separated names) that breaks its rule."""
+    for names, (ok, expected) in rules:
+        for name in names.split():
+            if not ok(value := getattr(cfg, name)):
+                raise _invalid(section, name, value, expected)
 
 
 @dataclass(frozen=True)
@@ -109,91 +137,62 @@ class ModelConfig:
     init_seed: int = 0
 
     def __post_init__(self) -> None:
-        s = "model"
-        _choice(s, "backbone", self.backbone, BACKBONES)
-        _choice(s, "mask_head", self.mask_head, MASK_HEADS)
-        _choice(s, "transfer_input", self.transfer_input, TRANSFER_INPUTS)
-        _choice(s, "transfer_layers", self.transfer_layers, TRANSFER_LAYERS)
-        _choice(s, "transfer_activation", self.transfer_activation, TRANSFER_ACTIVATIONS)
-        _choice(s, "mlp_form", self.mlp_form, MLP_FORMS)
-        _choice(s, "box_head", self.box_head, BOX_HEADS)
-        _choice(s, "box_predictor_init", self.box_predictor_init, BOX_PREDICTOR_INITS)
-        for name in ("stop_grad", "mlp_fusion", "transfer_zero_init"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"{s}.{name}={getattr(self, name)!r} is not valid; expected true or false"
-                )
+        rules = [
+            ("backbone", _one_of(BACKBONES)),
+            ("mask_head", _one_of(MASK_HEADS)),
+            ("transfer_input", _one_of(TRANSFER_INPUTS)),
+            ("transfer_layers", _one_of(TRANSFER_LAYERS)),
+            ("transfer_activation", _one_of(TRANSFER_ACTIVATIONS)),
+            ("mlp_form", _one_of(MLP_FORMS)),
+            ("box_head", _one_of(BOX_HEADS)),
+            ("box_predictor_init", _one_of(BOX_PREDICTOR_INITS)),
+            ("stop_grad mlp_fusion transfer_zero_init", _BOOL),
+        ]
+        _check("model", self, rules)
         if self.transfer_input in FILE_EMBEDDING_INPUTS and not self.class_embedding:
             raise ValueError(
                 f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
                 'expected a JSON file {"<category name>": [floats]} or an .npy file with a '
                 ".names.txt beside it (see data/README.md)"
             )
-        if self.class_embedding is not None and not isinstance(self.class_embedding, str):
-            raise ValueError(
-                f"model.class_embedding={self.class_embedding!r} is not valid; expected a file path"
-            )
-        _positive(s, "randn_dim", self.randn_dim)
-        _positive(s, "num_classes", self.num_classes, allow_none=True)
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(
-                f"model.num_classes={self.num_classes} is not valid; expected at least 2 "
-                "(background + one class)"
-            )
-        if self.mask_classes is not None:
-            mc = self.mask_classes
+        rules = [
+            ("class_embedding", _PATH_OR_NONE),
+            ("randn_dim", _POSITIVE),
+            ("num_classes", _POSITIVE_OR_NONE),
+            ("num_classes", (lambda v: v is None or v >= 2, "at least 2 (background + one class)")),
+        ]
+        _check("model", self, rules)
+        if (mc := self.mask_classes) is not None:
             if isinstance(mc, str) or not isinstance(mc, Iterable):
-                raise ValueError(
-                    f"model.mask_classes={mc!r} is not valid; expected a list of labels"
-                )
-            mc = tuple(mc)
-            object.__setattr__(self, "mask_classes", mc)
-            bad = [c for c in mc if isinstance(c, bool) or not isinstance(c, int) or c < 1]
-            if self.num_classes is not None:
-                bad += [c for c in mc if isinstance(c, int) and c >= self.num_classes]
-            if bad or not mc or len(set(mc)) != len(mc):
-                raise ValueError(
-                    f"model.mask_classes={mc!r} is not valid; expected distinct labels in "
-                    f"1..{(self.num_classes or 0) - 1 if self.num_classes else 'num_classes-1'}"
-                )
+                raise _invalid("model", "mask_classes", mc, "a list of labels")
+            object.__setattr__(self, "mask_classes", mc := tuple(mc))
+            top = self.num_classes - 1 if self.num_classes else None
+            in_range = all(_is_int(c) and 1 <= c and (top is None or c <= top) for c in mc)
+            if not (in_range and mc and len(set(mc)) == len(mc)):
+                expected = f"distinct labels in 1..{top or 'num_classes-1'}"
+                raise _invalid("model", "mask_classes", mc, expected)
         if self.anchor_sizes is not None:
             object.__setattr__(self, "anchor_sizes", tuple(self.anchor_sizes))
-        for name in (
-            "min_size",
-            "max_size",
-            "mlp_channels",
-            "mask_head_convs",
-            "rpn_batch_size_per_image",
-            "rpn_pre_nms_top_n_train",
-            "rpn_post_nms_top_n_train",
-            "rpn_pre_nms_top_n_test",
-            "rpn_post_nms_top_n_test",
-            "box_batch_size_per_image",
-            "box_detections_per_img",
-        ):
-            _positive(s, name, getattr(self, name))
-        for name in ("fpn_channels", "box_fc_dim", "mask_head_channels"):
-            _positive(s, name, getattr(self, name), allow_none=True)
-        f = self.box_positive_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
-            raise ValueError(
-                f"model.box_positive_fraction={f!r} is not valid; expected a number in (0, 1]"
-            )
+        rules = [
+            ("min_size max_size mlp_channels mask_head_convs rpn_batch_size_per_image", _POSITIVE),
+            ("rpn_pre_nms_top_n_train rpn_post_nms_top_n_train rpn_pre_nms_top_n_test", _POSITIVE),
+            ("rpn_post_nms_top_n_test box_batch_size_per_image box_detections_per_img", _POSITIVE),
+            ("fpn_channels box_fc_dim mask_head_channels", _POSITIVE_OR_NONE),
+            ("box_positive_fraction", _FRACTION),
+        ]
+        _check("model", self, rules)
         if self.max_size < self.min_size:
-            raise ValueError(
-                f"model.max_size={self.max_size} is not valid; expected >= min_size={self.min_size}"
-            )
+            raise _invalid("model", "max_size", self.max_size, f">= min_size={self.min_size}")
 
     def resolved(self) -> ModelConfig:
         """A copy with every ``None`` head size replaced by the backbone's default."""
         tiny = self.backbone == "tiny"
+        anchors = (16, 32, 64, 128, 256) if self.min_size < 400 else (32, 64, 128, 256, 512)
         defaults = {
             "fpn_channels": 64 if tiny else 256,
             "box_fc_dim": 256 if tiny else 1024,
             "mask_head_channels": 64 if tiny else 256,
-            "anchor_sizes": (8, 16, 32, 64)
-            if tiny
-            else ((16, 32, 64, 128, 256) if self.min_size < 400 else (32, 64, 128, 256, 512)),
+            "anchor_sizes": (8, 16, 32, 64) if tiny else anchors,
         }
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **changes)
@@ -224,15 +223,14 @@ class DataConfig:
     generate: bool = True  # ShapesX only: generate the dataset if root is missing
 
     def __post_init__(self) -> None:
-        _choice("data", "train_masks", self.train_masks, ("A", "all"))
-        if not (isinstance(self.flip_prob, int | float) and 0.0 <= self.flip_prob <= 1.0):
-            raise ValueError(
-                f"data.flip_prob={self.flip_prob!r} is not valid; expected a number in [0, 1]"
-            )
+        rules = [
+            ("train_masks", _one_of(("A", "all"))),
+            ("flip_prob", _PROBABILITY),
+            ("num_workers", _NON_NEGATIVE_INT),
+        ]
+        _check("data", self, rules)
         if isinstance(self.split, list):
             object.__setattr__(self, "split", tuple(self.split))
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers={self.num_workers!r} is not valid; expected >= 0")
 
     def path(self, name: str) -> Path:
         """Absolute-or-relative path of field ``name`` (e.g. ``"val_annotations"``) under ``root``."""
@@ -276,45 +274,24 @@ class TrainConfig:
     aspect_ratio_grouping: bool = False
 
     def __post_init__(self) -> None:
-        s = "train"
-        _positive(s, "max_nonfinite_iters", self.max_nonfinite_iters)
-        if not isinstance(self.aspect_ratio_grouping, bool):
-            raise ValueError(
-                f"train.aspect_ratio_grouping={self.aspect_ratio_grouping!r} is not valid; "
-                "expected true or false"
-            )
-        for name in ("bias_lr_factor", "weight_decay_bias"):
-            v = getattr(self, name)
-            if v is None and name == "weight_decay_bias":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise ValueError(
-                    f"train.{name}={v!r} is not valid; expected a non-negative number"
-                    + (" or null" if name == "weight_decay_bias" else "")
-                )
-        for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
-            _positive(s, name, getattr(self, name))
-        if self.warmup_iters < 0:
-            raise ValueError(
-                f"train.warmup_iters={self.warmup_iters!r} is not valid; expected >= 0"
-            )
-        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_factor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise ValueError(f"train.{name}={v!r} is not valid; expected a non-negative number")
-        object.__setattr__(self, "lr_steps", tuple(self.lr_steps))
-        if any(not 0 < f < 1 for f in self.lr_steps) or list(self.lr_steps) != sorted(
-            self.lr_steps
-        ):
-            raise ValueError(
-                f"train.lr_steps={self.lr_steps!r} is not valid; expected increasing fractions in (0, 1)"
-            )
+        rules = [
+            ("max_nonfinite_iters", _POSITIVE),
+            ("aspect_ratio_grouping", _BOOL),
+            ("bias_lr_factor", _NON_NEGATIVE),
+            ("weight_decay_bias", _NON_NEGATIVE_OR_NULL),
+            ("iterations batch_size checkpoint_every log_every", _POSITIVE),
+            ("warmup_iters", _NON_NEGATIVE_INT),
+            ("lr weight_decay momentum gamma warmup_factor", _NON_NEGATIVE),
+        ]
+        _check("train", self, rules)
+        object.__setattr__(self, "lr_steps", steps := tuple(self.lr_steps))
+        if not all(0 < f < 1 for f in steps) or list(steps) != sorted(steps):
+            raise _invalid("train", "lr_steps", steps, "increasing fractions in (0, 1)")
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ValueError(
-                f"train.clip_grad_norm={self.clip_grad_norm!r} is not valid; expected > 0 or null"
-            )
-        _choice(s, "device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
-        _choice(s, "optimizer", self.optimizer, OPTIMIZERS)
+            raise _invalid("train", "clip_grad_norm", self.clip_grad_norm, "> 0 or null")
+        if (device := self.device.split(":")[0]) not in ("auto", "cpu", "cuda"):
+            raise _invalid("train", "device", device, "one of 'auto', 'cpu', 'cuda'")
+        _check("train", self, [("optimizer", _one_of(OPTIMIZERS))])
 
 
 @dataclass(frozen=True)
@@ -329,21 +306,22 @@ class Config:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
+def _keys(section: str) -> list[str]:
+    return sorted(f.name for f in fields(_SECTIONS[section]))
+
+
 def _section_from_dict(name: str, values: dict[str, Any], where: str) -> Any:
-    cls = _SECTIONS[name]
     if not isinstance(values, dict):
         raise ValueError(
             f"{where}: section '{name}' must be a mapping, got {type(values).__name__}"
         )
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
+    if unknown := sorted(set(values) - set(_keys(name))):
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-            f"valid keys in '{name}': {', '.join(sorted(known))}"
+            f"valid keys in '{name}': {', '.join(_keys(name))}"
         )
     try:
-        return cls(**values)
+        return _SECTIONS[name](**values)
     except TypeError as e:  # wrong type that the validators did not catch
         raise ValueError(f"{where}: section '{name}': {e}") from e
 
@@ -352,39 +330,26 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict; ``where`` names the source in error messages."""
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping with sections model/data/train")
-    unknown = sorted(set(d) - set(_SECTIONS))
-    if unknown:
+    if unknown := sorted(set(d) - set(_SECTIONS)):
         raise ValueError(
             f"{where}: unknown section(s) {', '.join(unknown)}; expected: model, data, train"
         )
-    parts = {k: _section_from_dict(k, d.get(k) or {}, where) for k in _SECTIONS}
-    return Config(**parts)
+    return Config(**{k: _section_from_dict(k, d.get(k) or {}, where) for k in _SECTIONS})
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """A plain, JSON/YAML-serialisable nested dict (tuples become lists)."""
 
     def plain(v: Any) -> Any:
-        if isinstance(v, tuple | list):
-            return [plain(x) for x in v]
-        return v
+        return [plain(x) for x in v] if isinstance(v, tuple | list) else v
 
-    return {
-        name: {f.name: plain(getattr(getattr(cfg, name), f.name)) for f in fields(_SECTIONS[name])}
-        for name in _SECTIONS
-    }
-
-
-def _parse_value(text: str) -> Any:
-    """Parse an override value as YAML (so ``3``, ``0.1``, ``true``, ``[1, 2]``, ``null`` work)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    sections = {name: getattr(cfg, name) for name in _SECTIONS}
+    return {n: {f.name: plain(getattr(s, f.name)) for f in fields(s)} for n, s in sections.items()}
 
 
 def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a nested config dict (returns a new dict)."""
+    """Apply ``section.key=value`` strings to a nested config dict (returns a new dict); values
+    are read as YAML, so ``3``, ``0.1``, ``true``, ``[1, 2]`` and ``null`` work."""
     out = {k: dict(v or {}) for k, v in d.items()}
     for item in overrides:
         if "=" not in item:
@@ -397,12 +362,14 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
                 "model, data, train"
             )
         section, name = parts
-        known = {f.name for f in fields(_SECTIONS[section])}
-        if name not in known:
+        if name not in _keys(section):
             raise ValueError(
-                f"override key {key!r} is unknown; valid keys in '{section}': {', '.join(sorted(known))}"
+                f"override key {key!r} is unknown; valid keys in '{section}': "
+                + ", ".join(_keys(section))
             )
-        out.setdefault(section, {})[name] = _parse_value(value)
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)
+        out.setdefault(section, {})[name] = value
     return out
 
 
@@ -432,8 +399,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a config file (or the defaults when ``path`` is None) and apply dotted overrides."""
-    d = read_config_file(path) if path is not None else {}
-    d = apply_overrides(d, overrides)
+    d = apply_overrides(read_config_file(path) if path is not None else {}, overrides)
     return config_from_dict(d, where=str(path) if path else "config")
 
 
@@ -442,9 +408,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-# --------------------------------------------------------------------------------------------------
-# is this the same run? (the notebooks' cache, the training panel and the ablation all ask)
-# --------------------------------------------------------------------------------------------------
+# --- is this the same run? (the notebooks' cache, the training panel and the ablation all ask) ---
 #: The repository (a relative ``data.root`` in a stored config counts from here).
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 

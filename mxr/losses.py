@@ -21,34 +21,22 @@ def mask_targets(
 ) -> Tensor:
     """Crop and resize each RoI's ground-truth mask to ``size × size`` (RoIAlign on the binary mask).
 
-    Args:
-        gt_masks: per image ``(M_i, H, W)`` masks of the instances that have one.
-        proposals: per image ``(R_i, 4)`` RoIs (XYXY).
-        mask_rows: per image ``(R_i,)`` int64 row of ``gt_masks[i]`` each RoI is matched to.
-        size: output side (28).
-
-    Returns:
-        ``(sum R_i, size, size)`` float targets in [0, 1].
+    Per image: ``gt_masks`` ``(M_i, H, W)`` masks of the instances that have one, ``proposals``
+    ``(R_i, 4)`` XYXY RoIs, ``mask_rows`` ``(R_i,)`` int64 row of ``gt_masks[i]`` each RoI is
+    matched to. Returns ``(sum R_i, size, size)`` float targets in [0, 1].
     """
-    targets = [
-        project_masks_on_boxes(m, p, r, size)
-        for m, p, r in zip(gt_masks, proposals, mask_rows, strict=True)
-    ]
-    return torch.cat(targets, dim=0)
+    rows = zip(gt_masks, proposals, mask_rows, strict=True)
+    return torch.cat([project_masks_on_boxes(m, p, r, size) for m, p, r in rows], dim=0)
 
 
 def partial_mask_loss(
     mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tensor], mask_rows: list[Tensor]
 ) -> Tensor:
-    """Binary cross-entropy between each RoI's own-class mask logits and its target.
+    """Mean per-pixel binary cross-entropy between each RoI's own-class mask logits ``(R, 28, 28)``
+    and its target (the other arguments as in :func:`mask_targets`, ``R = sum R_i``).
 
-    Args:
-        mask_logits: ``(R, 28, 28)``, one map per RoI (already its ground-truth class's channel).
-        proposals, gt_masks, mask_rows: as in :func:`mask_targets`; ``R = sum R_i``.
-
-    Returns:
-        A scalar: the mean per-pixel BCE, or ``mask_logits.sum() * 0`` when ``R == 0`` (zero, and a
-        zero gradient rather than none, so distributed training sees every parameter).
+    With no RoI (``R == 0``) it is ``mask_logits.sum() * 0``: zero, with a zero gradient rather than
+    none, so distributed training sees every parameter.
     """
     if mask_logits.shape[0] == 0:
         return mask_logits.sum() * 0.0

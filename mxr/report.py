@@ -1,16 +1,11 @@
-"""Reading and printing what runs produce: ``metrics.jsonl``, evaluation dicts, tables.
+"""Reading and printing what runs produce, in one place: the engine's ``metrics.jsonl``
+(:func:`read_metrics`), the getters of an :func:`mxr.evaluation.evaluate` dict (:func:`eval_metric`,
+:func:`mask_ap`, :func:`mask_miou`: every table and chart reads a result the same way), the cell
+and table formatting that the command line, the notebooks' widgets and the ablation share, and
+:func:`cpu_count`.
 
-This is the one home of:
-
-- :func:`read_metrics`: the records the engine writes to ``metrics.jsonl``;
-- the getters of an :func:`mxr.evaluation.evaluate` dict (:func:`eval_metric`, :func:`mask_ap`,
-  :func:`mask_miou`), so every table and chart reads a result the same way;
-- cell and table formatting (:func:`cell`, :func:`cell_pm`, :func:`markdown_table`,
-  :func:`format_table`), shared by the command line, the notebooks' widgets and the ablation;
-- :func:`cpu_count`, the CPUs this process may use.
-
-It is part of the core layer: it imports nothing from mxr, so the engine, the evaluation and the
-course layer (widgets, plots, ablation) can all use it.
+Part of the core layer: it imports nothing from mxr, so the engine, the evaluation and the course
+layer (widgets, plots, ablation) can all use it.
 """
 
 from __future__ import annotations
@@ -32,15 +27,10 @@ SETS = ("A", "B", "all")
 MISSING = "—"
 
 
-# --------------------------------------------------------------------------------------------------
-# metrics.jsonl
-# --------------------------------------------------------------------------------------------------
+# --- metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order.
-
-    Raises ``FileNotFoundError`` naming the file, ``ValueError`` naming the file and line that is
-    not JSON.
-    """
+    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order; errors name
+    the file (and the line that is not JSON)."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
@@ -48,10 +38,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"metrics file not found: {path}")
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
         try:
-            row = json.loads(line)
+            row = json.loads(line) if line.strip() else None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
         if isinstance(row, dict):
@@ -59,25 +47,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-# --------------------------------------------------------------------------------------------------
-# evaluation dicts
-# --------------------------------------------------------------------------------------------------
+# --- evaluation dicts -----------------------------------------------------------------------------
 def eval_metric(results: Mapping[str, Any] | None, split: str, metric: str) -> float | None:
-    """A mask metric (0–100) of one class set of an evaluation, or ``None`` where it is absent.
-
-    Args:
-        results: an :func:`mxr.evaluation.evaluate` dict ``{set: {"segm": {...}, "bbox": {...},
-            "mask_iou": {"mIoU": ...}}}``, or ``None`` (not evaluated yet).
-        split: ``"A"``, ``"B"`` or ``"all"``.
-        metric: ``"mIoU"`` (mean mask IoU given the true boxes) or a ``segm`` statistic
-            (``"AP"``, ``"AP50"``, ...).
-    """
-    if results is None:
-        return None
-    part = results.get(split, {})
-    if metric == "mIoU":
-        return part.get("mask_iou", {}).get("mIoU")
-    return part.get("segm", {}).get(metric)
+    """A mask metric (0–100) of class set ``split`` (``"A"``, ``"B"``, ``"all"``), or ``None``
+    where it is absent: ``"mIoU"`` (mean mask IoU given the true boxes) or a ``segm`` statistic
+    (``"AP"``, ``"AP50"``, ...) of an :func:`mxr.evaluation.evaluate` dict ``{set: {"segm": {...},
+    "bbox": {...}, "mask_iou": {"mIoU": ...}}}``, or of ``None`` (not evaluated yet)."""
+    part = {} if results is None else results.get(split, {})
+    return part.get("mask_iou" if metric == "mIoU" else "segm", {}).get(metric)
 
 
 def mask_ap(results: Mapping[str, Any] | None, split: str) -> float | None:
@@ -90,9 +67,7 @@ def mask_miou(results: Mapping[str, Any] | None, split: str) -> float | None:
     return eval_metric(results, split, "mIoU")
 
 
-# --------------------------------------------------------------------------------------------------
-# cells and tables
-# --------------------------------------------------------------------------------------------------
+# --- cells and tables -----------------------------------------------------------------------------
 def cell(v: float | None) -> str:
     """A metric as a table cell: one decimal, or ``—`` for ``None``."""
     return MISSING if v is None else f"{v:.1f}"
@@ -107,37 +82,24 @@ def markdown_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], *, right_from: int | None = None
 ) -> str:
     """A GitHub markdown table; columns from index ``right_from`` on are right-aligned."""
-    rule = [
-        "---:" if right_from is not None and i >= right_from else "---" for i in range(len(header))
-    ]
+    right = len(header) if right_from is None else right_from
+    rule = ["---:" if i >= right else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
-    """A tidy table of an evaluation: one row per (set, task), one column per metric.
-
-    Args:
-        results: the dict returned by :func:`mxr.evaluation.evaluate` /
-            :func:`mxr.evaluation.coco_evaluate`.
-        markdown: a GitHub markdown table (else aligned plain text).
-    """
-    columns = list(STAT_NAMES)
+    """A tidy table of an :func:`mxr.evaluation.evaluate` / :func:`~mxr.evaluation.coco_evaluate`
+    dict, one row per (set, task), one column per metric: GitHub markdown, else aligned text."""
     extra = any("mask_iou" in results[s] for s in results)
-    header = ["set", "task", *columns] + (["mIoU (gt boxes)"] if extra else [])
+    header = ["set", "task", *STAT_NAMES] + (["mIoU (gt boxes)"] if extra else [])
     rows = []
     for s, per_task in results.items():
-        for task in TASKS:
-            if task not in per_task:
-                continue
-            row = [
-                s,
-                "mask" if task == "segm" else "box",
-                *(cell(per_task[task][c]) for c in columns),
-            ]
+        for task in (t for t in TASKS if t in per_task):
+            kind = "mask" if task == "segm" else "box"
+            row = [s, kind, *(cell(per_task[task][c]) for c in STAT_NAMES)]
             if extra:
-                miou = per_task.get("mask_iou", {}).get("mIoU") if task == "segm" else None
-                row.append(cell(miou) if task == "segm" else "")
+                row.append(cell(per_task.get("mask_iou", {}).get("mIoU")) if task == "segm" else "")
             rows.append(row)
     if markdown:
         return markdown_table(header, rows)
@@ -146,9 +108,7 @@ def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
     return "\n".join(fmt.format(*r) for r in [header, *rows])
 
 
-# --------------------------------------------------------------------------------------------------
-# the machine
-# --------------------------------------------------------------------------------------------------
+# --- the machine ----------------------------------------------------------------------------------
 def cpu_count() -> int:
     """CPUs this process may run on (the affinity mask where the OS has one)."""
     return (

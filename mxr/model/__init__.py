@@ -17,16 +17,7 @@ from mxr.model.roi_heads import MaskXRoIHeads
 from mxr.model.transfer import WeightTransfer, read_detection_weights
 
 __all__ = [
-    "AgnosticMaskPredictor",
-    "ClassMaskPredictor",
-    "MLPFusion",
-    "MaskXRCNN",
-    "MaskXRoIHeads",
-    "TransferMaskPredictor",
-    "WeightTransfer",
-    "build_mask_predictor",
-    "build_model",
-    "build_stock_maskrcnn",
-    "count_parameters",
-    "read_detection_weights",
-]
+    "AgnosticMaskPredictor", "ClassMaskPredictor", "MLPFusion", "MaskXRCNN", "MaskXRoIHeads",
+    "TransferMaskPredictor", "WeightTransfer", "build_mask_predictor", "build_model",
+    "build_stock_maskrcnn", "count_parameters", "read_detection_weights",
+]  # fmt: skip

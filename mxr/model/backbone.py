@@ -21,13 +21,6 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 #: ``model.backbone_weights`` value that builds ``resnet50_fpn`` from scratch on purpose.
 NO_WEIGHTS = "none-i-know"
 
-# How to make the file the paper's backbone needs (named in the error).
-_HOW_TO_GET_WEIGHTS = (
-    "on a machine with internet: `import torch, torchvision; m = torchvision.models.resnet50("
-    "weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1); torch.save(m.state_dict(), "
-    "'resnet50_imagenet.pth')`, copy the file here and set model.backbone_weights to its path"
-)
-
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
@@ -38,10 +31,8 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class TinyBody(nn.Sequential):
-    """A small conv net with ResNet-style stage names: strides 4 / 8 / 16 at ``layer1..layer3``.
-
-    ~0.4 M parameters; the stages have ``channels`` = (32, 64, 128) outputs.
-    """
+    """A small conv net (~0.4 M parameters) with ResNet-style stage names: strides 4 / 8 / 16 and
+    ``channels`` = (32, 64, 128) outputs at ``layer1..layer3``."""
 
     channels = (32, 64, 128)
 
@@ -80,11 +71,8 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
         raise ValueError(
             f"backbone_weights: {path} holds a {type(state).__name__}, expected a state dict"
         )
-    state = {
-        k.removeprefix("module."): v
-        for k, v in state.items()
-        if not k.removeprefix("module.").startswith("fc.")
-    }
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
     ignored = ("num_batches_tracked",)
     missing = sorted(k for k in own if k not in state and not k.endswith(ignored))
@@ -94,41 +82,22 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
         for k, v in state.items()
         if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
     )
-    if missing or unexpected or mismatched:
-
-        def head(xs: list[str]) -> str:
-            return ", ".join(xs[:5]) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
-
-        problems = [
-            f"{n} {what}: {head(xs)}"
-            for what, xs, n in (
-                ("missing keys", missing, len(missing)),
-                ("unexpected keys", unexpected, len(unexpected)),
-                ("shape mismatches", mismatched, len(mismatched)),
-            )
-            if xs
-        ]
+    problems = [
+        f"{len(xs)} {what}: {', '.join(xs[:5])}"
+        + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
+        for what, xs in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if xs
+    ]
+    if problems:
         raise ValueError(
             f"backbone_weights: {path} does not fit the {type(body).__name__} backbone: "
             + "; ".join(problems)
         )
     body.load_state_dict(state, strict=False)
-
-
-def _resolve_weights(name: str, weights: str | Path | None) -> str | Path | None:
-    """The weights file to use (``None``: from scratch); refuses ``resnet50_fpn`` from scratch
-    unless ``weights`` is :data:`NO_WEIGHTS`."""
-    if weights is not None and str(weights) == NO_WEIGHTS:
-        return None
-    if weights is None and name == "resnet50_fpn":
-        raise ValueError(
-            "model.backbone_weights=None is not valid for backbone='resnet50_fpn': the paper starts "
-            "from ImageNet weights (with frozen BatchNorm and frozen stem + res2), and from scratch "
-            "the results are not comparable. Get a local ImageNet state dict "
-            f"({_HOW_TO_GET_WEIGHTS}), or set model.backbone_weights={NO_WEIGHTS} to train from "
-            "scratch on purpose"
-        )
-    return weights
 
 
 def build_backbone(
@@ -143,32 +112,37 @@ def build_backbone(
     ``load=False`` builds the layout ``weights`` asks for without reading the file: for a model
     whose every weight comes from a checkpoint (no check that ``resnet50_fpn`` has weights either).
     """
-    if load:
-        weights = _resolve_weights(name, weights)
-    elif weights is not None and str(weights) == NO_WEIGHTS:
+    if str(weights) == NO_WEIGHTS:
         weights = None
+    elif weights is None and load and name == "resnet50_fpn":
+        raise ValueError(
+            "model.backbone_weights=None is not valid for backbone='resnet50_fpn': the paper starts "
+            "from ImageNet weights (with frozen BatchNorm and frozen stem + res2), and from scratch "
+            "the results are not comparable. Get a local ImageNet state dict (on a machine with "
+            "internet: `import torch, torchvision; m = torchvision.models.resnet50(weights="
+            "torchvision.models.ResNet50_Weights.IMAGENET1K_V1); torch.save(m.state_dict(), "
+            "'resnet50_imagenet.pth')`, copy the file here and set model.backbone_weights to its "
+            f"path), or set model.backbone_weights={NO_WEIGHTS} to train from scratch on purpose"
+        )
     if name == "tiny":
         body = TinyBody()
-        if weights is not None and load:
-            load_backbone_weights(body, weights)
         in_channels = list(body.channels)
     elif name in ("resnet18_fpn", "resnet50_fpn"):
         ctor = resnet18 if name == "resnet18_fpn" else resnet50
-        body = ctor(
-            weights=None, norm_layer=FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
-        )
-        if weights is not None:
-            if load:
-                load_backbone_weights(body, weights)
-            for pname, p in body.named_parameters():
-                if not pname.startswith(("layer2", "layer3", "layer4")):
-                    p.requires_grad_(False)
+        norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+        body = ctor(weights=None, norm_layer=norm)
         c = 64 if name == "resnet18_fpn" else 256
         in_channels = [c, 2 * c, 4 * c, 8 * c]
     else:
         raise ValueError(
             f"backbone={name!r} is not valid; expected 'tiny', 'resnet18_fpn' or 'resnet50_fpn'"
         )
+    if weights is not None and load:
+        load_backbone_weights(body, weights)
+    if weights is not None and name != "tiny":  # freeze the stem and layer1
+        for pname, p in body.named_parameters():
+            if not pname.startswith(("layer2", "layer3", "layer4")):
+                p.requires_grad_(False)
     return_layers = {f"layer{i + 1}": str(i) for i in range(len(in_channels))}
     return BackboneWithFPN(
         body, return_layers, in_channels, fpn_channels, extra_blocks=LastLevelMaxPool()

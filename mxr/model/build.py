@@ -76,13 +76,12 @@ FROM_CHECKPOINT = "<backbone weights from the checkpoint>"
 
 
 def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
-    """Backbone, RPN, transform and the box/mask modules shared by Mask^X and stock Mask R-CNN.
-
-    The RPN is torchvision's with its anchors, decoding and proposal filtering in float32 under
-    autocast (:class:`~mxr.model.rpn.Float32RegionProposalNetwork`)."""
+    """Backbone, RPN (anchors, decoding and filtering in float32 under autocast), transform and the
+    box/mask modules shared by Mask^X and stock Mask R-CNN."""
+    c = cfg.fpn_channels
     load = backbone_weights != FROM_CHECKPOINT
     weights = backbone_weights if load else cfg.backbone_weights
-    backbone = build_backbone(cfg.backbone, cfg.fpn_channels, weights, load=load)
+    backbone = build_backbone(cfg.backbone, c, weights, load=load)
     levels = list(backbone.body.return_layers.values())
     n_maps = len(levels) + 1  # + "pool"
     if len(sizes := cfg.anchor_sizes) != n_maps:
@@ -93,7 +92,7 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_maps)
     rpn = Float32RegionProposalNetwork(
         anchors,
-        RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0]),
+        RPNHead(c, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
         bg_iou_thresh=0.3,
         batch_size_per_image=cfg.rpn_batch_size_per_image,
@@ -106,16 +105,14 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
         ),
         nms_thresh=0.7,
     )
-    transform = GeneralizedRCNNTransform(
-        cfg.min_size, cfg.max_size, list(IMAGE_MEAN), list(IMAGE_STD)
-    )
+    mean, std = list(IMAGE_MEAN), list(IMAGE_STD)
+    transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, mean, std)
     if cfg.box_head == "4conv1fc":  # torchvision's v2 recipe: 4 conv+BN layers, then one fc
-        c = cfg.fpn_channels
         box_head = FastRCNNConvFCHead(
             (c, 7, 7), [c] * 4, [cfg.box_fc_dim], norm_layer=nn.BatchNorm2d
         )
     else:  # the original Mask R-CNN head: two fc layers on the flattened 7x7 RoI features
-        box_head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_fc_dim)
+        box_head = TwoMLPHead(c * 7 * 7, cfg.box_fc_dim)
     box_parts = dict(
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
         box_head=box_head,
@@ -129,9 +126,7 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
         nms_thresh=0.5,
         detections_per_img=cfg.box_detections_per_img,
         mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
-        mask_head=MaskRCNNHeads(
-            cfg.fpn_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1
-        ),
+        mask_head=MaskRCNNHeads(c, [cfg.mask_head_channels] * cfg.mask_head_convs, 1),
     )
     return backbone, rpn, transform, box_parts
 
@@ -168,11 +163,9 @@ def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
 
 
 class MaskXRCNN(MaskRCNN):
-    """Mask R-CNN (torchvision) whose mask branch is class-agnostic, class-specific or weight transfer.
-
-    Build it with :func:`build_model`. ``self.config`` keeps the resolved :class:`ModelConfig`.
-    Inputs and outputs are torchvision's ``MaskRCNN``'s.
-    """
+    """Mask R-CNN (torchvision's inputs and outputs) whose mask branch is class-agnostic,
+    class-specific or weight transfer; build it with :func:`build_model`. ``self.config`` keeps the
+    resolved :class:`ModelConfig`."""
 
     def __init__(
         self,
@@ -183,10 +176,9 @@ class MaskXRCNN(MaskRCNN):
         cfg = _check_ready(cfg)
         embedding = _class_embedding(cfg, class_embedding)
         backbone, rpn, transform, parts = _parts(cfg, backbone_weights or cfg.backbone_weights)
+        dim = 0 if embedding is None else embedding.shape[1]  # E
         roi_heads = MaskXRoIHeads(
-            mask_predictor=build_mask_predictor(
-                cfg, 0 if embedding is None else embedding.shape[1]
-            ),
+            mask_predictor=build_mask_predictor(cfg, dim),
             mask_classes=cfg.mask_classes,
             transfer_input=cfg.transfer_input,
             stop_grad=cfg.stop_grad,
@@ -246,10 +238,9 @@ def build_model(
     *,
     class_embedding: Tensor | None = None,
 ) -> MaskXRCNN:
-    """Build the model a :class:`ModelConfig` describes; never downloads anything.
-
-    Construction is seeded by ``cfg.init_seed`` and leaves the global RNG untouched.
-    ``backbone_weights`` (or ``cfg.backbone_weights``) names a local state dict for the backbone.
+    """Build the model a :class:`ModelConfig` describes; never downloads anything. Construction is
+    seeded by ``cfg.init_seed`` and leaves the global RNG untouched. ``backbone_weights`` (or
+    ``cfg.backbone_weights``) names a local state dict for the backbone.
     ``class_embedding`` ``(C, E)`` is τ's fixed input for ``transfer_input="embed"`` /
     ``"cls+embed"`` (``"randn"`` draws its own from ``cfg.init_seed``); it becomes a buffer.
     """

@@ -38,16 +38,12 @@ class MLPFusion(nn.Module):
         self, in_channels: int, *, form: str = "light", channels: int = 16, size: int = 28
     ):
         super().__init__()
-        self.form = form
-        self.size = size
-        if form == "paper":
-            self.reduce = None
-            fc_in = in_channels * size * size
-        elif form == "light":
-            self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())
-            fc_in = channels * (size // 2) ** 2
-        else:
+        if form not in ("light", "paper"):
             raise ValueError(f"mlp_form={form!r} is not valid; expected 'light' or 'paper'")
+        self.form, self.size, self.reduce = form, size, None
+        if form == "light":
+            self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU())
+        fc_in = in_channels * size * size if form == "paper" else channels * (size // 2) ** 2
         self.fc = nn.Linear(fc_in, size * size)
         nn.init.normal_(self.fc.weight, std=0.001)
         nn.init.zeros_(self.fc.bias)
@@ -59,11 +55,9 @@ class MLPFusion(nn.Module):
 
 
 class MaskPredictor(nn.Module, ABC):
-    """Upsample the mask-head features 2× and turn them into per-RoI mask logits.
-
-    Subclasses say where the 1×1 mask weights ``w_seg`` of each RoI's class come from
-    (:meth:`mask_weights`). The result is ``(features28 · w_seg) + bias (+ MLP term)``.
-    """
+    """Upsample the mask-head features 2× and turn them into per-RoI mask logits
+    ``(features28 · w_seg) + bias (+ MLP term)``; subclasses say where the 1×1 mask weights
+    ``w_seg`` of each RoI's class come from (:meth:`mask_weights`)."""
 
     uses_detection_weights = False
 
@@ -92,10 +86,8 @@ class MaskPredictor(nn.Module, ABC):
     def forward(
         self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
     ) -> Tensor:
-        """Args: features ``(R, C, 14, 14)``; classes ``(R,)`` int64; read_w_det (transfer only).
-
-        Returns: ``(R, 28, 28)`` mask logits, each RoI's for its own class.
-        """
+        """``(R, C, 14, 14)`` features, ``(R,)`` int64 classes -> ``(R, 28, 28)`` mask logits, each
+        RoI's for its own class (``read_w_det``: the transfer predictor's only)."""
         x28 = torch.relu(self.deconv(features))
         w_seg, bias = self.mask_weights(classes, read_w_det)
         logits = torch.einsum("rchw,rc->rhw", x28, w_seg.to(x28.dtype))
@@ -108,10 +100,8 @@ class MaskPredictor(nn.Module, ABC):
     def class_logits(
         self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
     ) -> Tensor:
-        """Logits of the same RoIs for several classes each: ``classes (K,)`` -> ``(R, K, 28, 28)``.
-
-        For inspection (notebooks): every RoI is segmented with every listed class's weights.
-        """
+        """Every RoI segmented with every listed class's weights, for inspection (notebooks):
+        ``classes (K,)`` -> ``(R, K, 28, 28)``."""
         r, k = features.shape[0], classes.numel()
         logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_w_det)
         return logits.view(r, k, *logits.shape[-2:])
@@ -143,10 +133,8 @@ class ClassMaskPredictor(MaskPredictor):
 
 
 class TransferMaskPredictor(MaskPredictor):
-    """Mask weights predicted from detection weights: ``w_seg^c = τ(w_det^c)`` (no bias).
-
-    τ is applied once per distinct class in the batch, then gathered per RoI.
-    """
+    """Mask weights predicted from detection weights: ``w_seg^c = τ(w_det^c)`` (no bias); τ runs
+    once per distinct class in the batch, then its output is gathered per RoI."""
 
     uses_detection_weights = True
 

@@ -24,20 +24,13 @@ from mxr.model.transfer import transfer_input_of, uses_embedding
 
 
 def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
-    """For each instance of a target, the row of ``target["masks"]`` holding its mask, or -1.
-
-    Args:
-        target: torchvision target with ``labels`` (N,), ``masks`` (N or M, H, W), optional ``has_mask`` (N,).
-        mask_classes: ``(A,)`` int64 labels of set A.
-
-    Returns:
-        ``(N,)`` int64; -1 where the instance has no mask or its class is not in set A.
-    """
+    """For each instance of a target (``labels`` ``(N,)``, ``masks`` ``(N or M, H, W)``, optional
+    ``has_mask`` ``(N,)``), the row of ``masks`` holding its mask: ``(N,)`` int64, -1 where the
+    instance has no mask or its class is not in set A (``mask_classes`` ``(A,)``)."""
     labels = target["labels"]
     n = labels.shape[0]
     in_a = torch.isin(labels, mask_classes)
-    masks = target.get("masks")
-    m = 0 if masks is None else masks.shape[0]
+    m = 0 if target.get("masks") is None else target["masks"].shape[0]
     if "has_mask" in target:
         has_mask = target["has_mask"].to(torch.bool)
         if int(has_mask.sum()) != m:
@@ -57,8 +50,7 @@ def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> T
             f"target 'masks' has {m} rows for {n} instances ({int(in_a.sum())} in mask_classes); expected "
             "one per instance, one per mask-class instance, or a 'has_mask' flag per instance"
         )
-    keep = has_mask & in_a
-    return torch.where(keep, rows, torch.full_like(rows, -1))
+    return torch.where(has_mask & in_a, rows, torch.full_like(rows, -1))
 
 
 class MaskXRoIHeads(RoIHeads):
@@ -111,23 +103,17 @@ class MaskXRoIHeads(RoIHeads):
         self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor, image_shapes
     ) -> Tensor:
         """RoIAlign + mask head + predictor: per-image boxes ``(R_i, 4)``, classes ``(R,)`` -> ``(R, 28, 28)``."""
-        x = self.mask_roi_pool(features, boxes, image_shapes)
-        x = self.mask_head(x)
+        x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
         reader = self.read_w_det if self.mask_predictor.uses_detection_weights else None
         return self.mask_predictor(x, classes, reader)
 
     def masks_for_boxes(
         self, features: dict[str, Tensor], boxes: list[Tensor], labels: Tensor, image_shapes
     ) -> Tensor:
-        """Mask probabilities for given boxes and classes, ``(R, 28, 28)`` in [0, 1]: the mask branch
-        alone, with the detector's own boxes and classes bypassed (mask IoU given true boxes).
-
-        Args:
-            features: the backbone's feature maps of the (transformed) images.
-            boxes: per image ``(R_i, 4)`` XYXY boxes in the transformed images' pixels.
-            labels: ``(R,)`` int64 classes, all images' boxes in order (which mask to predict).
-            image_shapes: the transformed images' ``(H, W)``.
-        """
+        """Mask probabilities ``(R, 28, 28)`` for given boxes and classes: the mask branch alone, the
+        detector's own boxes and classes bypassed (mask IoU given true boxes). ``boxes``: per
+        transformed image ``(R_i, 4)`` XYXY in its pixels; ``labels``: ``(R,)`` int64 classes of all
+        images' boxes in order (which mask to predict)."""
         return self.mask_logits(features, boxes, labels, image_shapes).sigmoid()
 
     def forward(self, features, proposals, image_shapes, targets=None):
@@ -151,15 +137,14 @@ class MaskXRoIHeads(RoIHeads):
             boxes, scores, labels = self.postprocess_detections(
                 class_logits, box_regression, proposals, image_shapes
             )
-            result = [
-                {"boxes": b, "labels": lab, "scores": s}
-                for b, lab, s in zip(boxes, labels, scores, strict=True)
-            ]
             classes = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
             logits = self.mask_logits(features, boxes, classes, image_shapes)
-            probs = logits.sigmoid()[:, None].split([len(b) for b in boxes])
-            for r, p in zip(result, probs, strict=True):
-                r["masks"] = p  # (N_i, 1, 28, 28); the transform pastes them into the image
+            # masks (N_i, 1, 28, 28): the transform pastes them into the image
+            masks = logits.sigmoid()[:, None].split([len(b) for b in boxes])
+            result = [
+                {"boxes": b, "labels": lab, "scores": s, "masks": m}
+                for b, lab, s, m in zip(boxes, labels, scores, masks, strict=True)
+            ]
             return result, {}
 
         loss_classifier, loss_box_reg = fastrcnn_loss(
@@ -168,9 +153,8 @@ class MaskXRoIHeads(RoIHeads):
 
         # Mask branch: foreground RoIs whose matched instance is in set A and has a mask.
         mask_boxes, mask_rows, mask_classes = [], [], []
-        for props, matched, lab, target in zip(
-            proposals, matched_idxs, labels, targets, strict=True
-        ):
+        per_image = zip(proposals, matched_idxs, labels, targets, strict=True)
+        for props, matched, lab, target in per_image:
             rows = mask_rows_of_instances(target, self.mask_classes)
             # an image without instances: every RoI is background (matched is clamped to 0)
             row = rows[matched] if rows.numel() else torch.full_like(matched, -1)
@@ -181,8 +165,6 @@ class MaskXRoIHeads(RoIHeads):
         logits = self.mask_logits(features, mask_boxes, torch.cat(mask_classes), image_shapes)
         gt_masks = [t.get("masks") for t in targets]
         loss_mask = partial_mask_loss(logits, mask_boxes, gt_masks, mask_rows)
-        return [], {
-            "loss_classifier": loss_classifier,
-            "loss_box_reg": loss_box_reg,
-            "loss_mask": loss_mask,
-        }
+        return [], dict(
+            loss_classifier=loss_classifier, loss_box_reg=loss_box_reg, loss_mask=loss_mask
+        )

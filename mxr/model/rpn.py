@@ -17,17 +17,6 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 
 
-def _float32_shapes(features: list[Tensor]) -> list[Tensor]:
-    """Zero-memory float32 stand-ins with the shapes and devices of ``features`` ``(N, C, H, W)``:
-    the anchor generator reads only their shape, dtype and device."""
-    return [
-        f
-        if f.dtype == torch.float32
-        else torch.empty((), dtype=torch.float32, device=f.device).expand(f.shape)
-        for f in features
-    ]
-
-
 class Float32RegionProposalNetwork(RegionProposalNetwork):
     """:class:`~torchvision.models.detection.rpn.RegionProposalNetwork` whose anchors, proposals,
     scores and losses are float32 whatever the autocast state; same constructor and contract."""
@@ -42,16 +31,21 @@ class Float32RegionProposalNetwork(RegionProposalNetwork):
         feature_list = list(features.values())
         objectness, pred_bbox_deltas = self.head(feature_list)  # autocast's dtype (e.g. float16)
         num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
-        device_type = feature_list[0].device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            anchors = self.anchor_generator(images, _float32_shapes(feature_list))
-            num_images = len(anchors)
+        with torch.autocast(device_type=feature_list[0].device.type, enabled=False):
+            # the anchor generator reads only the maps' shapes, dtype and device: float32 stand-ins
+            shapes = [
+                f
+                if f.dtype == torch.float32
+                else torch.empty((), dtype=torch.float32, device=f.device).expand(f.shape)
+                for f in feature_list
+            ]
+            anchors = self.anchor_generator(images, shapes)
             objectness, pred_bbox_deltas = concat_box_prediction_layers(
                 [o.float() for o in objectness], [d.float() for d in pred_bbox_deltas]
             )
             # Faster R-CNN does not backpropagate through the proposals: deltas detached.
             proposals = self.box_coder.decode(pred_bbox_deltas.detach(), anchors)
-            proposals = proposals.view(num_images, -1, 4)
+            proposals = proposals.view(len(anchors), -1, 4)
             boxes, _scores = self.filter_proposals(
                 proposals, objectness, images.image_sizes, num_anchors_per_level
             )

@@ -59,18 +59,9 @@ def transfer_input_of(
     transfer_input: str,
     stop_grad: bool = True,
 ) -> Tensor:
-    """τ's input for ``classes`` ``(K,)``: detection weights, class embedding rows, or both.
-
-    Args:
-        box_predictor: the box predictor (for the ``cls`` / ``box`` parts).
-        embedding: ``(C, E)`` fixed class embedding (for the ``embed`` part), or ``None``.
-        classes: ``(K,)`` int64 labels.
-        transfer_input: a key of :data:`TRANSFER_INPUT_PARTS`.
-        stop_grad: detach the detection weights (the embedding is a buffer: never trained).
-
-    Returns:
-        ``(K, d)`` with ``d = transfer_input_dim(...)``.
-    """
+    """τ's input for ``classes`` ``(K,)`` -> ``(K, d)``, ``d = transfer_input_dim(...)``: the
+    detection weights of ``box_predictor`` (detached when ``stop_grad``), rows of the fixed
+    ``(C, E)`` class ``embedding`` (a buffer: never trained), or both, as ``transfer_input`` says."""
     if transfer_input not in TRANSFER_INPUT_PARTS:
         raise ValueError(
             f"transfer_input={transfer_input!r} is not valid; expected one of "
@@ -78,9 +69,7 @@ def transfer_input_of(
         )
     parts = TRANSFER_INPUT_PARTS[transfer_input]
     det = "+".join(p for p in parts if p != "embed")
-    out = []
-    if det:
-        out.append(read_detection_weights(box_predictor, classes, det, stop_grad))
+    out = [read_detection_weights(box_predictor, classes, det, stop_grad)] if det else []
     if "embed" in parts:
         if embedding is None:
             raise ValueError(
@@ -96,39 +85,29 @@ def read_detection_weights(
     transfer_input: str,
     stop_grad: bool = True,
 ) -> Tensor:
-    """Read ``w_det`` for the given classes out of a torchvision box predictor.
-
-    Args:
-        box_predictor: holds ``cls_score`` (Linear D -> C) and ``bbox_pred`` (Linear D -> 4C).
-        classes: ``(K,)`` int64 class labels (background allowed).
-        transfer_input: ``"cls"``, ``"box"`` or ``"cls+box"``.
-        stop_grad: detach the weights, so a loss on τ's output does not reach the box predictor.
-
-    Returns:
-        ``(K, d)`` with ``d = transfer_input_dim(transfer_input, D)``: D, 4D or 5D.
-    """
-    parts = []
-    if transfer_input in ("cls", "cls+box"):
-        parts.append(box_predictor.cls_score.weight[classes])
-    if transfer_input in ("box", "cls+box"):
-        w = box_predictor.bbox_pred.weight  # (4C, D): rows 4c..4c+3 belong to class c
-        w = w.view(-1, 4 * w.shape[1])  # (C, 4D): one row per class
-        parts.append(w[classes])
-    if not parts:
+    """``w_det`` of ``classes`` ``(K,)`` (background allowed) -> ``(K, D)``, ``(K, 4D)`` or
+    ``(K, 5D)`` for ``transfer_input`` ``"cls"``, ``"box"`` or ``"cls+box"``, read out of
+    ``cls_score`` (Linear D -> C) and ``bbox_pred`` (Linear D -> 4C). ``stop_grad`` detaches them,
+    so a loss on τ's output does not reach the box predictor."""
+    if transfer_input not in ("cls", "box", "cls+box"):
         raise ValueError(
             f"transfer_input={transfer_input!r} is not valid; expected 'cls', 'box' or 'cls+box'"
         )
+    w = box_predictor.bbox_pred.weight  # (4C, D): rows 4c..4c+3 belong to class c
+    # one row per class: (C, D) and (C, 4D)
+    rows = {"cls": box_predictor.cls_score.weight, "box": w.view(-1, 4 * w.shape[1])}
+    parts = [rows[p][classes] for p in TRANSFER_INPUT_PARTS[transfer_input]]
     w_det = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
     return w_det.detach() if stop_grad else w_det
 
 
 class WeightTransfer(nn.Module):
-    """τ: an MLP from detection weights ``(K, d_in)`` to mask weights ``(K, d_out)``.
-
-    ``layers=1`` is a single Linear; ``layers=2`` is Linear -> ReLU/LeakyReLU(0.1) -> Linear.
-    No activation on the output (mask weights may be negative). ``zero_init=True`` starts the first
-    layer's weights at zero (see ``__init__``), so τ maps directions of ``w_det`` that set A never
-    spans to nothing instead of to the noise of a random initialisation.
+    """τ: an MLP from detection weights ``(K, d_in)`` to mask weights ``(K, d_out)``: one Linear, or
+    Linear -> ReLU/LeakyReLU(0.1) -> Linear; no activation on the output (mask weights may be
+    negative). ``zero_init=True`` starts the first layer's weights at zero: gradient steps add to
+    them only in the span of the w_det rows τ is trained on (set A), so τ reads a B class's w_det
+    only through its part in that span and ignores the rest, which a random first layer would turn
+    into noise. τ then starts as a constant (class-agnostic) map through the biases.
     """
 
     def __init__(
@@ -153,10 +132,6 @@ class WeightTransfer(nn.Module):
         else:
             raise ValueError(f"transfer_layers={layers!r} is not valid; expected 1 or 2")
         if zero_init:
-            # The first layer's weights start at zero. Gradient steps add to them only in the span
-            # of the w_det rows τ is trained on (set A), so a B class's w_det is read only through
-            # its part in that span; its other part, which a random first layer would turn into
-            # noise, is ignored. τ starts as a constant (class-agnostic) map through the biases.
             nn.init.zeros_(self.mlp[0].weight)
 
     def forward(self, w_det: Tensor) -> Tensor:
