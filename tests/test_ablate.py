@@ -184,23 +184,25 @@ def test_negative_control_compares_randn_with_agnostic_within_its_std() -> None:
 
 
 def test_merge_from_keeps_published_rows_in_preset_order(
-    shapesx_root: Path, tmp_path: Path
+    cli_ablation: dict, tmp_path: Path
 ) -> None:
-    sets = [*tiny_overrides(shapesx_root), "train.iterations=1"]
-    kw = dict(seeds=1, split="val", overrides=sets, progress=False, log=lambda s: None)
-    first = run_ablation("shapesx", rows=["agnostic", "oracle"], out_dir=tmp_path / "a", **kw)
-    merged = run_ablation(
-        "shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
-        merge_from=tmp_path / "a" / "results.json", **kw,
-    )  # fmt: skip
-    assert list(merged["rows"]) == ["agnostic", "agnostic_mlp", "oracle"]
+    """Merged into the CLI run's published rows (agnostic, transfer_mlp, oracle: not retrained)."""
+    first = cli_ablation["res"]  # as first written (a later test rewrites the file)
+    published = tmp_path / "published.json"
+    published.write_text(json.dumps(first))
+    kw = dict(seeds=1, split="test", overrides=cli_ablation["sets"], progress=False,
+              log=lambda s: None)  # fmt: skip
+    merged = run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
+                          merge_from=published, **kw)  # fmt: skip
+    assert list(merged["rows"]) == ["agnostic", "agnostic_mlp", "transfer_mlp", "oracle"]
     assert merged["rows"]["oracle"] == first["rows"]["oracle"]
     assert merged["per_seed"]["B"]["agnostic"] == first["per_seed"]["B"]["agnostic"]
-    assert merged["meta"]["merged"]["rows"] == ["agnostic", "oracle"]
+    assert merged["meta"]["merged"]["rows"] == ["agnostic", "transfer_mlp", "oracle"]
     assert "kept from the earlier published run" in (tmp_path / "b" / "results.md").read_text()
-    with pytest.raises(ValueError, match="split='val', seeds=1"):
+    assert not (tmp_path / "b" / "oracle").exists()  # a merged row is not trained again
+    with pytest.raises(ValueError, match="split='test', seeds=1"):
         run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
-                     merge_from=tmp_path / "a" / "results.json", **{**kw, "split": "test"})  # fmt: skip
+                     merge_from=published, **{**kw, "split": "val"})  # fmt: skip
     with pytest.raises(FileNotFoundError, match="nope.json"):
         run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
                      merge_from=tmp_path / "nope.json", **kw)  # fmt: skip

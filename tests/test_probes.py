@@ -104,6 +104,14 @@ def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
              ("linear map from w_det (cls)", 73.1)]]  # fmt: skip
     ax = plot_interpolation_probe(rows).axes[0]
     assert len(ax.patches) == 3 and [p.get_width() for p in ax.patches] == [80.8, 79.1, 73.1]
+    # the w_det bars stay apart from both set colours (A's orange is the dashed A line)
+    from matplotlib.colors import to_rgb
+
+    from mxr.course.viz import SET_COLOURS
+
+    w_det = to_rgb(ax.patches[2].get_facecolor()[:3])
+    for s in ("A", "B"):
+        assert sum(abs(a - b) for a, b in zip(w_det, to_rgb(SET_COLOURS[s]), strict=True)) > 0.6
     assert ax.get_title() and ax.get_xlabel() and ax.get_legend() is not None
     with pytest.raises(ValueError, match="rows is empty"):
         plot_interpolation_probe([])

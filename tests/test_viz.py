@@ -80,7 +80,8 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
     fig = plot_loss_curve(path)
     ax = fig.axes[0]
     assert {line.get_label() for line in ax.lines} == {"loss", "loss_classifier", "loss_mask"}
-    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "loss" and ax.get_title()
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel().startswith("loss")
+    assert ax.get_title() == f"Training losses ({tmp_path.name})" and ax.get_yscale() == "log"
     assert ax.get_legend() is not None
     assert [
         line.get_label() for line in plot_loss_curve(path, keys=["loss_mask"]).axes[0].lines
@@ -102,3 +103,36 @@ def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None
     assert label_upscale(128, 128) == 2 and label_upscale(480, 640) == 1
     with pytest.raises(ValueError, match="upscale"):
         draw_instances(image, target, ["bg", "a"], upscale=0)
+
+
+def test_set_bars_and_legend_use_the_one_palette() -> None:
+    from mxr.course.viz import SET_COLOURS, set_bars, set_legend
+
+    fig = Figure()
+    ax = fig.add_subplot(1, 1, 1)
+    at = set_bars(
+        ax, ["r1", "r2"], {"A": [3.0, 4.0], "B": [1.0, 2.0]}, {"A": [0.5, 0.5], "B": [0, 0]}
+    )
+    assert at == {"A": [-0.2, 0.8], "B": [0.2, 1.2]}  # A left of B in each group of width 0.8
+    assert [p.get_height() for p in ax.patches] == [3.0, 4.0, 1.0, 2.0]
+    assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches[::2]] == [
+        SET_COLOURS["A"],
+        SET_COLOURS["B"],
+    ]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["r1", "r2"]
+    assert len(ax.containers) == 4  # two bar containers and their error bars
+    set_legend(fig)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "set A (masks in training)",
+        "set B (boxes only)",
+    ]
+
+
+def test_figure_png_is_what_a_saved_figure_is(tmp_path: Path) -> None:
+    from mxr.course.viz import figure_png
+
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot(1, 1, 1).plot([0, 1])
+    png = figure_png(fig, dpi=50)
+    fig.savefig(tmp_path / "f.png", dpi=50)
+    assert png.startswith(b"\x89PNG") and png == (tmp_path / "f.png").read_bytes()

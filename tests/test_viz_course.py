@@ -150,7 +150,10 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [0.0, 0.0, 10.0, 10.0]  # A bars of both runs, then B bars
     fig = plot_loss_terms({"loss_mask": torch.tensor(0.7), "loss_classifier": 1.2})
-    assert fig.axes[0].get_title() == "Losses of one step"
+    ax = fig.axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.7, 1.2])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["loss_mask", "loss_classifier"]
+    assert ax.get_title() == "Losses of one step" and ax.get_xlim()[1] == pytest.approx(1.5)
 
 
 def test_plot_images_side_by_side() -> None:
@@ -365,7 +368,9 @@ def test_plot_overlaps_ground_truth_vs_detections() -> None:
     empty = plot_overlaps(TRUTH, _det([], [], []), names, [1, 3, 4])
     assert empty.axes[0].get_ylabel() == "no detection"
     with pytest.raises(ValueError, match="no instance"):
-        plot_overlaps({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}, DETECTIONS, names, [1])
+        plot_overlaps(
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}, DETECTIONS, names, [1]
+        )
 
 
 def test_mask_holes_finds_enclosed_background_only() -> None:

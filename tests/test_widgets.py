@@ -29,7 +29,7 @@ from mxr.course.widgets import (  # noqa: E402
     failure_cases,
     failure_figure,
     html_table,
-    image_png,
+    image_bytes,
     instance_ious,
     iou_distribution_figure,
     ious_by_label,
@@ -76,14 +76,20 @@ def test_render_sample_bad_index_names_range(ds: CocoInstances) -> None:
         render_sample(ds, len(ds))
 
 
-def test_image_png_scales() -> None:
+def test_image_bytes_scales_and_encodes_png_or_jpeg() -> None:
     import io
 
     from PIL import Image
 
-    png = image_png(torch.zeros(3, 10, 12, dtype=torch.uint8), scale=2)
+    image = torch.zeros(3, 10, 12, dtype=torch.uint8)
+    image[0, :5] = 255  # the top half red: enlarged with nearest neighbour, it stays pure red
+    png = image_bytes(image, scale=2)
     assert png.startswith(PNG_MAGIC)
-    assert Image.open(io.BytesIO(png)).size == (24, 20)
+    decoded = Image.open(io.BytesIO(png))
+    assert decoded.size == (24, 20) and decoded.getpixel((0, 9)) == (255, 0, 0)
+    assert decoded.getpixel((0, 10)) == (0, 0, 0)
+    jpg = image_bytes(image.permute(1, 2, 0).numpy(), "jpeg", quality=90)
+    assert jpg.startswith(b"\xff\xd8") and Image.open(io.BytesIO(jpg)).size == (12, 10)
 
 
 def test_dataset_browser_slider_updates_image_and_caption(ds: CocoInstances) -> None:
@@ -206,6 +212,9 @@ def test_loss_figure_plots_records_and_waits_when_empty() -> None:
     assert ax.get_xlabel() == "iteration" and ax.get_title() == "t"
     empty = loss_figure([])
     assert not empty.axes[0].lines and "waiting" in empty.axes[0].texts[0].get_text()
+    import mxr.course.viz
+
+    assert loss_figure is mxr.course.viz.loss_figure  # the one loss curve, also the panel's
 
 
 def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,13 +283,19 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
     assert len(panel.runs) == 1 and panel.status.value.startswith("Done:")
 
 
-@pytest.mark.slow
-def test_training_panel_real_run(
-    shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def course_env(shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The course layer pointed at the tiny data, smoke budget, runs cached under a fresh folder
+    (returned: runs land in ``<it>/smoke/<run name>``)."""
     monkeypatch.setenv("MXR_BUDGET", "smoke")
     monkeypatch.setenv("MXR_DATA", str(shapesx_root))
     monkeypatch.setenv("MXR_RUNS", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_training_panel_real_run(course_env: Path) -> None:
+    tmp_path = course_env
     panel = training_panel()
     log = panel.run(iterations=2, mlp_fusion=False)
     assert [r["iter"] for r in log.records] == [1, 2] and not log.cached
@@ -442,16 +457,12 @@ def test_comparison_seed_chart_shows_mean_and_each_seed() -> None:
 
 
 @pytest.mark.slow
-def test_stop_button_stops_a_background_training_early(
-    shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stop_button_stops_a_background_training_early(course_env: Path) -> None:
     import threading
 
     from mxr.engine import load_checkpoint
 
-    monkeypatch.setenv("MXR_BUDGET", "smoke")
-    monkeypatch.setenv("MXR_DATA", str(shapesx_root))
-    monkeypatch.setenv("MXR_RUNS", str(tmp_path))
+    tmp_path = course_env
     panel = training_panel()
     first_record, pressed = threading.Event(), threading.Event()
     draw = panel._draw

@@ -1,17 +1,11 @@
 """Ablations: train every variant of a preset for several seeds at one budget, and tabulate.
 
-``python -m mxr ablate --preset shapesx --seeds 3`` trains each row of the preset (one config file
-per row under ``configs/<preset>/``, all with the same data and training sections) for seeds
-``0..seeds-1`` (``train.seed`` and ``model.init_seed``), evaluates on the chosen split, and writes
-into ``--out``:
-
-* ``results.json`` — ``{"rows": {name: {"A": {"segm": {"AP": mean, "AP_std": std, ...},
-  "bbox": {...}, "mask_iou": {...}}, "B": {...}, "all": {...}}}, "wall_s": {name: seconds},
-  "meta": {...}}`` (metrics in 0–100; ``std`` over seeds, 0 for one seed);
-* ``results.md`` — a markdown table (mean ± std), with the wall time of each row;
-* ``results.png`` — mask AP on A and on B per variant, mean ± std error bars;
-* ``<row>/seed<k>/`` — each run's ``train`` output plus ``result.json``; a finished run is reused,
-  an interrupted one resumed, so the command can be re-run after a stop.
+``python -m mxr ablate --preset shapesx --seeds 3`` trains each row (``configs/<preset>/<row>.yaml``)
+for seeds ``0..seeds-1`` (``train.seed`` and ``model.init_seed``), evaluates on the chosen split and
+writes into ``--out``: ``results.json`` (``{"rows": {name: {set: {task: {"AP": mean, "AP_std": std,
+...}}}}, "wall_s", "per_seed", "targets", "meta"}``, metrics 0–100, std over seeds), ``results.md``
+(the table, mean ± std), ``results.png`` (mask AP on A and B per row) and ``<row>/seed<k>/`` (each
+run; a finished run is reused, an interrupted one resumed).
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import numpy as np
 
 from mxr.config import config_to_dict, load_config, same_run_config
 from mxr.engine import in_processes
-from mxr.report import cell_pm, cpu_count
+from mxr.report import MISSING, cell_pm, cpu_count
 from mxr.report import markdown_table as _markdown_table
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -125,10 +119,9 @@ def aggregate(evals: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
     try:
-        m, sd = d[s][task][metric], d[s][task][f"{metric}_std"]
+        return cell_pm(d[s][task][metric], d[s][task][f"{metric}_std"])
     except KeyError:
-        return "—"
-    return cell_pm(m, sd)
+        return MISSING
 
 
 def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None) -> str:
@@ -156,38 +149,26 @@ def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None)
 
 
 def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
-    """Save a bar chart of mask ``metric`` on A and on B per variant (mean ± std error bars)."""
-    import matplotlib
+    """Save a PNG bar chart of mask ``metric`` on A and on B per variant (mean ± std error bars)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from mxr.course.viz import SET_COLOURS, figure_png, set_bars
 
     names = list(rows)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
-    from mxr.course.viz import SET_COLOURS
-
-    for k, (s, color) in enumerate(SET_COLOURS.items()):
-        means = [rows[n].get(s, {}).get("segm", {}).get(metric) or 0.0 for n in names]
-        stds = [rows[n].get(s, {}).get("segm", {}).get(f"{metric}_std") or 0.0 for n in names]
-        ax.bar(
-            x + (k - 0.5) * 0.38,
-            means,
-            0.38,
-            yerr=stds,
-            capsize=3,
-            color=color,
-            label=f"set {s}" + (" (no masks in training)" if s == "B" else ""),
-        )
-    ax.set_xticks(x, names, rotation=35, ha="right")
+    fig = Figure(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    segm = {s: [rows[n].get(s, {}).get("segm", {}) for n in names] for s in SET_COLOURS}
+    means = {s: [v.get(metric) or 0.0 for v in vals] for s, vals in segm.items()}
+    stds = {s: [v.get(f"{metric}_std") or 0.0 for v in vals] for s, vals in segm.items()}
+    labels = {"B": "set B (no masks in training)"}
+    set_bars(ax, names, means, stds, width=0.76, labels=labels, rotation=35, ha="right")
     ax.set_ylabel(f"mask {metric} (0–100)")
     ax.set_title(f"Mask {metric} per variant, mean ± std over seeds")
     ax.legend(frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    path.write_bytes(figure_png(fig, dpi=100))
     return path
 
 
@@ -244,17 +225,10 @@ def headline(
     transfer: str = "transfer_mlp",
     closed_target: float = 0.5,
 ) -> dict[str, Any] | None:
-    """The targets on set B for ``metric``, from per-seed values (seeds paired by index).
-
-    * ``gap_closed`` = (transfer − agnostic) / (oracle − agnostic), target >= ``closed_target``;
-    * ``gain`` = transfer − agnostic+MLP (mean of per-seed differences), ``gain_std`` its sample
-      std over seeds; target: gain > 3 × gain_std; ``wins_every_seed``: the paired difference is
-      positive on every seed.
-
-    ``transfer`` names the transfer row (``"transfer_mlp"``: τ from ``cls+box``;
-    ``"transfer_embed_mlp"``: τ from the class embedding). Returns ``None`` when one of the four
-    rows is missing or has no values.
-    """
+    """The targets on set B for ``metric`` (seeds paired by index), or ``None`` when a row of
+    agnostic, agnostic_mlp, ``transfer`` and oracle has no values: ``gap_closed`` = (transfer −
+    agnostic) / (oracle − agnostic) >= ``closed_target``; ``gain`` over agnostic+MLP (mean of the
+    per-seed differences) > 3 × its sample std; ``wins_every_seed``."""
     vals = {}
     for row in ("agnostic", "agnostic_mlp", transfer, "oracle"):
         v = per_seed.get(row, {}).get(metric)
@@ -369,26 +343,14 @@ def run_ablation(
     merge_from: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train and evaluate each row × seed, then write ``results.{json,md,png}`` into ``out_dir``.
+    """Train and evaluate each row × seed (``0..seeds-1``), then write ``results.{json,md,png}``
+    into ``out_dir``; returns the ``results.json`` content.
 
-    Args:
-        preset: a key of :data:`PRESETS`.
-        seeds: seeds ``0..seeds-1`` per row.
-        iterations: override ``train.iterations`` for every row (the shared budget).
-        split: ``"val"`` (choose) or ``"test"`` (report).
-        out_dir: where runs and results go.
-        rows: a subset of the preset's rows (default: all).
-        overrides: extra ``section.key=value`` applied to every row (e.g. ``data.root=...``).
-        config_dir: folder of the preset's YAML files (default: ``configs/<preset>``).
-        progress: tqdm bars for each run (only with ``jobs=1``).
-        jobs: runs trained at the same time, each in its own process with ``CPUs // jobs`` threads.
-        merge_from: a published ``results.json`` whose rows that this call does not run are kept
-            in the table (aggregates, wall time and per-seed B values), recorded in
-            ``meta["merged"]``; for adding rows to a published ablation of unchanged code.
-        log: where one-line progress messages go.
-
-    Returns:
-        The ``results.json`` content.
+    ``iterations`` overrides ``train.iterations`` of every row, ``overrides`` adds
+    ``section.key=value`` to every row; ``split``: ``"val"`` (choose) or ``"test"`` (report);
+    ``jobs``: runs trained at the same time, each in its own process with ``CPUs // jobs`` threads
+    (``progress`` bars only with one job); ``merge_from``: a published ``results.json`` whose rows
+    this call does not run are kept (recorded in ``meta["merged"]``).
     """
     if seeds < 1:
         raise ValueError(f"seeds={seeds} is not valid; expected >= 1")
@@ -401,19 +363,46 @@ def run_ablation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
+    budgets, runs, todo = _plan(configs, seeds, split, extra, out, log)
+    _train_all(todo, out, jobs, progress, runs, log)
+    evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
+    per_row = {name: aggregate(evals[name]) for name in configs}
+    wall = {name: sum(runs[name, seed]["wall_s"] for seed in range(seeds)) for name in configs}
+    per_seed = per_seed_values(evals)
+    merged: dict[str, Any] | None = None
+    if published is not None:
+        per_row, wall, per_seed, merged = _merge(preset, per_row, wall, per_seed, published)
+        budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
+    if len(set(budgets.values())) > 1:
+        log(f"warning: rows have different train.iterations: {budgets}")
+    meta = {"preset": preset, "seeds": seeds, "split": split, "iterations": budgets,
+            "overrides": extra}  # fmt: skip
+    results = _results(per_row, wall, per_seed, meta, merged)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(results_markdown(results))
+    bar_chart(per_row, out / "results.png")
+    return results
+
+
+def _plan(
+    configs: dict[str, Path],
+    seeds: int,
+    split: str,
+    extra: list[str],
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[dict[str, int], dict[tuple[str, int], dict[str, Any]], list[tuple[str, int, dict]]]:
+    """Each row's budget, the finished runs to reuse (``(row, seed)`` -> ``result.json``) and the
+    ``(row, seed, key)`` runs still to train."""
     budgets: dict[str, int] = {}
-    runs: dict[tuple[str, int], dict[str, Any]] = {}  # (row, seed) -> result.json content
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
     todo: list[tuple[str, int, dict[str, Any]]] = []
     for name, path in configs.items():
         for seed in range(seeds):
             cfg = load_config(path, [*extra, f"train.seed={seed}", f"model.init_seed={seed}"])
             budgets[name] = cfg.train.iterations
-            key = {
-                "split": split,
-                "iterations": cfg.train.iterations,
-                "config": str(path),
-                "overrides": list(extra),
-            }
+            key = {"split": split, "iterations": cfg.train.iterations, "config": str(path),
+                   "overrides": list(extra)}  # fmt: skip
             done = out / name / f"seed{seed}" / "result.json"
             if done.is_file():
                 prev = json.loads(done.read_text())
@@ -422,6 +411,18 @@ def run_ablation(
                     runs[name, seed] = prev
                     continue
             todo.append((name, seed, key))
+    return budgets, runs, todo
+
+
+def _train_all(
+    todo: list[tuple[str, int, dict[str, Any]]],
+    out: Path,
+    jobs: int,
+    progress: bool,
+    runs: dict[tuple[str, int], dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """Train the ``todo`` runs (``jobs`` at a time) into ``runs``."""
 
     def finished(name: str, seed: int, result: dict[str, Any]) -> None:
         runs[name, seed] = result
@@ -438,44 +439,34 @@ def run_ablation(
         jobs_ = [(name, seed, out / name / f"seed{seed}", key) for name, seed, key in todo]
         for (name, seed, _, _), result in in_processes(_train_job, jobs_, jobs, threads):
             finished(name, seed, result)
-    per_row: dict[str, Any] = {}
-    wall: dict[str, float] = {}
-    evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
-    for name in configs:
-        per_row[name] = aggregate(evals[name])
-        wall[name] = sum(runs[name, seed]["wall_s"] for seed in range(seeds))
-    per_seed = per_seed_values(evals)
-    merged: dict[str, Any] | None = None
-    if published is not None:
-        per_row, wall, per_seed, merged = _merge(preset, per_row, wall, per_seed, published)
-        budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
-    if len(set(budgets.values())) > 1:
-        log(f"warning: rows have different train.iterations: {budgets}")
-    results = {
+
+
+def _results(
+    per_row: dict[str, Any],
+    wall: dict[str, float],
+    per_seed: dict[str, Any],
+    meta: dict[str, Any],
+    merged: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``results.json`` content: rows, wall times, per-seed B values, targets and meta."""
+    embed = TRANSFER_TARGETS["transfer_embed_mlp"]
+    machine = f"{platform.machine()} {platform.processor() or ''} ".strip()
+    machine += f", {cpu_count()} CPUs, {platform.system()}"
+    return {
         "rows": per_row,
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
         "per_seed": {"B": per_seed},
         "targets": {m: headline(per_seed, m) for m in ("AP75", "mIoU")},
         "targets_embed": {
-            m: headline(per_seed, m, "transfer_embed_mlp", TRANSFER_TARGETS["transfer_embed_mlp"])
-            for m in ("AP75", "mIoU")
+            m: headline(per_seed, m, "transfer_embed_mlp", embed) for m in ("AP75", "mIoU")
         },
         "negative_control": {m: negative_control(per_seed, m) for m in ("mIoU", "AP75")},
         "meta": {
-            "preset": preset,
-            "seeds": seeds,
-            "split": split,
-            "iterations": budgets,
-            "overrides": extra,
-            "machine": f"{platform.machine()} {platform.processor() or ''} ".strip()
-            + f", {cpu_count()} CPUs, {platform.system()}",
+            **meta,
+            "machine": machine,
             **({"merged": {k: merged[k] for k in ("from", "rows")}} if merged else {}),
         },
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
-    bar_chart(per_row, out / "results.png")
-    return results
 
 
 def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
@@ -613,6 +604,27 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``mxr ablate``'s options: flag -> ``add_argument`` keywords.
+_CLI_OPTIONS: dict[str, dict[str, Any]] = {
+    "--preset": {"choices": sorted(PRESETS), "default": "shapesx"},
+    "--seeds": {"type": int, "default": 3, "help": "number of seeds, 0..N-1 (default 3)"},
+    "--iterations": {"type": int, "help": "override train.iterations for every row"},
+    "--split": {"choices": ("val", "test"), "default": "val", "help": "evaluate on (default val)"},
+    "--out": {"help": "output folder (default runs/ablate_<preset>)"},
+    "--rows": {"help": "comma-separated subset of rows (default: all)"},
+    "--config-dir": {"help": "folder with the preset's YAML files"},
+    "--set": {"nargs": "+", "action": "append", "metavar": "KEY=VALUE",
+              "help": "override config fields for every row, e.g. data.root=data/shapesx"},
+    "--jobs": {"type": int, "default": 1,
+               "help": "runs trained side by side, each in its own process (default 1)"},
+    "--publish": {"metavar": "DIR", "help": "also copy results.json / the AP75 chart into DIR and "
+                  "update DIR/results.md's table"},
+    "--merge-from": {"metavar": "RESULTS_JSON",
+                     "help": "keep the rows of this published results.json that --rows does not train"},
+    "--no-progress": {"action": "store_true", "help": "hide progress bars"},
+}  # fmt: skip
+
+
 def add_subparser(sub: Any) -> None:
     """Register ``ablate``: the preset's rows × seeds at one budget -> table, JSON, bar chart."""
     p = sub.add_parser(
@@ -620,37 +632,6 @@ def add_subparser(sub: Any) -> None:
         help="train and evaluate every variant of a preset over seeds; table + JSON + chart",
         description="Run an ablation preset (rows × seeds, one budget) and tabulate mask/box AP.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="shapesx")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
-    p.add_argument("--iterations", type=int, help="override train.iterations for every row")
-    p.add_argument(
-        "--split", choices=("val", "test"), default="val", help="evaluate on (default val)"
-    )
-    p.add_argument("--out", help="output folder (default runs/ablate_<preset>)")
-    p.add_argument("--rows", help="comma-separated subset of rows (default: all)")
-    p.add_argument("--config-dir", help="folder with the preset's YAML files")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override config fields for every row, e.g. data.root=data/shapesx",
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="runs trained side by side, each in its own process (default 1)",
-    )
-    p.add_argument(
-        "--publish",
-        metavar="DIR",
-        help="also copy results.json / the AP75 chart into DIR and update DIR/results.md's table",
-    )
-    p.add_argument(
-        "--merge-from",
-        metavar="RESULTS_JSON",
-        help="keep the rows of this published results.json that --rows does not train",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for flag, kw in _CLI_OPTIONS.items():
+        p.add_argument(flag, **kw)
     p.set_defaults(func=_run_cli)

@@ -1,17 +1,10 @@
 """Probes: what the detection weights hold, and what a transfer function could make of them.
 
-Two questions decide whether τ can segment set B on a dataset whose classes are ``family-k`` (ShapesX):
-
-* **Where do the B classes sit?** :func:`neighbour_hits` counts, for each B class, how many of its two
-  most similar A classes (cosine, mean-centred) are in its family and are its adjacent members
-  (``k ± 1``). Run it on ``w_det`` and on τ's output ``w_seg``.
-* **What would interpolation be worth, and can it be read off ``w_det``?** :func:`interpolation_probe`
-  takes a model with a class-specific mask head (the oracle, trained with masks of every class),
-  replaces the mask weights of the B classes by guesses built from set A only
-  (:func:`b_weight_guesses`), and measures B mIoU given the true boxes for each guess.
-
-``docs/probe_wdet.py`` and ``docs/probe_interpolation.py`` print both for checkpoints; notebook 02 runs
-them on its own models.
+On ShapesX (classes ``family-k``): :func:`neighbour_hits` asks where the B classes sit among the A
+classes in ``w_det`` or ``w_seg``; :func:`interpolation_probe` puts guesses of the B mask weights
+built from set A only (:func:`b_weight_guesses`) into a class-specific (oracle) head and measures B
+mIoU given the true boxes. ``docs/probe_wdet.py``, ``docs/probe_interpolation.py`` and notebook 02
+use them.
 """
 
 from __future__ import annotations
@@ -32,13 +25,8 @@ def family_and_member(name: str) -> tuple[str, int]:
 
 
 def neighbour_hits(w: Tensor, names: Sequence[str], b_names: Sequence[str]) -> tuple[int, int]:
-    """(same family, adjacent member) counts over the two nearest A classes of each B class.
-
-    Args:
-        w: ``(C, d)`` one row per class, in the order of ``names`` (no background row).
-        names: the class names, ``family-k``.
-        b_names: the set-B names; every other name is set A.
-    """
+    """(same family, adjacent member) counts over the two nearest A classes (cosine, mean-centred)
+    of each B class; ``w`` ``(C, d)``: one row per name (no background), ``b_names``: set B."""
     if len(w) != len(names):
         raise ValueError(f"w has {len(w)} rows but there are {len(names)} class names")
     w = nn.functional.normalize(w - w.mean(0), dim=1)
@@ -95,11 +83,8 @@ def _class_sets(
 
 
 def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> Tensor:
-    """Fit ``y = W x + b`` on the rows of ``x_a``/``y_a`` by ridge regression and apply it to ``x_b``.
-
-    ``strength`` is relative to the mean squared norm of the ``x_a`` rows. This is the linear τ that
-    the A pairs pin down best; a trained τ sees exactly these pairs. Solved in float64.
-    """
+    """Fit ``y = W x + b`` on ``x_a``/``y_a`` by ridge regression (``strength`` relative to the
+    mean squared row norm of ``x_a``, in float64) and apply it to ``x_b``."""
     dtype = y_a.dtype
     x_a, y_a, x_b = x_a.double(), y_a.double(), x_b.double()
     xa1 = torch.cat([x_a, torch.ones(len(x_a), 1, dtype=x_a.dtype)], 1)
@@ -126,13 +111,9 @@ def b_weight_guesses(
     ridge: float = 1e-3,
     embedding: Tensor | None = None,
 ) -> dict[str, Tensor | None]:
-    """Guesses for the B classes' mask weights (1×1 filter and bias), built from set A only.
-
-    ``embedding`` ``(C + 1, E)`` (background first; e.g. the ShapesX class embedding) adds the
-    guess a linear τ reading it would make, fitted on the A pairs like the ``w_det`` ones.
-
-    Returns ``{label: (len(b_names), K + 1) or None}``; ``None`` is the model's own weights.
-    """
+    """Guesses for the B classes' mask weights (1×1 filter and bias) from set A only; ``embedding``
+    ``(C + 1, E)`` adds a linear map from it. Returns ``{label: (len(b_names), K + 1) or None}``
+    (``None``: the model's own weights)."""
     y = _class_mask_weights(model)
     label, a, b, adjacent = _class_sets(names, b_names)
     b_set = set(b_names)
@@ -188,14 +169,8 @@ def interpolation_probe(
     embedding: Tensor | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """B and A mIoU (0–100, true boxes) of ``model`` with each :func:`b_weight_guesses` put in place.
-
-    The model's own weights are restored afterwards. ``indices`` restricts the images (default: all);
-    ``embedding`` adds the class-embedding guess (see :func:`b_weight_guesses`).
-
-    Returns:
-        ``[{"guess": label, "B": mIoU, "A": mIoU}, ...]`` in the order of the guesses.
-    """
+    """B and A mIoU (0–100, true boxes) with each :func:`b_weight_guesses` in place (the model's
+    weights are restored). Returns ``[{"guess", "B", "A"}, ...]`` in the order of the guesses."""
     from mxr.evaluation import instance_ious, mean_iou
 
     pred = model.roi_heads.mask_predictor
@@ -240,7 +215,7 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
     kinds = {
         "own weights": ("#333333", "own weights (trained with B masks)"),
         "mean of": ("#9e9e9e", "from the class structure (set A only)"),
-        "w_det": ("#e6862e", "read off w_det (set A pairs only)"),
+        "w_det": ("#8e44ad", "read off w_det (set A pairs only)"),
     }
 
     if any("class embedding" in r["guess"] for r in rows):
@@ -294,19 +269,8 @@ def family_labels(names: Sequence[str], name: str) -> list[int]:
 def member_sweep(
     model: nn.Module, image: Tensor, box: Tensor, labels: Sequence[int] | Tensor
 ) -> Tensor:
-    """One RoI segmented as each class of ``labels``: the masks the mask head would draw for ``box``
-    if the detector had called the object each of them (the model's own
-    :meth:`~mxr.model.roi_heads.MaskXRoIHeads.masks_for_boxes`, with the labels forced).
-
-    Args:
-        model: an mxr Mask^X R-CNN (put in eval mode).
-        image: ``(3, H, W)`` in [0, 1].
-        box: ``(4,)`` or ``(1, 4)`` XYXY pixels.
-        labels: ``L`` class labels (e.g. :func:`family_labels`).
-
-    Returns:
-        ``(L, H, W)`` mask probabilities pasted into the image, one per label.
-    """
+    """One RoI segmented as each class of ``labels`` (the mask head with the labels forced):
+    ``image`` ``(3, H, W)``, ``box`` XYXY ``(4,)`` -> ``(L, H, W)`` mask probabilities."""
     from mxr.evaluation import masks_from_boxes
 
     box = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
@@ -330,14 +294,10 @@ def member_sweep_ious(
     indices: Sequence[int] | None = None,
     threshold: float = 0.5,
 ) -> list[dict[str, Any]]:
-    """For every B instance with a true mask: how well its own class's mask and each adjacent A
-    member's mask (:func:`member_sweep`, true box) match the true mask.
+    """For every B instance with a true mask (a ``masks="all"`` dataset): IoU (0–1) of its own
+    class's :func:`member_sweep` mask and of each adjacent A member's with the true mask.
 
-    The dataset must carry the masks of every class (``masks="all"``).
-
-    Returns:
-        ``[{"index", "instance", "class", "own": IoU, "neighbours": [IoU per adjacent A member]}]``,
-        IoUs in 0–1 (probability > ``threshold``).
+    Returns ``[{"index", "instance", "class", "own", "neighbours": [IoU per member]}]``.
     """
     from mxr.evaluation import mask_instances, mask_iou, masks_from_boxes
 
@@ -405,17 +365,12 @@ def plot_member_sweep(
     truth: Tensor | None = None,
     title: str | None = None,
 ) -> Any:
-    """One row per model, one column per member: each :func:`member_sweep` mask, cropped to the box.
-
-    Args:
-        sweeps: ``{model title: (L, H, W) member_sweep probabilities}``, the same ``L`` members.
-        image: ``(3, H, W)`` the image; box: ``(4,)`` XYXY pixels of the RoI.
-        member_names: ``L`` class names (column titles; a B name is marked ``[B]``).
-        truth: ``(H, W)`` the object's true mask: outlined on every panel, with each mask's IoU.
-    """
+    """One row per model (``{title: (L, H, W) member_sweep probabilities}``), one column per
+    member (``member_names``, B marked): each mask cropped to ``box``; ``truth`` ``(H, W)`` is
+    outlined, with each mask's IoU."""
     from matplotlib.figure import Figure
 
-    from mxr.course.viz import SET_COLOURS
+    from mxr.course.viz import SET_COLOURS, crop_box
     from mxr.evaluation import mask_iou
 
     if not sweeps:
@@ -425,11 +380,7 @@ def plot_member_sweep(
         raise ValueError(
             f"plot_member_sweep: sweeps have shapes {shapes}; expected ({len(member_names)}, H, W)"
         )
-    h, w = image.shape[-2:]
-    x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(-1))
-    px, py = 0.2 * (x1 - x0) + 2, 0.2 * (y1 - y0) + 2
-    c0, r0 = max(0, int(x0 - px)), max(0, int(y0 - py))
-    c1, r1 = min(w, int(x1 + px + 1)), min(h, int(y1 + py + 1))
+    c0, r0, c1, r1 = crop_box(box, *image.shape[-2:], pad=0.2)
     b_set = set(b_names)
     ncols = len(member_names) + 1
     fig = Figure(figsize=(1.75 * ncols + 0.4, 2.05 * len(sweeps) + 0.7))
@@ -477,19 +428,10 @@ def plot_transfer_rows(
     notebook_label: str = "this notebook's run",
     title: str | None = None,
 ) -> Any:
-    """Set-``split`` mask metrics of the rows ``labels`` names, one panel per metric.
-
-    Args:
-        labels: ``{row: label}``, top to bottom (e.g. ``{"agnostic_mlp": "class-agnostic + MLP"}``).
-        published: ``published_results()["rows"]`` (mean and ``_std`` per metric): dots with error
-            bars. A row it lacks is skipped.
-        notebook: ``{row: evaluate() result}`` of the notebook's own runs: hollow diamonds.
-        metrics: ``"mIoU"`` (given the true boxes) or ``segm`` statistics (``"AP"``, ``"AP75"``).
-        control: the row whose value is the dashed line (published mean, else the notebook's).
-
-    The mIoU axis spans the values (they differ by a few points out of 60–85, which an axis from 0
-    would hide); AP axes start at 0.
-    """
+    """Set-``split`` mask metrics (``mIoU`` or ``segm`` stats) of the rows ``{row: label}``, one
+    panel per metric: ``published`` rows (mean ± std) as dots with error bars, the ``notebook``'s
+    own ``{row: evaluate() result}`` as hollow diamonds, the ``control`` row as a dashed line.
+    mIoU axes span the values; AP axes start at 0."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 

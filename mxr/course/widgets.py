@@ -1,8 +1,8 @@
 """ipywidgets front-ends over pure functions.
 
 Every widget here is a thin shell: the work (drawing, building a config, tabulating runs) is done by a
-plain function in this module or in :mod:`mxr.course.viz` that returns data, an image or a Figure, and that
-function has its own tests. An error inside an ipywidgets callback is only shown in the widget's
+plain function in this module or in :mod:`mxr.course.viz` that returns data, an image or a Figure, and
+that function has its own tests. An error inside an ipywidgets callback is only shown in the widget's
 output area (nbval cannot see it), so the callbacks stay a few lines long.
 """
 
@@ -13,14 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
 
-# The panel's choices live in mxr.course (the course layer below the widgets), the per-instance mask
-# IoU in mxr.evaluation, tables and cells in mxr.report; re-exported here, where notebooks and older
-# code import them from.
+# The panel's choices live in mxr.course, the per-instance mask IoU in mxr.evaluation, tables and
+# cells in mxr.report, figures and image encoding in mxr.course.viz; re-exported here, where
+# notebooks and older code import them from.
 from mxr.course import (  # noqa: F401
     MASK_HEAD_CHOICES,
     STRUCTURES,
@@ -29,9 +30,25 @@ from mxr.course import (  # noqa: F401
     default_choices,
     describe_choices,
     run_name,
+    run_origin,
 )
 from mxr.course import checked_choices as _checked_choices
-from mxr.course.viz import SET_COLOURS, draw_instances
+from mxr.course.viz import (  # noqa: F401
+    SET_COLOURS,
+    SET_LABELS,
+    SET_RGB,
+    _bare,
+    _finish,
+    crop_box,
+    draw_instances,
+    figure_png,
+    image_bytes,
+    loss_figure,
+    set_bars,
+    set_legend,
+    set_of,
+    to_uint8_image,
+)
 from mxr.evaluation import (  # noqa: F401
     InstanceIoU,
     box_masks,
@@ -45,59 +62,39 @@ from mxr.evaluation import (  # noqa: F401
 from mxr.report import cell, cell_pm, markdown_table, mask_ap, mask_miou, read_metrics
 
 
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """A matplotlib Figure as PNG bytes (for an ``ipywidgets.Image``)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
 def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
-    """A Figure as an ``IPython.display.Image`` in JPEG: for pictures of (noisy) photographs, which
-    PNG stores poorly; keeps notebooks small. Line plots are better left as PNG."""
+    """A Figure as a JPEG ``IPython.display.Image``: for pictures of (noisy) images, which PNG
+    stores poorly; keeps notebooks small."""
     from IPython.display import Image
     from PIL import Image as PILImage
 
-    rgba = PILImage.open(io.BytesIO(figure_png(fig, dpi=dpi))).convert("RGB")
-    buf = io.BytesIO()
-    rgba.save(buf, format="JPEG", quality=quality)
-    return Image(data=buf.getvalue(), format="jpeg")
+    png = PILImage.open(io.BytesIO(figure_png(fig, dpi=dpi)))
+    return Image(data=image_bytes(png, "jpeg", quality=quality), format="jpeg")
 
 
-def image_png(image: torch.Tensor, scale: int = 1) -> bytes:
-    """A uint8 ``(3, H, W)`` image as PNG bytes, enlarged ``scale`` times (nearest neighbour)."""
-    from PIL import Image
-
-    array = image.detach().cpu().permute(1, 2, 0).numpy()
-    pil = Image.fromarray(array)
-    if scale > 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return buf.getvalue()
+def _set_legend_html() -> str:
+    return " &nbsp; ".join(
+        f"<span style='color:{SET_COLOURS[s]}'>&#9632;</span> {SET_LABELS[s]}" for s in "AB"
+    )
 
 
 # ----------------------------------------------------------------------------- dataset browser
 
 
 def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None) -> str:
-    """One line about dataset item ``index``: image id, and each instance as ``name [A|B]``.
-
-    Instances of set A carry ``+mask`` when the dataset gives their mask.
-    """
+    """One line about dataset item ``index``: image id, and each instance as ``name [A|B]``
+    (``+mask`` where the dataset gives its mask)."""
     _check_index(ds, index)
     _, target = ds[index]
     names = list(class_names) if class_names is not None else list(ds.class_names)
-    a_set = set(getattr(ds, "a_labels", range(len(names))))
-    has_mask = target.get("has_mask")
-    parts = []
-    for i, label in enumerate(int(x) for x in target["labels"]):
-        name = names[label] if 0 <= label < len(names) else str(label)
-        part = f"{name} [{'A' if label in a_set else 'B'}]"
-        if has_mask is not None and bool(has_mask[i]):
-            part += "+mask"
-        parts.append(part)
-    n_a = sum(1 for x in target["labels"].tolist() if x in a_set)
+    a_labels = getattr(ds, "a_labels", None)
+    masked = set(mask_instances(target)) if "masks" in target else set()
+    parts = [
+        f"{names[x] if 0 <= x < len(names) else x} [{set_of(x, a_labels)}]"
+        + ("+mask" if i in masked else "")
+        for i, x in enumerate(target["labels"].tolist())
+    ]
+    n_a = sum(set_of(x, a_labels) == "A" for x in target["labels"].tolist())
     head = (
         f"image {index + 1}/{len(ds)} (id {int(target['image_id'])}): "
         f"{len(parts)} instances, {n_a} A, {len(parts) - n_a} B"
@@ -106,7 +103,7 @@ def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None
 
 
 def render_sample(ds: Any, index: int, class_names: Sequence[str] | None = None) -> torch.Tensor:
-    """Dataset item ``index`` drawn with boxes, masks and ``name [A|B]`` labels: uint8 ``(3, H, W)``."""
+    """Dataset item ``index`` drawn with boxes, masks and A/B labels: uint8 ``(3, H, W)``."""
     _check_index(ds, index)
     image, target = ds[index]
     names = list(class_names) if class_names is not None else list(ds.class_names)
@@ -119,17 +116,8 @@ def _check_index(ds: Any, index: int) -> None:
 
 
 def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: int = 3) -> Any:
-    """A slider over the dataset's images showing boxes, masks and A/B colouring.
-
-    Args:
-        ds: a :class:`mxr.data.CocoInstances` (anything with ``__len__``, ``__getitem__``,
-            ``class_names`` and ``a_labels``).
-        class_names: label names (index = label); default ``ds.class_names``.
-        scale: on-screen enlargement of the (small) images.
-
-    Returns:
-        An ``ipywidgets.VBox``; its ``.slider``, ``.image`` and ``.caption`` attributes are the parts.
-    """
+    """A slider over the dataset's images (shown ``scale`` times enlarged) with boxes, masks and
+    A/B colours: an ``ipywidgets.VBox`` with ``.slider``, ``.image`` and ``.caption``."""
     import ipywidgets as w
 
     if len(ds) == 0:
@@ -137,21 +125,16 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
     slider = w.IntSlider(
         value=0, min=0, max=len(ds) - 1, description="image", continuous_update=False
     )
-    image = w.Image(format="png")
-    caption = w.HTML()
-    legend = w.HTML(
-        f"<span style='color:{SET_COLOURS['A']}'>&#9632;</span> set A (masks in training) &nbsp; "
-        f"<span style='color:{SET_COLOURS['B']}'>&#9632;</span> set B (boxes only)"
-    )
+    image, caption = w.Image(format="png"), w.HTML()
 
     def update(change: Any = None) -> None:
         index = int(slider.value)
-        image.value = image_png(render_sample(ds, index, class_names), scale=scale)
+        image.value = image_bytes(render_sample(ds, index, class_names), scale=scale)
         caption.value = f"<code>{sample_summary(ds, index, class_names)}</code>"
 
     slider.observe(update, names="value")
     update()
-    box = w.VBox([slider, image, legend, caption])
+    box = w.VBox([slider, image, w.HTML(_set_legend_html()), caption])
     box.slider, box.image, box.caption = slider, image, caption
     return box
 
@@ -161,13 +144,9 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
 
 @dataclass
 class RunLog:
-    """One panel run: its choices, the loss records seen so far, and its evaluation when done.
-
-    ``records`` are the dicts the engine writes to ``metrics.jsonl`` (``iter``, ``loss``,
-    ``loss_mask``, ...); ``eval`` is :func:`mxr.evaluation.evaluate`'s dict; ``model`` the trained
-    model (eval mode). ``name`` (e.g. a course variant, ``"agnostic_mlp"``) replaces the choices'
-    description in labels; ``stopped_at`` is the iteration a stopped run ended at (no ``eval``).
-    """
+    """One panel run: its choices, the engine records (``metrics.jsonl`` dicts) seen so far, its
+    :func:`mxr.evaluation.evaluate` dict and model when done. ``name`` (e.g. a course variant)
+    replaces the choices' description in labels; ``stopped_at``: where a stopped run ended."""
 
     choices: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -182,9 +161,8 @@ class RunLog:
 
     @property
     def origin(self) -> str:
-        """``"cached"`` (reloaded), ``"adopted"`` (a finished twin run's weights, evaluated here) or
-        ``"trained"`` (see :func:`mxr.course.run_origin`)."""
-        return "cached" if self.cached else ("adopted" if self.adopted else "trained")
+        """``"cached"``, ``"adopted"`` or ``"trained"`` (see :func:`mxr.course.run_origin`)."""
+        return run_origin({"cached": self.cached, "adopted": self.adopted})
 
     @property
     def group_label(self) -> str:
@@ -198,20 +176,17 @@ class RunLog:
 
     @property
     def seed(self) -> int:
-        """``train.seed`` of the run (choice ``seed``, 0 when absent)."""
         return int(self.choices.get("seed", 0))
 
     @property
     def config_key(self) -> str:
-        """Equal for two runs exactly when their configs differ at most in the seed (the run
-        folder name of the choices at seed 0; options that do not apply to a head are ignored)."""
+        """Equal for two runs exactly when their configs differ at most in the seed."""
         return run_name({**self.choices, "seed": 0})
 
     @classmethod
     def from_variant(cls, variant: str) -> RunLog:
-        """The course's run of ``variant`` (one of :data:`mxr.course.VARIANT_CHOICES`):
-        ``train_or_load(variant, course_config(variant))``, the cache the notebooks share, as a log
-        named after the variant (its choices are the panel's for that config)."""
+        """The course's cached run of ``variant`` (a key of :data:`mxr.course.VARIANT_CHOICES`,
+        ``train_or_load(variant, course_config(variant))``), as a log named after it."""
         from mxr.course import course_config, train_or_load
 
         if variant not in VARIANT_CHOICES:
@@ -221,112 +196,51 @@ class RunLog:
         cfg = course_config(variant)
         t0 = time.perf_counter()
         result = train_or_load(variant, cfg, progress=False)
-        choices = {
-            **VARIANT_CHOICES[variant],
-            "iterations": cfg.train.iterations,
-            "seed": cfg.train.seed,
-        }
-        log = cls(
-            choices=_checked_choices(choices),
-            eval=result["eval"],
-            seconds=time.perf_counter() - t0,
-            cached=bool(result["cached"]),
-            out_dir=str(result["out_dir"]),
-            model=result["model"],
-            name=variant,
-            adopted=bool(result.get("adopted")),
-        )
-        log.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
+        choices = {**VARIANT_CHOICES[variant], "iterations": cfg.train.iterations}
+        log = cls(choices=_checked_choices({**choices, "seed": cfg.train.seed}), name=variant)
+        log.seconds = time.perf_counter() - t0
+        log._fill(result)
         return log
+
+    def _fill(self, result: Mapping[str, Any]) -> None:
+        """Take a finished :func:`mxr.course.train_or_load` result (records from the file when
+        reloaded or none were seen)."""
+        self.cached, self.adopted = bool(result["cached"]), bool(result.get("adopted"))
+        self.out_dir, self.eval, self.model = (
+            str(result["out_dir"]),
+            result["eval"],
+            result["model"],
+        )
+        if self.cached or not self.records:
+            self.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
 
     def add(self, iteration: int, record: Mapping[str, Any]) -> None:
         """The engine callback: keep ``record`` (``iteration`` overrides its ``iter``)."""
         self.records.append({**dict(record), "iter": int(iteration)})
 
     def mask_ap(self, split: str) -> float | None:
-        """Mask AP (0–100) on ``"A"``, ``"B"`` or ``"all"``; ``None`` before evaluation."""
         return mask_ap(self.eval, split)
 
     def mask_iou(self, split: str) -> float | None:
-        """Mean mask IoU (0–100) given the true boxes; ``None`` if not measured."""
         return mask_miou(self.eval, split)
-
-
-def loss_figure(
-    records: Sequence[Mapping[str, Any]],
-    title: str = "Training loss",
-    keys: Sequence[str] = ("loss", "loss_mask", "loss_classifier", "loss_box_reg"),
-) -> Figure:
-    """Loss against iteration from engine records (empty records: empty axes saying "waiting").
-
-    Returns:
-        A Figure with the total loss in bold, the mask loss and the box-head losses, a legend,
-        labelled axes and a title.
-    """
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.add_subplot(1, 1, 1)
-    for key in keys:
-        pts = [(r["iter"], r[key]) for r in records if isinstance(r.get(key), int | float)]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(
-                xs,
-                ys,
-                marker="." if len(pts) < 30 else None,
-                label=key,
-                linewidth=2.0 if key == "loss" else 1.0,
-            )
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (mean over the log interval)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8, loc="upper right")
-    else:
-        ax.text(
-            0.5,
-            0.5,
-            "waiting for the first logged iteration",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-            color="grey",
-        )
-    fig.tight_layout()
-    return fig
-
-
-def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
-    """Rows ``[set, mask AP, mask AP50, box AP, mIoU]`` for sets A, B and all of an evaluation."""
-    rows = []
-    for split in ("A", "B", "all"):
-        if split not in results:
-            continue
-        r = results[split]
-        rows.append(
-            [
-                split,
-                cell(r["segm"]["AP"]),
-                cell(r["segm"]["AP50"]),
-                cell(r["bbox"]["AP"]),
-                cell(r.get("mask_iou", {}).get("mIoU")),
-            ]
-        )
-    return rows
 
 
 SPLIT_TABLE_HEADER = ["set", "mask AP", "mask AP50", "box AP", "mask mIoU (true boxes)"]
 COMPARISON_HEADER = ["#", "run", "mask AP A", "mask AP B", "mIoU A", "mIoU B", "seconds"]
 
 
+def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    """Rows of :data:`SPLIT_TABLE_HEADER` for sets A, B and all of an evaluation."""
+    return [
+        [s, *map(cell, (r["segm"]["AP"], r["segm"]["AP50"], r["bbox"]["AP"])),
+         cell(r.get("mask_iou", {}).get("mIoU"))]
+        for s in ("A", "B", "all") if (r := results.get(s)) is not None
+    ]  # fmt: skip
+
+
 def run_groups(runs: Sequence[RunLog]) -> list[list[tuple[int, RunLog]]]:
-    """The evaluated runs grouped by config apart from the seed (:attr:`RunLog.config_key`), groups
-    in order of first appearance: ``[(number, run), ...]`` per group, ``number`` counting from 1 in
-    ``runs``. Of several runs of one config and seed only the last counts (a retrained run replaces
-    the earlier one rather than counting twice)."""
+    """The evaluated runs grouped by config apart from the seed, in order of first appearance:
+    ``[(number from 1, run), ...]`` per group; of one config and seed only the last run counts."""
     groups: dict[str, dict[int, tuple[int, RunLog]]] = {}
     for i, run in enumerate(runs, start=1):
         if run.eval is not None:
@@ -349,11 +263,19 @@ def _group_cell(values: Sequence[float | None]) -> str:
     return cell(mean) if std is None else cell_pm(mean, std)
 
 
+def _seconds_cell(logs: Sequence[RunLog]) -> str:
+    """Mean wall time of the runs trained here; ``cached`` / ``reused`` when none was."""
+    trained = [r.seconds for r in logs if r.origin == "trained" and r.seconds is not None]
+    if trained:
+        return f"{sum(trained) / len(trained):.0f}"
+    if all(r.origin != "trained" for r in logs):
+        return "cached" if all(r.cached for r in logs) else "reused"
+    return "—"
+
+
 def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
-    """One row per config (:func:`run_groups`): run numbers, label and seeds, mask AP on A and B,
-    mIoU on A and B (``mean ± std`` over seeds when several seeds of the config were run; the
-    sample std), wall time (mean over the runs trained here; ``cached`` / ``reused`` when none
-    was: reloaded, or a finished run's weights evaluated here)."""
+    """Rows of :data:`COMPARISON_HEADER`, one per config (:func:`run_groups`); several seeds of a
+    config give ``mean ± std`` (sample std)."""
     rows = []
     for group in run_groups(runs):
         logs = [r for _, r in group]
@@ -361,41 +283,25 @@ def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
         label = logs[0].group_label + (
             f" · seed {seeds}" if len(logs) == 1 else f" · seeds {seeds} (mean ± std)"
         )
-        trained = [r.seconds for r in logs if r.origin == "trained" and r.seconds is not None]
-        if trained:
-            secs = f"{sum(trained) / len(trained):.0f}"
-        elif all(r.origin != "trained" for r in logs):
-            secs = "cached" if all(r.cached for r in logs) else "reused"
-        else:
-            secs = "—"
-        rows.append(
-            [
-                ", ".join(str(i) for i, _ in group),
-                label,
-                *(
-                    _group_cell([getter(r, split) for r in logs])
-                    for getter in (RunLog.mask_ap, RunLog.mask_iou)
-                    for split in ("A", "B")
-                ),
-                secs,
-            ]
-        )
+        metrics = [
+            _group_cell([getter(r, split) for r in logs])
+            for getter in (RunLog.mask_ap, RunLog.mask_iou)
+            for split in ("A", "B")
+        ]
+        rows.append([", ".join(str(i) for i, _ in group), label, *metrics, _seconds_cell(logs)])
     return rows
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
     """A small HTML table (cells escaped) for an ``ipywidgets.HTML``."""
-    from html import escape
 
-    head = "".join(f"<th style='padding:2px 8px'>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 8px'>{escape(c)}</td>" for c in r) + "</tr>"
-        for r in rows
-    )
+    def cells(tag: str, values: Sequence[str]) -> str:
+        return "".join(f"<{tag} style='padding:2px 8px'>{escape(v)}</{tag}>" for v in values)
+
+    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
     cap = f"<caption style='text-align:left'><b>{escape(caption)}</b></caption>" if caption else ""
-    return (
-        f"<table class='mxr-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )
+    head = f"<thead><tr>{cells('th', header)}</tr></thead>"
+    return f"<table class='mxr-table'>{cap}{head}<tbody>{body}</tbody></table>"
 
 
 def comparison_table(runs: Sequence[RunLog]) -> str:
@@ -404,38 +310,29 @@ def comparison_table(runs: Sequence[RunLog]) -> str:
 
 
 def comparison_chart(runs: Sequence[RunLog]) -> Figure:
-    """Grouped bars per config (:func:`run_groups`): mask AP (left) and mask mIoU given true boxes
-    (right), A vs B. A config run with several seeds gets its mean as the bar, ± its std as an error
-    bar, and each seed's value as a dot.
-
-    Returns:
-        A Figure with two axes; bars are labelled by run numbers (see the comparison table).
-    """
+    """Bars per config (:func:`run_groups`), A vs B: mask AP (left) and mask mIoU given true boxes
+    (right); several seeds: the mean, ± std error bars and a dot per seed."""
     groups = run_groups(runs)
     fig = Figure(figsize=(8, 3.2))
     panels = (("mask AP", RunLog.mask_ap), ("mask mIoU given true boxes", RunLog.mask_iou))
-    width = 0.38
+    ticks = ["#" + ",".join(str(i) for i, _ in g) for g in groups]
     for k, (name, getter) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
-        xs = list(range(len(groups)))
-        for j, (split, colour) in enumerate(SET_COLOURS.items()):
-            stats = [_spread([getter(r, split) for _, r in g]) for g in groups]
-            at = [x + (j - 0.5) * width for x in xs]
-            ax.bar(at, [m or 0.0 for m, _, _ in stats], width, label=f"set {split}", color=colour)
-            for x, (mean, std, vals) in zip(at, stats, strict=True):
+        stats = {s: [_spread([getter(r, s) for _, r in g]) for g in groups] for s in SET_COLOURS}
+        means = {s: [m or 0.0 for m, _, _ in v] for s, v in stats.items()}
+        at = set_bars(ax, ticks, means, width=0.76)
+        for s, v in stats.items():
+            for x, (mean, std, vals) in zip(at[s], v, strict=True):
                 if std is not None:
                     ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
                     ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
-        ax.set_xticks(xs)
-        ax.set_xticklabels(["#" + ",".join(str(i) for i, _ in g) for g in groups])
         ax.set_xlabel("run (see the table)")
         ax.set_ylabel(f"{name} (0-100)")
         ax.set_title(f"{name}, set A vs set B", fontsize=10)
         ax.set_ylim(0, 100)
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def comparison_seed_chart(
@@ -444,19 +341,11 @@ def comparison_seed_chart(
     metrics: Sequence[str] = ("mIoU", "AP75"),
     split: str = "B",
 ) -> Figure:
-    """Per metric, each row's value on every seed (a marker per seed) and its mean (a bar-wide line).
+    """Per metric, each row's value on every seed (a marker per seed) and its mean (a line).
 
-    The y-axis fits the values (not from 0), so differences of a point or two stay visible.
-
-    Args:
-        per_seed: ``{row: {metric: [seed 0, seed 1, ...]}}``, e.g. ``docs/results.json``'s
-            ``per_seed["B"]`` (:func:`mxr.course.published_results`).
-        rows: the rows to show, in order.
-        metrics: keys of each row's values (``"mIoU"``: mask mIoU given true boxes, ``"AP75"``...).
-        split: the class set the values are of (titles and the colour of the means).
-
-    Returns:
-        A Figure with one axis per metric; ``ax.lines[i]`` is row ``i``'s mean.
+    ``per_seed``: ``{row: {metric: [seed 0, ...]}}`` (``docs/results.json``'s ``per_seed["B"]``).
+    The y-axis fits the values. Returns a Figure with one axis per metric; ``ax.lines[i]`` is row
+    ``i``'s mean.
     """
     import statistics
 
@@ -468,38 +357,25 @@ def comparison_seed_chart(
         )
     fig = Figure(figsize=(max(7.0, 0.75 * len(rows) * len(metrics) + 1.5), 3.4))
     markers = "os^Dv<>"
+    xs = list(range(len(rows)))
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
         values = [[v for v in per_seed[r].get(metric, []) if v is not None] for r in rows]
-        xs = list(range(len(rows)))
         for x, v in zip(xs, values, strict=True):
             mean = statistics.fmean(v) if v else float("nan")
-            ax.plot(
-                [x - 0.3, x + 0.3],
-                [mean, mean],
-                color=SET_COLOURS.get(split, "grey"),
-                linewidth=3,
-                label="mean" if x == 0 else None,
-            )
+            ax.plot([x - 0.3, x + 0.3], [mean, mean], color=SET_COLOURS.get(split, "grey"),
+                    linewidth=3, label="mean" if x == 0 else None)  # fmt: skip
         for s in range(max((len(v) for v in values), default=0)):
             pts = [(x, v[s]) for x, v in zip(xs, values, strict=True) if len(v) > s]
-            ax.scatter(
-                [x + (s - 1) * 0.08 for x, _ in pts],
-                [y for _, y in pts],
-                marker=markers[s % len(markers)],
-                s=18,
-                color="black",
-                zorder=3,
-                label=f"seed {s}",
-            )
-        ax.set_xticks(xs)
-        ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=8)
+            ax.scatter([x + (s - 1) * 0.08 for x, _ in pts], [y for _, y in pts],
+                       marker=markers[s % len(markers)], s=18, color="black", zorder=3,
+                       label=f"seed {s}")  # fmt: skip
+        ax.set_xticks(xs, rows, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"{metric} on set {split} (0-100)")
         ax.set_title(f"set {split} {metric}: each seed and the mean", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def train_choices(
@@ -511,17 +387,9 @@ def train_choices(
 ) -> RunLog:
     """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe.
 
-    Args:
-        choices: see :func:`config_from_choices`.
-        log: a :class:`RunLog` to fill (default: a new one).
-        reuse: reuse a finished run with the same settings from :func:`mxr.course.runs_dir`.
-        on_record: called with the log after each logged iteration (the live plot's hook).
-        should_stop: asked after each logged iteration; when it returns true the training stops
-            there (:class:`mxr.engine.StopTraining`: checkpoint saved, no evaluation).
-
-    Returns:
-        The log, with ``eval`` filled in; cached runs get their records from ``metrics.jsonl``.
-        A stopped run has ``eval`` ``None`` and ``stopped_at`` its last iteration.
+    ``on_record(log)`` is called after each logged iteration; when ``should_stop()`` is true there,
+    the training stops (checkpoint saved, no evaluation). Returns the log with ``eval`` filled in,
+    or a stopped log (``eval`` ``None``, ``stopped_at`` its last iteration).
     """
     import shutil
 
@@ -530,7 +398,6 @@ def train_choices(
 
     c = _checked_choices(choices)
     log = log if log is not None else RunLog(choices=c)
-    cfg = config_from_choices(c)
     name = run_name(c)
     if not reuse and (runs_dir() / name).exists():
         shutil.rmtree(runs_dir() / name)
@@ -544,20 +411,14 @@ def train_choices(
 
     t0 = time.perf_counter()
     try:
-        result = train_or_load(name, cfg, progress=False, callback=callback)
+        result = train_or_load(name, config_from_choices(c), progress=False, callback=callback)
     except StopTraining:
-        log.seconds = time.perf_counter() - t0
         log.out_dir = str(runs_dir() / name)
         log.stopped_at = log.records[-1]["iter"] if log.records else 0
-        return log
+        result = None
     log.seconds = time.perf_counter() - t0
-    log.cached = bool(result["cached"])
-    log.adopted = bool(result.get("adopted"))
-    log.out_dir = str(result["out_dir"])
-    log.eval = result["eval"]
-    log.model = result["model"]
-    if log.cached or not log.records:
-        log.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
+    if result is not None:
+        log._fill(result)
     return log
 
 
@@ -572,25 +433,25 @@ TRANSFER_INPUT_LABELS: dict[str, str] = {
 }
 
 
+def _error_html(text: str) -> str:
+    return f"<span style='color:#c00'>{escape(text)}</span>"
+
+
 class TrainingPanel:
     """Widgets to choose a mask head, its options and the seed, Train and Stop buttons, a live loss
-    plot, the per-split AP table of the last run, and a table and chart comparing every run so far
-    (several seeds of one config: mean ± std).
+    plot, the per-split AP table of the last run, and a table and chart comparing every run so far.
 
-    Display it as the last expression of a cell. The Train button trains in a background thread, so
-    the kernel stays responsive and the plot updates; Stop ends that training at its next logged
-    iteration. :meth:`run` trains in the calling thread (a notebook executed headless gets its
-    result in the cell that asks); :meth:`start` and :meth:`wait` are what the button does and how
-    to wait for it. :attr:`runs` holds the :class:`RunLog` of each finished run, :attr:`last` the
-    latest run, finished or stopped.
+    The Train button trains in a background thread (:meth:`start`; :meth:`wait` waits for it);
+    Stop ends it at its next logged iteration. :meth:`run` trains in the calling thread (for a
+    notebook executed headless). :attr:`runs` holds each finished run's :class:`RunLog`,
+    :attr:`last` the latest run, finished or stopped.
     """
 
+    #: The choice widgets, in menu order (each named after its key in :func:`config_from_choices`).
+    CHOICES = ("mask_head", "transfer_input", "structure", "stop_grad", "mlp_fusion", "iterations",
+               "seed")  # fmt: skip
+
     def __init__(self, runs: Sequence[RunLog] = (), min_plot_interval_s: float = 0.3) -> None:
-        import ipywidgets as w
-
-        from mxr.config import TRANSFER_INPUTS
-
-        d = default_choices()
         self.runs: list[RunLog] = list(runs)
         self.last: RunLog | None = None
         self.min_plot_interval_s = float(min_plot_interval_s)
@@ -598,75 +459,62 @@ class TrainingPanel:
         self._busy = False
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
-        style = {"description_width": "110px"}
-        self.mask_head = w.ToggleButtons(
-            options=list(MASK_HEAD_CHOICES),
-            value=d["mask_head"],
-            description="mask head",
-            style=style,
-        )
-        self.transfer_input = w.Dropdown(
-            options=[(TRANSFER_INPUT_LABELS.get(k, k), k) for k in TRANSFER_INPUTS],
-            value=d["transfer_input"],
-            description="transfer input",
-            style=style,
-        )
-        self.structure = w.Dropdown(
-            options=list(STRUCTURES), value=d["structure"], description="τ structure", style=style
-        )
-        self.stop_grad = w.Checkbox(value=d["stop_grad"], description="stop-grad on w_det")
-        self.mlp_fusion = w.Checkbox(value=d["mlp_fusion"], description="MLP fusion")
-        self.iterations = w.BoundedIntText(
-            value=d["iterations"], min=1, max=100_000, description="iterations", style=style
-        )
-        self.seed = w.BoundedIntText(
-            value=d["seed"], min=0, max=1_000_000, description="seed (train.seed)", style=style
-        )
+        self._last_draw = 0.0
+        self._make_choice_widgets()
+        self._make_output_widgets()
+        self.mask_head.observe(self._sync_enabled, names="value")
+        self.train_button.on_click(self._on_click)
+        self.stop_button.on_click(lambda button: self.stop())
+        self._sync_enabled()
+        self._show_comparison()
+        self.widget = self._layout()
+
+    def _make_choice_widgets(self) -> None:
+        import ipywidgets as w
+
+        from mxr.config import TRANSFER_INPUTS
+
+        d, style = default_choices(), {"description_width": "110px"}
+        inputs = [(TRANSFER_INPUT_LABELS.get(k, k), k) for k in TRANSFER_INPUTS]
+        self.mask_head = w.ToggleButtons(options=list(MASK_HEAD_CHOICES), description="mask head")
+        self.transfer_input = w.Dropdown(options=inputs, description="transfer input")
+        self.structure = w.Dropdown(options=list(STRUCTURES), description="τ structure")
+        self.stop_grad = w.Checkbox(description="stop-grad on w_det")
+        self.mlp_fusion = w.Checkbox(description="MLP fusion")
+        self.iterations = w.BoundedIntText(min=1, max=100_000, description="iterations")
+        self.seed = w.BoundedIntText(min=0, max=1_000_000, description="seed (train.seed)")
+        for key in self.CHOICES:
+            wid = getattr(self, key)
+            wid.value = d[key]
+            if not isinstance(wid, w.Checkbox):
+                wid.style = style
         self.reuse = w.Checkbox(value=True, description="reuse a finished run")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = w.Button(
             description="Stop", button_style="warning", icon="stop", disabled=True
         )
         self.status = w.HTML("Choose the settings and press <b>Train</b>.")
+
+    def _make_output_widgets(self) -> None:
+        import ipywidgets as w
+
         # explicit sizes (the figures' pixel sizes at 80 dpi): an Image sized "auto" can collapse to
         # 0x0 in a flex box when its picture changes
-        self.plot = w.Image(
-            format="png",
-            value=figure_png(loss_figure([], "Training loss")),
-            layout=w.Layout(width="480px", min_width="480px", height="auto"),
-        )
-        self.table = w.HTML()
-        self.comparison = w.HTML()
-        self.chart = w.Image(
-            format="png", layout=w.Layout(width="640px", min_width="640px", height="auto")
-        )
-        self.mask_head.observe(self._sync_enabled, names="value")
-        self.train_button.on_click(self._on_click)
-        self.stop_button.on_click(lambda button: self.stop())
-        self._sync_enabled()
-        self._show_comparison()
-        options = w.VBox(
-            [
-                self.mask_head,
-                self.transfer_input,
-                self.structure,
-                self.stop_grad,
-                self.mlp_fusion,
-                self.iterations,
-                self.seed,
-                self.reuse,
-                w.HBox([self.train_button, self.stop_button]),
-                self.status,
-            ]
-        )
-        self.widget = w.VBox(
-            [
-                w.HBox([options, self.plot]),
-                self.table,
-                w.HTML("<b>All runs of this panel</b> (several seeds of one config: mean ± std)"),
-                self.comparison,
-                self.chart,
-            ]
+        def image(width: str, **kw: Any) -> Any:
+            return w.Image(format="png", layout=w.Layout(width=width, min_width=width, height="auto"), **kw)  # fmt: skip
+
+        self.plot = image("480px", value=figure_png(loss_figure([], "Training loss")))
+        self.table, self.comparison = w.HTML(), w.HTML()
+        self.chart = image("640px")
+
+    def _layout(self) -> Any:
+        import ipywidgets as w
+
+        buttons = w.HBox([self.train_button, self.stop_button])
+        options = w.VBox([*(getattr(self, k) for k in self.CHOICES), self.reuse, buttons, self.status])  # fmt: skip
+        heading = w.HTML("<b>All runs of this panel</b> (several seeds of one config: mean ± std)")
+        return w.VBox(
+            [w.HBox([options, self.plot]), self.table, heading, self.comparison, self.chart]
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -680,20 +528,12 @@ class TrainingPanel:
 
     def choices(self) -> dict[str, Any]:
         """The settings the widgets show now (see :func:`config_from_choices`)."""
-        return {
-            "mask_head": self.mask_head.value,
-            "transfer_input": self.transfer_input.value,
-            "structure": self.structure.value,
-            "stop_grad": self.stop_grad.value,
-            "mlp_fusion": self.mlp_fusion.value,
-            "iterations": int(self.iterations.value),
-            "seed": int(self.seed.value),
-        }
+        c = {key: getattr(self, key).value for key in self.CHOICES}
+        return {**c, "iterations": int(c["iterations"]), "seed": int(c["seed"])}
 
     def set_choices(self, **choices: Any) -> None:
         """Set widgets from keyword choices (names as in :func:`config_from_choices`)."""
-        checked = _checked_choices({**self.choices(), **choices})
-        for key, value in checked.items():
+        for key, value in _checked_choices({**self.choices(), **choices}).items():
             getattr(self, key).value = value
 
     @property
@@ -702,13 +542,12 @@ class TrainingPanel:
         return self._busy
 
     def _sync_enabled(self, change: Any = None) -> None:
-        transfer = self.mask_head.value == "transfer"
         for wid in (self.transfer_input, self.structure, self.stop_grad):
-            wid.disabled = not transfer
+            wid.disabled = self.mask_head.value != "transfer"
 
     def _draw(self, log: RunLog, force: bool = False) -> None:
         now = time.perf_counter()
-        if not force and now - getattr(self, "_last_draw", 0.0) < self.min_plot_interval_s:
+        if not force and now - self._last_draw < self.min_plot_interval_s:
             return
         self._last_draw = now
         done = log.records[-1]["iter"] if log.records else 0
@@ -745,20 +584,10 @@ class TrainingPanel:
     def _train(self, log: RunLog) -> RunLog:
         try:
             self._draw(log, force=True)
-            train_choices(
-                log.choices,
-                log,
-                reuse=self.reuse.value,
-                on_record=self._draw,
-                should_stop=self._stop.is_set,
-            )
+            train_choices(log.choices, log, reuse=self.reuse.value, on_record=self._draw,
+                          should_stop=self._stop.is_set)  # fmt: skip
         except Exception as e:
-            from html import escape
-
-            self.status.value = (
-                f"<span style='color:#c00'>Training failed: {escape(type(e).__name__)}: "
-                f"{escape(str(e))}</span>"
-            )
+            self.status.value = _error_html(f"Training failed: {type(e).__name__}: {e}")
             raise
         finally:
             self.train_button.disabled, self.stop_button.disabled = False, True
@@ -771,11 +600,8 @@ class TrainingPanel:
                 f"{log.choices['iterations']} (checkpoint saved; not evaluated, so not compared)."
             )
             return log
-        self.table.value = html_table(
-            SPLIT_TABLE_HEADER,
-            split_table_rows(log.eval or {}),
-            caption=f"Validation AP per class set: {log.label}",
-        )
+        caption = f"Validation AP per class set: {log.label}"
+        self.table.value = html_table(SPLIT_TABLE_HEADER, split_table_rows(log.eval or {}), caption)
         self.runs.append(log)
         self._show_comparison()
         how = {
@@ -794,7 +620,7 @@ class TrainingPanel:
 
     def start(self, **choices: Any) -> threading.Thread:
         """Set the widgets from ``choices`` and train in a background thread, as the Train button
-        does; returns the thread. :meth:`stop` ends it early, :meth:`wait` waits for it."""
+        does; returns the thread."""
         log = self._begin(**choices)
         self._thread_error = None
         self._thread = threading.Thread(
@@ -810,8 +636,7 @@ class TrainingPanel:
             self.status.value = "Stopping at the next logged iteration …"
 
     def wait(self, timeout: float | None = None) -> RunLog | None:
-        """Wait for the background training (at most ``timeout`` seconds) and return
-        :attr:`last`; re-raises the error a failed background training showed in the status."""
+        """Wait for the background training and return :attr:`last`; re-raises its error."""
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -822,8 +647,7 @@ class TrainingPanel:
         return self.last
 
     def add(self, *logs: RunLog) -> None:
-        """Add finished runs (e.g. :meth:`RunLog.from_variant` of the course's controls) to the
-        comparison, so that runs trained here are compared beside them."""
+        """Add finished runs (e.g. :meth:`RunLog.from_variant`) to the comparison."""
         pending = [log.label for log in logs if log.eval is None]
         if pending:
             raise ValueError(f"add: runs {pending} have no evaluation; expected finished runs")
@@ -834,13 +658,10 @@ class TrainingPanel:
         try:
             self.start()
         except Exception as e:  # a button callback has nowhere to raise to: show it
-            from html import escape
-
-            self.status.value = f"<span style='color:#c00'>{escape(str(e))}</span>"
+            self.status.value = _error_html(str(e))
 
     def run(self, **choices: Any) -> RunLog:
-        """Set the widgets from ``choices`` and train in this thread, as the Train button does but
-        waiting for the result (what a notebook executed headless needs); errors propagate."""
+        """Set the widgets from ``choices`` and train in this thread; errors propagate."""
         return self._train(self._begin(**choices))
 
 
@@ -857,8 +678,14 @@ def failure_cases(ious: Sequence[InstanceIoU], k: int = 6) -> list[InstanceIoU]:
     return sorted(ious, key=lambda r: (r.iou, r.index, r.instance))[:k]
 
 
-def _set_of(label: int, a_labels: Sequence[int] | None) -> str:
-    return "A" if a_labels is None or label in set(a_labels) else "B"
+def _box_plot(ax: Any, labels: list[int], by: dict[int, list[float]], a_labels: Any) -> None:
+    kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
+    if kept:
+        parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
+                           patch_artist=True, showfliers=True, flierprops={"markersize": 2},
+                           medianprops={"color": "black"})  # fmt: skip
+        for (p, _), patch in zip(kept, parts["boxes"], strict=True):
+            patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
 
 
 def iou_distribution_figure(
@@ -866,12 +693,9 @@ def iou_distribution_figure(
     class_names: Sequence[str],
     a_labels: Sequence[int],
 ) -> Figure:
-    """Per model, a box plot of mask IoU (given true boxes) per class; A warm, B cool.
-
-    Grey diamonds mark each class's mean IoU of the "mask = box" guess. Classes are in label order.
-    """
+    """Per model, a box plot of mask IoU (given true boxes) per class in label order, A warm, B
+    cool; grey diamonds mark each class's mean IoU of the "mask = box" guess."""
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     names = list(ious_by_model)
     if not names:
@@ -880,78 +704,31 @@ def iou_distribution_figure(
         )
     labels = sorted({r.label for v in ious_by_model.values() for r in v})
     fig = Figure(figsize=(max(7.0, 0.32 * len(labels) + 2), 2.6 * len(names) + 0.6))
-    a_set = set(a_labels)
+    pos = list(range(len(labels)))
     for k, name in enumerate(names):
         ax = fig.add_subplot(len(names), 1, k + 1)
-        by = ious_by_label(ious_by_model[name])
-        data = [by.get(lab, []) for lab in labels]
-        pos = list(range(len(labels)))
-        kept = [(p, d) for p, d in zip(pos, data, strict=True) if d]
-        if kept:
-            parts = ax.boxplot(
-                [d for _, d in kept],
-                positions=[p for p, _ in kept],
-                widths=0.6,
-                patch_artist=True,
-                showfliers=True,
-                flierprops={"markersize": 2},
-                medianprops={"color": "black"},
-            )
-            for (p, _), patch in zip(kept, parts["boxes"], strict=True):
-                patch.set_facecolor(SET_COLOURS["A" if labels[p] in a_set else "B"])
-        base = {}
+        _box_plot(ax, labels, ious_by_label(ious_by_model[name]), a_labels)
+        base: dict[int, list[float]] = {}
         for r in ious_by_model[name]:
             base.setdefault(r.label, []).append(r.box_iou)
-        ax.scatter(
-            pos,
-            [sum(base.get(x, [0])) / max(1, len(base.get(x, []))) for x in labels],
-            marker="D",
-            s=12,
-            color="grey",
-            zorder=3,
-        )
-        ax.set_xticks(pos)
-        ax.set_xticklabels(
-            [f"{class_names[x]}{'' if x in a_set else ' [B]'}" for x in labels],
-            rotation=90,
-            fontsize=7,
-        )
+        means = [sum(base.get(x, [0])) / max(1, len(base.get(x, []))) for x in labels]
+        ax.scatter(pos, means, marker="D", s=12, color="grey", zorder=3)
+        ticks = [f"{class_names[x]}{'' if set_of(x, a_labels) == 'A' else ' [B]'}" for x in labels]
+        ax.set_xticks(pos, ticks, rotation=90, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_ylabel("mask IoU")
         ax.set_title(f"{name}: mask IoU given the true box, per class", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.legend(
-        handles=[
-            Patch(color=SET_COLOURS["A"], label="set A (masks in training)"),
-            Patch(color=SET_COLOURS["B"], label="set B (boxes only)"),
-            Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box"),
-        ],
-        loc="lower center",
-        ncol=3,
-        frameon=False,
-        fontsize=8,
-    )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return fig
-
-
-def _crop(box: torch.Tensor, h: int, w: int, pad: float = 0.25) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    px, py = (x1 - x0) * pad + 2, (y1 - y0) * pad + 2
-    return (
-        max(0, int(x0 - px)),
-        max(0, int(y0 - py)),
-        min(w, int(x1 + px + 1)),
-        min(h, int(y1 + py + 1)),
-    )
+    box = Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box")
+    set_legend(fig, box, fontsize=8)
+    return _finish(fig, rect=(0, 0.04, 1, 1))
 
 
 def _overlay(
     image: torch.Tensor, mask: torch.Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
 ) -> Any:
+    """``image`` with ``mask`` painted in ``colour``, cut to ``crop``: ``(h, w, 3)`` uint8."""
     from torchvision.utils import draw_segmentation_masks
-
-    from mxr.course.viz import to_uint8_image
 
     x0, y0, x1, y1 = crop
     canvas = to_uint8_image(image)
@@ -965,8 +742,8 @@ def _overlay(
 def gallery_instances(
     ious: Sequence[InstanceIoU], labels: Sequence[int], per_class: int = 4
 ) -> list[InstanceIoU]:
-    """The instances a gallery shows: the first ``per_class`` of each class in ``labels``, in dataset
-    order, class after class. Models scored on the same dataset give the same instances."""
+    """The first ``per_class`` instances of each class in ``labels``, in dataset order, class after
+    class (models scored on the same dataset give the same instances)."""
     if per_class < 1:
         raise ValueError(f"gallery_instances: per_class={per_class} is not valid; expected >= 1")
     return [r for label in labels for r in [x for x in ious if x.label == int(label)][:per_class]]
@@ -985,29 +762,29 @@ def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
     return labels
 
 
-def _gallery_cell(
-    ax: Any,
-    model: torch.nn.Module,
-    ds: Any,
-    r: InstanceIoU | None,
-    colour: Any,
-    cache: dict,
-    key: Any,
+def _gallery_tile(
+    ax: Any, model: torch.nn.Module, ds: Any, r: InstanceIoU | None, col: int, cache: dict, key: Any
 ) -> None:
-    """One gallery cell: instance ``r``'s predicted mask (from its true box) over its crop, or a
-    blank cell when ``r`` is ``None``. ``cache[key]`` keeps each image's masks for reuse."""
-    ax.set_xticks([])
-    ax.set_yticks([])
+    """One gallery tile: instance ``r``'s predicted mask (from its true box) over its crop, in its
+    set's colour, or a blank tile (``no instance`` in column 0). ``cache[key]``: the image's masks."""
+    _bare(ax)
     if r is None:
         for s in ax.spines.values():
             s.set_visible(False)
+        if col == 0:
+            ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
         return
     if key not in cache:
         cache[key] = instance_masks(model, ds, r.index)
     image, target, inst, probs = cache[key]
-    h, w = image.shape[-2:]
-    crop = _crop(target["boxes"][r.instance], h, w)
+    crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
+    colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
     ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
+
+
+def _row_label(ax: Any, ds: Any, label: int) -> None:
+    s = set_of(label, getattr(ds, "a_labels", None))
+    ax.set_ylabel(f"{ds.class_names[label]}\n[{s}]", fontsize=8)
 
 
 def class_gallery(
@@ -1018,36 +795,48 @@ def class_gallery(
     per_class: int = 4,
     title: str = "",
 ) -> Figure:
-    """One row per class: up to ``per_class`` instances, each cropped around its true box with the
-    mask the model predicts from that box painted on (A warm, B cool) and its IoU as the title.
-
-    ``ious`` (from :func:`instance_ious`) chooses the instances: the first ones of each class in
-    dataset order (:func:`gallery_instances`). A class with no instance gets a row that says so.
-    """
-    from mxr.course.viz import A_COLOURS, B_COLOURS
-
+    """One row per class: up to ``per_class`` instances (:func:`gallery_instances` of ``ious``),
+    each cropped around its true box with the mask predicted from it (A warm, B cool), titled with
+    its IoU. A class with no instance gets a row that says so."""
     labels = _gallery_labels(labels, ds, "class_gallery")
-    a_labels = getattr(ds, "a_labels", None)
     fig = Figure(figsize=(1.6 * per_class + 1.2, 1.6 * len(labels) + 0.5))
     cache: dict[int, tuple] = {}
     for row, label in enumerate(labels):
         chosen = gallery_instances(ious, [label], per_class)
-        in_a = _set_of(label, a_labels) == "A"
-        colour = A_COLOURS[0] if in_a else B_COLOURS[0]
         for col in range(per_class):
             ax = fig.add_subplot(len(labels), per_class, row * per_class + col + 1)
             if col == 0:
-                ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
+                _row_label(ax, ds, label)
             r = chosen[col] if col < len(chosen) else None
-            _gallery_cell(ax, model, ds, r, colour, cache, None if r is None else r.index)
-            if r is None:
-                if col == 0:
-                    ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
-                continue
-            ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
-    fig.suptitle(title or "Predicted masks from true boxes, per class", fontsize=10)
-    fig.tight_layout()
-    return fig
+            _gallery_tile(ax, model, ds, r, col, cache, None if r is None else r.index)
+            if r is not None:
+                ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
+    return _finish(fig, title or "Predicted masks from true boxes, per class", fontsize=10)
+
+
+def _gallery_scores(
+    models: Mapping[str, Any],
+    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
+    labels: list[int],
+    per_class: int,
+) -> tuple[list[InstanceIoU], dict[str, dict[tuple[int, int], float]]]:
+    """The gallery's instances and each model's IoU per ``(image, instance)``, checked to cover
+    them."""
+    names = list(models)
+    if not names or set(names) != set(ious_by_model):
+        raise ValueError(
+            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
+            "same models (at least one)"
+        )
+    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
+    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
+    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
+    if missing:
+        raise ValueError(
+            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
+            "model with instance_ious on the same dataset"
+        )
+    return chosen, scores
 
 
 def model_gallery(
@@ -1058,31 +847,12 @@ def model_gallery(
     per_class: int = 2,
     title: str = "",
 ) -> Figure:
-    """The same instances under several models: one row per class, one block of ``per_class``
-    tiles per model (named above its block), each tile the crop around the true box with the mask
-    that model predicts from it (A warm, B cool) and its IoU.
-
-    The instances are :func:`gallery_instances` of the first model's ``ious_by_model`` entry; every
-    model must be scored on the same instances (:func:`instance_ious` on the same dataset).
-    """
-    from mxr.course.viz import A_COLOURS, B_COLOURS
-
+    """The same instances (:func:`gallery_instances` of the first model's scores) under several
+    models: one row per class, a block of ``per_class`` tiles per model (named above it), each the
+    crop around the true box with that model's mask from it and its IoU."""
     labels = _gallery_labels(labels, ds, "model_gallery")
     names = list(models)
-    if not names or set(names) != set(ious_by_model):
-        raise ValueError(
-            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
-            "same models (at least one)"
-        )
-    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
-    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
-    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
-    if missing:
-        raise ValueError(
-            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
-            "model with instance_ious on the same dataset"
-        )
-    a_labels = getattr(ds, "a_labels", None)
+    chosen, scores = _gallery_scores(models, ious_by_model, labels, per_class)
     gap = 0.25  # a narrow empty column between two models' blocks
     widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
     fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
@@ -1090,22 +860,16 @@ def model_gallery(
     cache: dict[tuple[str, int], tuple] = {}
     for row, label in enumerate(labels):
         shown = [r for r in chosen if r.label == label]
-        in_a = _set_of(label, a_labels) == "A"
-        colour = A_COLOURS[0] if in_a else B_COLOURS[0]
         for k, name in enumerate(names):
             for col in range(per_class):
                 ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
                 if k == 0 and col == 0:
-                    ax.set_ylabel(f"{ds.class_names[label]}\n[{'A' if in_a else 'B'}]", fontsize=8)
+                    _row_label(ax, ds, label)
                 r = shown[col] if col < len(shown) else None
-                _gallery_cell(
-                    ax, models[name], ds, r, colour, cache, (name, None if r is None else r.index)
-                )
-                if r is None:
-                    if col == 0:
-                        ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=7)
-                    continue
-                ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
+                key = (name, None if r is None else r.index)
+                _gallery_tile(ax, models[name], ds, r, col, cache, key)
+                if r is not None:
+                    ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
     fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
     top = 1 - 1.0 / fig.get_figheight()
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=top)
@@ -1117,12 +881,8 @@ def model_gallery(
 
 
 def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]) -> Figure:
-    """Per failure case (a column): the crop with its true mask, and with the predicted mask.
-
-    Titles give the class, its set and the IoU; rows are labelled "true mask" / "predicted".
-    """
-    from mxr.course.viz import A_COLOURS, B_COLOURS
-
+    """Per failure case (a column): the crop with its true mask (top) and with the predicted mask
+    (bottom), titled with the class, its set and the IoU."""
     cases = list(cases)
     if not cases:
         raise ValueError("failure_figure: cases is empty; expected at least one instance")
@@ -1130,29 +890,21 @@ def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]
     fig = Figure(figsize=(1.7 * len(cases) + 0.8, 4.0))
     for col, r in enumerate(cases):
         image, target, inst, probs = instance_masks(model, ds, r.index)
-        h, w = image.shape[-2:]
-        crop = _crop(target["boxes"][r.instance], h, w)
-        colour = A_COLOURS[0] if _set_of(r.label, a_labels) == "A" else B_COLOURS[0]
+        crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
+        s = set_of(r.label, a_labels)
         k = inst.index(r.instance)
         for row, (mask, name) in enumerate(
             ((target["masks"][k].bool(), "true mask"), (probs[k] > 0.5, "predicted"))
         ):
             ax = fig.add_subplot(2, len(cases), row * len(cases) + col + 1)
-            ax.imshow(_overlay(image, mask, colour, crop))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.imshow(_overlay(image, mask, SET_RGB[s], crop))
+            _bare(ax)
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
             if row == 0:
-                ax.set_title(
-                    f"{ds.class_names[r.label]} [{_set_of(r.label, a_labels)}]\nIoU {r.iou:.2f}",
-                    fontsize=8,
-                )
-    fig.suptitle(
-        "Lowest-IoU instances: true mask (top) vs predicted from the true box", fontsize=10
-    )
-    fig.tight_layout()
-    return fig
+                ax.set_title(f"{ds.class_names[r.label]} [{s}]\nIoU {r.iou:.2f}", fontsize=8)
+    title = "Lowest-IoU instances: true mask (top) vs predicted from the true box"
+    return _finish(fig, title, fontsize=10)
 
 
 @torch.no_grad()
@@ -1169,6 +921,17 @@ def predict(
     return out
 
 
+#: The small course images are drawn at twice their size in the side-by-side and threshold
+#: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
+_LABEL_UP = 2
+
+
+def _draw_detections(ax: Any, ds: Any, image: torch.Tensor, shown: Any, score: float) -> None:
+    drawn = draw_instances(image, shown, ds.class_names, getattr(ds, "a_labels", None),
+                           score_thresh=score, upscale=_LABEL_UP)  # fmt: skip
+    ax.imshow(drawn.permute(1, 2, 0).numpy())
+
+
 def compare_models(
     models: Mapping[str, torch.nn.Module],
     ds: Any,
@@ -1176,53 +939,29 @@ def compare_models(
     score_thresh: float = 0.5,
     predictions: Mapping[str, Sequence[Mapping[str, torch.Tensor]]] | None = None,
 ) -> Figure:
-    """The same images side by side: the ground truth, then each model's detections.
-
-    Args:
-        models: name -> model (eval mode is set).
-        ds: the dataset (with masks of every class for the ground-truth column).
-        indices: dataset items, one row each.
-        score_thresh: detections below it are not drawn.
-        predictions: name -> :func:`predict` output for ``indices``, to skip recomputing.
-    """
-    from mxr.course.viz import _legend
-
+    """The same images (a row per index): the ground truth, then each model's detections with
+    score >= ``score_thresh``. ``predictions``: name -> :func:`predict` output, to skip it."""
     indices = list(indices)
     if not indices or not models:
         raise ValueError("compare_models: expected at least one model and one dataset index")
-    preds = {
-        name: (
-            predictions[name] if predictions and name in predictions else predict(m, ds, indices)
-        )
-        for name, m in models.items()
-    }
+    predictions = predictions or {}
+    preds = {n: predictions[n] if n in predictions else predict(m, ds, indices) for n, m in models.items()}  # fmt: skip
     cols = ["ground truth", *models]
-    a_labels = getattr(ds, "a_labels", None)
     fig = Figure(figsize=(2.8 * len(cols), 2.8 * len(indices) + 0.8))
     for row, index in enumerate(indices):
         image, target = ds[index]
         for col, name in enumerate(cols):
-            shown = target if col == 0 else preds[name][row]
-            drawn = draw_instances(
-                image, shown, ds.class_names, a_labels, score_thresh=score_thresh, upscale=_LABEL_UP
-            )
             ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
-            ax.imshow(drawn.permute(1, 2, 0).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
+            shown = target if col == 0 else preds[name][row]
+            _draw_detections(ax, ds, image, shown, score_thresh)
+            _bare(ax)
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
                 ax.set_ylabel(f"image id {int(target['image_id'])}", fontsize=8)
     fig.suptitle(f"Detections with score >= {score_thresh:.2f}", fontsize=10)
-    _legend(fig)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
-
-
-#: The small course images are drawn at twice their size in the side-by-side and threshold
-#: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
-_LABEL_UP = 2
+    set_legend(fig)
+    return _finish(fig, rect=(0, 0.05, 1, 1))
 
 
 def detection_counts(
@@ -1231,15 +970,10 @@ def detection_counts(
     a_labels: Sequence[int] | None = None,
 ) -> dict[str, list[int]]:
     """Detections kept at each score threshold, summed over images: ``{"A": [...], "B": [...]}``."""
-    a_set = None if a_labels is None else {int(x) for x in a_labels}
     out = {"A": [0] * len(thresholds), "B": [0] * len(thresholds)}
     for p in predictions:
-        scores, labels = p["scores"].float(), p["labels"].long()
-        is_a = (
-            torch.ones_like(labels, dtype=torch.bool)
-            if a_set is None
-            else torch.tensor([int(x) in a_set for x in labels], dtype=torch.bool)
-        )
+        scores = p["scores"].float()
+        is_a = torch.tensor([set_of(x, a_labels) == "A" for x in p["labels"].tolist()], dtype=torch.bool)  # fmt: skip
         for k, t in enumerate(thresholds):
             keep = scores >= t
             out["A"][k] += int((keep & is_a).sum())
@@ -1254,67 +988,45 @@ def threshold_figure(
     score_thresh: float,
 ) -> Figure:
     """Images with the detections at ``score_thresh``, and detections kept against the threshold."""
-    from mxr.course.viz import _legend
-
     indices = list(indices)
-    a_labels = getattr(ds, "a_labels", None)
     n = len(indices)
     fig = Figure(figsize=(3.0 * n + 4.2, 3.6))
     grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.3])
     for k, index in enumerate(indices):
         image, target = ds[index]
-        drawn = draw_instances(
-            image,
-            predictions[k],
-            ds.class_names,
-            a_labels,
-            score_thresh=score_thresh,
-            upscale=_LABEL_UP,
-        )
-        kept = int((predictions[k]["scores"] >= score_thresh).sum())
         ax = fig.add_subplot(grid[0, k])
-        ax.imshow(drawn.permute(1, 2, 0).numpy())
+        _draw_detections(ax, ds, image, predictions[k], score_thresh)
+        kept = int((predictions[k]["scores"] >= score_thresh).sum())
         ax.set_title(f"image id {int(target['image_id'])}: {kept} kept", fontsize=9)
         ax.axis("off")
     ax = fig.add_subplot(grid[0, n])
     ts = [i / 20 for i in range(1, 20)]
-    counts = detection_counts(predictions, ts, a_labels)
-    ax.plot(ts, counts["A"], color=SET_COLOURS["A"], label="set A classes")
-    ax.plot(ts, counts["B"], color=SET_COLOURS["B"], label="set B classes")
+    counts = detection_counts(predictions, ts, getattr(ds, "a_labels", None))
+    for s in ("A", "B"):
+        ax.plot(ts, counts[s], color=SET_COLOURS[s], label=f"set {s} classes")
     ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("score threshold")
     ax.set_ylabel("detections kept")
     ax.set_title("Detections kept vs threshold", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
-    _legend(fig)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    set_legend(fig)
+    return _finish(fig, rect=(0, 0.08, 1, 1))
 
 
 def score_threshold_viewer(
     model: torch.nn.Module, ds: Any, indices: Sequence[int], score_thresh: float = 0.5
 ) -> Any:
-    """A slider over the score threshold redrawing the detections on ``indices``.
-
-    The detections are computed once; the slider only re-filters them. Returns an
-    ``ipywidgets.VBox`` with ``.slider`` and ``.image`` attributes.
-    """
+    """A slider over the score threshold redrawing the detections on ``indices`` (computed once):
+    an ``ipywidgets.VBox`` with ``.slider``, ``.image`` and ``.predictions``."""
     import ipywidgets as w
 
     indices = list(indices)
     if not indices:
         raise ValueError("score_threshold_viewer: indices is empty; expected at least one index")
     predictions = predict(model, ds, indices)
-    slider = w.FloatSlider(
-        value=score_thresh,
-        min=0.05,
-        max=0.95,
-        step=0.05,
-        description="score ≥",
-        continuous_update=False,
-        readout_format=".2f",
-    )
+    slider = w.FloatSlider(value=score_thresh, min=0.05, max=0.95, step=0.05, description="score ≥",
+                           continuous_update=False, readout_format=".2f")  # fmt: skip
     image = w.Image(format="png")
 
     def update(change: Any = None) -> None:
