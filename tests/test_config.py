@@ -36,6 +36,7 @@ def test_shapesx_rows_share_data_and_budget() -> None:
 def test_shapesx_config_builds_on_the_dataset(path: Path, shapesx_root: Path) -> None:
     from mxr.engine import build_dataset, class_embedding_for, model_config_for
     from mxr.model import build_model
+    from mxr.model.heads import AgnosticMaskPredictor, ClassMaskPredictor, TransferMaskPredictor
 
     cfg = load_config(path, [f"data.root={shapesx_root}"])
     ds = build_dataset(cfg.data, "train", seed=0)
@@ -44,7 +45,17 @@ def test_shapesx_config_builds_on_the_dataset(path: Path, shapesx_root: Path) ->
     assert mcfg.num_classes == ds.num_classes
     expect = tuple(range(1, ds.num_classes)) if path.stem == "oracle" else ds.a_labels
     assert tuple(mcfg.mask_classes) == tuple(expect)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # The model is the one the file names (not merely some model with parameters).
+    assert model.config == mcfg
+    heads = model.roi_heads
+    assert heads.box_predictor.cls_score.out_features == ds.num_classes
+    kind = {"agnostic": AgnosticMaskPredictor, "class": ClassMaskPredictor}
+    assert type(heads.mask_predictor) is kind.get(mcfg.mask_head, TransferMaskPredictor)
+    assert (heads.mask_predictor.mlp is not None) == mcfg.mlp_fusion
+    assert len(heads.mask_head) == mcfg.mask_head_convs
+    assert heads.mask_classes.tolist() == sorted(expect)
+    if heads.class_embedding is not None:  # transfer_embed*, transfer_randn: one row per label
+        assert heads.class_embedding.shape[0] == ds.num_classes
 
 
 def test_the_variants_differ_as_named() -> None:

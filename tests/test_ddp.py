@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from conftest import tiny_config, tiny_overrides
 
 import mxr.model
-from mxr.config import Config
+from mxr.config import Config, load_config
 from mxr.engine import load_checkpoint, read_metrics, train
 
 _real_build_model = mxr.model.build_model
@@ -96,10 +96,9 @@ def test_two_processes_agree_and_match_one_process(
         tmp_path / "single", progress=False, eval_split=None,
     )  # fmt: skip
     s = single["model"].state_dict()
-    init = train(
-        tiny_config(shapesx_root, [*FULL_SAMPLING, "train.iterations=1", "train.lr=0"]),
-        tmp_path / "init", progress=False, eval_split=None,
-    )["model"].state_dict()  # fmt: skip
+    # The weights before the first step: built from the run's saved config (construction is seeded
+    # by model.init_seed), not trained for a step at lr=0 as a fourth run.
+    init = _build_with_frozen_bn(load_config(out / "config.yaml").model).state_dict()
     other = train(  # a control: the same job on other images (another sampling seed)
         tiny_config(shapesx_root, [*FULL_SAMPLING, *steps, "train.batch_size=4", "train.seed=1"]),
         tmp_path / "other", progress=False, eval_split=None,

@@ -74,7 +74,15 @@ VARIANTS = [
         mlp_fusion=False,
     ),
     dict(mask_head="transfer", transfer_input="cls+box", mlp_fusion=True),
-    dict(mask_head="transfer", transfer_input="cls+box", mlp_fusion=True, mlp_form="paper"),
+    # The paper's MLP (one FC from the 28x28xC features to 784 logits) at C=16: 9.8 M weights
+    # instead of 39 M at tiny's C=64; the form, not its size, is what this step checks.
+    dict(
+        mask_head="transfer",
+        transfer_input="cls+box",
+        mlp_fusion=True,
+        mlp_form="paper",
+        mask_head_channels=16,
+    ),
     dict(mask_head="transfer", stop_grad=False),
     dict(mask_head="transfer", box_head="4conv1fc", box_positive_fraction=0.5),
 ]
@@ -106,7 +114,7 @@ def test_every_variant_trains_a_step_and_predicts_masks_for_every_class(variant)
         assert o["masks"].min() >= 0 and o["masks"].max() <= 1
     # Masks for B classes too: force the predictor to segment a B class directly.
     heads = model.roi_heads
-    feats = torch.randn(3, heads.mask_head[0][0].in_channels, 14, 14)
+    feats = torch.randn(3, heads.mask_head[-1][0].out_channels, 14, 14)
     logits = heads.mask_predictor(feats, torch.tensor([1, 6, 8]), heads.read_w_det)
     assert logits.shape == (3, 28, 28)
 
@@ -183,7 +191,7 @@ def test_stop_grad_blocks_mask_loss_from_detection_weights(stop_grad):
 def test_each_class_mask_weights_come_from_its_own_detection_weights():
     model = build_model(cfg(mask_head="transfer", transfer_input="cls", mlp_fusion=False)).eval()
     heads = model.roi_heads
-    feats = torch.randn(2, heads.mask_head[0][0].in_channels, 14, 14)
+    feats = torch.randn(2, heads.mask_head[-1][0].out_channels, 14, 14)
     classes = torch.arange(1, 9)
     with torch.no_grad():
         before = heads.mask_predictor.class_logits(feats, classes, heads.read_w_det)
@@ -232,7 +240,7 @@ def test_mlp_fusion_adds_one_class_agnostic_term_to_every_class():
     heads = model.roi_heads
     pred = heads.mask_predictor
     assert abs(pred.mlp.fc.weight.std().item() - 0.001) < 0.0002
-    feats = torch.randn(2, heads.mask_head[0][0].in_channels, 14, 14)
+    feats = torch.randn(2, heads.mask_head[-1][0].out_channels, 14, 14)
     classes = torch.arange(0, 9)
     with torch.no_grad():
         pred.mlp.fc.weight.normal_(std=0.05)  # make the term visible
