@@ -96,6 +96,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_interrupted_and_resumed_run_is_bit_identical(shapesx_root: Path, tmp_path: Path) -> None:
     cfg = tiny_config(shapesx_root, ["train.iterations=6", "train.checkpoint_every=100"])
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as a background job
     full = tmp_path / "full"
     train(cfg, full, progress=False, eval_split=None)
 
@@ -108,7 +109,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(shapesx_root: Path, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train(cfg, part, progress=False, eval_split=None, callback=interrupt)
     assert load_checkpoint(part / "last.pt")["iteration"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler restored
     summary = train(cfg, part, resume=True, progress=False, eval_split=None)
     assert summary["iteration"] == 6
 
@@ -142,6 +143,7 @@ def test_a_callback_stops_training_with_stoptraining_from_a_thread(
     import threading
 
     cfg = tiny_config(shapesx_root, ["train.iterations=6", "train.checkpoint_every=100"])
+    before = signal.getsignal(signal.SIGINT)
     seen: list[int] = []
     outcome: dict = {}
 
@@ -164,7 +166,7 @@ def test_a_callback_stops_training_with_stoptraining_from_a_thread(
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
     assert [r["iter"] for r in read_metrics(tmp_path)] == [1, 2]
     assert not (tmp_path / "eval.json").exists()  # stopped: not evaluated
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # a thread installs no handler
     summary = train(cfg, tmp_path, resume=True, progress=False, eval_split=None)
     assert summary["iteration"] == 6  # the saved checkpoint continues
 
