@@ -89,6 +89,10 @@ def lab(tmp_path: Path):
     settings = tmp_path / "lab_settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    # no notebook windowing: every output is laid out, so visibility checks see what a learner sees
+    nb_settings = tmp_path / "lab_settings" / "@jupyterlab" / "notebook-extension"
+    nb_settings.mkdir(parents=True)
+    (nb_settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     log = tmp_path / "lab.log"
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser",
@@ -185,17 +189,19 @@ def test_notebook_04_train_button_shows_plot_and_table(lab: tuple[str, str]) -> 
             cells = [c.strip() for c in table.locator("td").all_inner_texts()]
             assert "A" in cells and "B" in cells
             comparison = panel.locator("table.mxr-table").nth(1)
-            assert comparison.locator("tbody tr").count() == 6  # the panel run, 4 controls, this one
+            # the panel run, 4 controls, this one
+            assert comparison.locator("tbody tr").count() == 6
             expect(comparison).to_be_visible()
             chart = panel.locator(".widget-image img, img.widget-image").nth(1)
-            # the chart holds the comparison's picture (loaded, not blank). Known gap: in this
-            # headless page the chart (below the fold) is attached, display:block and loaded but
-            # has no layout box (getClientRects() is empty, checkVisibility() false) until a style
-            # change on it forces a layout; explicit pixel sizes did not help. Its visibility is
-            # not asserted until that is understood (issue 13's note).
             page.wait_for_function(
                 "img => img.complete && img.naturalWidth > 100", arg=chart.element_handle()
             )
+            # JupyterLab 4 lays out only the parts of a notebook near the viewport by default
+            # (windowing); the lab above runs with windowingMode "none", so the chart below the
+            # table gets its layout box (640x256) and must be visible, as a learner scrolling sees it
+            chart.scroll_into_view_if_needed()
+            assert chart.evaluate("img => img.offsetWidth * img.offsetHeight") > 0
+            expect(chart).to_be_visible()
 
             panel.evaluate("el => el.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(ARTIFACT), full_page=False)
