@@ -1,10 +1,7 @@
 """Configuration: one validated dataclass per concern (model, data, train), plus file loading.
 
-Config files are YAML (``.yaml``/``.yml``) or TOML (``.toml``) with up to three sections, ``model``,
-``data`` and ``train``, whose keys are the fields of :class:`ModelConfig`, :class:`DataConfig` and
-:class:`TrainConfig`. Unknown keys and bad values raise ``ValueError`` naming the key.
-
-Example::
+A YAML, TOML (or JSON) file has up to three sections, ``model``, ``data`` and ``train``, keyed by the
+fields of the dataclasses; unknown keys and bad values raise ``ValueError`` naming the key::
 
     cfg = load_config("configs/shapesx/transfer_mlp.yaml", overrides=["train.iterations=100"])
 """
@@ -30,8 +27,7 @@ else:  # Python 3.10
 BACKBONES = ("tiny", "resnet18_fpn", "resnet50_fpn")
 MASK_HEADS = ("agnostic", "class", "transfer")
 TRANSFER_INPUTS = ("cls", "box", "cls+box", "embed", "randn", "cls+embed")
-#: Transfer inputs that read their class embedding from the file ``model.class_embedding``
-#: (``randn`` draws its own from ``model.init_seed``).
+#: Transfer inputs that read their class embedding from the file ``model.class_embedding``.
 FILE_EMBEDDING_INPUTS = ("embed", "cls+embed")
 TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
@@ -62,11 +58,11 @@ _POSITIVE_OR_NONE: Rule = (lambda v: v is None or (_is_int(v) and v > 0)), "a po
 _NON_NEGATIVE: Rule = (lambda v: _is_number(v) and not v < 0), "a non-negative number"
 _NON_NEGATIVE_OR_NULL: Rule = (
     (lambda v: v is None or _NON_NEGATIVE[0](v)),
-    "a non-negative number or null",
+    ("a non-negative number or null"),
 )
-_NON_NEGATIVE_INT: Rule = (lambda v: not v < 0), ">= 0"  # a str fails with the < TypeError
+_NON_NEGATIVE_INT: Rule = (lambda v: _is_int(v) and v >= 0), "an integer >= 0"
 _FRACTION: Rule = (lambda f: _is_number(f) and 0 < f <= 1), "a number in (0, 1]"
-_PROBABILITY: Rule = (lambda p: isinstance(p, int | float) and 0 <= p <= 1), "a number in [0, 1]"
+_PROBABILITY: Rule = (lambda p: _is_number(p) and 0 <= p <= 1), "a number in [0, 1]"
 _PATH_OR_NONE: Rule = (lambda v: v is None or isinstance(v, str)), "a file path"
 
 
@@ -86,19 +82,12 @@ def _check(section: str, cfg: Any, rules: Sequence[tuple[str, Rule]]) -> None:
 class ModelConfig:
     """What to build: Mask R-CNN with FPN plus the Mask^X R-CNN mask heads.
 
-    ``num_classes`` counts the background (label 0). ``mask_classes`` is set A: the labels whose
-    instances carry mask annotations; the mask loss only sees RoIs of these classes. ``None`` for
-    either means "take it from the dataset" (the engine fills it in before building).
-    Head sizes left as ``None`` take the backbone's default (see :func:`ModelConfig.resolved`).
-    ``transfer_zero_init`` starts τ's first layer at zero (so w_det directions set A never spans map
-    to nothing); ``box_predictor_init="detectron"`` draws the box predictor as Detectron does
-    (N(0, 0.01) / N(0, 0.001)). Both were tried on ShapesX and left off (``docs/results.md``).
-
-    ``transfer_input`` names what τ reads for each class: detection weights (``"cls"``, ``"box"``,
-    ``"cls+box"``), a fixed class embedding (``"embed"``: the paper's GloVe row, read from the file
-    ``class_embedding`` names, relative to ``data.root`` unless absolute; ``"cls+embed"``: both,
-    concatenated), or a fixed N(0, 1) vector of ``randn_dim`` numbers per class drawn from
-    ``init_seed`` (``"randn"``: the paper's negative control). Embeddings are never trained.
+    ``num_classes`` counts the background; ``mask_classes`` is set A, the labels with masks (the
+    mask loss sees only them); ``None`` there: from the dataset; ``None`` head sizes: the backbone's
+    default (:meth:`resolved`). ``transfer_input``: what τ reads per class: detection weights
+    (``"cls"``, ``"box"``, ``"cls+box"``), the fixed embedding file ``class_embedding`` (under
+    ``data.root``; ``"embed"``: the paper's GloVe, ``"cls+embed"``) or a fixed N(0, 1) vector of
+    ``randn_dim`` numbers from ``init_seed`` (``"randn"``, the paper's negative control).
     """
 
     num_classes: int | None = None
@@ -108,7 +97,7 @@ class ModelConfig:
     transfer_input: str = "cls+box"
     transfer_layers: int = 2
     transfer_activation: str = "leaky_relu"
-    transfer_zero_init: bool = False
+    transfer_zero_init: bool = False  # tried on ShapesX and left off, as "detectron" below
     class_embedding: str | None = None
     randn_dim: int = 12
     stop_grad: bool = True
@@ -121,7 +110,7 @@ class ModelConfig:
     fpn_channels: int | None = None
     box_fc_dim: int | None = None
     box_head: str = "2fc"
-    box_predictor_init: str = "torchvision"
+    box_predictor_init: str = "torchvision"  # "detectron": N(0, 0.01) / N(0, 0.001)
     mask_head_channels: int | None = None
     mask_head_convs: int = 4
     anchor_sizes: tuple[int, ...] | None = None
@@ -202,10 +191,9 @@ class ModelConfig:
 class DataConfig:
     """Where the data is: a COCO-format image folder + annotation file per split, and the A/B split.
 
-    Paths are relative to ``root`` unless absolute. ``split`` names set A: a path (relative to root)
-    to a JSON file ``{"A": [names], "B": [names]}`` (ShapesX ships one), ``"voc"`` / ``"nonvoc"`` for
-    COCO, or a list of category names or ids. ``train_masks="all"`` loads masks for every class (the
-    oracle); ``"A"`` only for set A (partial supervision).
+    Paths are relative to ``root`` unless absolute. ``split`` names set A: a JSON file
+    ``{"A": [names], "B": [names]}`` under root, ``"voc"`` / ``"nonvoc"`` for COCO, or a list of
+    category names or ids. ``train_masks``: ``"A"`` (partial supervision) or ``"all"`` (the oracle).
     """
 
     root: str = "data/shapesx"
@@ -241,11 +229,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: SGD with momentum (or AdamW), linear warm-up, step decay at fractions of
-    ``iterations``.
-
-    The paper's schedule (90k iterations, steps at 60k and 80k, 500 warm-up) is the template:
-    ``lr_steps=(2/3, 8/9)`` and ``warmup_iters`` in iterations. ``batch_size`` is images per process.
-    """
+    ``iterations`` (the paper's 90k schedule, steps at 60k and 80k: ``lr_steps=(2/3, 8/9)``).
+    ``batch_size`` is images per process."""
 
     iterations: int = 1500
     batch_size: int = 4
@@ -263,15 +248,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     device: str = "auto"
-    # Detectron parity and GPU-run safety (defaults keep the ShapesX runs as they were; the COCO
-    # configs turn them on): biases at bias_lr_factor × lr with weight_decay_bias (None: the same
-    # decay as the weights); under AMP, skip a step with a non-finite loss (GradScaler skips it
-    # anyway) and stop after max_nonfinite_iters of them in a row; batches of images of one
-    # orientation (landscape / portrait) per process, as Detectron and torchvision's reference do.
-    bias_lr_factor: float = 1.0
-    weight_decay_bias: float | None = None
-    max_nonfinite_iters: int = 20
-    aspect_ratio_grouping: bool = False
+    # Detectron parity and GPU safety (the COCO configs turn them on):
+    bias_lr_factor: float = 1.0  # biases at bias_lr_factor × lr
+    weight_decay_bias: float | None = None  # None: the weights' decay
+    max_nonfinite_iters: int = 20  # under AMP, stop after this many skipped steps in a row
+    aspect_ratio_grouping: bool = False  # batches of one orientation (landscape / portrait)
 
     def __post_init__(self) -> None:
         rules = [
@@ -287,9 +268,11 @@ class TrainConfig:
         object.__setattr__(self, "lr_steps", steps := tuple(self.lr_steps))
         if not all(0 < f < 1 for f in steps) or list(steps) != sorted(steps):
             raise _invalid("train", "lr_steps", steps, "increasing fractions in (0, 1)")
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+        clip = self.clip_grad_norm
+        if clip is not None and not (_is_number(clip) and clip > 0):
             raise _invalid("train", "clip_grad_norm", self.clip_grad_norm, "> 0 or null")
-        if (device := self.device.split(":")[0]) not in ("auto", "cpu", "cuda"):
+        device = self.device.split(":")[0] if isinstance(self.device, str) else self.device
+        if device not in ("auto", "cpu", "cuda"):
             raise _invalid("train", "device", device, "one of 'auto', 'cpu', 'cuda'")
         _check("train", self, [("optimizer", _one_of(OPTIMIZERS))])
 
@@ -304,10 +287,7 @@ class Config:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-def _keys(section: str) -> list[str]:
-    return sorted(f.name for f in fields(_SECTIONS[section]))
+_KEYS = {name: sorted(f.name for f in fields(cls)) for name, cls in _SECTIONS.items()}
 
 
 def _section_from_dict(name: str, values: dict[str, Any], where: str) -> Any:
@@ -315,10 +295,10 @@ def _section_from_dict(name: str, values: dict[str, Any], where: str) -> Any:
         raise ValueError(
             f"{where}: section '{name}' must be a mapping, got {type(values).__name__}"
         )
-    if unknown := sorted(set(values) - set(_keys(name))):
+    if unknown := sorted(set(values) - set(_KEYS[name])):
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-            f"valid keys in '{name}': {', '.join(_keys(name))}"
+            f"valid keys in '{name}': {', '.join(_KEYS[name])}"
         )
     try:
         return _SECTIONS[name](**values)
@@ -362,10 +342,10 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
                 "model, data, train"
             )
         section, name = parts
-        if name not in _keys(section):
+        if name not in _KEYS[section]:
             raise ValueError(
                 f"override key {key!r} is unknown; valid keys in '{section}': "
-                + ", ".join(_keys(section))
+                + ", ".join(_KEYS[section])
             )
         with contextlib.suppress(yaml.YAMLError):
             value = yaml.safe_load(value)
@@ -374,7 +354,7 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or TOML config file into a nested dict, with errors that name the file."""
+    """Read a YAML, TOML or JSON config file into a nested dict, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -388,7 +368,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             d = json.loads(text)
         else:
             raise ValueError(
-                f"{path}: unknown config format {path.suffix!r}; expected .yaml, .yml or .toml"
+                f"{path}: unknown config format {path.suffix!r}; expected .yaml, .yml, .toml or .json"
             )
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: could not parse: {e}") from e
@@ -408,12 +388,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-# --- is this the same run? (the notebooks' cache, the training panel and the ablation all ask) ---
-#: The repository (a relative ``data.root`` in a stored config counts from here).
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-#: ``train`` fields that do not change what a run computes (ignored when matching runs).
-_BOOKKEEPING = ("checkpoint_every", "log_every")
+# --- is this the same run? (the notebooks' cache, the training panel and the ablation ask) ---
+_REPO_ROOT = Path(__file__).resolve().parents[1]  # a relative stored data.root counts from here
+_BOOKKEEPING = ("checkpoint_every", "log_every")  # train fields that do not change what a run does
 
 
 def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
@@ -428,11 +405,10 @@ def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a run's stored ``config.yaml`` (resolved) is the run ``wanted`` asks for: equal
-    ``train`` (bookkeeping fields aside) and ``data`` sections (a relative root counts from the repo),
-    and every ``model`` field that ``wanted`` sets (fields it leaves as ``None`` are filled from the
-    data or the backbone when training, so any stored value fits). A field the stored config lacks
-    was added to mxr after that run; it counts as its default, which keeps the old behaviour."""
+    """Whether a run's stored (resolved) ``config.yaml`` is the run ``wanted`` asks for: equal
+    ``train`` (bookkeeping aside) and ``data`` sections, and every ``model`` field ``wanted`` sets
+    (``None`` is filled in at training, so any stored value fits). A field the stored config lacks
+    counts as its default (it was added to mxr after that run)."""
     defaults = config_to_dict(Config())
     stored = {name: {**defaults[name], **(stored.get(name) or {})} for name in defaults}
     for name in ("train", "data"):

@@ -1,18 +1,10 @@
 """Evaluation: COCO mask and box AP per class set (A, B, all), and mask IoU given true boxes.
 
-The headline of the paper is mask AP on set B, the classes trained without masks. One COCOeval pass
-per task (``segm``, ``bbox``) computes the per-image matches for every category; the summary is then
-accumulated three times, with ``params.catIds`` restricted to A, to B and to all categories.
-
-Results are nested dicts in 0–100::
-
-    {"A": {"segm": {"AP": 41.2, "AP50": ..., "AP75": ..., "APs": ..., "APm": ..., "APl": ...},
-           "bbox": {...}, "mask_iou": {"mIoU": ...}},
-     "B": {...}, "all": {...}}
-
-A metric is ``None`` when the set has no ground truth for it (COCOeval's ``-1``). ``mask_iou`` (only
-when requested) is the mean IoU of the predicted mask of each ground-truth instance, predicted from
-its true box and true class: it isolates the mask head from detection.
+The paper's headline is mask AP on set B, the classes trained without masks. One COCOeval pass per
+task (``segm``, ``bbox``) matches every category; its summary is accumulated once per set. Results
+are ``{set: {"segm": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "bbox": {...}, "mask_iou":
+{"mIoU"}}}`` in 0–100, ``None`` where the set has no ground truth. ``mask_iou`` (on request) is the
+mean IoU of each true instance's mask predicted from its true box and class: the mask head alone.
 """
 
 from __future__ import annotations
@@ -37,9 +29,7 @@ from mxr.data.coco import encode_rle
 from mxr.report import SETS, STAT_NAMES, TASKS, format_table  # noqa: F401
 
 
-# --------------------------------------------------------------------------------------------------
-# model outputs -> COCO results
-# --------------------------------------------------------------------------------------------------
+# --- model outputs -> COCO results ----------------------------------------------------------------
 def _cat_id(label_to_cat_id: Mapping[int, int] | Sequence[int], label: int) -> int:
     try:
         return int(label_to_cat_id[label])
@@ -50,15 +40,8 @@ def _cat_id(label_to_cat_id: Mapping[int, int] | Sequence[int], label: int) -> i
 
 
 def encode_masks(masks: Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Binarise mask probabilities and encode them as COCO RLE (``counts`` as ``str``, JSON-ready).
-
-    Args:
-        masks: ``(N, 1, H, W)`` or ``(N, H, W)`` probabilities in [0, 1].
-        threshold: a pixel is foreground when its probability is ``> threshold``.
-
-    Returns:
-        ``N`` dicts ``{"size": [H, W], "counts": str}``.
-    """
+    """Binarise ``(N, 1, H, W)`` or ``(N, H, W)`` probabilities (foreground: ``> threshold``) into
+    ``N`` COCO RLEs ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
     if masks.dim() == 4:
         masks = masks[:, 0]
     if masks.dim() != 3:
@@ -73,18 +56,9 @@ def outputs_to_coco(
     *,
     mask_threshold: float = 0.5,
 ) -> list[dict[str, Any]]:
-    """Convert torchvision detection outputs into COCO result dicts (bbox and segmentation together).
-
-    Args:
-        outputs: per image ``{"boxes": (N, 4) XYXY, "labels": (N,), "scores": (N,),
-            "masks": (N, 1, H, W) probabilities}`` (``masks`` optional).
-        image_ids: the COCO image id of each output.
-        label_to_cat_id: contiguous label -> COCO category id.
-        mask_threshold: probability above which a mask pixel is foreground.
-
-    Returns:
-        A list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score", "segmentation"}``.
-    """
+    """torchvision detections (per image ``boxes`` ``(N, 4)`` XYXY, ``labels``, ``scores`` and
+    optional ``masks`` ``(N, 1, H, W)``) -> COCO result dicts ``{"image_id", "category_id",
+    "bbox": [x, y, w, h], "score"[, "segmentation"]}``, labels mapped by ``label_to_cat_id``."""
     if len(outputs) != len(image_ids):
         raise ValueError(f"got {len(outputs)} outputs for {len(image_ids)} image ids")
     results: list[dict[str, Any]] = []
@@ -94,8 +68,7 @@ def outputs_to_coco(
             continue
         xywh = boxes.clone()
         xywh[:, 2:] -= xywh[:, :2]
-        labels = out["labels"].tolist()
-        scores = out["scores"].tolist()
+        labels, scores = out["labels"].tolist(), out["scores"].tolist()
         rles = encode_masks(out["masks"], mask_threshold) if "masks" in out else None
         for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
             r = {
@@ -110,9 +83,7 @@ def outputs_to_coco(
     return results
 
 
-# --------------------------------------------------------------------------------------------------
-# COCOeval per class set
-# --------------------------------------------------------------------------------------------------
+# --- COCOeval per class set -----------------------------------------------------------------------
 def _stat(v: float) -> float | None:
     v = float(v)
     return None if (v < 0 or math.isnan(v)) else round(100.0 * v, 3)
@@ -143,36 +114,19 @@ def coco_evaluate(
     image_ids: Sequence[int] | None = None,
     tasks: Iterable[str] = TASKS,
 ) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Run COCOeval once per task and summarise it per category set.
-
-    Args:
-        coco_gt: ground truth (with masks for every class that is to be scored on ``segm``).
-        results: COCO result dicts (see :func:`outputs_to_coco`); may be empty.
-        cat_sets: set name -> COCO category ids, e.g. ``{"A": [...], "B": [...], "all": [...]}``.
-        image_ids: images to score (default: every image in ``coco_gt``).
-        tasks: ``"segm"`` and/or ``"bbox"``.
-
-    Returns:
-        ``{set: {task: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}}`` in 0–100; ``None`` where the
-        set has no ground truth.
-    """
+    """Run COCOeval once per task (``"segm"``, ``"bbox"``) on ``image_ids`` (default: all) and
+    summarise it per category set ``{"A": [cat ids], ...}``: ``{set: {task: {"AP", ...}}}``
+    (``coco_gt`` needs masks of every class scored on ``segm``; ``results`` may be empty)."""
     tasks = list(tasks)
-    for t in tasks:
-        if t not in TASKS:
-            raise ValueError(f"task {t!r} is not valid; expected one of {', '.join(TASKS)}")
+    if bad := [t for t in tasks if t not in TASKS]:
+        raise ValueError(f"task {bad[0]!r} is not valid; expected one of {', '.join(TASKS)}")
     img_ids = sorted(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds()))
     all_cat_ids = sorted({int(c) for ids in cat_sets.values() for c in ids})
-    unknown = sorted(set(all_cat_ids) - set(coco_gt.getCatIds()))
-    if unknown:
+    if unknown := sorted(set(all_cat_ids) - set(coco_gt.getCatIds())):
         raise ValueError(f"category ids {unknown} are not in the ground-truth annotations")
     out: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name in cat_sets}
     for task in tasks:
-        n_gt = {
-            name: len(coco_gt.getAnnIds(imgIds=img_ids, catIds=list(ids), iscrowd=False))
-            for name, ids in cat_sets.items()
-        }
-        # segm results without "bbox" (else loadRes takes the box area as the mask area), bbox
-        # results without "segmentation" (smaller copies).
+        # segm results without "bbox" (else loadRes takes the box area as the mask area)
         drop = "bbox" if task == "segm" else "segmentation"
         task_results = [
             {k: v for k, v in r.items() if k != drop}
@@ -180,9 +134,9 @@ def coco_evaluate(
             if task != "segm" or "segmentation" in r
         ]
         if not task_results or not all_cat_ids:
-            for name in cat_sets:
-                value = 0.0 if n_gt[name] and cat_sets[name] else None
-                out[name][task] = dict.fromkeys(STAT_NAMES, value)
+            for name, ids in cat_sets.items():
+                n_gt = len(coco_gt.getAnnIds(imgIds=img_ids, catIds=list(ids), iscrowd=False))
+                out[name][task] = dict.fromkeys(STAT_NAMES, 0.0 if n_gt and ids else None)
             continue
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(task_results)
@@ -197,15 +151,11 @@ def coco_evaluate(
                 sub = _restrict(e, ids)
                 sub.accumulate()
                 sub.summarize()
-                out[name][task] = {
-                    k: _stat(v) for k, v in zip(STAT_NAMES, sub.stats[:6], strict=True)
-                }
+                out[name][task] = dict(zip(STAT_NAMES, map(_stat, sub.stats[:6]), strict=True))
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# mask IoU given ground-truth boxes (isolates the mask head)
-# --------------------------------------------------------------------------------------------------
+# --- masks for given boxes (isolates the mask head) -----------------------------------------------
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -220,13 +170,10 @@ def _mxr_model(model: nn.Module) -> nn.Module:
 
 
 def masks_from_boxes(
-    model: nn.Module,
-    images: Sequence[Tensor],
-    boxes: Sequence[Tensor],
-    labels: Sequence[Tensor],
+    model: nn.Module, images: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor]
 ) -> list[Tensor]:
-    """The model's mask probabilities for given boxes and classes, per image ``(N, H, W)`` pasted
-    into the image: :meth:`mxr.model.MaskXRCNN.masks_for_boxes` (DDP-wrapped models too)."""
+    """The model's mask probabilities ``(N, H, W)`` per image for given boxes and classes
+    (:meth:`mxr.model.MaskXRCNN.masks_for_boxes`; DDP-wrapped models too)."""
     return _mxr_model(model).masks_for_boxes(list(images), list(boxes), list(labels))
 
 
@@ -236,7 +183,7 @@ def detect_and_mask_boxes(
     boxes: Sequence[Tensor] | None = None,
     labels: Sequence[Tensor] | None = None,
 ) -> tuple[list[dict[str, Tensor]], list[Tensor] | None]:
-    """The model's detections and, from the same backbone pass, masks for given boxes
+    """The detections and, from the same backbone pass, masks for given boxes
     (:meth:`mxr.model.MaskXRCNN.detect_and_mask_boxes`); without boxes, ``(model(images), None)``."""
     if boxes is None or labels is None:
         with torch.no_grad():
@@ -244,9 +191,7 @@ def detect_and_mask_boxes(
     return _mxr_model(model).detect_and_mask_boxes(list(images), list(boxes), list(labels))
 
 
-# --------------------------------------------------------------------------------------------------
-# the whole evaluation
-# --------------------------------------------------------------------------------------------------
+# --- the whole evaluation -------------------------------------------------------------------------
 def _inference(
     model: nn.Module,
     dataset: Any,
@@ -258,10 +203,9 @@ def _inference(
     true_boxes: bool,
     progress: bool = False,
 ) -> Iterator[tuple[list[int], list[Tensor], list[dict[str, Tensor]], Any, Any]]:
-    """The one inference loop: per batch of ``indices``, ``(indices, images, targets, detections,
-    masks)``: the detections (when ``detect``) and, from the same backbone pass, the ``(M, H, W)``
-    mask probabilities for the true boxes and classes of the instances with a true mask (when
-    ``true_boxes``). The model is put in eval mode and restored afterwards."""
+    """The one inference loop: per batch, ``(indices, images, targets, detections, masks)``, with
+    the ``(M, H, W)`` probabilities for the true boxes and classes of the instances with a true mask
+    when ``true_boxes`` (same backbone pass). Eval mode, restored afterwards."""
     from tqdm.auto import tqdm
 
     m = _mxr_model(model) if true_boxes else _unwrap(model)
@@ -273,15 +217,14 @@ def _inference(
             samples = [dataset[int(i)] for i in idx]
             images = [s[0].to(device) for s in samples]
             targets = [s[1] for s in samples]
-            if not true_boxes:
+            if true_boxes:
+                keep = [_mask_rows(t) for t in targets]
+                boxes = [t["boxes"][k].to(device) for t, k in zip(targets, keep, strict=True)]
+                labels = [t["labels"][k].to(device) for t, k in zip(targets, keep, strict=True)]
+                detections, masks = m.detect_and_mask_boxes(images, boxes, labels, detect=detect)
+            else:
                 with torch.no_grad():
-                    detections = m(images)
-                yield list(idx), images, targets, detections, None
-                continue
-            keep = [_mask_rows(t) for t in targets]
-            boxes = [t["boxes"][k].to(device) for t, k in zip(targets, keep, strict=True)]
-            labels = [t["labels"][k].to(device) for t, k in zip(targets, keep, strict=True)]
-            detections, masks = m.detect_and_mask_boxes(images, boxes, labels, detect=detect)
+                    detections, masks = m(images), None
             yield list(idx), images, targets, detections, masks
     finally:
         m.train(was_training)
@@ -298,24 +241,9 @@ def evaluate(
     mask_threshold: float = 0.5,
     records: list[InstanceIoU] | None = None,
 ) -> dict[str, Any]:
-    """Detect on every image of ``dataset`` and score it with COCOeval per class set.
-
-    Args:
-        model: a Mask R-CNN; it is put in eval mode (and restored afterwards).
-        dataset: a :class:`mxr.data.CocoInstances` (needs ``coco``, ``image_ids``,
-            ``label_to_cat_id``, ``a_cat_ids``, ``b_cat_ids``); its ground truth must carry masks of
-            every class (load it with ``masks="all"``) for ``segm`` and ``mask_iou``.
-        device: where to run the model.
-        batch_size: images per forward pass.
-        progress: show a tqdm bar.
-        mask_iou: also score mask IoU given true boxes (``results[set]["mask_iou"]["mIoU"]``, the
-            mean over the set's instances of :func:`score_instances`' records).
-        mask_threshold: binarisation threshold for predicted masks.
-        records: a list that receives those per-instance records (with ``mask_iou``).
-
-    Returns:
-        ``{"A"|"B"|"all": {"segm": {...}, "bbox": {...}[, "mask_iou": {"mIoU"}]}}`` in 0–100.
-    """
+    """Detect on every image of ``dataset`` (a :class:`mxr.data.CocoInstances` with ``masks="all"``)
+    and score it with COCOeval per class set; ``mask_iou`` adds ``[set]["mask_iou"]["mIoU"]``, the
+    mean of the set's :func:`score_instances` records (which ``records``, if given, receives)."""
     device = torch.device(device)
     results: list[dict[str, Any]] = []
     scored: list[InstanceIoU] = [] if records is None else records
@@ -345,12 +273,9 @@ def evaluate(
 
 
 def has_mask_of(target: Mapping[str, Tensor]) -> Tensor:
-    """``(N,)`` bool: which instances of a target carry a true mask (``has_mask``, as
-    :class:`mxr.data.CocoInstances` marks them; every instance when the target has no flag)."""
+    """``(N,)`` bool: which instances of a target carry a true mask (``has_mask``; all if absent)."""
     has = target.get("has_mask")
-    if has is None:
-        return torch.ones(len(target["labels"]), dtype=torch.bool)
-    return has.bool()
+    return torch.ones(len(target["labels"]), dtype=torch.bool) if has is None else has.bool()
 
 
 def _mask_rows(target: Mapping[str, Tensor]) -> Tensor:
@@ -361,15 +286,10 @@ def _mask_rows(target: Mapping[str, Tensor]) -> Tensor:
     return keep
 
 
-# --------------------------------------------------------------------------------------------------
-# mask IoU given true boxes, per instance (galleries, failure cases and probes read these)
-# --------------------------------------------------------------------------------------------------
+# --- mask IoU given true boxes, per instance (galleries, failure cases and probes read these) -----
 def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
-    """IoU of boolean masks pairwise along the first axis: ``(N, H, W)`` x2 -> ``(N,)``.
-
-    Two empty masks score 1 (they agree). The one mask-IoU rule: :func:`evaluate`'s ``mask_iou``,
-    :func:`instance_ious` and the notebooks' galleries and probes all score with it.
-    """
+    """IoU of boolean masks pairwise along the first axis: ``(N, H, W)`` x2 -> ``(N,)``; two empty
+    masks score 1. The one mask-IoU rule of the evaluation, the galleries and the probes."""
     pred, gt = pred.bool().flatten(1), gt.bool().flatten(1)
     inter = (pred & gt).sum(1).float()
     union = (pred | gt).sum(1).float()
@@ -378,11 +298,8 @@ def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class InstanceIoU:
-    """One ground-truth instance scored by a model's mask head given its true box and class.
-
-    ``iou``: IoU of the predicted mask (probability > 0.5) with the true mask; ``box_iou``: IoU of
-    the filled true box with the true mask (what a "mask = box" guess would score).
-    """
+    """One true instance scored given its true box and class: ``iou`` of the predicted mask
+    (probability > 0.5) with the true mask; ``box_iou`` of the filled box (a "mask = box" guess)."""
 
     index: int
     instance: int
@@ -407,16 +324,14 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def score_instances(
     index: int, target: Mapping[str, Tensor], probs: Tensor, threshold: float = 0.5
 ) -> list[InstanceIoU]:
-    """The records of dataset item ``index``: each instance with a true mask scored by the
-    predicted probabilities ``probs`` ``(M, H, W)`` for its true box and class (the one rule that
-    eval.json's mIoU, the galleries and the probes share)."""
+    """The records of dataset item ``index``: each instance with a true mask scored by ``probs``
+    ``(M, H, W)``, predicted for its true box and class."""
     inst = mask_instances(target)
     if not inst:
         return []
     gt = target["masks"].bool()
     ious = mask_iou(probs.cpu() > threshold, gt)
-    h, w = gt.shape[-2:]
-    base = mask_iou(box_masks(target["boxes"][inst], h, w), gt)
+    base = mask_iou(box_masks(target["boxes"][inst], *gt.shape[-2:]), gt)
     return [InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
             for k, i in enumerate(inst)]  # fmt: skip
 
@@ -424,12 +339,8 @@ def score_instances(
 def instance_masks(
     model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
-    """The model's masks for the true boxes and classes of dataset item ``index``.
-
-    Returns:
-        ``(image, target, instances, probs)``: the image ``(3, H, W)``, its target, the instance
-        numbers that carry a true mask (M of them), and the predicted probabilities ``(M, H, W)``.
-    """
+    """The model's masks for the true boxes and classes of dataset item ``index``: ``(image
+    (3, H, W), target, the M instance numbers with a true mask, probabilities (M, H, W))``."""
     ((_, (image,), (target,), _, (probs,)),) = _inference(
         model, ds, [index], device=torch.device(device), batch_size=1, detect=False,
         true_boxes=True,
@@ -444,12 +355,8 @@ def instance_ious(
     device: str | torch.device = "cpu",
     threshold: float = 0.5,
 ) -> list[InstanceIoU]:
-    """Score every true instance with a mask in ``indices`` (default: the whole dataset), one image
-    per forward pass (:func:`score_instances`).
-
-    The dataset must carry masks of every class (``masks="all"``, as the val/test datasets of
-    :func:`mxr.engine.build_dataset` do), or B instances are skipped.
-    """
+    """Score every true instance with a mask in ``indices`` (default: all), one image per pass.
+    The dataset needs masks of every class (``masks="all"``), or B instances are skipped."""
     out: list[InstanceIoU] = []
     for (i,), _, (target,), _, (probs,) in _inference(
         model, ds, list(range(len(ds)) if indices is None else indices),

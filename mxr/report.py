@@ -1,11 +1,6 @@
-"""Reading and printing what runs produce, in one place: the engine's ``metrics.jsonl``
-(:func:`read_metrics`), the getters of an :func:`mxr.evaluation.evaluate` dict (:func:`eval_metric`,
-:func:`mask_ap`, :func:`mask_miou`: every table and chart reads a result the same way), the cell
-and table formatting that the command line, the notebooks' widgets and the ablation share, and
-:func:`cpu_count`.
-
-Part of the core layer: it imports nothing from mxr, so the engine, the evaluation and the course
-layer (widgets, plots, ablation) can all use it.
+"""Reading and printing what runs produce: ``metrics.jsonl``, the getters of an evaluation dict,
+the cells and tables that the command line, the widgets and the ablation share, and the CPU count.
+It imports nothing from mxr, so every layer can use it.
 """
 
 from __future__ import annotations
@@ -16,21 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: The COCOeval statistics an evaluation reports per set and task.
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-#: The COCOeval tasks, as :func:`mxr.evaluation.coco_evaluate` keys them.
-TASKS = ("segm", "bbox")
-#: The class sets an evaluation reports: A (masks in training), B (boxes only), and both.
-SETS = ("A", "B", "all")
-
-#: What a table shows for a value that was not measured (no ground truth, not evaluated yet).
-MISSING = "—"
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's, per set and task
+TASKS = ("segm", "bbox")  # the COCOeval tasks, as mxr.evaluation.coco_evaluate keys them
+SETS = ("A", "B", "all")  # the class sets: A (masks in training), B (boxes only), and both
+MISSING = "—"  # a value not measured (no ground truth, not evaluated yet)
 
 
 # --- metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order; errors name
-    the file (and the line that is not JSON)."""
+    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
@@ -49,10 +38,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 # --- evaluation dicts -----------------------------------------------------------------------------
 def eval_metric(results: Mapping[str, Any] | None, split: str, metric: str) -> float | None:
-    """A mask metric (0–100) of class set ``split`` (``"A"``, ``"B"``, ``"all"``), or ``None``
-    where it is absent: ``"mIoU"`` (mean mask IoU given the true boxes) or a ``segm`` statistic
-    (``"AP"``, ``"AP50"``, ...) of an :func:`mxr.evaluation.evaluate` dict ``{set: {"segm": {...},
-    "bbox": {...}, "mask_iou": {"mIoU": ...}}}``, or of ``None`` (not evaluated yet)."""
+    """A mask metric (0–100) of class set ``split`` of an :func:`mxr.evaluation.evaluate` dict
+    (``None`` if absent or not evaluated): ``"mIoU"`` (given true boxes) or a ``segm`` statistic."""
     part = {} if results is None else results.get(split, {})
     return part.get("mask_iou" if metric == "mIoU" else "segm", {}).get(metric)
 
@@ -89,8 +76,8 @@ def markdown_table(
 
 
 def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
-    """A tidy table of an :func:`mxr.evaluation.evaluate` / :func:`~mxr.evaluation.coco_evaluate`
-    dict, one row per (set, task), one column per metric: GitHub markdown, else aligned text."""
+    """An :func:`mxr.evaluation.evaluate` dict as a table, one row per (set, task), one column per
+    metric: GitHub markdown, else aligned text."""
     extra = any("mask_iou" in results[s] for s in results)
     header = ["set", "task", *STAT_NAMES] + (["mIoU (gt boxes)"] if extra else [])
     rows = []
@@ -111,6 +98,6 @@ def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
 # --- the machine ----------------------------------------------------------------------------------
 def cpu_count() -> int:
     """CPUs this process may run on (the affinity mask where the OS has one)."""
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

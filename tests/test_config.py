@@ -159,3 +159,27 @@ def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         read_config_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("data.num_workers=0.5", "data.num_workers=0.5 is not valid; expected an integer >= 0"),
+        ("train.warmup_iters=abc", "train.warmup_iters='abc' is not valid; expected an integer"),
+        ("data.flip_prob=true", "data.flip_prob=True is not valid; expected a number in [0, 1]"),
+        ("train.device=3", "train.device=3 is not valid; expected one of 'auto', 'cpu', 'cuda'"),
+        ("train.clip_grad_norm=x", "train.clip_grad_norm='x' is not valid; expected > 0 or null"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_value_error_naming_the_field(override, expected) -> None:
+    # these used to escape as TypeError / AttributeError (a traceback instead of one line)
+    with pytest.raises(ValueError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(expected)
+
+
+def test_an_unknown_config_format_lists_every_format_read(tmp_path: Path) -> None:
+    path = tmp_path / "run.ini"
+    path.write_text("[train]\n")
+    with pytest.raises(ValueError, match=r"run\.ini.*\.yaml, \.yml, \.toml or \.json"):
+        read_config_file(path)
