@@ -261,3 +261,14 @@ def test_check_options_for_a_partially_labelled_set(
     with pytest.raises(SystemExit):
         main([*args, "--masks", "B"])
     assert "invalid choice: 'B'" in capsys.readouterr().err
+
+
+def test_a_split_of_the_wrong_type_is_a_problem_not_a_type_error(tmp_path: Path) -> None:
+    from mxr.data import CocoInstances
+
+    image_dir, ann_file = write_coco(tmp_path)
+    expected = "split=5 is not valid; expected None, 'voc', 'nonvoc', a path or a list"
+    report = validate_dataset(ann_file, image_dir, split=5)  # raised TypeError (len of an int)
+    assert not report.ok and report.problems[0].startswith(expected)
+    with pytest.raises(ValueError, match=r"^split=5 is not valid"):
+        CocoInstances(image_dir, ann_file, split=5)

@@ -1,7 +1,6 @@
 """Data: the ShapesX generator, COCO-format loading with A/B splits, and dataset checks.
 
-Everything is COCO format on disk and read back through pycocotools, so the code that loads ShapesX
-is the code that loads COCO 2017.
+ShapesX is COCO format on disk, so the code that loads it is the code that loads COCO 2017.
 """
 
 from mxr.data.coco import VOC_CAT_IDS, CocoInstances, collate_fn, resolve_split

@@ -1,8 +1,5 @@
-"""COCO-format instance segmentation for torchvision's Mask R-CNN, with the Mask^X A/B split.
-
-:class:`CocoInstances` reads an image folder and a COCO annotation file through pycocotools and
-returns torchvision targets. Set A classes carry masks; set B classes carry boxes and labels only,
-and their masks are never decoded (``masks="A"``), unless the oracle asks for all (``masks="all"``).
+"""COCO-format instance segmentation for torchvision's Mask R-CNN, with the Mask^X A/B split:
+set A classes carry masks, set B classes boxes and labels only (their masks are never decoded).
 """
 
 from __future__ import annotations
@@ -25,43 +22,21 @@ from mxr.data.splits import VOC_CAT_IDS, VOC_CAT_NAMES, resolve_split, split_roo
 from mxr.data.validate import check_coco_data, read_coco_json, segmentation_problem
 
 
-def _coco_from_dict(data: dict[str, Any]) -> COCO:
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
-        coco.createIndex()
-    return coco
-
-
 class CocoInstances(torch.utils.data.Dataset):
-    """A COCO-format dataset returning ``(image, target)`` for torchvision's Mask R-CNN.
+    """A COCO-format dataset of ``(image, target)`` pairs for torchvision's Mask R-CNN.
 
-    Args:
-        image_dir: folder of the images named by ``file_name``.
-        ann_file: COCO instances JSON, checked by the rules of ``python -m mxr data check``
-            (:func:`mxr.data.validate.check_coco_data`); the first problem is raised.
-        split: set A (see :func:`resolve_split`); ``None`` puts every class in A.
-        masks: ``"A"`` decodes masks of A-class instances only (B masks are never decoded);
-            ``"all"`` decodes every mask (the oracle).
-        train: apply augmentation (horizontal flip with ``flip_prob``).
-        flip_prob: probability of a horizontal flip when ``train``; the decision is a pure function
-            of ``(seed, epoch, index)``: deterministic, resumable and the same on every process.
-        seed: seed of the flip decisions.
-        skip_empty: drop images with no usable annotation (for training); keep them for evaluation.
-        root: folder for a relative split path (tried after the path as given and the annotation
-            file's folder and its parent).
-        keep_coco: keep the pycocotools index (``coco``, with the whole parsed file) for COCOeval;
-            ``False`` (a training set) keeps only what ``__getitem__`` reads and sets ``coco`` to
-            ``None``: at COCO scale that is most of the memory each process and loader worker holds.
-
-    :attr:`image_sizes` holds ``(height, width)`` per index, from the file.
+    ``ann_file`` must pass ``python -m mxr data check`` (else its first problem is raised). ``split``
+    is set A (:func:`resolve_split`; ``None``: every class); ``masks="A"`` decodes the masks of A
+    classes only, ``"all"`` every mask (the oracle). ``train`` flips with ``flip_prob``, a pure
+    function of ``(seed, epoch, index)``; ``skip_empty`` drops images without a usable annotation;
+    ``root`` is a folder for a relative split path; ``keep_coco=False`` frees the pycocotools index
+    ``coco`` (kept for COCOeval): at COCO scale, most of each process's and loader worker's memory.
 
     ``image`` is float32 ``(3, H, W)`` in [0, 1]; ``target`` holds ``boxes`` float32 ``(N, 4)`` XYXY
-    pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` for the M instances
-    whose label is in :attr:`mask_labels` (in instance order), ``has_mask`` bool ``(N,)`` marking
-    them, ``image_id`` int64 scalar (the COCO image id) and ``area`` float32 ``(N,)``. Crowd
-    annotations are left out of the targets (counted in :attr:`num_crowd`); boxes of zero width or
-    height are dropped and counted in :attr:`num_dropped_boxes`.
+    pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` of the instances whose
+    label is in :attr:`mask_labels` (``has_mask`` bool ``(N,)``), ``image_id`` int64 and ``area``
+    float32 ``(N,)``. Crowds (:attr:`num_crowd`) and zero-size boxes (:attr:`num_dropped_boxes`) are
+    left out; :attr:`image_sizes` holds ``(height, width)`` per index.
     """
 
     def __init__(
@@ -90,62 +65,51 @@ class CocoInstances(torch.utils.data.Dataset):
         if report.problems:
             opts = f" --split {split}" if isinstance(split, str | Path) else ""
             raise report.error(f"python -m mxr data check {self.ann_file}{opts} --masks {masks}")
-        self._set_classes(data["categories"], report.a_cat_ids, report.b_cat_ids)
-        self.coco = _coco_from_dict(data)
-        self._anns = self._usable_annotations()
-        self.image_ids: list[int] = [
-            i for i, a in sorted(self._anns.items()) if a or not skip_empty
-        ]
-        self.image_sizes: list[tuple[int, int]] = [
-            (self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in self.image_ids
-        ]
-        if not keep_coco:
-            self._drop_coco_index()
-
-    def _set_classes(self, categories: list[dict], a_cat_ids: tuple, b_cat_ids: tuple) -> None:
-        """Labels 1..C-1 in category-id order, their names, and the split as ids and labels."""
-        categories = sorted(categories, key=lambda c: c["id"])
-        self.a_cat_ids, self.b_cat_ids = a_cat_ids, b_cat_ids
+        # Labels 1..C-1 in category-id order, their names, and the split as ids and labels.
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        self.a_cat_ids, self.b_cat_ids = report.a_cat_ids, report.b_cat_ids
         self.class_names: list[str] = ["__background__"] + [c["name"] for c in categories]
         self.label_to_cat_id: dict[int, int] = {i + 1: c["id"] for i, c in enumerate(categories)}
         self.cat_id_to_label: dict[int, int] = {v: k for k, v in self.label_to_cat_id.items()}
         self.num_classes: int = len(categories) + 1
-        self.a_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in a_cat_ids)
-        self.b_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in b_cat_ids)
-        self.mask_labels: tuple[int, ...] = (
-            self.a_labels if self.masks == "A" else tuple(range(1, self.num_classes))
-        )
-
-    def _usable_annotations(self) -> dict[int, list[dict[str, Any]]]:
-        """Per image id, the annotations its target holds: not crowd, box of positive size."""
+        self.a_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.a_cat_ids)
+        self.b_labels: tuple[int, ...] = tuple(self.cat_id_to_label[i] for i in self.b_cat_ids)
+        self.mask_labels = self.a_labels if self.masks == "A" else tuple(range(1, self.num_classes))
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+            self.coco.createIndex()
+        # Per image id, the annotations its target holds: not crowd, box of positive size.
         self.num_dropped_boxes = self.num_crowd = 0
-        usable = {}
+        self._anns: dict[int, list[dict[str, Any]]] = {}
         for image_id in sorted(self.coco.imgs):
-            usable[image_id] = []
+            self._anns[image_id] = []
             for ann in self.coco.imgToAnns.get(image_id, []):
                 if ann.get("iscrowd", 0):
                     self.num_crowd += 1
                 elif ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
                     self.num_dropped_boxes += 1
                 else:
-                    usable[image_id].append(ann)
-        return usable
-
-    def _drop_coco_index(self) -> None:
-        """Free the parsed file and the pycocotools index, keeping per kept image its file name
-        and per usable annotation the fields ``__getitem__`` reads (masks of mask classes only)."""
-        seg_cats = {self.label_to_cat_id[label] for label in self.mask_labels}
-        fields = ("id", "image_id", "category_id", "bbox", "area")
-        self._images = {i: {"file_name": self.coco.imgs[i]["file_name"]} for i in self.image_ids}
-        self._anns = {
-            i: [
-                {k: a[k] for k in fields if k in a}
-                | ({"segmentation": a["segmentation"]} if a["category_id"] in seg_cats else {})
-                for a in self._anns[i]
-            ]
-            for i in self.image_ids
-        }
-        self.coco = None
+                    self._anns[image_id].append(ann)
+        self.image_ids = [i for i, a in sorted(self._anns.items()) if a or not skip_empty]
+        self.image_sizes: list[tuple[int, int]] = [
+            (self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in self.image_ids
+        ]
+        if not keep_coco:  # keep per image its file name, per annotation what __getitem__ reads
+            seg_cats = {self.label_to_cat_id[label] for label in self.mask_labels}
+            fields = ("id", "image_id", "category_id", "bbox", "area")
+            self._images = {
+                i: {"file_name": self.coco.imgs[i]["file_name"]} for i in self.image_ids
+            }
+            self._anns = {
+                i: [
+                    {k: a[k] for k in fields if k in a}
+                    | ({"segmentation": a["segmentation"]} if a["category_id"] in seg_cats else {})
+                    for a in self._anns[i]
+                ]
+                for i in self.image_ids
+            }
+            self.coco = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -165,17 +129,14 @@ class CocoInstances(torch.utils.data.Dataset):
         """The RGB image of ``image_id``, uint8 ``(H, W, 3)``; errors name the file and image id."""
         info = self.coco.imgs[image_id] if self.coco is not None else self._images[image_id]
         path = self.image_dir / str(info["file_name"])
+        where = f"(image id {image_id} in {self.ann_file})"
         if not path.is_file():
-            raise FileNotFoundError(
-                f"image file not found: {path} (image id {image_id} in {self.ann_file})"
-            )
+            raise FileNotFoundError(f"image file not found: {path} {where}")
         try:
             with Image.open(path) as im:
                 return np.array(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(
-                f"{path} (image id {image_id} in {self.ann_file}) is not a readable image: {e}"
-            ) from e
+            raise ValueError(f"{path} {where} is not a readable image: {e}") from e
 
     def _decode(self, ann: dict[str, Any], h: int, w: int) -> np.ndarray:
         """The uint8 ``(h, w)`` mask of ``ann``, its segmentation checked against the pixels."""
@@ -227,15 +188,12 @@ class CocoInstances(torch.utils.data.Dataset):
             ann = os.path.relpath(self.ann_file)
         except ValueError:  # another drive (Windows)
             ann = str(self.ann_file)
-        classes = f"{self.num_classes - 1} classes: {len(self.a_labels)} A / {len(self.b_labels)} B"
-        return (
-            f"CocoInstances({len(self)} images, {classes}, masks={self.masks!r}, ann_file={ann!r})"
-        )
+        sets = f"{self.num_classes - 1} classes: {len(self.a_labels)} A / {len(self.b_labels)} B"
+        return f"CocoInstances({len(self)} images, {sets}, masks={self.masks!r}, ann_file={ann!r})"
 
 
 def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
-    """``(N, H, W)`` bool or 0/1 masks as ``N`` JSON-ready COCO compressed RLEs ``{"size": [H, W],
-    "counts": str}``: the one encoder, for ShapesX's files and the evaluation's results."""
+    """``(N, H, W)`` bool or 0/1 masks as ``N`` JSON-ready compressed RLEs (ShapesX, evaluation)."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks.shape)}")

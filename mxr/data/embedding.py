@@ -1,16 +1,8 @@
 """Fixed class embeddings for τ (``model.transfer_input="embed"``): read from a local file, by name.
 
-The paper's GloVe row feeds τ one fixed vector per class, learned from text, not from the detector.
-``mxr`` never downloads one: the user names a local file, in one of two forms:
-
-* JSON: ``{"<category name>": [float, ...], ...}`` (one list per class, all the same length);
-* NumPy: ``vectors.npy`` of shape ``(K, d)`` with ``vectors.names.txt`` beside it, one category name
-  per line, in row order.
-
-:func:`load_class_embedding` aligns the vectors to a dataset's labels by category name (label 0, the
-background, gets zeros). :func:`embedding_from_word_vectors` builds such a JSON mapping from a GloVe
-text file (``word v1 v2 ...`` per line), averaging the words of a multi-word name (``"traffic
-light"``), as the paper does for COCO's 80 names.
+The paper's GloVe row feeds τ one fixed vector per class, learned from text; ``mxr`` never downloads
+one. A file is JSON ``{"<category name>": [float, ...], ...}`` (equal lengths) or ``vectors.npy``
+``(K, d)`` with ``vectors.names.txt`` beside it (one category name per line, in row order).
 """
 
 from __future__ import annotations
@@ -26,22 +18,14 @@ from torch import Tensor
 BACKGROUND = "__background__"
 
 
-def _names_file(path: Path) -> Path:
-    return path.with_suffix(".names.txt")
-
-
 def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
-    """``{name: vector}`` from a JSON file or an ``.npy`` + ``.names.txt`` pair (see module doc).
-
-    Raises:
-        FileNotFoundError: the file (or the names file beside an ``.npy``) does not exist.
-        ValueError: the content is not a mapping of names to equal-length lists of numbers.
-    """
+    """``{name: vector}`` from a JSON file or an ``.npy`` + ``.names.txt`` pair; FileNotFoundError
+    or ValueError (naming the file) unless it maps names to equal-length lists of numbers."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"class embedding file not found: {path}")
     if path.suffix == ".npy":
-        names_path = _names_file(path)
+        names_path = path.with_suffix(".names.txt")
         if not names_path.is_file():
             raise FileNotFoundError(
                 f"{path}: names file not found: {names_path} (one category name per line, in row order)"
@@ -65,16 +49,13 @@ def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
             )
     width = None
     for name, vec in table.items():
-        ok = (
-            isinstance(vec, list)
-            and vec
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vec)
+        numbers = isinstance(vec, list) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in vec
         )
-        if not ok:
+        if not (numbers and vec):
             raise ValueError(f"{path}: class {name!r}: expected a non-empty list of numbers")
-        if width is None:
-            width = len(vec)
-        elif len(vec) != width:
+        width = width or len(vec)
+        if len(vec) != width:
             raise ValueError(
                 f"{path}: class {name!r} has {len(vec)} numbers; expected {width} like the others"
             )
@@ -84,29 +65,15 @@ def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
 
 
 def load_class_embedding(path: str | Path, class_names: Sequence[str]) -> Tensor:
-    """The embedding rows of a dataset's labels: ``class_names[label]`` -> row ``label``.
-
-    Args:
-        path: a JSON or ``.npy`` embedding file (see :func:`read_embedding_file`).
-        class_names: ``(C,)`` names by label; ``class_names[0]`` is the background.
-
-    Returns:
-        ``(C, d)`` float32; row 0 (background) is zeros.
-
-    Raises:
-        ValueError: a class of the dataset has no vector in the file (all missing ones are named).
-    """
+    """``(C, d)`` float32 rows of the file at ``path``, row ``label`` for ``class_names[label]``;
+    row 0 (background) is zeros. ValueError names every class without a vector."""
     return embedding_rows(read_embedding_file(path), class_names, where=str(path))
 
 
 def embedding_rows(
     table: Mapping[str, Sequence[float]], class_names: Sequence[str], where: str = "embedding"
 ) -> Tensor:
-    """``{name: vector}`` as rows by label: ``(C, d)`` float32, row 0 (background) zeros.
-
-    Raises:
-        ValueError: a class has no vector (all missing ones are named, with ``where``).
-    """
+    """``{name: vector}`` as ``(C, d)`` float32 rows by label, row 0 (background) zeros."""
     wanted = list(class_names[1:])
     missing = [n for n in wanted if n not in table]
     if missing:
@@ -123,14 +90,8 @@ def embedding_rows(
 def embedding_from_word_vectors(
     word_vectors: str | Path, names: Iterable[str]
 ) -> dict[str, list[float]]:
-    """``{name: vector}`` from a GloVe-style text file (``word v1 ... vd`` per line).
-
-    A name of several words (``"traffic light"``, ``"hair drier"``) gets the mean of its words'
-    vectors; words are matched lower-cased. Only the lines of needed words are kept in memory.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: a word of a name is not in the file.
-    """
+    """``{name: vector}`` from a GloVe-style text file (``word v1 ... vd`` per line). As the paper
+    does, a name of several words (``"traffic light"``) gets the mean of its lower-cased words."""
     path = Path(word_vectors)
     if not path.is_file():
         raise FileNotFoundError(f"word vector file not found: {path}")

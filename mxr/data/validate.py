@@ -1,17 +1,14 @@
 """The rules a COCO annotation file must follow: one set, for the loader and ``mxr data check``.
 
-:func:`check_coco_data` applies every rule, recording each finding in a :class:`ValidationReport`.
-:class:`mxr.data.CocoInstances` raises its first problem; :func:`validate_dataset` (``python -m mxr
-data check``) reports them all. Given the same ``split`` and ``masks``, the check finds no problem
-exactly when the loader accepts the file (``--images`` also opens each image, as reading does).
-A ``segmentation`` is needed where the loader decodes one (see :func:`needs_segmentation`).
+The loader (:class:`mxr.data.CocoInstances`) raises the first problem, :func:`validate_dataset`
+reports them all: with the same ``split`` and ``masks``, the check passes exactly when loading does.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -31,14 +28,10 @@ COUNT_KEYS = (
 
 @dataclass
 class ValidationReport:
-    """What :func:`check_coco_data` found in ``ann_file`` (and the images in ``image_dir``).
-
-    ``problems`` (one line each, naming file, id, field and what was expected) make the loader
-    refuse the file; ``warnings`` (zero-size boxes, which it drops; boxes past the image edge, which
-    it clips; crowd regions of mask classes without a mask) do not. ``counts`` holds the
-    :data:`COUNT_KEYS`, ``problems``, ``warnings`` and ``problem:<kind>``; ``rules`` says which
-    annotations need a segmentation; ``a_cat_ids``/``b_cat_ids`` are the split, once it resolved.
-    """
+    """What :func:`check_coco_data` found. ``problems`` make the loader refuse the file;
+    ``warnings`` (zero-size boxes it drops, boxes past the image edge it clips, crowd regions of
+    mask classes without a mask) do not; ``counts`` holds :data:`COUNT_KEYS`, ``problems``,
+    ``warnings`` and ``problem:<kind>``; ``rules`` says which annotations need a segmentation."""
 
     ann_file: str
     image_dir: str | None
@@ -71,24 +64,19 @@ class ValidationReport:
 
     def format(self) -> str:
         """The report in words: what was required, every problem and warning, then the counts."""
-        lines = [f"Checked {self.ann_file}"]
-        if self.image_dir:
-            lines[0] += f" with images in {self.image_dir}"
-        if self.rules:
-            lines.append(self.rules)
+        where = f" with images in {self.image_dir}" if self.image_dir else ""
+        lines = [f"Checked {self.ann_file}{where}"] + ([self.rules] if self.rules else [])
         for title, items in (("problem", self.problems), ("warning", self.warnings)):
             if items:
                 lines += [f"{len(items)} {title}(s):"] + [f"  - {item}" for item in items]
-        counts = {k: v for k, v in self.counts.items() if not k.startswith("problem:")}
-        lines.append("Counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        kinds = {k[8:]: v for k, v in self.counts.items() if k.startswith("problem:")}
-        if kinds:
-            lines.append("Problems by kind: " + ", ".join(f"{k}={v}" for k, v in kinds.items()))
+        counts = [f"{k}={v}" for k, v in self.counts.items() if not k.startswith("problem:")]
+        kinds = [f"{k[8:]}={v}" for k, v in self.counts.items() if k.startswith("problem:")]
+        lines.append("Counts: " + ", ".join(counts))
+        lines += ["Problems by kind: " + ", ".join(kinds)] if kinds else []
         lines.append("OK: no problems found." if self.ok else "NOT OK: fix the problems above.")
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.format()
+    __str__ = format
 
 
 def _is_int(v: Any) -> bool:
@@ -99,20 +87,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
-def _int_or_none(v: Any) -> int | None:
-    return v if _is_int(v) else None  # lists or dicts are no ids (nor hashable)
-
-
-_JSON_NUMBERS = {int, float}
-
-
 def read_coco_json(path: str | Path) -> dict[str, Any]:
-    """The annotation file as a dict; :func:`check_coco_data` checks its fields.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not valid JSON, or not a JSON object.
-    """
+    """The annotation file as a dict; FileNotFoundError if absent, ValueError if no JSON object."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")
@@ -126,9 +102,8 @@ def read_coco_json(path: str | Path) -> dict[str, Any]:
 
 
 def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
-    """What is wrong with ``seg`` as the segmentation of an image of ``size`` (height, width, or
-    ``None``), else ``None``. It must be a list of polygons, each a flat list of >= 3 (x, y) pairs,
-    or an RLE ``{"size": [h, w], "counts": str | run lengths covering the image}``."""
+    """What is wrong with ``seg`` on an image of ``size`` ``(height, width)`` or ``None``, else
+    ``None``: it must be polygons (flat lists of >= 3 (x, y) pairs) or an RLE covering the image."""
     if isinstance(seg, list):
         if not seg:
             return "is an empty list; expected polygons [[x1, y1, x2, y2, ...], ...]"
@@ -136,7 +111,7 @@ def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
             if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
                 return "has a polygon that is not a flat list of >= 3 (x, y) pairs"
             # Fast path (JSON numbers are int or float), then the exact rule.
-            if not set(map(type, poly)) <= _JSON_NUMBERS and not all(map(_is_number, poly)):
+            if not set(map(type, poly)) <= {int, float} and not all(map(_is_number, poly)):
                 return "has a polygon with non-numeric coordinates"
         return None
     if not isinstance(seg, dict):
@@ -163,30 +138,14 @@ def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
 
 
 def needs_segmentation(ann: dict[str, Any], mask_cat_ids: Collection[int]) -> bool:
-    """Whether the loader decodes the mask of ``ann``: it is not a crowd region, its box has a
-    positive width and height, and its category is in ``mask_cat_ids`` (the mask set)."""
+    """Whether the loader decodes the mask of ``ann``: no crowd, a box of positive size, a category
+    in ``mask_cat_ids`` (the mask set)."""
     cid = ann.get("category_id")
     if ann.get("iscrowd", 0) or not _is_int(cid) or cid not in mask_cat_ids:
         return False
     box = ann.get("bbox")
     valid = isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))
     return not (valid and (box[2] <= 0 or box[3] <= 0))
-
-
-def _split_name(split: Any) -> str:
-    if split is None:
-        return "none (every category in A)"
-    if isinstance(split, str | Path):
-        return repr(str(split))
-    return f"a list of {len(split)} categories"
-
-
-def _finish(report: ValidationReport, counts: Counter | None = None) -> ValidationReport:
-    counts = Counter(dict.fromkeys(COUNT_KEYS, 0)) if counts is None else counts
-    counts["problems"] = len(report.problems)
-    counts["warnings"] = len(report.warnings)
-    report.counts = dict(counts) | {f"problem:{k}": v for k, v in sorted(report.kinds.items())}
-    return report
 
 
 def validate_dataset(
@@ -197,15 +156,14 @@ def validate_dataset(
     masks: str = "A",
     root: str | Path | None = None,
 ) -> ValidationReport:
-    """Check the COCO annotation file ``ann_file`` (and the images in ``image_dir`` unless ``None``)
-    by the loader's rules, with ``split``, ``masks`` and ``root`` as :class:`mxr.data.CocoInstances`
-    takes them. Never raises on bad data: every finding goes into the report."""
+    """Check ``ann_file`` (and the images in ``image_dir`` unless ``None``) by the loader's rules,
+    ``split``, ``masks``, ``root`` as :class:`mxr.data.CocoInstances` takes them. Never raises."""
     try:
         data = read_coco_json(ann_file)
     except (FileNotFoundError, ValueError) as e:
         report = ValidationReport(str(ann_file), None if image_dir is None else str(image_dir))
         report.problem("file", str(e), type(e))
-        return _finish(report)
+        return _Checker(Path(ann_file), report).finish(0, 0)  # every count 0
     return check_coco_data(data, ann_file, image_dir=image_dir, split=split, masks=masks, root=root)
 
 
@@ -218,23 +176,26 @@ def check_coco_data(
     masks: str = "A",
     root: str | Path | None = None,
 ) -> ValidationReport:
-    """Apply every rule to ``data``, the parsed annotation file ``ann_file`` (named in messages);
-    ``image_dir`` also checks that each image exists, opens and has the declared size. ``split``,
-    ``masks`` and ``root``, as the loader takes them, decide which annotations need a segmentation.
-    """
+    """Apply every rule to ``data``, the parsed ``ann_file``; ``image_dir`` also checks each image
+    exists, opens and has the declared size; ``split`` and ``masks`` set the mask set."""
     ann_file = Path(ann_file)
     report = ValidationReport(str(ann_file), None if image_dir is None else str(image_dir))
-    check = _Checker(ann_file, report)
-    lists = check.lists(data)
+    check, lists = _Checker(ann_file, report), {}
+    for key in ("images", "annotations", "categories"):  # checked as empty lists otherwise
+        lists[key] = data.get(key)
+        if not isinstance(lists[key], list):
+            found = type(lists[key]).__name__ if key in data else "missing"
+            check.bad("file", f"field '{key}' is {found}; expected a list")
+            lists[key] = []
     if image_dir is not None and not Path(image_dir).is_dir():
         report.problem("file", f"{image_dir}: image folder not found")
         image_dir = None
     check.categories(lists["categories"])
     check.split(split, masks, root)
     check.images(lists["images"], image_dir)
-    for i, ann in enumerate(lists["annotations"]):
+    for i, ann in check.objects(lists["annotations"], "annotations", "annotation"):
         check.annotation(i, ann)
-    return check.finish(lists)
+    return check.finish(len(lists["annotations"]), len(lists["categories"]))
 
 
 class _Checker:
@@ -250,30 +211,29 @@ class _Checker:
         self.annotated: set[int] = set()  # images with an annotation
 
     def bad(self, kind: str, what: str) -> None:
-        """Record the problem ``what`` of the annotation file."""
         self.report.problem(kind, f"{self.file}: {what}")
 
-    def lists(self, data: dict[str, Any]) -> dict[str, list]:
-        """``images``, ``annotations`` and ``categories`` are lists (checked as empty otherwise)."""
-        lists = {}
-        for key in ("images", "annotations", "categories"):
-            lists[key] = data.get(key)
-            if not isinstance(lists[key], list):
-                found = type(lists[key]).__name__ if key in data else "missing"
-                self.bad("file", f"field '{key}' is {found}; expected a list")
-                lists[key] = []
-        return lists
+    def wrong(self, kind: str, at: str, key: str, value: Any, expected: str) -> None:
+        self.bad(kind, f"{at} field '{key}' is {value!r}; expected {expected}")
+
+    def warn(self, what: str) -> None:
+        self.report.warnings.append(f"{self.file}: {what}")
+
+    def objects(self, items: list, key: str, kind: str) -> Iterator[tuple[int, dict]]:
+        """``(index, item)`` of each object of the list ``key``; any other item is a problem."""
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                yield i, item
+            else:
+                self.bad(kind, f"{key}[{i}] is not an object")
 
     def categories(self, categories: list) -> None:
-        """Each category is an object with a unique integer ``id`` and a unique string ``name``."""
+        """Each category has a unique integer ``id`` and a unique string ``name``."""
         names: Counter = Counter()
-        for i, cat in enumerate(categories):
-            if not isinstance(cat, dict):
-                self.bad("category", f"categories[{i}] is not an object")
-                continue
+        for i, cat in self.objects(categories, "categories", "category"):
             cid, name = cat.get("id"), cat.get("name")
             if not _is_int(cid):
-                self.bad("category", f"categories[{i}] field 'id' is {cid!r}; expected an integer")
+                self.wrong("category", f"categories[{i}]", "id", cid, "an integer")
             elif cid in self.cat_names:
                 self.bad("category", f"category id {cid} is duplicated")
             else:
@@ -281,17 +241,21 @@ class _Checker:
             if isinstance(name, str):
                 names[name] += 1
             else:
-                self.bad(
-                    "category", f"category id {cid} field 'name' is {name!r}; expected a string"
-                )
+                self.wrong("category", f"category id {cid}", "name", name, "a string")
         for name, n in names.items():
             if n > 1:
                 self.bad("category", f"category name {name!r} is used by {n} categories")
 
     def split(self, split: Any, masks: str, root: str | Path | None) -> None:
-        """Resolve ``split`` as the loader does; the mask set is set A (``masks="A"``) or every
-        category (``masks="all"``, the oracle)."""
-        name = _split_name(split)
+        """Resolve ``split`` as the loader does; the mask set is A, or every class (``"all"``)."""
+        if split is None:
+            name = "none (every category in A)"
+        elif isinstance(split, str | Path):
+            name = repr(str(split))
+        elif isinstance(split, list | tuple):
+            name = f"a list of {len(split)} categories"
+        else:
+            name = repr(split)  # resolve_split below reports what was expected
         unresolved = "not resolved, so no segmentation requirement was checked"
         self.report.rules = f"Split {name}, masks={masks!r}: {unresolved}"
         if masks not in MASK_SETS:
@@ -299,9 +263,8 @@ class _Checker:
             return
         cats = [{"id": i, "name": n} for i, n in self.cat_names.items() if isinstance(n, str)]
         try:
-            a, b = resolve_split(
-                split, cats, split_root(split, self.file, root), ann_file=self.file
-            )
+            root = split_root(split, self.file, root)
+            a, b = resolve_split(split, cats, root, ann_file=self.file)
         except (ValueError, FileNotFoundError) as e:
             self.report.problem("split", str(e), type(e))
             return
@@ -314,15 +277,11 @@ class _Checker:
         )
 
     def images(self, images: list, image_dir: str | Path | None) -> None:
-        """Each image is an object with a unique integer ``id``, positive integer ``width`` and
-        ``height`` and a ``file_name`` (with ``image_dir``: of a readable image of that size)."""
-        for i, img in enumerate(images):
-            if not isinstance(img, dict):
-                self.bad("image", f"images[{i}] is not an object")
-                continue
+        """Each image has a unique integer ``id``, positive integer sizes and a ``file_name``."""
+        for i, img in self.objects(images, "images", "image"):
             iid, w, h, name = (img.get(k) for k in ("id", "width", "height", "file_name"))
             if not _is_int(iid):
-                self.bad("image", f"images[{i}] field 'id' is {iid!r}; expected an integer")
+                self.wrong("image", f"images[{i}]", "id", iid, "an integer")
                 continue
             if iid in self.sizes:
                 self.bad("image", f"image id {iid} is duplicated")
@@ -332,9 +291,7 @@ class _Checker:
                 what = f"fields 'width'/'height' are {w!r}/{h!r}; expected positive integers"
                 self.bad("image", f"image id {iid} {what}")
             if not isinstance(name, str) or not name:
-                self.bad(
-                    "image", f"image id {iid} field 'file_name' is {name!r}; expected a file name"
-                )
+                self.wrong("image", f"image id {iid}", "file_name", name, "a file name")
             elif image_dir is not None:
                 self.image_file(Path(image_dir) / name, iid)
 
@@ -356,17 +313,12 @@ class _Checker:
             what = f"is {width}x{height} pixels; the annotation file says {size[1]}x{size[0]}"
             self.report.problem("image file", f"{path}: image id {iid} {what}")
 
-    def annotation(self, i: int, ann: Any) -> None:
-        """One annotation: a unique integer ``id``; ``image_id``, ``category_id`` and ``bbox``,
-        pointing at an image and a category; the values of ``iscrowd``, ``segmentation``, ``area``.
-        """
-        if not isinstance(ann, dict):
-            self.bad("annotation", f"annotations[{i}] is not an object")
-            return
+    def annotation(self, i: int, ann: dict[str, Any]) -> None:
+        """A unique ``id``, an image, a category and a ``bbox``; valid other fields."""
         aid = ann.get("id")
         at = f"annotation id {aid}" if aid is not None else f"annotations[{i}]"
         if not _is_int(aid):
-            self.bad("annotation", f"{at}: field 'id' is {aid!r}; expected an integer")
+            self.wrong("annotation", f"{at}:", "id", aid, "an integer")
         elif aid in self.ann_ids:
             self.bad("annotation", f"{at}: id is duplicated")
         else:
@@ -374,11 +326,11 @@ class _Checker:
         for key in ("image_id", "category_id", "bbox"):
             if key not in ann:
                 self.bad("missing field", f"{at}: missing required field '{key}'")
-        iid, cid = _int_or_none(ann.get("image_id")), _int_or_none(ann.get("category_id"))
+        iid = ann["image_id"] if _is_int(ann.get("image_id")) else None  # lists, dicts: no ids
+        cid = ann["category_id"] if _is_int(ann.get("category_id")) else None
         if "image_id" in ann and iid not in self.sizes:
-            self.bad(
-                "annotation", f"{at}: image_id={ann['image_id']!r} is not an image id in 'images'"
-            )
+            what = f"image_id={ann['image_id']!r} is not an image id in 'images'"
+            self.bad("annotation", f"{at}: {what}")
         self.annotated.add(iid)  # what it points at (None, or an unknown id, changes no count)
         if "category_id" in ann and cid not in self.cat_names:
             what = f"category_id={ann['category_id']!r} is not a category id in 'categories'"
@@ -387,7 +339,7 @@ class _Checker:
             self.no_segmentation(ann, at, cid)
         crowd = ann.get("iscrowd", 0)
         if crowd not in (0, 1):
-            self.bad("annotation", f"{at}: field 'iscrowd' is {crowd!r}; expected 0 or 1")
+            self.wrong("annotation", f"{at}:", "iscrowd", crowd, "0 or 1")
         elif crowd == 1:
             self.counts["crowd"] += 1
         if "bbox" in ann:
@@ -397,11 +349,10 @@ class _Checker:
             if why:
                 self.bad("segmentation", f"{at}: field 'segmentation' {why}")
         if "area" in ann and not _is_number(ann["area"]):
-            self.bad("annotation", f"{at}: field 'area' is {ann['area']!r}; expected a number")
+            self.wrong("annotation", f"{at}:", "area", ann["area"], "a number")
 
     def no_segmentation(self, ann: dict[str, Any], at: str, cid: int | None) -> None:
-        """An annotation without a mask: a problem where the loader decodes one (see
-        :func:`needs_segmentation`); a warning on a crowd region of a mask class."""
+        """A problem where the loader decodes a mask; a warning on a crowd of a mask class."""
         self.counts["without_segmentation"] += 1
         name = self.cat_names.get(cid, ann.get("category_id"))
         if needs_segmentation(ann, self.mask_ids):
@@ -410,36 +361,34 @@ class _Checker:
             why = f"category {name!r} is in the mask set: {rule}; a box-only class belongs in set B"
             self.bad("missing field", f"{at}: missing required field 'segmentation' ({why})")
         elif ann.get("iscrowd", 0) == 1 and cid in self.mask_ids:
-            self.report.warnings.append(
-                f"{self.file}: {at}: crowd region of category {name!r} has no 'segmentation' "
+            self.warn(
+                f"{at}: crowd region of category {name!r} has no 'segmentation' "
                 "(COCOeval needs it to ignore detections there when scoring masks)"
             )
 
     def bbox(self, bbox: Any, at: str, size: tuple[int, int] | None) -> None:
-        """``bbox`` is ``[x, y, width, height]`` numbers, width and height >= 0; a zero-size box
-        (dropped by the loader) and a box past the image edge (clipped) are warnings."""
+        """``[x, y, width, height]`` numbers, sizes >= 0; zero size, past the image edge: warnings."""
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-            self.bad(
-                "bbox", f"{at}: field 'bbox' is {bbox!r}; expected [x, y, width, height] numbers"
-            )
+            self.wrong("bbox", f"{at}:", "bbox", bbox, "[x, y, width, height] numbers")
             return
         x, y, w, h = bbox
         if w < 0 or h < 0:
             self.bad("bbox", f"{at}: field 'bbox' has negative width/height {bbox}; expected >= 0")
             return
-        warn = self.report.warnings.append
         if w == 0 or h == 0:
             self.counts["zero_size_boxes"] += 1
-            warn(f"{self.file}: {at}: zero-size bbox {bbox} (the loader drops it)")
+            self.warn(f"{at}: zero-size bbox {bbox} (the loader drops it)")
         if size is not None and (x < -1 or y < -1 or x + w > size[1] + 1 or y + h > size[0] + 1):
             where = f"the {size[1]}x{size[0]} image"
-            warn(f"{self.file}: {at}: bbox {bbox} extends past {where} (the loader clips it)")
+            self.warn(f"{at}: bbox {bbox} extends past {where} (the loader clips it)")
 
-    def finish(self, lists: dict[str, list]) -> ValidationReport:
+    def finish(self, n_annotations: int, n_categories: int) -> ValidationReport:
         """The report, with its counts."""
-        c = self.counts
-        c["images"], c["annotations"] = len(self.sizes), len(lists["annotations"])
-        c["categories"] = len(lists["categories"])
+        c, report = self.counts, self.report
+        c["images"] = len(self.sizes)
+        c["annotations"], c["categories"] = n_annotations, n_categories
         c["mask_categories"] = len(self.mask_ids & set(self.cat_names))
         c["images_without_annotations"] = len(set(self.sizes) - self.annotated)
-        return _finish(self.report, c)
+        c["problems"], c["warnings"] = len(report.problems), len(report.warnings)
+        report.counts = dict(c) | {f"problem:{k}": v for k, v in sorted(report.kinds.items())}
+        return report
