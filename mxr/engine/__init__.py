@@ -1,27 +1,13 @@
 """Training engine: SGD (or AdamW) with warm-up and step decay, checkpoints, resume, DDP via ``torchrun``.
 
-``train(cfg, out_dir)`` (or ``python -m mxr train --config FILE --out DIR``) writes into ``out_dir``:
-
-* ``config.yaml`` — the resolved config (``model.num_classes`` / ``mask_classes`` filled in);
-* ``metrics.jsonl`` — one JSON object per logged iteration: ``iter`` (iterations done), ``lr``, the
-  mean of ``loss`` and of each loss term over the iterations since the previous record, and ``time``
-  (mean seconds per iteration, data loading included);
-* ``last.pt`` — the latest checkpoint (every ``train.checkpoint_every`` iterations, at the end, and on
-  SIGINT/SIGTERM), written atomically; it loads with ``torch.load(path, weights_only=True)``;
-* ``eval.json`` — COCO mask/box AP on sets A, B and all of the validation split, at the end.
-
-Determinism: the order of training images is a function of ``(train.seed, epoch)`` only, and the
-checkpoint holds every RNG state, so an interrupted and resumed run ends with the same weights, bit
-for bit on CPU, as an uninterrupted one.
-
-Multi-GPU: ``torchrun --nproc_per_node=K -m mxr train ...``. Each process takes ``train.batch_size``
-images of each global batch of ``K × batch_size``; gradients are averaged by
-``DistributedDataParallel``; only rank 0 writes files (and generates missing ShapesX data).
-
-The pieces, one module each: :mod:`~mxr.engine.dist` (devices, the ``torchrun`` job, worker pools),
-:mod:`~mxr.engine.data` (datasets from a config, the batches of every iteration),
-:mod:`~mxr.engine.checkpoint` (save, load, resume) and :mod:`~mxr.engine.loop` (the step, the
-metrics writer, :func:`train`).
+``train(cfg, out_dir)`` (``python -m mxr train``) writes ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (per logged iteration: ``iter``, ``lr``, the mean ``loss`` and terms, ``time`` per
+iteration), ``last.pt`` (atomic, ``weights_only``-loadable; every ``train.checkpoint_every``
+iterations, at the end and on SIGINT/SIGTERM) and ``eval.json`` (mask/box AP on sets A, B, all).
+The image order depends on ``(train.seed, epoch)`` only and the checkpoint holds every RNG state: a
+resumed run ends bit-identical on CPU. Under ``torchrun`` each process takes ``train.batch_size``
+images of each global batch and rank 0 alone writes. Modules: ``dist`` (devices, processes),
+``data`` (datasets, batches), ``checkpoint`` and ``loop`` (the step, the metrics writer, ``train``).
 """
 
 from mxr.engine.checkpoint import (

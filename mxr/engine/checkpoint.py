@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mxr.config import Config, ModelConfig, config_from_dict, config_to_dict
+from mxr.config import Config, config_from_dict, config_to_dict
 from mxr.engine.dist import DistInfo
 
 
@@ -59,12 +59,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (``weights_only=True``: no arbitrary pickles).
-
-    Raises ``FileNotFoundError`` naming the file, and ``ValueError`` ``"<path>: not an mxr
-    checkpoint (<reason>)"`` for a file that is empty, truncated, not written by ``torch.save``,
-    holding pickled objects (refused by ``weights_only``) or lacking model/config/iteration.
-    """
+    """Load a checkpoint of :func:`train` with ``weights_only=True``; ``ValueError("<path>: not an
+    mxr checkpoint (<reason>)")`` for a file empty, corrupt, foreign, pickled or lacking keys."""
     import warnings
 
     path = Path(path)
@@ -103,11 +99,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_from_checkpoint(
     ckpt: dict[str, Any] | str | Path, *, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the model of a checkpoint (from its stored config) and load its weights; eval mode.
-
-    The backbone is built in the layout the config names without reading ``model.backbone_weights``
-    (the checkpoint holds every weight), so a checkpoint evaluates on a machine without that file.
-    """
+    """Rebuild the model of a checkpoint from its config and weights, in eval mode (without
+    reading ``model.backbone_weights``: a checkpoint evaluates on a machine without that file)."""
     from mxr.model import build_model
     from mxr.model.build import FROM_CHECKPOINT
 
@@ -129,22 +122,14 @@ def _resume(
     scaler: torch.amp.GradScaler,
     info: DistInfo,
 ) -> int:
-    """Restore model, optimizer, scheduler, scaler and RNG states from checkpoint ``path``; the
-    iteration to continue from. The model config must match the checkpoint's.
-
-    The file is loaded to the CPU whatever device the model is on: ``load_state_dict`` copies the
-    weights and the optimizer state onto each parameter's device, and the saved RNG states must stay
-    CPU tensors (``torch.set_rng_state`` takes a CPU ByteTensor; numpy's keys go through ``.numpy()``).
-    """
+    """Restore model, optimizer, scheduler, scaler and RNG states (the model config must match);
+    the iteration to continue from. Loaded to the CPU: the RNG states must stay CPU tensors."""
     ckpt = load_checkpoint(path, map_location="cpu")
     saved = config_from_dict(ckpt["config"], where=f"{path} (config)")
-    if model_dict(saved.model) != model_dict(cfg.model):
-        a, b = model_dict(saved.model), model_dict(cfg.model)
-        diff = [k for k in a if a[k] != b[k]]
-        raise ValueError(
-            f"--resume: the model config differs from the checkpoint {path} in "
-            f"{', '.join(f'model.{k} ({a[k]!r} saved, {b[k]!r} now)' for k in diff)}"
-        )
+    a, b = (config_to_dict(Config(model=c.model))["model"] for c in (saved, cfg))
+    if a != b:
+        diff = ", ".join(f"model.{k} ({a[k]!r} saved, {b[k]!r} now)" for k in a if a[k] != b[k])
+        raise ValueError(f"--resume: the model config differs from the checkpoint {path} in {diff}")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -156,11 +141,6 @@ def _resume(
     elif info.world_size == int(ckpt.get("world_size", 1)):
         torch.manual_seed(cfg.train.seed + info.rank + 7919 * start)
     return start
-
-
-def model_dict(cfg: ModelConfig) -> dict[str, Any]:
-    """The model section of a config as plain values (what ``--resume`` compares)."""
-    return config_to_dict(Config(model=cfg))["model"]
 
 
 class Checkpointer:

@@ -20,9 +20,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"train.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'"
-        )
+        msg = f"train.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'"
+        raise ValueError(msg)
     return device
 
 
@@ -41,16 +40,12 @@ class DistInfo:
 
 
 def init_distributed(device_name: str = "auto") -> DistInfo:
-    """Join the ``torchrun`` job described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, if any.
-
-    The backend is NCCL when the job trains on CUDA, gloo otherwise.
-    """
+    """Join the ``torchrun`` job of ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, if any: NCCL when the
+    job trains on CUDA, gloo otherwise."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-        )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = resolve_device(device_name).type == "cuda"
@@ -66,56 +61,37 @@ def barrier(info: DistInfo) -> None:
 
 
 def leave_process_group(info: DistInfo) -> None:
-    """Destroy the process group this module created. Called on every rank right after the last
-    barrier, so all ranks shut NCCL down together; rank 0 then evaluates alone, with no group (a
-    group torn down by ranks 1..N while rank 0 still holds it may block or hang in NCCL's finalise)."""
+    """Destroy the process group this module created, on every rank together after the last
+    barrier (a group torn down by ranks 1..N while rank 0 still holds it may hang in NCCL)."""
     if info.created and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
-    """``DistributedDataParallel`` over ``model`` when the job has several processes (its
-    BatchNorms become SyncBatchNorm on CUDA); ``model`` itself otherwise.
-
-    ``find_unused_parameters`` is off: every parameter takes part in every step (a rank whose
-    images hold no set-A instance still runs the mask branch on zero RoIs, which gives its
-    parameters zero gradients), so DDP need not walk the graph after each forward. Gradients are
-    views into the all-reduce buckets (``gradient_as_bucket_view``): one copy less per step.
-    """
+    """``DistributedDataParallel`` over ``model`` with several processes. ``find_unused_parameters``
+    is off: a rank without set-A instances still runs the mask branch, on zero RoIs."""
     if info.world_size <= 1:
         return model
-    net: nn.Module = model
-    if device.type == "cuda":  # batch statistics over the global batch (CUDA only)
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cuda = device.type == "cuda"  # batch statistics over the global batch on CUDA only
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(model) if cuda else model
+    ids = [device.index] if cuda else None
     return nn.parallel.DistributedDataParallel(
-        net,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=False,
-        gradient_as_bucket_view=True,
+        net, device_ids=ids, find_unused_parameters=False, gradient_as_bucket_view=True
     )
-
-
-def _set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def in_processes(
     fn: Callable[[Any], Any], items: Sequence[Any], jobs: int, threads: int | None = None
 ) -> Iterator[tuple[Any, Any]]:
-    """Run ``fn(item)`` for every item in ``jobs`` worker processes (spawned, so safe with torch),
-    each with ``threads`` torch threads (default: CPUs // jobs); yield ``(item, result)`` as each
-    finishes. ``fn`` must be a module-level function and the items picklable.
-
-    On a few CPU cores, small-convolution trainings scale poorly across threads: two one-thread
-    runs side by side finish sooner than the same two one after the other with two threads each.
-    """
+    """Run module-level ``fn(item)`` for every picklable item in ``jobs`` spawned processes of
+    ``threads`` torch threads (default: CPUs // jobs); yield ``(item, result)`` as each ends."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = threads or max(1, cpu_count() // jobs)
+    threads = threads or max(1, cpu_count() // jobs)  # small trainings scale poorly over threads
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)
+        jobs, mp_context=ctx, initializer=torch.set_num_threads, initargs=(threads,)
     ) as pool:
         futures = {pool.submit(fn, item): item for item in items}
         for fut in as_completed(futures):

@@ -1,9 +1,5 @@
-"""The training loop, in the spirit of Detectron2's ``SimpleTrainer`` with hooks: :func:`train`
-builds the parts, then each iteration runs the :class:`TrainStep` (forward, the loss terms reduced
-over ranks, backward, update), the :class:`MetricsWriter` (``metrics.jsonl``, the progress bar, the
-callback) and the :class:`~mxr.engine.checkpoint.Checkpointer`; a NaN/inf loss goes to the
-non-finite guard and SIGINT/SIGTERM or a callback's :class:`StopTraining` to the stop request.
-"""
+"""The training loop, after Detectron2's ``SimpleTrainer``: :func:`train` builds the parts, then
+each iteration runs the :class:`TrainStep`, the :class:`MetricsWriter` and the ``Checkpointer``."""
 
 from __future__ import annotations
 
@@ -15,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from mxr.config import Config, TrainConfig, save_config
 from mxr.engine.checkpoint import Checkpointer
@@ -50,20 +48,14 @@ Callback = Callable[[int, dict[str, float]], None]
 
 
 class StopTraining(Exception):
-    """Raise it from a :func:`train` callback to stop training after that (logged) iteration, as
-    SIGINT does: ``train`` saves the checkpoint of that iteration (so ``resume=True`` continues it),
-    skips the evaluation and re-raises this exception. Raised at the last iteration, it is ignored
-    (the run is finished). With several processes, rank 0's request stops every rank one iteration
-    later (the other ranks raise ``KeyboardInterrupt``, as after a signal)."""
+    """Raise it from a :func:`train` callback to stop there as SIGINT does (checkpoint saved, no
+    evaluation, re-raised; ignored at the last iteration; other ranks stop one iteration later)."""
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or infinite; the last good checkpoint is left untouched."""
 
 
-# --------------------------------------------------------------------------------------------------
-# optimisation
-# --------------------------------------------------------------------------------------------------
 def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
     """Multiplier of ``train.lr`` at 0-based ``iteration``: linear warm-up, then step decay."""
     factor = 1.0
@@ -75,50 +67,35 @@ def lr_factor(iteration: int, train_cfg: TrainConfig) -> float:
 
 
 def parameter_groups(model: nn.Module, train_cfg: TrainConfig) -> list[Any]:
-    """The optimizer's parameters: every trainable one in one group, or with ``bias_lr_factor`` ≠ 1
-    or ``weight_decay_bias`` set (Detectron's default: biases at 2× lr, no weight decay) two groups,
-    the weights first (its lr is the logged one), then every ``*.bias`` at ``bias_lr_factor × lr``
-    with ``weight_decay_bias``."""
+    """The trainable parameters; with ``bias_lr_factor`` ≠ 1 or ``weight_decay_bias`` set (Detectron:
+    biases at 2× lr, no decay) two groups, the weights (the logged lr) then every ``*.bias``."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if train_cfg.bias_lr_factor == 1.0 and train_cfg.weight_decay_bias is None:
         return [p for _, p in named]
     wd_bias = train_cfg.weight_decay_bias
+    bias = {
+        "lr": train_cfg.lr * train_cfg.bias_lr_factor,
+        "weight_decay": train_cfg.weight_decay if wd_bias is None else wd_bias,
+    }
     groups = [
         {"params": [p for n, p in named if not n.endswith(".bias")]},
-        {
-            "params": [p for n, p in named if n.endswith(".bias")],
-            "lr": train_cfg.lr * train_cfg.bias_lr_factor,
-            "weight_decay": train_cfg.weight_decay if wd_bias is None else wd_bias,
-        },
+        {"params": [p for n, p in named if n.endswith(".bias")], **bias},
     ]
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (``train.optimizer="sgd"``, the paper's) or AdamW (``"adamw"``, ``momentum``
-    is then beta1) with weight decay, over every trainable parameter (:func:`parameter_groups`)."""
+    """SGD with momentum (the paper's) or AdamW (``momentum`` is then beta1), with weight decay."""
     params = parameter_groups(model, train_cfg)
+    kw = {"lr": train_cfg.lr, "weight_decay": train_cfg.weight_decay}
     if train_cfg.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params,
-            lr=train_cfg.lr,
-            betas=(train_cfg.momentum, 0.999),
-            weight_decay=train_cfg.weight_decay,
-        )
-    return torch.optim.SGD(
-        params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
-    )
+        return torch.optim.AdamW(params, betas=(train_cfg.momentum, 0.999), **kw)
+    return torch.optim.SGD(params, momentum=train_cfg.momentum, **kw)
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, train_cfg: TrainConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig) -> LambdaLR:
     """A per-iteration ``LambdaLR`` following :func:`lr_factor`."""
-
-    def factor(it: int) -> float:
-        return lr_factor(it, train_cfg)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, lambda it: lr_factor(it, train_cfg))
 
 
 def _amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
@@ -126,14 +103,9 @@ def _amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
     return bool(train_cfg.amp) and device.type == "cuda"
 
 
-# --------------------------------------------------------------------------------------------------
-# the non-finite guard and the stop request
-# --------------------------------------------------------------------------------------------------
 class _NonFiniteGuard:
-    """What a NaN/inf loss does. Without AMP: stop at once (:class:`NonFiniteLossError`). Under AMP,
-    where GradScaler would skip such a step anyway, skip it (no backward, no update; the schedule
-    moves on) and stop only after ``limit`` non-finite iterations in a row, naming the terms and the
-    iterations. ``terms`` are the (all-reduced) loss values, so every rank decides alike."""
+    """A NaN/inf loss stops training at once; under AMP (GradScaler would skip such a step anyway)
+    the update is skipped, and training stops after ``limit`` such iterations in a row."""
 
     def __init__(self, *, amp: bool, limit: int, checkpoint: Path, verbose: bool) -> None:
         self.amp, self.limit, self.checkpoint, self.verbose = amp, limit, checkpoint, verbose
@@ -148,21 +120,16 @@ class _NonFiniteGuard:
         self.run.append((iteration, list(bad)))
         detail = ", ".join(f"{k}={v}" for k, v in bad.items())
         last = self.checkpoint if self.checkpoint.exists() else "none"
+        tail = f"; training stopped, the last good checkpoint is {last}"
         if not self.amp:
-            raise NonFiniteLossError(
-                f"non-finite loss at iteration {iteration}: {detail}; training stopped, the "
-                f"last good checkpoint is {last}"
-            )
+            raise NonFiniteLossError(f"non-finite loss at iteration {iteration}: {detail}{tail}")
         if len(self.run) >= self.limit:
-            counts: dict[str, int] = {}
-            for _, names in self.run:
-                for k in names:
-                    counts[k] = counts.get(k, 0) + 1
+            counts = Counter(k for _, names in self.run for k in names)
             raise NonFiniteLossError(
                 f"non-finite loss under AMP in {len(self.run)} iterations in a row "
                 f"(iterations {self.run[0][0]}-{iteration}, train.max_nonfinite_iters={self.limit}): "
                 + ", ".join(f"{k} in {n}" for k, n in counts.items())
-                + f" (last: {detail}); training stopped, the last good checkpoint is {last}"
+                + f" (last: {detail}){tail}"
             )
         if self.verbose:
             print(
@@ -174,13 +141,11 @@ class _NonFiniteGuard:
 
 
 class _StopRequest:
-    """Turns SIGINT/SIGTERM (main thread only) or a callback's :class:`StopTraining` into a flag the
-    loop reads between iterations."""
+    """SIGINT/SIGTERM (main thread only) or a callback's :class:`StopTraining`, as a flag."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.by_callback: StopTraining | None = None
-        self._old: dict[int, Any] = {}
 
     @property
     def requested(self) -> bool:
@@ -191,23 +156,19 @@ class _StopRequest:
 
     @contextmanager
     def installed(self) -> Iterator[_StopRequest]:
+        old = {}
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
+            old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield self
         finally:
-            for s, h in self._old.items():
+            for s, h in old.items():
                 signal.signal(s, h)
-            self._old.clear()
 
 
-# --------------------------------------------------------------------------------------------------
-# the loop's pieces
-# --------------------------------------------------------------------------------------------------
 class TrainStep:
     """One iteration: forward (autocast under AMP), the loss terms and the stop flag all-reduced
-    over ranks (so every rank decides alike), the non-finite guard, backward and the update."""
+    over ranks (every rank decides alike), the non-finite guard, backward and the update."""
 
     def __init__(self, net: nn.Module, model: nn.Module, parts: dict[str, Any], cfg: TrainConfig,
                  guard: _NonFiniteGuard, info: DistInfo) -> None:  # fmt: skip
@@ -219,18 +180,16 @@ class TrainStep:
         self, iteration: int, images: list[torch.Tensor], targets: list[dict[str, Any]], stop: bool
     ) -> tuple[dict[str, float], bool, bool]:
         """``(loss terms, skipped, stop requested on any rank)`` for 0-based ``iteration``."""
-        amp_ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with amp_ctx:
+        with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
             loss_dict = self.net(images, targets)
-        names = list(loss_dict)
-        loss = sum(loss_dict[k] for k in names)
-        values = torch.stack([loss_dict[k].detach().float() for k in names])
+        loss = sum(loss_dict.values())
+        values = torch.stack([v.detach().float() for v in loss_dict.values()])
         values = torch.cat([values, torch.tensor([float(stop)], device=values.device)])
         if self.info.world_size > 1:
             dist.all_reduce(values)
             values[:-1] /= self.info.world_size
         vals = values.tolist()
-        terms = dict(zip(names, vals[:-1], strict=True))
+        terms = dict(zip(loss_dict, vals[:-1], strict=True))
         skip = self.guard.skip(iteration + 1, terms)
         self.optimizer.zero_grad(set_to_none=True)
         if not skip:
@@ -245,9 +204,8 @@ class TrainStep:
 
 
 class MetricsWriter:
-    """Every ``log_every`` iterations (and at the last): one ``metrics.jsonl`` record (``iter``,
-    ``lr``, the mean ``loss`` and terms over the window's finite steps, ``skipped_nonfinite``,
-    ``time`` per iteration), the progress bar's losses and the callback (rank 0 only)."""
+    """Every ``log_every`` iterations and at the last, on rank 0: a ``metrics.jsonl`` record (the
+    means over the window's finite steps, ``skipped_nonfinite``), the bar's losses, the callback."""
 
     def __init__(self, path: Path, cfg: TrainConfig, info: DistInfo, bar: Any,
                  callback: Callback | None) -> None:  # fmt: skip
@@ -258,15 +216,13 @@ class MetricsWriter:
     def add(self, it: int, lr: float, terms: dict[str, float], skipped: bool, now: float) -> Any:
         """Count iteration ``it`` (1-based); a :class:`StopTraining` the callback raised, or None."""
         if not skipped:  # a skipped (non-finite) step is counted, not averaged
-            self.window["loss"] = self.window.get("loss", 0.0) + sum(terms.values())
-            for k, v in terms.items():
+            for k, v in [("loss", sum(terms.values())), *terms.items()]:
                 self.window[k] = self.window.get(k, 0.0) + v
             self.n += 1
         self.steps += 1
         if it % self.cfg.log_every and it != self.cfg.iterations:
             return None
-        record: dict[str, float] = {"iter": it, "lr": lr}
-        record.update({k: self.window[k] / self.n for k in self.window})
+        record = {"iter": it, "lr": lr, **{k: v / self.n for k, v in self.window.items()}}
         if self.steps > self.n:
             record["skipped_nonfinite"] = self.steps - self.n
         record["time"] = (now - self.t0) / self.steps
@@ -285,16 +241,27 @@ class MetricsWriter:
         return None
 
 
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Keep only records up to ``iteration`` (the resumed checkpoint's) in ``metrics.jsonl``."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip()
-                and json.loads(ln)["iter"] <= iteration]  # fmt: skip
-        path.write_text("".join(k + "\n" for k in keep))
+def _start(cfg: Config, ckpt: Checkpointer, out: Path, resume: bool, info: DistInfo) -> int:
+    """Seed every RNG, resume when asked; write the config, and the metrics up to ``start``."""
+    seed = cfg.train.seed + info.rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    start = ckpt.restore() if resume and ckpt.path.is_file() else 0
+    if info.is_main:
+        save_config(cfg, out / "config.yaml")
+        path = out / "metrics.jsonl"
+        if start == 0:
+            path.write_text("")
+        elif path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln.strip()
+                    and json.loads(ln)["iter"] <= start]  # fmt: skip
+            path.write_text("".join(k + "\n" for k in keep))
+    return start
 
 
 def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: DistInfo) -> None:
-    """Leave the loop at iteration ``it`` after a signal or a callback's request: save, then raise."""
+    """Leave the loop at iteration ``it``: save, then raise."""
     ckpt.save(it)
     barrier(info)
     if stopper.by_callback is not None:  # the callback's caller tells the user
@@ -307,9 +274,6 @@ def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: 
     raise KeyboardInterrupt(f"training stopped at iteration {it}")
 
 
-# --------------------------------------------------------------------------------------------------
-# training
-# --------------------------------------------------------------------------------------------------
 def _build_parts(cfg: Config, train_ds: Any, device: torch.device) -> dict[str, Any]:
     """The model (on ``device``), optimizer, scheduler and GradScaler of a run."""
     from mxr.model import build_model  # looked up at call time (tests replace it)
@@ -320,22 +284,6 @@ def _build_parts(cfg: Config, train_ds: Any, device: torch.device) -> dict[str, 
     return {"model": model, "optimizer": optimizer, "amp": amp,
             "scheduler": build_scheduler(optimizer, cfg.train),
             "scaler": torch.amp.GradScaler("cuda", enabled=amp)}  # fmt: skip
-
-
-def _start(cfg: Config, ckpt: Checkpointer, out: Path, resume: bool, info: DistInfo) -> int:
-    """Seed every RNG, resume from the checkpoint when asked; write config and metrics files."""
-    seed = cfg.train.seed + info.rank
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    start = ckpt.restore() if resume and ckpt.path.is_file() else 0
-    if info.is_main:
-        save_config(cfg, out / "config.yaml")
-        if start == 0:
-            (out / "metrics.jsonl").write_text("")
-        else:
-            _truncate_metrics(out / "metrics.jsonl", start)
-    return start
 
 
 def _run_loop(cfg: Config, train_ds: Any, parts: dict[str, Any], ckpt: Checkpointer, start: int,
@@ -374,18 +322,6 @@ def _run_loop(cfg: Config, train_ds: Any, parts: dict[str, Any], ckpt: Checkpoin
     return it, step_times
 
 
-def _evaluate(cfg: Config, model: nn.Module, device: torch.device, out: Path, split: str,
-              progress: bool) -> dict[str, Any]:  # fmt: skip
-    """Score the trained model on ``split`` (mask IoU given true boxes included); writes eval.json."""
-    from mxr.evaluation import evaluate
-
-    ds = build_dataset(cfg.data, split, seed=cfg.train.seed)
-    results = evaluate(model, ds, device=device, batch_size=max(cfg.train.batch_size, 8),
-                       progress=progress, mask_iou=True)  # fmt: skip
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
-    return results
-
-
 def train(
     cfg: Config,
     out_dir: str | Path,
@@ -395,28 +331,14 @@ def train(
     callback: Callback | None = None,
     eval_split: str | None = "val",
 ) -> dict[str, Any]:
-    """Train the model ``cfg`` describes and evaluate it; see :mod:`mxr.engine` for the files.
+    """Train the model ``cfg`` describes (``num_classes`` / ``mask_classes`` may be ``None``: from
+    the data) and evaluate it on ``eval_split``; see :mod:`mxr.engine` for the files.
 
-    Args:
-        cfg: the experiment; ``model.num_classes`` / ``mask_classes`` may be ``None`` (from the data).
-        out_dir: where config, metrics, checkpoint and evaluation go (created).
-        resume: continue from ``out_dir/last.pt`` when it exists (the model section must match).
-        progress: show a tqdm bar with the running losses (rank 0 only).
-        callback: ``callback(iteration, record)`` after each logged iteration, ``record`` being the
-            dict appended to ``metrics.jsonl`` (for live plots). Rank 0 only. It may raise
-            :class:`StopTraining` to stop the run there (checkpoint saved, no evaluation).
-        eval_split: ``"val"`` / ``"test"`` to evaluate at the end, ``None`` to skip.
-
-    Returns:
-        ``{"out_dir", "checkpoint", "metrics", "config", "iteration", "train_time_s",
-        "step_time_s", "eval", "eval_path", "model"}``: ``eval`` is the
-        :func:`mxr.evaluation.evaluate` dict (or ``None``), ``model`` the trained model (unwrapped
-        from DDP, train mode, on the training device).
-
-    Raises:
-        NonFiniteLossError: a loss term became NaN/inf (names the iteration and the term).
-        KeyboardInterrupt: after SIGINT, once the checkpoint is saved; ``SystemExit(143)`` for SIGTERM.
-        StopTraining: the callback raised it (re-raised once the checkpoint is saved).
+    ``resume`` continues from ``out_dir/last.pt`` (same model section). ``callback(iteration,
+    record)`` runs on rank 0 after each logged iteration and may raise :class:`StopTraining`.
+    Returns ``{"out_dir", "checkpoint", "metrics", "config", "iteration", "train_time_s",
+    "step_time_s", "eval", "eval_path", "model"}`` (``model``: unwrapped, train mode). After SIGINT
+    or SIGTERM: ``KeyboardInterrupt`` or ``SystemExit(143)``, once the checkpoint is saved.
     """
     from tqdm.auto import tqdm
 
@@ -448,11 +370,14 @@ def train(
         train_time = time.perf_counter() - t_train
         barrier(info)
         leave_process_group(info)  # every rank together, before rank 0's long evaluation
-        run_eval = eval_split is not None and info.is_main
-        results = (
-            _evaluate(cfg, parts["model"], device, out, eval_split, progress) if run_eval else None
-        )
-        # No collective after evaluation: the group is gone, the other ranks have left.
+        results = None
+        if eval_split is not None and info.is_main:  # no collective after this: the group is gone
+            from mxr.evaluation import evaluate
+
+            ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
+            results = evaluate(parts["model"], ds, device=device, progress=progress, mask_iou=True,
+                               batch_size=max(tc.batch_size, 8))  # fmt: skip
+            (out / "eval.json").write_text(json.dumps(results, indent=2))
         return {
             "out_dir": str(out), "checkpoint": str(ckpt.path), "metrics": str(out / "metrics.jsonl"),
             "config": str(out / "config.yaml"), "iteration": it, "train_time_s": train_time,
@@ -461,5 +386,4 @@ def train(
             "model": parts["model"],
         }  # fmt: skip
     finally:
-        if info.created and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(info)
