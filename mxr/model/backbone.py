@@ -1,9 +1,8 @@
 """Backbones with FPN, built without downloads: ``tiny`` (for CPUs), ``resnet18_fpn``, ``resnet50_fpn``.
 
-``tiny`` and ``resnet18_fpn`` start from scratch unless the user names a local ImageNet state dict
-(``backbone_weights``). ``resnet50_fpn`` (the paper's) requires one: trained from scratch it gives a
-different, much weaker detector than the paper's, so it is built without weights only when
-``backbone_weights`` is :data:`NO_WEIGHTS` (``"none-i-know"``), the user's explicit opt-out.
+All start from scratch unless ``backbone_weights`` names a local ImageNet state dict, which
+``resnet50_fpn`` (the paper's) requires: from scratch it is a much weaker detector than the paper's,
+so it is built without weights only for :data:`NO_WEIGHTS`, the user's explicit opt-out.
 """
 
 from __future__ import annotations
@@ -23,38 +22,29 @@ NO_WEIGHTS = "none-i-know"
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class TinyBody(nn.Sequential):
-    """A small conv net (~0.4 M parameters) with ResNet-style stage names: strides 4 / 8 / 16 and
-    ``channels`` = (32, 64, 128) outputs at ``layer1..layer3``."""
+    """A small conv net (~0.4 M parameters): ``layer1..layer3`` at strides 4 / 8 / 16."""
 
     channels = (32, 64, 128)
 
     def __init__(self) -> None:
         c1, c2, c3 = self.channels
-        super().__init__(
-            OrderedDict(
-                stem=nn.Sequential(_conv_bn(3, 16, 2), _conv_bn(16, c1, 2)),
-                layer1=nn.Sequential(_conv_bn(c1, c1, 1), _conv_bn(c1, c1, 1)),
-                layer2=nn.Sequential(_conv_bn(c1, c2, 2), _conv_bn(c2, c2, 1)),
-                layer3=nn.Sequential(_conv_bn(c2, c3, 2), _conv_bn(c3, c3, 1)),
-            )
+        stages = OrderedDict(
+            stem=nn.Sequential(_conv_bn(3, 16, 2), _conv_bn(16, c1, 2)),
+            layer1=nn.Sequential(_conv_bn(c1, c1, 1), _conv_bn(c1, c1, 1)),
+            layer2=nn.Sequential(_conv_bn(c1, c2, 2), _conv_bn(c2, c2, 1)),
+            layer3=nn.Sequential(_conv_bn(c2, c3, 2), _conv_bn(c3, c3, 1)),
         )
+        super().__init__(stages)
 
 
 def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (e.g. torchvision's ImageNet ResNet file) into a backbone body.
-
-    Accepts a plain state dict or one nested under ``"state_dict"`` / ``"model"``, with or without a
-    ``"module."`` prefix; the classifier (``fc.*``) is ignored. Raises ``FileNotFoundError`` or
-    ``ValueError`` naming the file and the keys that do not fit.
-    """
+    """Load a local state dict (plain or under ``"state_dict"`` / ``"model"``, ``"module."`` prefix
+    allowed, ``fc.*`` ignored) into a backbone body; errors name the file and the keys that misfit."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone_weights: file not found: {path}")
@@ -75,22 +65,19 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = {k: v for k, v in body.state_dict().items() if not k.startswith("fc.")}
     ignored = ("num_batches_tracked",)
-    missing = sorted(k for k in own if k not in state and not k.endswith(ignored))
-    unexpected = sorted(k for k in state if k not in own and not k.endswith(ignored))
-    mismatched = sorted(
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
-    )
+    found = {
+        "missing keys": sorted(k for k in own if k not in state and not k.endswith(ignored)),
+        "unexpected keys": sorted(k for k in state if k not in own and not k.endswith(ignored)),
+        "shape mismatches": sorted(
+            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+        ),
+    }
     problems = [
-        f"{len(xs)} {what}: {', '.join(xs[:5])}"
-        + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
-        for what, xs in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if xs
+        f"{len(ks)} {what}: {', '.join(ks[:5])}" + (f" (+{len(ks) - 5} more)" if ks[5:] else "")
+        for what, ks in found.items()
+        if ks
     ]
     if problems:
         raise ValueError(
@@ -103,14 +90,10 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
 def build_backbone(
     name: str, fpn_channels: int, weights: str | Path | None = None, *, load: bool = True
 ) -> BackboneWithFPN:
-    """Backbone + FPN with feature maps ``"0".."k"`` and ``"pool"``; ``out_channels = fpn_channels``.
-
-    ``tiny``: 3 stages (strides 4, 8, 16) + pool (32). ResNets: 4 stages (4..32) + pool (64). From
-    scratch the ResNets use BatchNorm and train every stage; with ``weights`` they use frozen
-    BatchNorm and freeze the stem and first stage (Detectron's ``FREEZE_AT=2``, torchvision's
-    ``trainable_layers=3``). ``resnet50_fpn`` needs ``weights`` (or :data:`NO_WEIGHTS`).
-    ``load=False`` builds the layout ``weights`` asks for without reading the file: for a model
-    whose every weight comes from a checkpoint (no check that ``resnet50_fpn`` has weights either).
+    """Backbone + FPN with ``fpn_channels`` maps ``"0".."k"`` and ``"pool"``: ``tiny`` 3 stages
+    (strides 4..16) + pool (32), ResNets 4 stages (4..32) + pool (64). ResNets with ``weights`` get
+    frozen BatchNorm, stem and layer1 (Detectron's ``FREEZE_AT=2``). ``load=False``: that layout,
+    without reading ``weights`` (for a model whose every weight comes from a checkpoint).
     """
     if str(weights) == NO_WEIGHTS:
         weights = None

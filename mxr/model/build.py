@@ -22,62 +22,21 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from mxr.config import ModelConfig
 from mxr.model.backbone import build_backbone
-from mxr.model.heads import (
-    AgnosticMaskPredictor,
-    ClassMaskPredictor,
-    MaskPredictor,
-    TransferMaskPredictor,
-)
+from mxr.model.heads import build_mask_predictor
 from mxr.model.roi_heads import MaskXRoIHeads
 from mxr.model.rpn import Float32RegionProposalNetwork
-from mxr.model.transfer import randn_embedding, transfer_input_dim, uses_embedding
+from mxr.model.transfer import randn_embedding, uses_embedding
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
-
-
-def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredictor:
-    """The mask predictor named by ``cfg.mask_head`` (``cfg`` resolved: head sizes filled in);
-    ``embedding_dim`` is the class embedding's width ``E`` when τ reads one."""
-    common = dict(mlp_fusion=cfg.mlp_fusion, mlp_form=cfg.mlp_form, mlp_channels=cfg.mlp_channels)
-    c = cfg.mask_head_channels
-    if cfg.mask_head == "agnostic":
-        return AgnosticMaskPredictor(c, **common)
-    if cfg.mask_head == "class":
-        return ClassMaskPredictor(c, cfg.num_classes, **common)
-    return TransferMaskPredictor(
-        c,
-        transfer_input_dim(cfg.transfer_input, cfg.box_fc_dim, embedding_dim),
-        transfer_layers=cfg.transfer_layers,
-        transfer_activation=cfg.transfer_activation,
-        transfer_zero_init=cfg.transfer_zero_init,
-        **common,
-    )
-
-
-def _box_predictor(cfg: ModelConfig) -> FastRCNNPredictor:
-    """torchvision's box predictor; ``box_predictor_init="detectron"`` draws its weights as Detectron
-    (and the paper's code) do: N(0, 0.01) for the classifier, N(0, 0.001) for the box regressor, zero
-    biases. torchvision keeps nn.Linear's default (uniform, about 0.036 std for D=256), and most of
-    that random part is never trained away, so it would dominate the w_det that τ reads."""
-    predictor = FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes)
-    if cfg.box_predictor_init == "detectron":
-        nn.init.normal_(predictor.cls_score.weight, std=0.01)
-        nn.init.normal_(predictor.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(predictor.cls_score.bias)
-        nn.init.zeros_(predictor.bbox_pred.bias)
-    return predictor
-
-
-#: ``build_model(cfg, backbone_weights=FROM_CHECKPOINT)``: the backbone layout ``cfg`` names
-#: (frozen BatchNorm and stages when ``cfg.backbone_weights`` is a file), without reading that file:
-#: every weight is about to be loaded from a checkpoint, which then evaluates on any machine.
+#: ``build_model(cfg, backbone_weights=FROM_CHECKPOINT)``: the backbone layout ``cfg`` names, without
+#: reading ``cfg.backbone_weights``: every weight is about to be loaded from a checkpoint.
 FROM_CHECKPOINT = "<backbone weights from the checkpoint>"
 
 
 def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
-    """Backbone, RPN (anchors, decoding and filtering in float32 under autocast), transform and the
-    box/mask modules shared by Mask^X and stock Mask R-CNN."""
+    """Backbone, RPN (box arithmetic in float32), transform and the box/mask modules shared by
+    Mask^X and stock Mask R-CNN, created in this order (it fixes the seeded weights)."""
     c = cfg.fpn_channels
     load = backbone_weights != FROM_CHECKPOINT
     weights = backbone_weights if load else cfg.backbone_weights
@@ -90,6 +49,8 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
             f"expected {n_maps} sizes (one per FPN level)"
         )
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * n_maps)
+    pre = dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test)
+    post = dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test)
     rpn = Float32RegionProposalNetwork(
         anchors,
         RPNHead(c, anchors.num_anchors_per_location()[0]),
@@ -97,12 +58,8 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
         bg_iou_thresh=0.3,
         batch_size_per_image=cfg.rpn_batch_size_per_image,
         positive_fraction=0.5,
-        pre_nms_top_n=dict(
-            training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test
-        ),
-        post_nms_top_n=dict(
-            training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test
-        ),
+        pre_nms_top_n=pre,
+        post_nms_top_n=post,
         nms_thresh=0.7,
     )
     mean, std = list(IMAGE_MEAN), list(IMAGE_STD)
@@ -113,10 +70,17 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
         )
     else:  # the original Mask R-CNN head: two fc layers on the flattened 7x7 RoI features
         box_head = TwoMLPHead(c * 7 * 7, cfg.box_fc_dim)
+    # box_predictor_init="detectron" draws as Detectron (and the paper's code) do; torchvision's
+    # default (uniform, ~0.036 std at D=256) is mostly never trained away and would dominate w_det
+    box_predictor = FastRCNNPredictor(cfg.box_fc_dim, cfg.num_classes)
+    if cfg.box_predictor_init == "detectron":
+        for layer, sigma in ((box_predictor.cls_score, 0.01), (box_predictor.bbox_pred, 0.001)):
+            nn.init.normal_(layer.weight, std=sigma)
+            nn.init.zeros_(layer.bias)
     box_parts = dict(
         box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
         box_head=box_head,
-        box_predictor=_box_predictor(cfg),
+        box_predictor=box_predictor,
         fg_iou_thresh=0.5,
         bg_iou_thresh=0.5,
         batch_size_per_image=cfg.box_batch_size_per_image,
@@ -142,9 +106,8 @@ def _check_ready(cfg: ModelConfig) -> ModelConfig:
 
 
 def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
-    """The ``(C, E)`` class embedding τ reads: ``given`` (``embed``, ``cls+embed``; loaded from
-    ``model.class_embedding`` by :func:`mxr.engine.class_embedding_for`), drawn from
-    ``cfg.init_seed`` (``randn``), or ``None`` when τ reads detection weights only."""
+    """The ``(C, E)`` embedding τ reads: ``given`` (``embed``, ``cls+embed``), drawn from
+    ``cfg.init_seed`` (``randn``), or ``None``."""
     if cfg.mask_head != "transfer" or not uses_embedding(cfg.transfer_input):
         return None
     if cfg.transfer_input == "randn":
@@ -163,9 +126,8 @@ def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
 
 
 class MaskXRCNN(MaskRCNN):
-    """Mask R-CNN (torchvision's inputs and outputs) whose mask branch is class-agnostic,
-    class-specific or weight transfer; build it with :func:`build_model`. ``self.config`` keeps the
-    resolved :class:`ModelConfig`."""
+    """Mask R-CNN (torchvision's inputs and outputs) with a class-agnostic, class-specific or
+    weight-transfer mask branch; ``self.config`` keeps the resolved :class:`ModelConfig`."""
 
     def __init__(
         self,
@@ -192,9 +154,8 @@ class MaskXRCNN(MaskRCNN):
     def masks_for_boxes(
         self, images: list[Tensor], boxes: list[Tensor], labels: list[Tensor]
     ) -> list[Tensor]:
-        """Mask probabilities for given boxes and classes (the mask branch alone: the detector's
-        own boxes and classes bypassed), pasted into the images: per ``(3, H, W)`` image in [0, 1],
-        its ``(N, 4)`` XYXY boxes in pixels and ``(N,)`` classes -> ``(N, H, W)`` in [0, 1]."""
+        """The mask branch alone on given boxes and classes: per ``(3, H, W)`` image in [0, 1], its
+        ``(N, 4)`` XYXY pixel boxes and ``(N,)`` classes -> ``(N, H, W)`` probabilities."""
         return self.detect_and_mask_boxes(images, boxes, labels, detect=False)[1]
 
     @torch.no_grad()
@@ -206,8 +167,7 @@ class MaskXRCNN(MaskRCNN):
         *,
         detect: bool = True,
     ) -> tuple[list[dict[str, Tensor]] | None, list[Tensor]]:
-        """``(self(images), self.masks_for_boxes(images, boxes, labels))`` with one backbone pass
-        (eval mode); the detections are ``None`` when ``detect`` is false."""
+        """``(self(images) or None, self.masks_for_boxes(...))`` with one backbone pass (eval)."""
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels, strict=True)]
         image_list, targets_t = self.transform(list(images), targets)
@@ -238,12 +198,9 @@ def build_model(
     *,
     class_embedding: Tensor | None = None,
 ) -> MaskXRCNN:
-    """Build the model a :class:`ModelConfig` describes; never downloads anything. Construction is
-    seeded by ``cfg.init_seed`` and leaves the global RNG untouched. ``backbone_weights`` (or
-    ``cfg.backbone_weights``) names a local state dict for the backbone.
-    ``class_embedding`` ``(C, E)`` is τ's fixed input for ``transfer_input="embed"`` /
-    ``"cls+embed"`` (``"randn"`` draws its own from ``cfg.init_seed``); it becomes a buffer.
-    """
+    """The model ``cfg`` describes, seeded by ``cfg.init_seed`` (the global RNG is untouched); never
+    downloads. ``backbone_weights`` (default ``cfg.backbone_weights``): a local backbone state dict;
+    ``class_embedding`` ``(C, E)``: τ's input for ``embed``/``cls+embed``, kept as a buffer."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         return MaskXRCNN(cfg, backbone_weights, class_embedding)
@@ -256,6 +213,7 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         backbone, rpn, _, parts = _parts(cfg, cfg.backbone_weights)
+        ch = cfg.mask_head_channels
         modules = ("box_roi_pool", "box_head", "box_predictor", "mask_roi_pool", "mask_head")
         # these ModelConfig fields are MaskRCNN's keyword arguments of the same names
         same = ("min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
@@ -266,9 +224,7 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
             num_classes=None,
             rpn_anchor_generator=rpn.anchor_generator,
             rpn_head=rpn.head,
-            mask_predictor=MaskRCNNPredictor(
-                cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes
-            ),
+            mask_predictor=MaskRCNNPredictor(ch, ch, cfg.num_classes),
             image_mean=list(IMAGE_MEAN),
             image_std=list(IMAGE_STD),
             **{k: parts[k] for k in modules},

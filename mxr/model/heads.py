@@ -1,15 +1,8 @@
 """Mask predictors: class-agnostic, class-specific and weight-transfer, with optional MLP fusion.
 
-Every predictor has the same interface, so the RoI heads treat them alike::
-
-    logits = predictor(features, classes, read_w_det)   # (R, C, 14, 14), (R,) -> (R, 28, 28)
-
-``read_w_det(classes (K,)) -> (K, d)`` reads detection weights out of the box predictor; only the
-transfer predictor calls it (the box predictor is not a submodule of it, so no weight is stored twice).
-
-It returns the logits of *one* mask per RoI: the channel of the class asked for. Computing only the
-needed channel keeps the mask branch's cost independent of the vocabulary size (the paper's Visual
-Genome setting has 3,000 classes).
+Each computes only the mask of each RoI's own class, so its cost does not grow with the vocabulary
+(3,000 classes on Visual Genome). ``read_w_det(classes (K,)) -> (K, d)`` reads τ's input from the
+box predictor (not a submodule here, so no weight is stored twice).
 """
 
 from __future__ import annotations
@@ -20,19 +13,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from mxr.model.transfer import WeightTransfer
+from mxr.config import ModelConfig
+from mxr.model.transfer import WeightTransfer, transfer_input_dim
 
 WDetReader = Callable[[Tensor], Tensor]
 
 
 class MLPFusion(nn.Module):
-    """The class-agnostic MLP branch of Sec. 3.4: an FC layer predicting a 28×28 logit map per RoI.
-
-    ``form="paper"`` (the official code): one FC from the 28×28×C deconv features to 784 logits
-    (157 M weights at C=256). ``form="light"`` (as PANet's fused head): a 3×3 conv reduces the 14×14×C
-    features to ``channels``, then one FC to 784 logits. The FC starts at std 0.001 (bias 0), so at
-    initialisation the branch adds almost nothing to the FCN logits.
-    """
+    """Sec. 3.4's class-agnostic MLP branch: an FC predicting a 28×28 logit map per RoI, from the
+    28×28×C deconv features (``form="paper"``, the official code: 157 M weights at C=256) or from a
+    3×3 conv to ``channels`` on the 14×14 features (``"light"``, as PANet's fused head). The FC
+    starts at N(0, 0.001), bias 0, so at first it adds almost nothing to the FCN logits."""
 
     def __init__(
         self, in_channels: int, *, form: str = "light", channels: int = 16, size: int = 28
@@ -55,9 +46,8 @@ class MLPFusion(nn.Module):
 
 
 class MaskPredictor(nn.Module, ABC):
-    """Upsample the mask-head features 2× and turn them into per-RoI mask logits
-    ``(features28 · w_seg) + bias (+ MLP term)``; subclasses say where the 1×1 mask weights
-    ``w_seg`` of each RoI's class come from (:meth:`mask_weights`)."""
+    """Upsample the mask-head features 2× into mask logits ``(features28 · w_seg) + bias (+ MLP)``;
+    subclasses say where each RoI's 1×1 mask weights ``w_seg`` come from (:meth:`mask_weights`)."""
 
     uses_detection_weights = False
 
@@ -86,8 +76,7 @@ class MaskPredictor(nn.Module, ABC):
     def forward(
         self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
     ) -> Tensor:
-        """``(R, C, 14, 14)`` features, ``(R,)`` int64 classes -> ``(R, 28, 28)`` mask logits, each
-        RoI's for its own class (``read_w_det``: the transfer predictor's only)."""
+        """``(R, C, 14, 14)`` features, ``(R,)`` int64 classes -> ``(R, 28, 28)`` mask logits."""
         x28 = torch.relu(self.deconv(features))
         w_seg, bias = self.mask_weights(classes, read_w_det)
         logits = torch.einsum("rchw,rc->rhw", x28, w_seg.to(x28.dtype))
@@ -100,24 +89,11 @@ class MaskPredictor(nn.Module, ABC):
     def class_logits(
         self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
     ) -> Tensor:
-        """Every RoI segmented with every listed class's weights, for inspection (notebooks):
-        ``classes (K,)`` -> ``(R, K, 28, 28)``."""
+        """Every RoI segmented with every class's weights (for inspection): ``classes (K,)`` ->
+        ``(R, K, 28, 28)``."""
         r, k = features.shape[0], classes.numel()
         logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_w_det)
         return logits.view(r, k, *logits.shape[-2:])
-
-
-class AgnosticMaskPredictor(MaskPredictor):
-    """One mask for every class (a single 1×1 filter with bias): the class-agnostic baseline."""
-
-    def __init__(self, in_channels: int, **kwargs):
-        super().__init__(in_channels, **kwargs)
-        self.weight = nn.Parameter(torch.randn(1, in_channels) * 0.001)
-        self.bias = nn.Parameter(torch.zeros(1))
-
-    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
-        n = classes.shape[0]
-        return self.weight.expand(n, -1), self.bias.expand(n)
 
 
 class ClassMaskPredictor(MaskPredictor):
@@ -132,9 +108,19 @@ class ClassMaskPredictor(MaskPredictor):
         return self.weight[classes], self.bias[classes]
 
 
+class AgnosticMaskPredictor(ClassMaskPredictor):
+    """One mask for every class (a single 1×1 filter with bias): the class-agnostic baseline."""
+
+    def __init__(self, in_channels: int, **kwargs):
+        super().__init__(in_channels, 1, **kwargs)
+
+    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
+        n = classes.shape[0]
+        return self.weight.expand(n, -1), self.bias.expand(n)
+
+
 class TransferMaskPredictor(MaskPredictor):
-    """Mask weights predicted from detection weights: ``w_seg^c = τ(w_det^c)`` (no bias); τ runs
-    once per distinct class in the batch, then its output is gathered per RoI."""
+    """Mask weights ``w_seg^c = τ(w_det^c)``, no bias; τ runs once per distinct class in the batch."""
 
     uses_detection_weights = True
 
@@ -163,9 +149,27 @@ class TransferMaskPredictor(MaskPredictor):
                 "TransferMaskPredictor needs read_w_det to read the box predictor's weights"
             )
         distinct, index = torch.unique(classes, return_inverse=True)
-        w_seg = self.transfer(read_w_det(distinct))  # (K, C): τ once per distinct class
-        return w_seg[index], None
+        return self.transfer(read_w_det(distinct))[index], None  # (K, C) -> (R, C)
 
     def mask_weights_of(self, classes: Tensor, read_w_det: WDetReader) -> Tensor:
         """``w_seg`` of the given classes: ``(K,)`` -> ``(K, C)`` (for inspection)."""
         return self.transfer(read_w_det(classes))
+
+
+def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredictor:
+    """The mask predictor ``cfg.mask_head`` names (``cfg`` resolved); ``embedding_dim``: the width
+    ``E`` of the class embedding τ reads, if any."""
+    common = dict(mlp_fusion=cfg.mlp_fusion, mlp_form=cfg.mlp_form, mlp_channels=cfg.mlp_channels)
+    c = cfg.mask_head_channels
+    if cfg.mask_head == "agnostic":
+        return AgnosticMaskPredictor(c, **common)
+    if cfg.mask_head == "class":
+        return ClassMaskPredictor(c, cfg.num_classes, **common)
+    return TransferMaskPredictor(
+        c,
+        transfer_input_dim(cfg.transfer_input, cfg.box_fc_dim, embedding_dim),
+        transfer_layers=cfg.transfer_layers,
+        transfer_activation=cfg.transfer_activation,
+        transfer_zero_init=cfg.transfer_zero_init,
+        **common,
+    )

@@ -1,15 +1,8 @@
 """RoI heads for partially supervised training: box losses on A ∪ B, mask loss on set A only.
 
-Targets follow torchvision (``boxes`` XYXY, ``labels``, ``masks``) with one addition for instances that
-have no mask. ``masks`` may hold either
-
-* one mask per instance, ``(N, H, W)``: masks of B-class instances are then simply ignored; or
-* only the masks of the instances that have one, ``(M, H, W)``, in instance order, with
-  ``has_mask`` ``(N,)`` bool marking those instances (what :class:`mxr.data.CocoInstances` returns).
-  Without ``has_mask``, ``M`` must equal the number of instances whose label is in ``mask_classes``.
-
-A RoI contributes to the mask loss when its matched ground truth has a mask *and* its class is in
-``mask_classes``. At inference every detection gets a mask, whatever its class.
+A target's ``masks`` holds one mask per instance ``(N, H, W)`` or only the existing ones
+``(M, H, W)``, in instance order: those ``has_mask`` ``(N,)`` flags or, without it, those of the
+instances in ``mask_classes``. At inference every detection gets a mask, whatever its class.
 """
 
 from __future__ import annotations
@@ -20,13 +13,12 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from mxr.losses import partial_mask_loss
 from mxr.model.heads import MaskPredictor
-from mxr.model.transfer import transfer_input_of, uses_embedding
+from mxr.model.transfer import TRANSFER_INPUT_PARTS, read_detection_weights, uses_embedding
 
 
 def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
-    """For each instance of a target (``labels`` ``(N,)``, ``masks`` ``(N or M, H, W)``, optional
-    ``has_mask`` ``(N,)``), the row of ``masks`` holding its mask: ``(N,)`` int64, -1 where the
-    instance has no mask or its class is not in set A (``mask_classes`` ``(A,)``)."""
+    """For each instance of a target, the row of ``masks`` holding its mask: ``(N,)`` int64, -1
+    where it has none or its class is not in set A (``mask_classes`` ``(A,)``)."""
     labels = target["labels"]
     n = labels.shape[0]
     in_a = torch.isin(labels, mask_classes)
@@ -54,15 +46,9 @@ def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> T
 
 
 class MaskXRoIHeads(RoIHeads):
-    """torchvision's :class:`RoIHeads` with a Mask^X R-CNN mask branch.
-
-    The box branch is torchvision's. The mask branch (``mask_roi_pool`` -> ``mask_head`` ->
-    ``mask_predictor``) computes, for each RoI, only the mask of one class: its ground-truth class
-    in training, its predicted class at inference. A transfer predictor reads τ's input for those
-    classes through :meth:`read_w_det`: detection weights from ``box_predictor`` (detached when
-    ``stop_grad``) and/or rows of the fixed ``class_embedding`` buffer ``(C, E)``. The buffer is
-    saved in the state dict, so a checkpoint needs no embedding file to evaluate.
-    """
+    """torchvision's :class:`RoIHeads` with a Mask^X R-CNN mask branch: each RoI's mask for one class
+    only (ground truth in training, predicted at inference). ``class_embedding`` ``(C, E)`` becomes
+    a saved buffer, so a checkpoint needs no embedding file to evaluate."""
 
     def __init__(
         self,
@@ -93,11 +79,25 @@ class MaskXRoIHeads(RoIHeads):
             self.class_embedding = None
 
     def read_w_det(self, classes: Tensor) -> Tensor:
-        """τ's input for ``classes`` ``(K,)`` -> ``(K, d)``: the detection weights and/or the class
-        embedding rows ``transfer_input`` names (see :func:`transfer_input_of`)."""
-        return transfer_input_of(
-            self.box_predictor, self.class_embedding, classes, self.transfer_input, self.stop_grad
-        )
+        """τ's input for ``classes`` ``(K,)`` -> ``(K, d)``: the detection weights (detached when
+        ``stop_grad``) and/or the class embedding rows that ``transfer_input`` names."""
+        transfer_input, embedding = self.transfer_input, self.class_embedding
+        if transfer_input not in TRANSFER_INPUT_PARTS:
+            raise ValueError(
+                f"transfer_input={transfer_input!r} is not valid; expected one of "
+                f"{', '.join(map(repr, TRANSFER_INPUT_PARTS))}"
+            )
+        parts = TRANSFER_INPUT_PARTS[transfer_input]
+        out = []
+        if det := "+".join(p for p in parts if p != "embed"):  # "cls", "box" or "cls+box"
+            out.append(read_detection_weights(self.box_predictor, classes, det, self.stop_grad))
+        if "embed" in parts:
+            if embedding is None:
+                raise ValueError(
+                    f"transfer_input={transfer_input!r} needs a class embedding; none was given"
+                )
+            out.append(embedding[classes].to(out[0].dtype if out else embedding.dtype))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     def mask_logits(
         self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor, image_shapes
@@ -110,10 +110,8 @@ class MaskXRoIHeads(RoIHeads):
     def masks_for_boxes(
         self, features: dict[str, Tensor], boxes: list[Tensor], labels: Tensor, image_shapes
     ) -> Tensor:
-        """Mask probabilities ``(R, 28, 28)`` for given boxes and classes: the mask branch alone, the
-        detector's own boxes and classes bypassed (mask IoU given true boxes). ``boxes``: per
-        transformed image ``(R_i, 4)`` XYXY in its pixels; ``labels``: ``(R,)`` int64 classes of all
-        images' boxes in order (which mask to predict)."""
+        """Mask probabilities ``(R, 28, 28)`` for given boxes (per transformed image ``(R_i, 4)``
+        XYXY, in its pixels) and classes ``(R,)``: the detector's own bypassed (mask IoU)."""
         return self.mask_logits(features, boxes, labels, image_shapes).sigmoid()
 
     def forward(self, features, proposals, image_shapes, targets=None):
@@ -129,10 +127,8 @@ class MaskXRoIHeads(RoIHeads):
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
-
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
-
         if not self.training:
             boxes, scores, labels = self.postprocess_detections(
                 class_logits, box_regression, proposals, image_shapes
@@ -141,16 +137,13 @@ class MaskXRoIHeads(RoIHeads):
             logits = self.mask_logits(features, boxes, classes, image_shapes)
             # masks (N_i, 1, 28, 28): the transform pastes them into the image
             masks = logits.sigmoid()[:, None].split([len(b) for b in boxes])
-            result = [
+            return [
                 {"boxes": b, "labels": lab, "scores": s, "masks": m}
                 for b, lab, s, m in zip(boxes, labels, scores, masks, strict=True)
-            ]
-            return result, {}
-
+            ], {}
         loss_classifier, loss_box_reg = fastrcnn_loss(
             class_logits, box_regression, labels, regression_targets
         )
-
         # Mask branch: foreground RoIs whose matched instance is in set A and has a mask.
         mask_boxes, mask_rows, mask_classes = [], [], []
         per_image = zip(proposals, matched_idxs, labels, targets, strict=True)

@@ -1,12 +1,8 @@
 """torchvision's region proposal network with its box arithmetic kept in float32 under autocast.
 
-Under CUDA autocast the RPN head's convolutions return float16 objectness and box deltas, and
-torchvision's anchors take the feature maps' dtype, so the decoded proposals come out float16. At
-800×1333 that alone rounds a coordinate to 0.5–1 px, and ``batched_nms`` then offsets every box by
-``label × (max coordinate + 1)`` before NMS, which in float16 rounds the proposals to a grid of
-several pixels. :class:`Float32RegionProposalNetwork` casts the head's outputs to float32 and
-builds the anchors, decodes and filters (top-k, NMS) with autocast disabled. Without autocast
-(every float32 run) it computes exactly what torchvision's RPN computes.
+Under CUDA autocast torchvision's proposals are float16 (0.5–1 px steps at 800×1333), and the
+per-label offsets of ``batched_nms`` round them to a grid of several pixels. Without autocast this
+computes exactly what torchvision's RPN computes.
 """
 
 from __future__ import annotations
@@ -18,8 +14,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_p
 
 
 class Float32RegionProposalNetwork(RegionProposalNetwork):
-    """:class:`~torchvision.models.detection.rpn.RegionProposalNetwork` whose anchors, proposals,
-    scores and losses are float32 whatever the autocast state; same constructor and contract."""
+    """torchvision's ``RegionProposalNetwork`` (same constructor and contract) whose anchors,
+    proposals, scores and losses are float32 whatever the autocast state."""
 
     def forward(
         self,
