@@ -1,10 +1,8 @@
 """Drawing helpers that return images (uint8 tensors) and matplotlib Figures; they never call ``show``.
 
-Set A (classes trained with masks) is drawn in warm colours, set B (boxes only) in cool colours, and
-every label says which set its class is in, e.g. ``"fork-3 [B] 0.91"``. This module is the one home
-of the A/B palette and legend (:data:`SET_COLOURS`, :func:`set_legend`), the A/B bar chart
-(:func:`set_bars`), the loss curve (:func:`loss_figure`) and image encoding (:func:`figure_png`,
-:func:`image_bytes`).
+Set A (classes trained with masks) is drawn in warm colours, set B (boxes only) in cool ones, and
+every label names its class's set, e.g. ``"fork-3 [B] 0.91"``. This is the one home of the A/B
+palette and legend (:data:`SET_COLOURS`, :func:`set_legend`), bars (:func:`set_bars`), loss curve.
 """
 
 from __future__ import annotations
@@ -18,34 +16,21 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mxr.evaluation import has_mask_of
-from mxr.report import (
-    eval_metric,
-    read_metrics,  # (re-exported: plots read what the engine writes)
-)
+from mxr.report import eval_metric, read_metrics  # read_metrics: re-exported
 
-A_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 140, 0),
-    (255, 60, 60),
-    (255, 210, 0),
-    (230, 90, 160),
-)
-B_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (30, 144, 255),
-    (0, 200, 255),
-    (0, 230, 160),
-    (150, 110, 255),
-)
-#: The one RGB colour of each class set (the first of each instance palette above).
-SET_RGB: dict[str, tuple[int, int, int]] = {"A": A_COLOURS[0], "B": B_COLOURS[0]}
-#: The one colour of each class set, in every chart, legend and mask overlay of the course and the
-#: docs (set A warm, set B cool).
+RGB = tuple[int, int, int]
+#: A target or a prediction: ``boxes``, ``labels`` and maybe ``scores``, ``masks``.
+TensorDict = Mapping[str, Tensor]
+A_COLOURS: tuple[RGB, ...] = ((255, 140, 0), (255, 60, 60), (255, 210, 0), (230, 90, 160))
+B_COLOURS: tuple[RGB, ...] = ((30, 144, 255), (0, 200, 255), (0, 230, 160), (150, 110, 255))
+#: The one colour of each class set (the first of its palette), in every chart, legend and overlay.
+SET_RGB: dict[str, RGB] = {"A": A_COLOURS[0], "B": B_COLOURS[0]}
 SET_COLOURS: dict[str, str] = {s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in SET_RGB.items()}
-#: What the A/B legend says of each set.
 SET_LABELS = {"A": "set A (masks in training)", "B": "set B (boxes only)"}
-
 #: Matplotlib's own DejaVu Sans (always installed with it), so labels scale with ``upscale``.
 _LABEL_FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
@@ -55,9 +40,7 @@ def set_of(label: int, a_labels: Sequence[int] | None) -> str:
     return "A" if a_labels is None or int(label) in {int(x) for x in a_labels} else "B"
 
 
-# --------------------------------------------------------------------------------------------------
-# image encoding
-# --------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- image encoding, drawing instances
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """A matplotlib Figure as PNG bytes (for an ``ipywidgets.Image`` or a file)."""
     buf = io.BytesIO()
@@ -66,13 +49,11 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
 
 
 def image_bytes(image: Any, fmt: str = "png", *, scale: int = 1, quality: int = 70) -> bytes:
-    """An image as PNG or JPEG bytes, enlarged ``scale`` times (nearest neighbour).
-
-    ``image``: a uint8 ``(3, H, W)`` tensor, an ``(H, W, 3|4)`` uint8 array or a PIL image.
-    """
+    """A uint8 ``(3, H, W)`` tensor, ``(H, W, 3|4)`` array or PIL image as PNG or JPEG bytes,
+    enlarged ``scale`` times (nearest neighbour)."""
     from PIL import Image
 
-    if isinstance(image, torch.Tensor):
+    if isinstance(image, Tensor):
         image = image.detach().cpu().permute(1, 2, 0).numpy()
     pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
     if scale > 1:
@@ -85,10 +66,7 @@ def image_bytes(image: Any, fmt: str = "png", *, scale: int = 1, quality: int = 
     return buf.getvalue()
 
 
-# --------------------------------------------------------------------------------------------------
-# drawing instances
-# --------------------------------------------------------------------------------------------------
-def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
+def to_uint8_image(image: Tensor) -> Tensor:
     """``(3, H, W)`` float in [0, 1] or uint8 -> uint8 ``(3, H, W)`` on the CPU."""
     image = image.detach().cpu()
     if image.dtype == torch.uint8:
@@ -96,7 +74,7 @@ def to_uint8_image(image: torch.Tensor) -> torch.Tensor:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _instance_masks(instances: Mapping[str, torch.Tensor], n: int) -> torch.Tensor | None:
+def _instance_masks(instances: TensorDict, n: int) -> Tensor | None:
     """Boolean ``(n, H, W)`` masks aligned with the instances (all-False where one has none)."""
     masks = instances.get("masks")
     if masks is None:
@@ -113,8 +91,8 @@ def _instance_masks(instances: Mapping[str, torch.Tensor], n: int) -> torch.Tens
 
 
 def _colours_and_texts(
-    labels: torch.Tensor, scores: torch.Tensor | None, class_names: Sequence[str], a_labels: Any
-) -> tuple[list[tuple[int, int, int]], list[str]]:
+    labels: Tensor, scores: Tensor | None, class_names: Sequence[str], a_labels: Any
+) -> tuple[list[RGB], list[str]]:
     """Per instance: its colour (the next of its set's palette) and its ``name [A|B] score`` label."""
     colours, texts, used = [], [], {"A": 0, "B": 0}
     for i, label in enumerate(labels.tolist()):
@@ -128,23 +106,17 @@ def _colours_and_texts(
 
 
 def draw_instances(
-    image: torch.Tensor,
-    target_or_prediction: Mapping[str, torch.Tensor],
+    image: Tensor,
+    target_or_prediction: TensorDict,
     class_names: Sequence[str],
     a_labels: Sequence[int] | None = None,
     score_thresh: float = 0.5,
     upscale: int = 1,
-) -> torch.Tensor:
-    """Draw boxes, masks and ``name [A|B] score`` labels on an image.
-
-    ``target_or_prediction``: a dataset target (``boxes``, ``labels``, optional ``masks`` (M, H, W)
-    with ``has_mask`` (N,)) or a prediction (also ``scores``, ``masks`` (N, 1, H, W)); predictions
-    below ``score_thresh`` are skipped. ``a_labels`` ``None`` treats every class as A. ``upscale``
-    enlarges the image (nearest) before drawing so the fixed-size labels stay small.
-
-    Returns:
-        uint8 ``(3, upscale·H, upscale·W)``.
-    """
+) -> Tensor:
+    """Boxes, masks and ``name [A|B] score`` labels on an image enlarged ``upscale`` times (nearest:
+    the labels keep their size): uint8 ``(3, upscale·H, upscale·W)``. A target's ``masks``
+    (M, H, W) are its ``has_mask`` instances'; a prediction's (N, 1, H, W), those below
+    ``score_thresh`` not drawn."""
     if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
         raise ValueError(f"draw_instances: upscale={upscale!r} is not valid; expected an int >= 1")
     canvas = to_uint8_image(image)
@@ -154,7 +126,6 @@ def draw_instances(
     scores = target_or_prediction.get("scores")
     if scores is not None:
         scores = scores.detach().cpu().float()
-    keep = torch.ones(n, dtype=torch.bool) if scores is None else scores >= score_thresh
     masks = _instance_masks(target_or_prediction, n)
     colours, texts = _colours_and_texts(labels, scores, class_names, a_labels)
     if upscale > 1:
@@ -162,7 +133,7 @@ def draw_instances(
         boxes = boxes * upscale
         if masks is not None:
             masks = masks.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
-    idx = [i for i in range(n) if keep[i]]
+    idx = [i for i in range(n) if scores is None or scores[i] >= score_thresh]
     if not idx:
         return canvas
     sel = [i for i in idx if masks is not None and masks[i].any()]
@@ -176,12 +147,8 @@ def draw_instances(
 
 
 def _draw_labels(
-    canvas: torch.Tensor,
-    boxes: torch.Tensor,
-    texts: Sequence[str],
-    colours: Sequence[tuple[int, int, int]],
-    size: int,
-) -> torch.Tensor:
+    canvas: Tensor, boxes: Tensor, texts: Sequence[str], colours: Sequence[RGB], size: int
+) -> Tensor:
     """Each text on a patch of its colour at its box's top-left corner, kept inside the image."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
@@ -212,9 +179,7 @@ def crop_box(box: Any, h: int, w: int, pad: float = 0.25) -> tuple[int, int, int
     return max(0, int(x0 - px)), max(0, int(y0 - py)), min(w, int(x1 + px + 1)), min(h, int(y1 + py + 1))  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------------
-# shared figure parts: the A/B legend, A/B bars, finishing a figure
-# --------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------- shared figure parts, dataset samples
 def set_legend(fig: Figure, *extra: Any, **kw: Any) -> None:
     """The A/B legend below a figure (``extra`` handles after the two set patches)."""
     handles = [Patch(color=SET_COLOURS[s], label=SET_LABELS[s]) for s in ("A", "B")]
@@ -232,9 +197,8 @@ def set_bars(
     labels: Mapping[str, str] | None = None,
     **tick_kw: Any,
 ) -> dict[str, list[float]]:
-    """Grouped bars, one group per name and one bar per class set (``values``: ``{set: [value per
-    name]}``) in :data:`SET_COLOURS`, labelled ``set X`` (or ``labels[X]``); ``errors`` adds
-    std error bars. Returns each set's bar centres."""
+    """Grouped bars, a bar per class set (``values``: ``{set: [value per name]}``) in its colour,
+    named ``set X`` (or ``labels[X]``); ``errors``: std error bars. Returns the bars' centres."""
     w = width / len(values)
     at = {}
     for k, (s, vals) in enumerate(values.items()):
@@ -253,20 +217,8 @@ def _finish(fig: Figure, title: str | None = None, rect: Any = None, **kw: Any) 
     return fig
 
 
-def _bare(ax: Any) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _image_hwc(image: torch.Tensor) -> Any:
-    """``(3, H, W)`` float/uint8 -> ``(H, W, 3)`` uint8 numpy array for ``imshow``."""
-    return to_uint8_image(image).permute(1, 2, 0).numpy()
-
-
-def _show_image(
-    ax: Any, image: torch.Tensor, title: str, interpolation: str | None = "nearest"
-) -> None:
-    ax.imshow(_image_hwc(image), interpolation=interpolation)
+def _show_image(ax: Any, image: Tensor, title: str, interpolation: str | None = "nearest") -> None:
+    ax.imshow(to_uint8_image(image).permute(1, 2, 0).numpy(), interpolation=interpolation)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
@@ -293,9 +245,7 @@ def show_samples(ds: Any, indices: Sequence[int], ncols: int = 4, scale: float =
     return _finish(fig, rect=(0, 0.05, 1, 1))
 
 
-# --------------------------------------------------------------------------------------------------
-# loss curves
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------- loss curves
 #: The losses the training panel plots: the total, the mask loss and the box head's.
 PANEL_LOSS_KEYS = ("loss", "loss_mask", "loss_classifier", "loss_box_reg")
 
@@ -308,9 +258,9 @@ def loss_figure(
     log_y: bool = False,
     figsize: tuple[float, float] = (6, 3.2),
 ) -> Figure:
-    """Losses against iteration from engine records (``metrics.jsonl`` lines; lines without
-    ``iter`` are skipped), the total in bold; ``keys`` ``None``: every ``loss*`` key. ``log_y``:
-    log scale when every value is positive. Empty records: empty axes saying "waiting"."""
+    """Losses against iteration of engine records (lines without ``iter`` skipped), the total bold;
+    ``keys`` ``None``: every ``loss*`` key; ``log_y``: log scale if all are positive. No records:
+    empty axes saying "waiting"."""
     from matplotlib.ticker import MaxNLocator
 
     records = [r for r in records if "iter" in r]
@@ -327,8 +277,7 @@ def loss_figure(
             marker = "." if len(pts) < 30 else None
             ax.plot(xs, ys, marker=marker, label=key, linewidth=2.0 if key == "loss" else 1.0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (mean over the log interval)")
+    ax.set(xlabel="iteration", ylabel="loss (mean over the log interval)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     if ax.lines:
@@ -348,23 +297,18 @@ def plot_loss_curve(metrics_jsonl_path: str | Path, keys: Sequence[str] | None =
     return loss_figure(read_metrics(path), title, keys, log_y=True, figsize=(7, 4))
 
 
-# --------------------------------------------------------------------------------------------------
-# course figures: the walkthrough (feature maps, anchors, RPN targets, boxes, RoI maps), weight PCA,
-# per-class bars and AP comparisons. Each returns a Figure and never shows it.
-# --------------------------------------------------------------------------------------------------
-def _add_boxes(ax: Any, boxes: torch.Tensor, colour: Any, width: float = 1.0, **kw: Any) -> None:
-    """Draw XYXY ``boxes`` ``(N, 4)`` as unfilled rectangles on ``ax`` (``label`` on the first)."""
+# ------------------------------------------ the walkthrough: feature maps, anchors, boxes, RoI maps
+def _add_boxes(ax: Any, boxes: Tensor, colour: Any, width: float = 1.0, label: Any = None) -> None:
+    """XYXY ``boxes`` ``(N, 4)`` as unfilled rectangles on ``ax`` (``label`` on the first)."""
+    style = {"fill": False, "edgecolor": colour, "linewidth": width}
     for i, (x0, y0, x1, y1) in enumerate(boxes.detach().cpu().float().reshape(-1, 4).tolist()):
-        label = kw.get("label") if i == 0 else None
-        rect = Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, label=label)
-        rect.set_linewidth(width)
-        ax.add_patch(rect)
+        ax.add_patch(
+            Rectangle((x0, y0), x1 - x0, y1 - y0, label=label if i == 0 else None, **style)
+        )
 
 
 def plot_feature_maps(
-    features: Mapping[str, torch.Tensor],
-    image: torch.Tensor | None = None,
-    image_size: int | None = None,
+    features: Mapping[str, Tensor], image: Tensor | None = None, image_size: int | None = None
 ) -> Figure:
     """One panel per feature map ``(B, C, H, W)``: the channel L2 norm of the first image's map,
     with its shape and stride (``image_size``: the input's side, default the image's)."""
@@ -372,12 +316,10 @@ def plot_feature_maps(
         raise ValueError("plot_feature_maps: features is empty; expected at least one map")
     n = len(features) + (image is not None)
     fig = Figure(figsize=(2.8 * n, 3.2))
-    k = 1
     if image is not None:
-        _show_image(fig.add_subplot(1, n, k), image, f"input {tuple(image.shape[-2:])}")
-        k += 1
+        _show_image(fig.add_subplot(1, n, 1), image, f"input {tuple(image.shape[-2:])}")
         image_size = image_size or int(image.shape[-1])
-    for name, fmap in features.items():
+    for k, (name, fmap) in enumerate(features.items(), start=n - len(features) + 1):
         if fmap.dim() != 4:
             raise ValueError(
                 f"plot_feature_maps: map {name!r} has shape {tuple(fmap.shape)}; expected (B, C, H, W)"
@@ -387,14 +329,12 @@ def plot_feature_maps(
         im = ax.imshow(energy.numpy(), cmap="magma")
         stride = f", stride {image_size // fmap.shape[-1]}" if image_size else ""
         ax.set_title(f"'{name}': {tuple(fmap.shape[1:])}{stride}", fontsize=9)
-        ax.set_xlabel("x (cells)")
-        ax.set_ylabel("y (cells)")
+        ax.set(xlabel="x (cells)", ylabel="y (cells)")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="‖feature‖₂")
-        k += 1
     return _finish(fig, "FPN feature maps: channel norm per location")
 
 
-def anchors_at(anchors: torch.Tensor, point: tuple[float, float]) -> torch.Tensor:
+def anchors_at(anchors: Tensor, point: tuple[float, float]) -> Tensor:
     """The anchors ``(N, 4)`` whose centre is nearest to ``point`` ``(x, y)`` (all ratios there)."""
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     d = (centres - torch.tensor(point, dtype=anchors.dtype)).norm(dim=1)
@@ -403,8 +343,8 @@ def anchors_at(anchors: torch.Tensor, point: tuple[float, float]) -> torch.Tenso
 
 
 def plot_anchors(
-    image: torch.Tensor,
-    anchors_per_level: Sequence[torch.Tensor],
+    image: Tensor,
+    anchors_per_level: Sequence[Tensor],
     level_names: Sequence[str],
     point: tuple[float, float] | None = None,
 ) -> Figure:
@@ -421,7 +361,7 @@ def plot_anchors(
     colours = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple"]
     for k, (anchors, name) in enumerate(zip(anchors_per_level, level_names, strict=True)):
         ax = fig.add_subplot(1, n, k + 1)
-        ax.imshow(_image_hwc(image), interpolation="nearest")
+        ax.imshow(to_uint8_image(image).permute(1, 2, 0).numpy(), interpolation="nearest")
         sel = anchors_at(anchors.detach().cpu().float(), point)
         for j, box in enumerate(sel):
             bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
@@ -437,17 +377,11 @@ def plot_anchors(
 
 
 def plot_rpn_targets(
-    image: torch.Tensor,
-    anchors: torch.Tensor,
-    labels: torch.Tensor,
-    gt_boxes: torch.Tensor,
-    sampled: torch.Tensor | None = None,
+    image: Tensor, anchors: Tensor, labels: Tensor, gt_boxes: Tensor, sampled: Tensor | None = None
 ) -> Figure:
-    """RPN targets: positive anchors as boxes (left), negative and neutral anchor centres (right).
-
-    ``anchors`` ``(N, 4)``; ``labels`` ``(N,)`` 1 positive, 0 negative, < 0 neutral/discarded;
-    ``gt_boxes`` ``(G, 4)``; ``sampled`` ``(N,)`` bool: negatives are drawn only where sampled.
-    """
+    """RPN targets of ``anchors`` ``(N, 4)``: positives (``labels`` 1) as boxes, with the
+    ``gt_boxes`` (left); centres of negatives (0; the ``sampled`` ones where given) and neutrals
+    (< 0) (right)."""
     anchors = anchors.detach().cpu().float()
     labels = labels.detach().cpu()
     if anchors.shape[0] != labels.shape[0]:
@@ -457,35 +391,27 @@ def plot_rpn_targets(
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     pos, neg, neutral = labels == 1, labels == 0, labels < 0
     fig = Figure(figsize=(8, 4.3))
-    ax = fig.add_subplot(1, 2, 1)
-    ax.imshow(_image_hwc(image), interpolation="nearest")
-    _add_boxes(ax, gt_boxes, "white", 2.0, label=f"ground truth ({len(gt_boxes)})")
-    _add_boxes(ax, anchors[pos], "lime", 0.8, label=f"positive anchors ({int(pos.sum())})")
-    ax.set_title("Positive anchors (IoU ≥ 0.7 or best for a box)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.axis("off")
-    ax = fig.add_subplot(1, 2, 2)
-    ax.imshow(_image_hwc(image), interpolation="nearest")
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    _show_image(left, image, "Positive anchors (IoU ≥ 0.7 or best for a box)")
+    _add_boxes(left, gt_boxes, "white", 2.0, label=f"ground truth ({len(gt_boxes)})")
+    _add_boxes(left, anchors[pos], "lime", 0.8, label=f"positive anchors ({int(pos.sum())})")
+    _show_image(right, image, "Negative (IoU < 0.3) and neutral anchors")
     shown_neg = neg & sampled.cpu().bool() if sampled is not None else neg
     what = "sampled negative" if sampled is not None else "negative"
     n_neutral, n_shown = int(neutral.sum()), int(shown_neg.sum())
-    ax.scatter(
+    right.scatter(
         *centres[neutral].T, s=4, c="grey", alpha=0.5, label=f"neutral centres ({n_neutral})"
     )
-    ax.scatter(*centres[shown_neg].T, s=6, c="red",
-               label=f"{what} centres ({n_shown} of {int(neg.sum())})")  # fmt: skip
-    _add_boxes(ax, gt_boxes, "white", 2.0)
-    ax.set_title("Negative (IoU < 0.3) and neutral anchors", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.axis("off")
+    right.scatter(*centres[shown_neg].T, s=6, c="red",
+                  label=f"{what} centres ({n_shown} of {int(neg.sum())})")  # fmt: skip
+    _add_boxes(right, gt_boxes, "white", 2.0)
+    for ax in (left, right):
+        ax.legend(fontsize=7, loc="lower right")
     return _finish(fig, f"RPN targets for {len(anchors)} anchors")
 
 
 def plot_box_sets(
-    image: torch.Tensor,
-    box_sets: Mapping[str, torch.Tensor],
-    max_boxes: int = 100,
-    title: str | None = None,
+    image: Tensor, box_sets: Mapping[str, Tensor], max_boxes: int = 100, title: str | None = None
 ) -> Figure:
     """One panel per named ``(N, 4)`` set of boxes on the same image (at most ``max_boxes`` drawn),
     titled with how many it holds and how many are drawn."""
@@ -502,7 +428,7 @@ def plot_box_sets(
     return _finish(fig, title)
 
 
-def _map_scale(maps: torch.Tensor) -> tuple[float, float, str | None]:
+def _map_scale(maps: Tensor) -> tuple[float, float, str | None]:
     """``(vmin, vmax, cmap)``: RGB, 0..1 grey (masks), 0..max magma (norms), or symmetric RdBu."""
     if maps.dim() == 4:
         return 0.0, 1.0, None
@@ -515,9 +441,7 @@ def _map_scale(maps: torch.Tensor) -> tuple[float, float, str | None]:
 
 
 def plot_maps_grid(
-    rows: Mapping[str, torch.Tensor],
-    col_titles: Sequence[str] | None = None,
-    title: str | None = None,
+    rows: Mapping[str, Tensor], col_titles: Sequence[str] | None = None, title: str | None = None
 ) -> Figure:
     """A grid of small maps: one row per named ``(R, h, w)`` or RGB ``(R, 3, h, w)`` tensor (all
     the same ``R``), one column per RoI, a colour bar per non-RGB row."""
@@ -540,7 +464,7 @@ def plot_maps_grid(
             ax = fig.add_subplot(grid[i, j])
             shown = maps[j].permute(1, 2, 0).clamp(0, 1) if maps.dim() == 4 else maps[j]
             im = ax.imshow(shown.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-            _bare(ax)
+            ax.set(xticks=[], yticks=[])
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
             if i == 0 and col_titles is not None:
@@ -550,12 +474,10 @@ def plot_maps_grid(
     return _finish(fig, title)
 
 
-def pca_project(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``(N, d)`` on their first ``k`` principal components (SVD of the centred matrix).
-
-    Returns ``(N, k)`` coordinates and ``(k,)`` explained variance fractions; each component's
-    sign is fixed (largest-magnitude loading positive).
-    """
+# ------------------------------------------------ weight PCA, per-class bars, AP and loss summaries
+def pca_project(x: Tensor, k: int = 2) -> tuple[Tensor, Tensor]:
+    """Rows ``(N, d)`` on their first ``k`` principal components (SVD of the centred rows; signs
+    fixed: largest loading positive): ``(N, k)`` coordinates, ``(k,)`` explained variances (0-1)."""
     if x.dim() != 2:
         raise ValueError(f"pca_project: x has shape {tuple(x.shape)}; expected (N, d)")
     if not 1 <= k <= min(x.shape):
@@ -569,40 +491,21 @@ def pca_project(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor
     return coords.float(), (var[:k] / var.sum().clamp(min=1e-12)).float()
 
 
-def _scatter_a_b(ax: Any, xy: torch.Tensor, keep: torch.Tensor, b: torch.Tensor, **kw: Any) -> Any:
+def _scatter_a_b(ax: Any, xy: Tensor, keep: Tensor, b: Tensor, **kw: Any) -> Any:
     """Points of ``keep``: set A as dots, set B (``b``) as outlined stars; the last collection."""
     out, label = None, kw.pop("label", None)
     for flag, marker, size in ((False, "o", 30), (True, "*", 160)):
         m = keep & (b == flag)
         if m.any():
-            c = kw["c"][m].numpy() if isinstance(kw["c"], torch.Tensor) else kw["c"]
+            c = kw["c"][m].numpy() if isinstance(kw["c"], Tensor) else kw["c"]
             out = ax.scatter(*xy[m].T, **{**kw, "c": c}, marker=marker, s=size,
                              edgecolors="black" if flag else "none",
                              label=None if flag else label)  # fmt: skip
     return out
 
 
-def _pca_panel(ax: Any, fig: Figure, xy: torch.Tensor, by_group: bool, data: dict) -> None:
-    b, everyone = data["b"], torch.ones(len(data["b"]), dtype=torch.bool)
-    if by_group:
-        for g, colour in data["group_colour"].items():
-            sel = torch.tensor([x == g for x in data["groups"]])
-            _scatter_a_b(ax, xy, sel, b, c=[colour], label=g)
-        ax.legend(fontsize=7, title="family (★ = set B)", title_fontsize=7)
-    else:
-        vals = data["values"]
-        sc = _scatter_a_b(ax, xy, everyone, b, c=vals, cmap="viridis",
-                          vmin=float(vals.min()), vmax=float(vals.max()))  # fmt: skip
-        if sc is not None:
-            fig.colorbar(sc, ax=ax, label=data["value_label"])
-    for i in torch.nonzero(b).flatten().tolist():
-        ax.annotate(
-            data["names"][i], xy[i].tolist(), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
-
-
 def plot_weight_pca(
-    weights: Mapping[str, torch.Tensor],
+    weights: Mapping[str, Tensor],
     names: Sequence[str],
     groups: Sequence[str],
     values: Sequence[float],
@@ -618,21 +521,29 @@ def plot_weight_pca(
         if w.shape[0] != n:
             raise ValueError(f"plot_weight_pca: {title!r} has {w.shape[0]} rows for {n} names")
     cmap = matplotlib.colormaps["tab10"]
-    data = {
-        "names": names,
-        "groups": groups,
-        "group_colour": {g: cmap(i % 10) for i, g in enumerate(dict.fromkeys(groups))},
-        "values": torch.tensor([float(v) for v in values]),
-        "value_label": value_label,
-        "b": torch.tensor([bool(x) for x in is_b]),
-    }
+    group_colour = {g: cmap(i % 10) for i, g in enumerate(dict.fromkeys(groups))}
+    vals, b = torch.tensor([float(v) for v in values]), torch.tensor([bool(x) for x in is_b])
     ncols = len(weights)
     fig = Figure(figsize=(4.6 * ncols, 8.2))
     for j, (title, w) in enumerate(weights.items()):
         xy, explained = pca_project(w, 2)
         for row in range(2):
             ax = fig.add_subplot(2, ncols, row * ncols + j + 1)
-            _pca_panel(ax, fig, xy, row == 0, data)
+            if row == 0:
+                for g, colour in group_colour.items():
+                    sel = torch.tensor([x == g for x in groups])
+                    _scatter_a_b(ax, xy, sel, b, c=[colour], label=g)
+                ax.legend(fontsize=7, title="family (★ = set B)", title_fontsize=7)
+            else:
+                everyone = torch.ones(len(b), dtype=torch.bool)
+                sc = _scatter_a_b(ax, xy, everyone, b, c=vals, cmap="viridis",
+                                  vmin=float(vals.min()), vmax=float(vals.max()))  # fmt: skip
+                if sc is not None:
+                    fig.colorbar(sc, ax=ax, label=value_label)
+            for i in torch.nonzero(b).flatten().tolist():
+                ax.annotate(
+                    names[i], xy[i].tolist(), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
             ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f} % of variance)")
             ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f} %)")
             ax.set_title(f"{title}: by {'family' if row == 0 else value_label}", fontsize=9)
@@ -640,7 +551,7 @@ def plot_weight_pca(
     return _finish(fig)
 
 
-def group_separation(x: torch.Tensor, groups: Sequence[str]) -> float:
+def group_separation(x: Tensor, groups: Sequence[str]) -> float:
     """Mean distance between rows ``(N, d)`` of different groups over mean distance within a group
     (above 1: groups are tighter than the spread between them)."""
     if x.shape[0] != len(groups):
@@ -656,7 +567,7 @@ def group_separation(x: torch.Tensor, groups: Sequence[str]) -> float:
 
 
 def plot_class_bars(
-    series: Mapping[str, torch.Tensor],
+    series: Mapping[str, Tensor],
     class_names: Sequence[str],
     a_labels: Sequence[int],
     ylabel: str,
@@ -680,20 +591,13 @@ def plot_class_bars(
         ax = fig.add_subplot(len(series), 1, k + 1)
         ax.bar(range(c), values.numpy(), color=colours)
         ax.set_title(name, fontsize=9)
-        ax.set_ylabel(ylabel)
         ax.set_xticks(range(c), class_names, rotation=90, fontsize=7)
-        ax.set_xlim(-0.6, c - 0.4)
+        ax.set(ylabel=ylabel, xlim=(-0.6, c - 0.4))
         if shared_top is not None:  # non-negative values: one y scale from 0, so panels compare
             ax.set_ylim(0, shared_top or 1.0)
         ax.grid(True, axis="y", alpha=0.3)
     set_legend(fig)
     return _finish(fig, title, rect=(0, 0.04, 1, 1))
-
-
-def _metric(result: Mapping[str, Any], split: str, metric: str) -> float:
-    """``metric`` of a split of an evaluation (``mIoU`` or a segm stat); NaN when absent."""
-    value = eval_metric(result, split, metric)
-    return float("nan") if value is None else float(value)
 
 
 def plot_ap_comparison(
@@ -702,15 +606,16 @@ def plot_ap_comparison(
     splits: Sequence[str] = ("A", "B"),
     title: str | None = None,
 ) -> Figure:
-    """Mask metrics (``segm`` stats or ``mIoU``) of ``{run name: evaluate() result}`` side by side:
-    one panel per metric, bars per class set."""
+    """Mask metrics (``segm`` stats or ``mIoU``; NaN where absent) of ``{run name: evaluate()
+    result}`` side by side: one panel per metric, bars per class set."""
     if not results:
         raise ValueError("plot_ap_comparison: results is empty; expected at least one run")
     names = list(results)
     fig = Figure(figsize=(max(4.0, 1.3 * len(names)) * len(metrics) * 0.8 + 1, 3.8))
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
-        values = {s: [_metric(results[n], s, metric) for n in names] for s in splits}
+        got = {s: [eval_metric(results[n], s, metric) for n in names] for s in splits}
+        values = {s: [float("nan") if v is None else float(v) for v in vs] for s, vs in got.items()}
         set_bars(ax, names, values, rotation=20, ha="right", fontsize=8)
         top = max((v for vals in values.values() for v in vals if v == v), default=0.0)
         ax.set_ylim(0, max(1.0, 1.15 * top))
@@ -722,27 +627,25 @@ def plot_ap_comparison(
 
 
 def plot_loss_terms(
-    losses: Mapping[str, float | torch.Tensor], title: str = "Losses of one step"
+    losses: Mapping[str, float | Tensor], title: str = "Losses of one step"
 ) -> Figure:
     """Horizontal bars of named loss terms (e.g. a torchvision detector's training dict)."""
     if not losses:
         raise ValueError("plot_loss_terms: losses is empty")
     names = list(losses)
-    vals = [float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for v in losses.values()]
+    vals = [float(v.detach()) if isinstance(v, Tensor) else float(v) for v in losses.values()]
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(names, vals, color="tab:blue")
     for i, v in enumerate(vals):
         ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
-    ax.set_xlabel("loss value")
-    ax.set_title(title)
+    ax.set(xlabel="loss value", title=title, xlim=(0, max(vals) * 1.25 if max(vals) > 0 else 1))
     ax.invert_yaxis()
-    ax.set_xlim(0, max(vals) * 1.25 if max(vals) > 0 else 1)
     return _finish(fig)
 
 
 def plot_images(
-    panels: Mapping[str, torch.Tensor], title: str | None = None, scale: float = 3.0
+    panels: Mapping[str, Tensor], title: str | None = None, scale: float = 3.0
 ) -> Figure:
     """``{panel title: (3, H, W) image}`` side by side (``scale`` inches per panel)."""
     if not panels:
@@ -758,19 +661,15 @@ def plot_images(
     return _finish(fig, title)
 
 
-# --------------------------------------------------------------------------------------------------
-# what the detector calls each object: ground truth vs detections (per image, and over a split)
-# --------------------------------------------------------------------------------------------------
-def _kept(prediction: Mapping[str, torch.Tensor], score: float) -> torch.Tensor:
+# ------------------------------- what the detector calls each object: per image, and over a split
+def _kept(prediction: TensorDict, score: float) -> Tensor:
     """Indices of the detections with score >= ``score``, highest score first."""
     scores = prediction["scores"].detach().cpu().float().reshape(-1)
     order = torch.argsort(scores, descending=True, stable=True)
     return order[scores[order] >= score]
 
 
-def _box_ious(
-    target: Mapping[str, torch.Tensor], prediction: Mapping[str, torch.Tensor], keep: torch.Tensor
-) -> torch.Tensor:
+def _box_ious(target: TensorDict, prediction: TensorDict, keep: Tensor) -> Tensor:
     """``(G, D)`` box IoU of the ground-truth boxes with the kept detections."""
     from torchvision.ops import box_iou
 
@@ -782,18 +681,16 @@ def _box_ious(
 
 
 def box_confusion(
-    predictions: Sequence[Mapping[str, torch.Tensor]],
-    targets: Sequence[Mapping[str, torch.Tensor]],
+    predictions: Sequence[TensorDict],
+    targets: Sequence[TensorDict],
     num_classes: int,
     iou: float = 0.5,
     score: float = 0.5,
-) -> torch.Tensor:
-    """What the detector calls each ground-truth object: a ``(C, C)`` count matrix.
-
-    Each true box is matched to the highest-scoring detection (score >= ``score``) with box IoU >=
-    ``iou``. ``m[g, p]``: true objects of class ``g`` whose detection is labelled ``p``; column 0
-    counts missed objects, row 0 detections that match no object.
-    """
+) -> Tensor:
+    """What the detector calls each true object: a ``(C, C)`` count matrix ``m``. Each true box goes
+    to the highest-scoring detection (score >= ``score``) with box IoU >= ``iou``; ``m[g, p]``:
+    true objects of class ``g`` labelled ``p``; column 0: missed objects, row 0: unmatched
+    detections."""
     if len(predictions) != len(targets):
         raise ValueError(
             f"box_confusion: {len(predictions)} predictions for {len(targets)} targets"
@@ -820,7 +717,7 @@ def box_confusion(
 
 
 def confusion_outcomes(
-    matrix: torch.Tensor, labels: Sequence[int], related: Mapping[int, Sequence[int]]
+    matrix: Tensor, labels: Sequence[int], related: Mapping[int, Sequence[int]]
 ) -> dict[str, int]:
     """Sum the rows ``labels`` of a :func:`box_confusion` matrix by what the objects were called:
     ``{"own", "related" (a class in ``related[g]``), "other", "missed"}`` counts."""
@@ -847,20 +744,16 @@ def _colour_ticks(labels: Sequence[Any], classes: Sequence[int], a_labels: Any) 
             text.set_color(SET_COLOURS[set_of(label, a_labels)])
 
 
-def _cell_text(ax: Any, j: int, i: int, text: str, **kw: Any) -> None:
-    ax.text(j, i, text, ha="center", va="center", **kw)
-
-
 def plot_confusion(
-    matrix: torch.Tensor,
+    matrix: Tensor,
     class_names: Sequence[str],
     a_labels: Sequence[int],
     title: str | None = None,
     rows: Sequence[int] | None = None,
 ) -> Figure:
-    """A :func:`box_confusion` matrix (rows: true class, columns: the detection's class), cells
-    shaded by the row fraction with their count; ticks coloured by set, B rows outlined. ``rows``:
-    the true classes to show (default: every row with a count)."""
+    """A :func:`box_confusion` matrix (rows: true class, columns: the detection's), cells shaded by
+    row fraction with their count, ticks coloured by set, B rows outlined; ``rows``: the rows shown
+    (default: every row with a count)."""
     c = len(class_names)
     if matrix.shape != (c, c):
         raise ValueError(
@@ -877,7 +770,7 @@ def plot_confusion(
     im = ax.imshow(frac.numpy(), cmap="Greys", vmin=0, vmax=1, aspect="auto")
     for i, j in torch.nonzero(sub).tolist():
         colour = "white" if frac[i, j] > 0.5 else "black"
-        _cell_text(ax, j, i, str(int(sub[i, j])), fontsize=6, color=colour)
+        ax.text(j, i, str(int(sub[i, j])), ha="center", va="center", fontsize=6, color=colour)
     for i, r in enumerate(rows):  # outline the B rows
         if r > 0 and set_of(r, a_labels) == "B":
             edge = {"fill": False, "edgecolor": SET_COLOURS["B"], "linewidth": 1.2}
@@ -888,16 +781,15 @@ def plot_confusion(
     ax.set_yticks(range(len(rows)), ylabels, fontsize=7)
     _colour_ticks(ax.get_xticklabels(), range(c), a_labels)
     _colour_ticks(ax.get_yticklabels(), rows, a_labels)
-    ax.set_xlabel("class of the detection that claims the object")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="class of the detection that claims the object", ylabel="true class")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="fraction of the row")
     ax.set_title(title or "What the detector calls each object", fontsize=10)
     return _finish(fig)
 
 
 def plot_overlaps(
-    target: Mapping[str, torch.Tensor],
-    prediction: Mapping[str, torch.Tensor],
+    target: TensorDict,
+    prediction: TensorDict,
     class_names: Sequence[str],
     a_labels: Sequence[int],
     score: float = 0.5,
@@ -922,10 +814,10 @@ def plot_overlaps(
     # IoU 1 is a mid blue (vmax 1.5), so the IoU written on it stays readable
     ax.imshow(shown.numpy(), cmap="Blues", vmin=0, vmax=1.5, aspect="auto")
     box = {"facecolor": "white", "alpha": 0.8, "pad": 1.5, "edgecolor": "none"}
+    style = {"ha": "center", "va": "center", "fontsize": 8, "fontweight": "bold", "bbox": box}
     for d, g in torch.nonzero(ious >= 0.1).tolist():
         colour = "darkgreen" if det_labels[d] == gt_labels[g] else "red"
-        _cell_text(ax, g, d, f"{float(ious[d, g]):.2f}", fontsize=8, fontweight="bold",
-                   color=colour, bbox=box)  # fmt: skip
+        ax.text(g, d, f"{float(ious[d, g]):.2f}", color=colour, **style)
     xlabels = [_set_label(x, class_names, a_labels) for x in gt_labels]
     ax.set_xticks(range(len(gt_labels)), xlabels, rotation=90, fontsize=7)
     _colour_ticks(ax.get_xticklabels(), gt_labels, a_labels)
@@ -938,7 +830,7 @@ def plot_overlaps(
     return _finish(ax.figure) if own_figure else ax.figure
 
 
-def mask_holes(mask: torch.Tensor) -> torch.Tensor:
+def mask_holes(mask: Tensor) -> Tensor:
     """The background pixels a mask encloses: ``(H, W)`` bool -> ``(H, W)`` bool (no 4-connected
     background path to the border: a ring's centre, not the gap between a fork's prongs)."""
     if mask.dim() != 2:

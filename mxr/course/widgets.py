@@ -1,10 +1,6 @@
-"""ipywidgets front-ends over pure functions.
-
-Every widget here is a thin shell: the work (drawing, building a config, tabulating runs) is done by a
-plain function in this module or in :mod:`mxr.course.viz` that returns data, an image or a Figure, and
-that function has its own tests. An error inside an ipywidgets callback is only shown in the widget's
-output area (nbval cannot see it), so the callbacks stay a few lines long.
-"""
+"""ipywidgets front-ends over pure functions (here or in :mod:`mxr.course.viz`, each tested) that
+return data, an image or a Figure. An error inside an ipywidgets callback shows only in the widget's
+output area (nbval cannot see it), so the callbacks stay a few lines long."""
 
 from __future__ import annotations
 
@@ -18,10 +14,10 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
-# The panel's choices live in mxr.course, the per-instance mask IoU in mxr.evaluation, tables and
-# cells in mxr.report, figures and image encoding in mxr.course.viz; re-exported here, where
-# notebooks and older code import them from.
+# Re-exported here, where notebooks and older code import them from: the panel's choices
+# (mxr.course), figures and image encoding (viz), per-instance mask IoU (evaluation), tables.
 from mxr.course import (  # noqa: F401
     MASK_HEAD_CHOICES,
     STRUCTURES,
@@ -37,8 +33,9 @@ from mxr.course.viz import (  # noqa: F401
     SET_COLOURS,
     SET_LABELS,
     SET_RGB,
-    _bare,
+    TensorDict,
     _finish,
+    _show_image,
     crop_box,
     draw_instances,
     figure_png,
@@ -63,8 +60,7 @@ from mxr.report import cell, cell_pm, markdown_table, mask_ap, mask_miou, read_m
 
 
 def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
-    """A Figure as a JPEG ``IPython.display.Image``: for pictures of (noisy) images, which PNG
-    stores poorly; keeps notebooks small."""
+    """A Figure as a JPEG ``IPython.display.Image`` (pictures of noisy images: smaller than PNG)."""
     from IPython.display import Image
     from PIL import Image as PILImage
 
@@ -72,29 +68,27 @@ def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
     return Image(data=image_bytes(png, "jpeg", quality=quality), format="jpeg")
 
 
-def _set_legend_html() -> str:
-    return " &nbsp; ".join(
-        f"<span style='color:{SET_COLOURS[s]}'>&#9632;</span> {SET_LABELS[s]}" for s in "AB"
-    )
-
-
 # ----------------------------------------------------------------------------- dataset browser
+def _item(ds: Any, index: int, class_names: Sequence[str] | None) -> tuple[Tensor, dict, list]:
+    """Dataset item ``index`` (checked) and the class names to label it with."""
+    if not 0 <= int(index) < len(ds):
+        raise IndexError(f"index={index} is out of range; the dataset has {len(ds)} images")
+    image, target = ds[index]
+    return image, target, list(class_names) if class_names is not None else list(ds.class_names)
 
 
 def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None) -> str:
     """One line about dataset item ``index``: image id, and each instance as ``name [A|B]``
     (``+mask`` where the dataset gives its mask)."""
-    _check_index(ds, index)
-    _, target = ds[index]
-    names = list(class_names) if class_names is not None else list(ds.class_names)
+    _, target, names = _item(ds, index, class_names)
     a_labels = getattr(ds, "a_labels", None)
     masked = set(mask_instances(target)) if "masks" in target else set()
+    sets = [set_of(x, a_labels) for x in target["labels"].tolist()]
     parts = [
-        f"{names[x] if 0 <= x < len(names) else x} [{set_of(x, a_labels)}]"
-        + ("+mask" if i in masked else "")
-        for i, x in enumerate(target["labels"].tolist())
+        f"{names[x] if 0 <= x < len(names) else x} [{s}]" + ("+mask" if i in masked else "")
+        for i, (x, s) in enumerate(zip(target["labels"].tolist(), sets, strict=True))
     ]
-    n_a = sum(set_of(x, a_labels) == "A" for x in target["labels"].tolist())
+    n_a = sets.count("A")
     head = (
         f"image {index + 1}/{len(ds)} (id {int(target['image_id'])}): "
         f"{len(parts)} instances, {n_a} A, {len(parts) - n_a} B"
@@ -102,17 +96,10 @@ def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None
     return head + (" - " + ", ".join(parts) if parts else "")
 
 
-def render_sample(ds: Any, index: int, class_names: Sequence[str] | None = None) -> torch.Tensor:
+def render_sample(ds: Any, index: int, class_names: Sequence[str] | None = None) -> Tensor:
     """Dataset item ``index`` drawn with boxes, masks and A/B labels: uint8 ``(3, H, W)``."""
-    _check_index(ds, index)
-    image, target = ds[index]
-    names = list(class_names) if class_names is not None else list(ds.class_names)
+    image, target, names = _item(ds, index, class_names)
     return draw_instances(image, target, names, getattr(ds, "a_labels", None))
-
-
-def _check_index(ds: Any, index: int) -> None:
-    if not 0 <= int(index) < len(ds):
-        raise IndexError(f"index={index} is out of range; the dataset has {len(ds)} images")
 
 
 def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: int = 3) -> Any:
@@ -134,14 +121,15 @@ def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: in
 
     slider.observe(update, names="value")
     update()
-    box = w.VBox([slider, image, w.HTML(_set_legend_html()), caption])
+    legend = " &nbsp; ".join(
+        f"<span style='color:{SET_COLOURS[s]}'>&#9632;</span> {SET_LABELS[s]}" for s in "AB"
+    )
+    box = w.VBox([slider, image, w.HTML(legend), caption])
     box.slider, box.image, box.caption = slider, image, caption
     return box
 
 
 # ----------------------------------------------------------------------------- training panel
-
-
 @dataclass
 class RunLog:
     """One panel run: its choices, the engine records (``metrics.jsonl`` dicts) seen so far, its
@@ -185,8 +173,7 @@ class RunLog:
 
     @classmethod
     def from_variant(cls, variant: str) -> RunLog:
-        """The course's cached run of ``variant`` (a key of :data:`mxr.course.VARIANT_CHOICES`,
-        ``train_or_load(variant, course_config(variant))``), as a log named after it."""
+        """The course's cached run of ``variant`` (a key of :data:`mxr.course.VARIANT_CHOICES`)."""
         from mxr.course import course_config, train_or_load
 
         if variant not in VARIANT_CHOICES:
@@ -203,8 +190,7 @@ class RunLog:
         return log
 
     def _fill(self, result: Mapping[str, Any]) -> None:
-        """Take a finished :func:`mxr.course.train_or_load` result (records from the file when
-        reloaded or none were seen)."""
+        """Take a finished ``train_or_load`` result (records from the file if cached or unseen)."""
         self.cached, self.adopted = bool(result["cached"]), bool(result.get("adopted"))
         self.out_dir, self.eval, self.model = (
             str(result["out_dir"]),
@@ -258,11 +244,6 @@ def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None,
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, vals
 
 
-def _group_cell(values: Sequence[float | None]) -> str:
-    mean, std, _ = _spread(values)
-    return cell(mean) if std is None else cell_pm(mean, std)
-
-
 def _seconds_cell(logs: Sequence[RunLog]) -> str:
     """Mean wall time of the runs trained here; ``cached`` / ``reused`` when none was."""
     trained = [r.seconds for r in logs if r.origin == "trained" and r.seconds is not None]
@@ -283,11 +264,11 @@ def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
         label = logs[0].group_label + (
             f" · seed {seeds}" if len(logs) == 1 else f" · seeds {seeds} (mean ± std)"
         )
-        metrics = [
-            _group_cell([getter(r, split) for r in logs])
-            for getter in (RunLog.mask_ap, RunLog.mask_iou)
-            for split in ("A", "B")
-        ]
+        metrics = []
+        for getter in (RunLog.mask_ap, RunLog.mask_iou):
+            for split in ("A", "B"):
+                mean, std, _ = _spread([getter(r, split) for r in logs])
+                metrics.append(cell(mean) if std is None else cell_pm(mean, std))
         rows.append([", ".join(str(i) for i, _ in group), label, *metrics, _seconds_cell(logs)])
     return rows
 
@@ -326,10 +307,8 @@ def comparison_chart(runs: Sequence[RunLog]) -> Figure:
                 if std is not None:
                     ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
                     ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
-        ax.set_xlabel("run (see the table)")
-        ax.set_ylabel(f"{name} (0-100)")
+        ax.set(xlabel="run (see the table)", ylabel=f"{name} (0-100)", ylim=(0, 100))
         ax.set_title(f"{name}, set A vs set B", fontsize=10)
-        ax.set_ylim(0, 100)
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     return _finish(fig)
@@ -341,12 +320,9 @@ def comparison_seed_chart(
     metrics: Sequence[str] = ("mIoU", "AP75"),
     split: str = "B",
 ) -> Figure:
-    """Per metric, each row's value on every seed (a marker per seed) and its mean (a line).
-
-    ``per_seed``: ``{row: {metric: [seed 0, ...]}}`` (``docs/results.json``'s ``per_seed["B"]``).
-    The y-axis fits the values. Returns a Figure with one axis per metric; ``ax.lines[i]`` is row
-    ``i``'s mean.
-    """
+    """Per metric (an axis each), each row's value on every seed (a marker per seed) and its mean
+    (a line: ``ax.lines[i]`` is row ``i``'s); the y-axis fits the values. ``per_seed``:
+    ``{row: {metric: [seed 0, ...]}}`` (``docs/results.json``'s ``per_seed["B"]``)."""
     import statistics
 
     missing = [r for r in rows if r not in per_seed]
@@ -385,12 +361,9 @@ def train_choices(
     on_record: Callable[[RunLog], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunLog:
-    """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe.
-
-    ``on_record(log)`` is called after each logged iteration; when ``should_stop()`` is true there,
-    the training stops (checkpoint saved, no evaluation). Returns the log with ``eval`` filled in,
-    or a stopped log (``eval`` ``None``, ``stopped_at`` its last iteration).
-    """
+    """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe;
+    ``on_record(log)`` after each logged iteration. When ``should_stop()`` is true there, training
+    stops (checkpoint saved, not evaluated: ``eval`` ``None``, ``stopped_at`` its iteration)."""
     import shutil
 
     from mxr.course import runs_dir, train_or_load
@@ -438,14 +411,11 @@ def _error_html(text: str) -> str:
 
 
 class TrainingPanel:
-    """Widgets to choose a mask head, its options and the seed, Train and Stop buttons, a live loss
-    plot, the per-split AP table of the last run, and a table and chart comparing every run so far.
-
-    The Train button trains in a background thread (:meth:`start`; :meth:`wait` waits for it);
-    Stop ends it at its next logged iteration. :meth:`run` trains in the calling thread (for a
-    notebook executed headless). :attr:`runs` holds each finished run's :class:`RunLog`,
-    :attr:`last` the latest run, finished or stopped.
-    """
+    """Widgets for a mask head, its options and the seed, Train/Stop buttons, a live loss plot, the
+    last run's per-split AP table, a table and chart comparing every run. Train trains in a thread
+    (:meth:`start`, :meth:`wait`), Stop ends it at its next logged iteration, :meth:`run` trains in
+    this thread; :attr:`runs` holds the finished :class:`RunLog`, :attr:`last` the latest (even
+    stopped)."""
 
     #: The choice widgets, in menu order (each named after its key in :func:`config_from_choices`).
     CHOICES = ("mask_head", "transfer_input", "structure", "stop_grad", "mlp_fusion", "iterations",
@@ -460,8 +430,7 @@ class TrainingPanel:
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
         self._last_draw = 0.0
-        self._make_choice_widgets()
-        self._make_output_widgets()
+        self._make_widgets()
         self.mask_head.observe(self._sync_enabled, names="value")
         self.train_button.on_click(self._on_click)
         self.stop_button.on_click(lambda button: self.stop())
@@ -469,7 +438,7 @@ class TrainingPanel:
         self._show_comparison()
         self.widget = self._layout()
 
-    def _make_choice_widgets(self) -> None:
+    def _make_widgets(self) -> None:
         import ipywidgets as w
 
         from mxr.config import TRANSFER_INPUTS
@@ -494,9 +463,6 @@ class TrainingPanel:
             description="Stop", button_style="warning", icon="stop", disabled=True
         )
         self.status = w.HTML("Choose the settings and press <b>Train</b>.")
-
-    def _make_output_widgets(self) -> None:
-        import ipywidgets as w
 
         # explicit sizes (the figures' pixel sizes at 80 dpi): an Image sized "auto" can collapse to
         # 0x0 in a flex box when its picture changes
@@ -619,8 +585,7 @@ class TrainingPanel:
             self._thread_error = e
 
     def start(self, **choices: Any) -> threading.Thread:
-        """Set the widgets from ``choices`` and train in a background thread, as the Train button
-        does; returns the thread."""
+        """Set the widgets from ``choices`` and train in a background thread (the Train button)."""
         log = self._begin(**choices)
         self._thread_error = None
         self._thread = threading.Thread(
@@ -671,21 +636,9 @@ def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
 
 
 # ----------------------------------------------------------------------------- inspecting masks
-
-
 def failure_cases(ious: Sequence[InstanceIoU], k: int = 6) -> list[InstanceIoU]:
     """The ``k`` instances with the lowest IoU (ties: dataset order)."""
     return sorted(ious, key=lambda r: (r.iou, r.index, r.instance))[:k]
-
-
-def _box_plot(ax: Any, labels: list[int], by: dict[int, list[float]], a_labels: Any) -> None:
-    kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
-    if kept:
-        parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
-                           patch_artist=True, showfliers=True, flierprops={"markersize": 2},
-                           medianprops={"color": "black"})  # fmt: skip
-        for (p, _), patch in zip(kept, parts["boxes"], strict=True):
-            patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
 
 
 def iou_distribution_figure(
@@ -707,16 +660,19 @@ def iou_distribution_figure(
     pos = list(range(len(labels)))
     for k, name in enumerate(names):
         ax = fig.add_subplot(len(names), 1, k + 1)
-        _box_plot(ax, labels, ious_by_label(ious_by_model[name]), a_labels)
-        base: dict[int, list[float]] = {}
-        for r in ious_by_model[name]:
-            base.setdefault(r.label, []).append(r.box_iou)
-        means = [sum(base.get(x, [0])) / max(1, len(base.get(x, []))) for x in labels]
+        by = ious_by_label(ious_by_model[name])
+        kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
+        if kept:
+            parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
+                               patch_artist=True, showfliers=True, flierprops={"markersize": 2},
+                               medianprops={"color": "black"})  # fmt: skip
+            for (p, _), patch in zip(kept, parts["boxes"], strict=True):
+                patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
+        means = [mean_iou(ious_by_model[name], [x], box=True) or 0.0 for x in labels]
         ax.scatter(pos, means, marker="D", s=12, color="grey", zorder=3)
         ticks = [f"{class_names[x]}{'' if set_of(x, a_labels) == 'A' else ' [B]'}" for x in labels]
         ax.set_xticks(pos, ticks, rotation=90, fontsize=7)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("mask IoU")
+        ax.set(ylim=(0, 1), ylabel="mask IoU")
         ax.set_title(f"{name}: mask IoU given the true box, per class", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
     box = Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box")
@@ -725,7 +681,7 @@ def iou_distribution_figure(
 
 
 def _overlay(
-    image: torch.Tensor, mask: torch.Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
+    image: Tensor, mask: Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
 ) -> Any:
     """``image`` with ``mask`` painted in ``colour``, cut to ``crop``: ``(h, w, 3)`` uint8."""
     from torchvision.utils import draw_segmentation_masks
@@ -763,28 +719,26 @@ def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
 
 
 def _gallery_tile(
-    ax: Any, model: torch.nn.Module, ds: Any, r: InstanceIoU | None, col: int, cache: dict, key: Any
+    ax: Any, model: Any, ds: Any, r: InstanceIoU | None, col: int, cache: dict, row: int | None
 ) -> None:
-    """One gallery tile: instance ``r``'s predicted mask (from its true box) over its crop, in its
-    set's colour, or a blank tile (``no instance`` in column 0). ``cache[key]``: the image's masks."""
-    _bare(ax)
+    """Instance ``r``'s mask predicted from its true box on its crop in its set's colour (``cache``:
+    masks per image), or blank (``no instance`` in column 0); ``row``: the class named at left."""
+    ax.set(xticks=[], yticks=[])
+    if row is not None:
+        s = set_of(row, getattr(ds, "a_labels", None))
+        ax.set_ylabel(f"{ds.class_names[row]}\n[{s}]", fontsize=8)
     if r is None:
         for s in ax.spines.values():
             s.set_visible(False)
         if col == 0:
             ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
         return
-    if key not in cache:
-        cache[key] = instance_masks(model, ds, r.index)
-    image, target, inst, probs = cache[key]
+    if r.index not in cache:
+        cache[r.index] = instance_masks(model, ds, r.index)
+    image, target, inst, probs = cache[r.index]
     crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
     colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
     ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
-
-
-def _row_label(ax: Any, ds: Any, label: int) -> None:
-    s = set_of(label, getattr(ds, "a_labels", None))
-    ax.set_ylabel(f"{ds.class_names[label]}\n[{s}]", fontsize=8)
 
 
 def class_gallery(
@@ -805,38 +759,11 @@ def class_gallery(
         chosen = gallery_instances(ious, [label], per_class)
         for col in range(per_class):
             ax = fig.add_subplot(len(labels), per_class, row * per_class + col + 1)
-            if col == 0:
-                _row_label(ax, ds, label)
             r = chosen[col] if col < len(chosen) else None
-            _gallery_tile(ax, model, ds, r, col, cache, None if r is None else r.index)
+            _gallery_tile(ax, model, ds, r, col, cache, label if col == 0 else None)
             if r is not None:
                 ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
     return _finish(fig, title or "Predicted masks from true boxes, per class", fontsize=10)
-
-
-def _gallery_scores(
-    models: Mapping[str, Any],
-    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
-    labels: list[int],
-    per_class: int,
-) -> tuple[list[InstanceIoU], dict[str, dict[tuple[int, int], float]]]:
-    """The gallery's instances and each model's IoU per ``(image, instance)``, checked to cover
-    them."""
-    names = list(models)
-    if not names or set(names) != set(ious_by_model):
-        raise ValueError(
-            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
-            "same models (at least one)"
-        )
-    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
-    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
-    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
-    if missing:
-        raise ValueError(
-            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
-            "model with instance_ious on the same dataset"
-        )
-    return chosen, scores
 
 
 def model_gallery(
@@ -852,22 +779,32 @@ def model_gallery(
     crop around the true box with that model's mask from it and its IoU."""
     labels = _gallery_labels(labels, ds, "model_gallery")
     names = list(models)
-    chosen, scores = _gallery_scores(models, ious_by_model, labels, per_class)
+    if not names or set(names) != set(ious_by_model):
+        raise ValueError(
+            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
+            "same models (at least one)"
+        )
+    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
+    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
+    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
+    if missing:
+        raise ValueError(
+            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
+            "model with instance_ious on the same dataset"
+        )
     gap = 0.25  # a narrow empty column between two models' blocks
     widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
     fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
     grid = fig.add_gridspec(len(labels), len(widths), width_ratios=widths, wspace=0.08)
-    cache: dict[tuple[str, int], tuple] = {}
+    caches: dict[str, dict[int, tuple]] = {name: {} for name in names}
     for row, label in enumerate(labels):
         shown = [r for r in chosen if r.label == label]
         for k, name in enumerate(names):
             for col in range(per_class):
                 ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
-                if k == 0 and col == 0:
-                    _row_label(ax, ds, label)
                 r = shown[col] if col < len(shown) else None
-                key = (name, None if r is None else r.index)
-                _gallery_tile(ax, models[name], ds, r, col, cache, key)
+                first = k == 0 and col == 0
+                _gallery_tile(ax, models[name], ds, r, col, caches[name], label if first else None)
                 if r is not None:
                     ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
     fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
@@ -898,7 +835,7 @@ def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]
         ):
             ax = fig.add_subplot(2, len(cases), row * len(cases) + col + 1)
             ax.imshow(_overlay(image, mask, SET_RGB[s], crop))
-            _bare(ax)
+            ax.set(xticks=[], yticks=[])
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
             if row == 0:
@@ -910,7 +847,7 @@ def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, ds: Any, indices: Sequence[int], device: str | torch.device = "cpu"
-) -> list[dict[str, torch.Tensor]]:
+) -> list[dict[str, Tensor]]:
     """The model's detections (boxes, labels, scores, masks) for dataset items, on the CPU."""
     model.eval()
     out = []
@@ -926,10 +863,9 @@ def predict(
 _LABEL_UP = 2
 
 
-def _draw_detections(ax: Any, ds: Any, image: torch.Tensor, shown: Any, score: float) -> None:
-    drawn = draw_instances(image, shown, ds.class_names, getattr(ds, "a_labels", None),
-                           score_thresh=score, upscale=_LABEL_UP)  # fmt: skip
-    ax.imshow(drawn.permute(1, 2, 0).numpy())
+def _detections(ds: Any, image: Tensor, shown: Any, score: float) -> Tensor:
+    a_labels = getattr(ds, "a_labels", None)
+    return draw_instances(image, shown, ds.class_names, a_labels, score, upscale=_LABEL_UP)
 
 
 def compare_models(
@@ -937,7 +873,7 @@ def compare_models(
     ds: Any,
     indices: Sequence[int],
     score_thresh: float = 0.5,
-    predictions: Mapping[str, Sequence[Mapping[str, torch.Tensor]]] | None = None,
+    predictions: Mapping[str, Sequence[TensorDict]] | None = None,
 ) -> Figure:
     """The same images (a row per index): the ground truth, then each model's detections with
     score >= ``score_thresh``. ``predictions``: name -> :func:`predict` output, to skip it."""
@@ -953,8 +889,8 @@ def compare_models(
         for col, name in enumerate(cols):
             ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
             shown = target if col == 0 else preds[name][row]
-            _draw_detections(ax, ds, image, shown, score_thresh)
-            _bare(ax)
+            ax.imshow(_detections(ds, image, shown, score_thresh).permute(1, 2, 0).numpy())
+            ax.set(xticks=[], yticks=[])
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
@@ -965,7 +901,7 @@ def compare_models(
 
 
 def detection_counts(
-    predictions: Sequence[Mapping[str, torch.Tensor]],
+    predictions: Sequence[TensorDict],
     thresholds: Sequence[float],
     a_labels: Sequence[int] | None = None,
 ) -> dict[str, list[int]]:
@@ -982,10 +918,7 @@ def detection_counts(
 
 
 def threshold_figure(
-    ds: Any,
-    indices: Sequence[int],
-    predictions: Sequence[Mapping[str, torch.Tensor]],
-    score_thresh: float,
+    ds: Any, indices: Sequence[int], predictions: Sequence[TensorDict], score_thresh: float
 ) -> Figure:
     """Images with the detections at ``score_thresh``, and detections kept against the threshold."""
     indices = list(indices)
@@ -994,19 +927,17 @@ def threshold_figure(
     grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.3])
     for k, index in enumerate(indices):
         image, target = ds[index]
-        ax = fig.add_subplot(grid[0, k])
-        _draw_detections(ax, ds, image, predictions[k], score_thresh)
         kept = int((predictions[k]["scores"] >= score_thresh).sum())
-        ax.set_title(f"image id {int(target['image_id'])}: {kept} kept", fontsize=9)
-        ax.axis("off")
+        title = f"image id {int(target['image_id'])}: {kept} kept"
+        drawn = _detections(ds, image, predictions[k], score_thresh)
+        _show_image(fig.add_subplot(grid[0, k]), drawn, title, interpolation=None)
     ax = fig.add_subplot(grid[0, n])
     ts = [i / 20 for i in range(1, 20)]
     counts = detection_counts(predictions, ts, getattr(ds, "a_labels", None))
     for s in ("A", "B"):
         ax.plot(ts, counts[s], color=SET_COLOURS[s], label=f"set {s} classes")
     ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
-    ax.set_xlabel("score threshold")
-    ax.set_ylabel("detections kept")
+    ax.set(xlabel="score threshold", ylabel="detections kept")
     ax.set_title("Detections kept vs threshold", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
