@@ -58,9 +58,10 @@ _POSITIVE_OR_NONE: Rule = (lambda v: v is None or (_is_int(v) and v > 0)), "a po
 _NON_NEGATIVE: Rule = (lambda v: _is_number(v) and not v < 0), "a non-negative number"
 _NON_NEGATIVE_OR_NULL: Rule = (
     (lambda v: v is None or _NON_NEGATIVE[0](v)),
-    ("a non-negative number or null"),
+    "a non-negative number or null",
 )
 _NON_NEGATIVE_INT: Rule = (lambda v: _is_int(v) and v >= 0), "an integer >= 0"
+_POSITIVE_NUMBER_OR_NULL: Rule = (lambda v: v is None or (_is_number(v) and v > 0)), "> 0 or null"
 _FRACTION: Rule = (lambda f: _is_number(f) and 0 < f <= 1), "a number in (0, 1]"
 _PROBABILITY: Rule = (lambda p: _is_number(p) and 0 <= p <= 1), "a number in [0, 1]"
 _PATH_OR_NONE: Rule = (lambda v: v is None or isinstance(v, str)), "a file path"
@@ -268,9 +269,7 @@ class TrainConfig:
         object.__setattr__(self, "lr_steps", steps := tuple(self.lr_steps))
         if not all(0 < f < 1 for f in steps) or list(steps) != sorted(steps):
             raise _invalid("train", "lr_steps", steps, "increasing fractions in (0, 1)")
-        clip = self.clip_grad_norm
-        if clip is not None and not (_is_number(clip) and clip > 0):
-            raise _invalid("train", "clip_grad_norm", self.clip_grad_norm, "> 0 or null")
+        _check("train", self, [("clip_grad_norm", _POSITIVE_NUMBER_OR_NULL)])
         device = self.device.split(":")[0] if isinstance(self.device, str) else self.device
         if device not in ("auto", "cpu", "cuda"):
             raise _invalid("train", "device", device, "one of 'auto', 'cpu', 'cuda'")
