@@ -373,6 +373,15 @@ def test_stock_maskrcnn_uses_the_same_parts():
         assert torch.equal(ls[k], lo[k]), k  # the RPN and box branch compute the same thing
 
 
+def test_stock_maskrcnn_takes_every_shared_setting():
+    # every ModelConfig field that is also a MaskRCNN keyword reaches the stock model
+    c = cfg(mask_head="class", mlp_fusion=False, box_positive_fraction=0.5, box_score_thresh=0.2)
+    stock, ours = build_stock_maskrcnn(c), build_model(c)
+    for model in (stock, ours):
+        assert model.roi_heads.fg_bg_sampler.positive_fraction == 0.5
+        assert model.roi_heads.score_thresh == 0.2
+
+
 def test_masks_for_boxes_are_the_masks_inference_gives_those_boxes():
     """The RoI heads answer "masks for these boxes and classes": for the detector's own boxes and
     classes they are exactly the masks inference returns (before pasting)."""

@@ -219,6 +219,7 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
         same = ("min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
         same += ("rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image")
         same += ("box_score_thresh", "box_detections_per_img", "box_batch_size_per_image")
+        same += ("box_positive_fraction",)
         return MaskRCNN(
             backbone,
             num_classes=None,
