@@ -136,3 +136,20 @@ def test_figure_png_is_what_a_saved_figure_is(tmp_path: Path) -> None:
     png = figure_png(fig, dpi=50)
     fig.savefig(tmp_path / "f.png", dpi=50)
     assert png.startswith(b"\x89PNG") and png == (tmp_path / "f.png").read_bytes()
+
+
+def test_labels_of_boxes_at_one_corner_are_stacked_not_overlapped() -> None:
+    # two detections of one object, the same box: the second label goes below the first
+    from mxr.course.viz import _draw_labels
+
+    box = torch.tensor([[4.0, 4.0, 60.0, 60.0]] * 2)
+    red, green = (255, 0, 0), (0, 255, 0)
+    out = _draw_labels(
+        torch.zeros(3, 64, 64, dtype=torch.uint8), box, ["a 0.9", "b 0.8"], [red, green], 10
+    )
+    rows = {}
+    for name, colour in (("red", red), ("green", green)):
+        hit = (out.permute(1, 2, 0) == torch.tensor(colour, dtype=torch.uint8)).all(-1)
+        rows[name] = set(hit.any(1).nonzero().flatten().tolist())
+    assert rows["red"] and rows["green"] and not rows["red"] & rows["green"]
+    assert min(rows["green"]) > max(rows["red"])  # stacked downwards

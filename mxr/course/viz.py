@@ -149,18 +149,30 @@ def draw_instances(
 def _draw_labels(
     canvas: Tensor, boxes: Tensor, texts: Sequence[str], colours: Sequence[RGB], size: int
 ) -> Tensor:
-    """Each text on a patch of its colour at its box's top-left corner, kept inside the image."""
+    """Each text on a patch of its colour at its box's top-left corner, kept inside the image; a
+    label that would cover one drawn before it moves down below that one."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(_LABEL_FONT, size)
     pil = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(pil)
+    placed: list[tuple[float, float, float, float]] = []  # (x, y, width, height) of drawn labels
     for box, text, colour in zip(boxes.tolist(), texts, colours, strict=True):
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2, bottom - top + 2
         x = min(max(0.0, box[0]), max(0.0, pil.width - tw))
         y = min(max(0.0, box[1]), max(0.0, pil.height - th))
+        while True:  # below every earlier label this one would cover, while it fits
+            covered = [
+                py + ph
+                for px, py, pw, ph in placed
+                if x < px + pw and px < x + tw and y < py + ph and py < y + th
+            ]
+            if not covered or max(covered) + th > pil.height:
+                break
+            y = max(covered)
+        placed.append((x, y, tw, th))
         draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=tuple(colour))
         draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
