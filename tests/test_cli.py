@@ -135,6 +135,11 @@ def _garbage(path: Path) -> Path:
     return path
 
 
+def _markdown(path: Path) -> Path:  # torch's unpickler reads "#" as an opcode of its own
+    path.write_text("# mxr\n\nA Jupyter-first course.\n" * 10)
+    return path
+
+
 def _truncated(path: Path) -> Path:
     data = _small_checkpoint(path).read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -168,6 +173,7 @@ def _a_list(path: Path) -> Path:
 
 BAD_CHECKPOINTS = {
     "garbage": (_garbage, "not a file written by torch.save"),
+    "markdown": (_markdown, "not a file written by torch.save"),
     "truncated": (_truncated, "truncated or corrupt"),
     "pickled_object": (_pickled_object, "pickled objects"),
     "plain_pickle": (_plain_pickle, "pickled objects"),

@@ -80,12 +80,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised as one line that names the file
         msg = str(e)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch >= 1.6) or legacy pickle
+            raise refuse("it is not a file written by torch.save") from e
         if "Weights only load failed" in msg:  # never repeat torch's advice to drop weights_only
             name = msg.split("GLOBAL ", 1)[1].split()[0] if "GLOBAL " in msg else ""
             held = f"pickled objects ({name})" if name else "pickled objects"
             raise refuse(f"it holds {held} that weights_only loading refuses") from e
-        if not head.startswith((b"PK\x03\x04", b"\x80")):  # zip (torch >= 1.6) or legacy pickle
-            raise refuse("it is not a file written by torch.save") from e
         first = msg.strip().splitlines()[0].split(". ")[0] if msg.strip() else type(e).__name__
         raise refuse(f"the file is truncated or corrupt: {first}") from e
     if not isinstance(ckpt, dict):
