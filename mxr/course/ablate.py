@@ -57,10 +57,8 @@ def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
         return d
     import mxr
 
-    candidates = [
-        Path("configs") / preset,
-        Path(mxr.__file__).resolve().parents[1] / "configs" / preset,
-    ]
+    repo = Path(mxr.__file__).resolve().parents[1]
+    candidates = [Path("configs") / preset, repo / "configs" / preset]
     for d in candidates:
         if d.is_dir():
             return d
@@ -75,7 +73,7 @@ def preset_configs(
     """Row name -> config file of a preset (optionally only ``rows``), checked to exist."""
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}")
-    names = list(PRESETS[preset]) if not rows else list(rows)
+    names = list(rows or PRESETS[preset])
     unknown = [r for r in names if r not in PRESETS[preset]]
     if unknown:
         raise ValueError(
@@ -229,14 +227,12 @@ def headline(
     agnostic, agnostic_mlp, ``transfer`` and oracle has no values: ``gap_closed`` = (transfer −
     agnostic) / (oracle − agnostic) >= ``closed_target``; ``gain`` over agnostic+MLP (mean of the
     per-seed differences) > 3 × its sample std; ``wins_every_seed``."""
-    vals = {}
-    for row in ("agnostic", "agnostic_mlp", transfer, "oracle"):
-        v = per_seed.get(row, {}).get(metric)
-        if not v or any(x is None for x in v):
-            return None
-        vals[row] = np.asarray(v, dtype=float)
-    n = min(len(v) for v in vals.values())
-    vals = {k: v[:n] for k, v in vals.items()}
+    rows = ("agnostic", "agnostic_mlp", transfer, "oracle")
+    vals = {row: per_seed.get(row, {}).get(metric) for row in rows}
+    if any(not v or any(x is None for x in v) for v in vals.values()):
+        return None
+    n = min(map(len, vals.values()))
+    vals = {k: np.asarray(v[:n], dtype=float) for k, v in vals.items()}
     mean = {k: float(v.mean()) for k, v in vals.items()}
     gap = mean["oracle"] - mean["agnostic"]
     closed = (mean[transfer] - mean["agnostic"]) / gap if gap != 0 else None
@@ -251,7 +247,7 @@ def headline(
         "oracle_minus_agnostic": round(gap, 3),
         "gap_closed": None if closed is None else round(closed, 3),
         "gap_closed_target": closed_target,
-        "gap_closed_target_met": closed is not None and gap > 0 and closed >= closed_target,
+        "gap_closed_target_met": gap > 0 and closed >= closed_target,
         "gain_over_control": round(gain, 3),
         "gain_std": None if gain_std is None else round(gain_std, 3),
         "gain_target_met": gain_std is not None and gain > 3 * gain_std,
@@ -305,8 +301,8 @@ def headline_text(h: dict[str, Any] | None) -> str:
     m, mean = h["metric"], h["mean"]
     t = h.get("transfer", "transfer_mlp")
     label = {"transfer_mlp": "transfer+MLP", "transfer_embed_mlp": "transfer(embed)+MLP"}.get(t, t)
-    closed = "n/a (oracle does not beat agnostic)" if h["gap_closed"] is None or h[
-        "oracle_minus_agnostic"] <= 0 else f"{h['gap_closed']:.2f}"  # fmt: skip
+    no_gap = h["gap_closed"] is None or h["oracle_minus_agnostic"] <= 0
+    closed = "n/a (oracle does not beat agnostic)" if no_gap else f"{h['gap_closed']:.2f}"
     std = "n/a (one seed)" if h["gain_std"] is None else f"{h['gain_std']:.2f}"
     return (
         f"B mask {m}, mean of {h['seeds']} seeds: agnostic {mean['agnostic']:.2f}, agnostic+MLP "
@@ -584,15 +580,15 @@ def _train_job(job: tuple[str, int, Path, dict[str, Any]]) -> dict[str, Any]:
 # command line: python -m mxr ablate
 # --------------------------------------------------------------------------------------------------
 def _run_cli(args: argparse.Namespace) -> int:
-    overrides = [o for group in (args.set or []) for o in group]
+    out = args.out or f"runs/ablate_{args.preset}"
     res = run_ablation(
         args.preset,
         seeds=args.seeds,
         iterations=args.iterations,
         split=args.split,
-        out_dir=args.out or f"runs/ablate_{args.preset}",
+        out_dir=out,
         rows=args.rows.split(",") if args.rows else None,
-        overrides=overrides,
+        overrides=[o for group in (args.set or []) for o in group],
         config_dir=args.config_dir,
         progress=not args.no_progress,
         jobs=args.jobs,
@@ -600,7 +596,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     )
     print(results_markdown(res))
     if args.publish:
-        print(f"published -> {publish(args.out or f'runs/ablate_{args.preset}', args.publish)}")
+        print(f"published -> {publish(out, args.publish)}")
     return 0
 
 

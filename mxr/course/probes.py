@@ -66,8 +66,8 @@ def transfer_input_rows(model: nn.Module) -> Tensor | None:
 
 def _class_sets(
     names: Sequence[str], b_names: Sequence[str]
-) -> tuple[dict[str, int], list[int], list[int], list[list[int]]]:
-    """Labels by name (1-based), the A labels, the B labels, and each B class's adjacent A members."""
+) -> tuple[list[int], list[int], list[list[int]]]:
+    """The A labels (1-based), the B labels, and each B class's adjacent A members."""
     label = {n: i + 1 for i, n in enumerate(names)}
     b_set = set(b_names)
     a = [label[n] for n in names if n not in b_set]
@@ -79,19 +79,18 @@ def _class_sets(
         adjacent.append([label[m] for m in near if m in label and m not in b_set])
         if not adjacent[-1]:
             raise ValueError(f"B class {n!r} needs an adjacent member (k - 1 or k + 1) in set A")
-    return label, a, b, adjacent
+    return a, b, adjacent
 
 
 def ridge_map(x_a: Tensor, y_a: Tensor, x_b: Tensor, strength: float = 1e-3) -> Tensor:
     """Fit ``y = W x + b`` on ``x_a``/``y_a`` by ridge regression (``strength`` relative to the
     mean squared row norm of ``x_a``, in float64) and apply it to ``x_b``."""
-    dtype = y_a.dtype
-    x_a, y_a, x_b = x_a.double(), y_a.double(), x_b.double()
-    xa1 = torch.cat([x_a, torch.ones(len(x_a), 1, dtype=x_a.dtype)], 1)
-    xb1 = torch.cat([x_b, torch.ones(len(x_b), 1, dtype=x_b.dtype)], 1)
-    lam = strength * float((x_a**2).sum(1).mean())
-    alpha = torch.linalg.solve(xa1 @ xa1.T + lam * torch.eye(len(x_a), dtype=x_a.dtype), y_a)
-    return (xb1 @ xa1.T @ alpha).to(dtype)
+    # a column of ones for the bias; solved in the dual (kernel) form: fewer A classes than features
+    xa1, xb1 = (nn.functional.pad(x.double(), (0, 1), value=1.0) for x in (x_a, x_b))
+    lam = strength * float((x_a.double() ** 2).sum(1).mean())
+    eye = torch.eye(len(x_a), dtype=torch.float64)
+    alpha = torch.linalg.solve(xa1 @ xa1.T + lam * eye, y_a.double())
+    return (xb1 @ xa1.T @ alpha).to(y_a.dtype)
 
 
 def _class_mask_weights(model: nn.Module) -> Tensor:
@@ -115,12 +114,11 @@ def b_weight_guesses(
     ``(C + 1, E)`` adds a linear map from it. Returns ``{label: (len(b_names), K + 1) or None}``
     (``None``: the model's own weights)."""
     y = _class_mask_weights(model)
-    label, a, b, adjacent = _class_sets(names, b_names)
-    b_set = set(b_names)
+    a, b, adjacent = _class_sets(names, b_names)
     same_family = [
-        [label[m] for m in names if m not in b_set and family_and_member(m)[0] == family_and_member(n)[0]]
+        [i for i in a if family_and_member(names[i - 1])[0] == family_and_member(n)[0]]
         for n in b_names
-    ]  # fmt: skip
+    ]
     guesses: dict[str, Tensor | None] = {
         "own weights (trained with B masks)": None,
         "mean of the adjacent A members": torch.stack([y[i].mean(0) for i in adjacent]),
@@ -135,9 +133,7 @@ def b_weight_guesses(
         guesses["linear map from the class embedding"] = ridge_map(e[a], y[a], e[b], ridge)
     xc = nn.functional.normalize(w_det["cls"] - w_det["cls"][a].mean(0), dim=1)
     top2 = (xc[b] @ xc[a].T).topk(2, dim=1).indices
-    guesses["mean of the 2 nearest A classes in w_det (cls)"] = torch.stack(
-        [y[a][i].mean(0) for i in top2]
-    )
+    guesses["mean of the 2 nearest A classes in w_det (cls)"] = y[a][top2].mean(1)
     return guesses
 
 
@@ -146,7 +142,7 @@ def wdet_distance_from_adjacent(
 ) -> dict[str, float]:
     """How far each B class's ``w_det`` is from the mean of its adjacent A members, relative to its
     own norm (rows centred on the A mean), averaged over B: 0 means the detection weights interpolate."""
-    label, a, b, adjacent = _class_sets(names, b_names)
+    a, b, adjacent = _class_sets(names, b_names)
     out = {}
     for name, x in detection_weights(model).items():
         xc = x - x[a].mean(0)
@@ -175,16 +171,14 @@ def interpolation_probe(
 
     pred = model.roi_heads.mask_predictor
     own = _class_mask_weights(model).clone()
-    _, a, b, _ = _class_sets(names, b_names)
+    a, b, _ = _class_sets(names, b_names)
     rows = []
     try:
         for name, guess in b_weight_guesses(model, names, b_names, ridge, embedding).items():
+            w = own[b] if guess is None else guess  # only B's rows change
             with torch.no_grad():
-                pred.weight.copy_(own[:, :-1])
-                pred.bias.copy_(own[:, -1])
-                if guess is not None:
-                    pred.weight[b] = guess[:, :-1]
-                    pred.bias[b] = guess[:, -1]
+                pred.weight[b] = w[:, :-1]
+                pred.bias[b] = w[:, -1]
             ious = instance_ious(model, dataset, indices)
             row = {
                 "guess": name,
@@ -217,7 +211,6 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
         "mean of": ("#9e9e9e", "from the class structure (set A only)"),
         "w_det": ("#8e44ad", "read off w_det (set A pairs only)"),
     }
-
     if any("class embedding" in r["guess"] for r in rows):
         kinds["embedding"] = ("#2a9d8f", "read off the class embedding (set A pairs only)")
 
@@ -237,8 +230,7 @@ def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None =
         ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=8)
     ax.axvline(rows[0]["A"], ls="--", lw=1, color=SET_COLOURS["A"])
     ax.set_yticks(ys, [r["guess"] for r in rows], fontsize=8)
-    lo = min(vals)
-    ax.set_xlim(max(0.0, lo - 10), max(max(vals), rows[0]["A"]) + 4)
+    ax.set_xlim(max(0.0, min(vals) - 10), max(max(vals), rows[0]["A"]) + 4)
     ax.set_xlabel("B mask IoU given the true boxes (%)")
     handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
     handles.append(Patch(color=SET_COLOURS["A"], label="set A mIoU (unchanged)"))
@@ -280,8 +272,7 @@ def member_sweep(
     if labels.numel() == 0:
         raise ValueError("member_sweep: labels is empty; expected at least one class label")
     model.eval()
-    boxes = box.expand(len(labels), 4).clone()
-    return masks_from_boxes(model, [image], [boxes], [labels])[0]
+    return masks_from_boxes(model, [image], [box.expand(len(labels), 4).clone()], [labels])[0]
 
 
 @torch.no_grad()
@@ -301,31 +292,27 @@ def member_sweep_ious(
     """
     from mxr.evaluation import mask_instances, mask_iou, masks_from_boxes
 
-    label, _, b, adjacent = _class_sets(names, b_names)
+    _, b, adjacent = _class_sets(names, b_names)
     adjacent_of = dict(zip(b, adjacent, strict=True))
     model.eval()
     rows = []
     for index in range(len(dataset)) if indices is None else indices:
         image, target = dataset[int(index)]
+        labels = target["labels"].tolist()
         found = [
-            (row, i)
-            for row, i in enumerate(mask_instances(target))
-            if int(target["labels"][i]) in adjacent_of
+            (row, i) for row, i in enumerate(mask_instances(target)) if labels[i] in adjacent_of
         ]
         if not found:
             continue
-        sweeps = [
-            [int(target["labels"][i]), *adjacent_of[int(target["labels"][i])]] for _, i in found
-        ]
+        sweeps = [[labels[i], *adjacent_of[labels[i]]] for _, i in found]
         boxes = torch.cat(
             [target["boxes"][i].expand(len(s), 4) for (_, i), s in zip(found, sweeps, strict=True)]
         )
         probs = masks_from_boxes(model, [image], [boxes], [torch.tensor(sum(sweeps, []))])[0]
-        start = 0
-        for (row, i), sweep in zip(found, sweeps, strict=True):
+        chunks = probs.split([len(s) for s in sweeps])
+        for (row, i), sweep, p in zip(found, sweeps, chunks, strict=True):
             gt = target["masks"][row].bool().expand(len(sweep), -1, -1)
-            ious = mask_iou(probs[start : start + len(sweep)] > threshold, gt).tolist()
-            start += len(sweep)
+            ious = mask_iou(p > threshold, gt).tolist()
             rows.append(
                 {
                     "index": int(index),
@@ -344,14 +331,12 @@ def summarise_member_sweep(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     objects, 0–1, whose own mask beats every adjacent member's) and ``objects``."""
     if not rows:
         raise ValueError("summarise_member_sweep: rows is empty; expected member_sweep_ious()")
-    own = [r["own"] for r in rows]
-    neighbour = [sum(r["neighbours"]) / len(r["neighbours"]) for r in rows]
-    wins = [r["own"] > max(r["neighbours"]) for r in rows]
+    n = len(rows)
     return {
-        "objects": float(len(rows)),
-        "own": 100 * sum(own) / len(rows),
-        "neighbour": 100 * sum(neighbour) / len(rows),
-        "own_wins": sum(wins) / len(rows),
+        "objects": float(n),
+        "own": 100 * sum(r["own"] for r in rows) / n,
+        "neighbour": 100 * sum(sum(r["neighbours"]) / len(r["neighbours"]) for r in rows) / n,
+        "own_wins": sum(r["own"] > max(r["neighbours"]) for r in rows) / n,
     }
 
 
@@ -381,7 +366,6 @@ def plot_member_sweep(
             f"plot_member_sweep: sweeps have shapes {shapes}; expected ({len(member_names)}, H, W)"
         )
     c0, r0, c1, r1 = crop_box(box, *image.shape[-2:], pad=0.2)
-    b_set = set(b_names)
     ncols = len(member_names) + 1
     fig = Figure(figsize=(1.75 * ncols + 0.4, 2.05 * len(sweeps) + 0.7))
     for i, (model_title, probs) in enumerate(sweeps.items()):
@@ -395,7 +379,7 @@ def plot_member_sweep(
         for k, name in enumerate(member_names):
             ax = fig.add_subplot(len(sweeps), ncols, i * ncols + k + 2)
             ax.imshow(probs[k, r0:r1, c0:c1].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            s = "B" if name in b_set else "A"
+            s = "B" if name in b_names else "A"
             label = f"{name} [{s}]"
             if truth is not None:
                 iou = float(mask_iou((probs[k : k + 1] > 0.5).cpu(), truth[None].cpu()))
