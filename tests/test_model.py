@@ -374,7 +374,18 @@ def test_stock_maskrcnn_uses_the_same_parts():
 
 
 def test_stock_maskrcnn_takes_every_shared_setting():
-    # every ModelConfig field that is also a MaskRCNN keyword reaches the stock model
+    # every ModelConfig field that is also a MaskRCNN keyword reaches the stock model; the four
+    # left out are parts built from the config (a backbone, the heads) or filled from the data
+    import inspect
+
+    from mxr.config import ModelConfig
+    from mxr.model.build import STOCK_SETTINGS
+
+    keywords = set(inspect.signature(MaskRCNN.__init__).parameters)
+    keywords |= set(inspect.signature(MaskRCNN.__mro__[1].__init__).parameters)  # FasterRCNN
+    shared = keywords & {f.name for f in dataclasses.fields(ModelConfig)}
+    built = {"backbone", "box_head", "mask_head", "num_classes"}
+    assert shared - built == set(STOCK_SETTINGS)
     c = cfg(mask_head="class", mlp_fusion=False, box_positive_fraction=0.5, box_score_thresh=0.2)
     stock, ours = build_stock_maskrcnn(c), build_model(c)
     for model in (stock, ours):

@@ -206,6 +206,23 @@ def build_model(
         return MaskXRCNN(cfg, backbone_weights, class_embedding)
 
 
+#: ModelConfig fields that are MaskRCNN keyword arguments of the same name and meaning, passed as
+#: they are to the stock model (a test checks that no other shared name is left out).
+STOCK_SETTINGS = (
+    "min_size",
+    "max_size",
+    "rpn_pre_nms_top_n_train",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_train",
+    "rpn_post_nms_top_n_test",
+    "rpn_batch_size_per_image",
+    "box_score_thresh",
+    "box_detections_per_img",
+    "box_batch_size_per_image",
+    "box_positive_fraction",
+)
+
+
 def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
     """torchvision's own ``MaskRCNN`` with the same backbone, sizes and heads (a class-specific mask
     predictor over all classes): the reference for benchmarks and the walkthrough notebook."""
@@ -215,11 +232,6 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
         backbone, rpn, _, parts = _parts(cfg, cfg.backbone_weights)
         ch = cfg.mask_head_channels
         modules = ("box_roi_pool", "box_head", "box_predictor", "mask_roi_pool", "mask_head")
-        # these ModelConfig fields are MaskRCNN's keyword arguments of the same names
-        same = ("min_size", "max_size", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test")
-        same += ("rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image")
-        same += ("box_score_thresh", "box_detections_per_img", "box_batch_size_per_image")
-        same += ("box_positive_fraction",)
         return MaskRCNN(
             backbone,
             num_classes=None,
@@ -229,7 +241,7 @@ def build_stock_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
             image_mean=list(IMAGE_MEAN),
             image_std=list(IMAGE_STD),
             **{k: parts[k] for k in modules},
-            **{k: getattr(cfg, k) for k in same},
+            **{k: getattr(cfg, k) for k in STOCK_SETTINGS},
         )
 
 
