@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,14 @@ OPTIMIZERS = ("sgd", "adamw")
 Rule = tuple[Callable[[Any], bool], str]
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer, not a bool (the config files' and the COCO checks' rule)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+def is_number(v: Any) -> bool:
+    """A real number (numpy's too), not a bool."""
+    return isinstance(v, Real) and not isinstance(v, bool)
 
 
 def _one_of(choices: Sequence[Any]) -> Rule:
@@ -53,17 +56,17 @@ def _one_of(choices: Sequence[Any]) -> Rule:
 
 
 _BOOL: Rule = (lambda v: isinstance(v, bool)), "true or false"
-_POSITIVE: Rule = (lambda v: _is_int(v) and v > 0), "a positive integer"
-_POSITIVE_OR_NONE: Rule = (lambda v: v is None or (_is_int(v) and v > 0)), "a positive integer"
-_NON_NEGATIVE: Rule = (lambda v: _is_number(v) and not v < 0), "a non-negative number"
+_POSITIVE: Rule = (lambda v: is_int(v) and v > 0), "a positive integer"
+_POSITIVE_OR_NONE: Rule = (lambda v: v is None or (is_int(v) and v > 0)), "a positive integer"
+_NON_NEGATIVE: Rule = (lambda v: is_number(v) and not v < 0), "a non-negative number"
 _NON_NEGATIVE_OR_NULL: Rule = (
     (lambda v: v is None or _NON_NEGATIVE[0](v)),
     "a non-negative number or null",
 )
-_NON_NEGATIVE_INT: Rule = (lambda v: _is_int(v) and v >= 0), "an integer >= 0"
-_POSITIVE_NUMBER_OR_NULL: Rule = (lambda v: v is None or (_is_number(v) and v > 0)), "> 0 or null"
-_FRACTION: Rule = (lambda f: _is_number(f) and 0 < f <= 1), "a number in (0, 1]"
-_PROBABILITY: Rule = (lambda p: _is_number(p) and 0 <= p <= 1), "a number in [0, 1]"
+_NON_NEGATIVE_INT: Rule = (lambda v: is_int(v) and v >= 0), "an integer >= 0"
+_POSITIVE_NUMBER_OR_NULL: Rule = (lambda v: v is None or (is_number(v) and v > 0)), "> 0 or null"
+_FRACTION: Rule = (lambda f: is_number(f) and 0 < f <= 1), "a number in (0, 1]"
+_PROBABILITY: Rule = (lambda p: is_number(p) and 0 <= p <= 1), "a number in [0, 1]"
 _PATH_OR_NONE: Rule = (lambda v: v is None or isinstance(v, str)), "a file path"
 
 
@@ -157,7 +160,7 @@ class ModelConfig:
                 raise _invalid("model", "mask_classes", mc, "a list of labels")
             object.__setattr__(self, "mask_classes", mc := tuple(mc))
             top = self.num_classes - 1 if self.num_classes else None
-            in_range = all(_is_int(c) and 1 <= c and (top is None or c <= top) for c in mc)
+            in_range = all(is_int(c) and 1 <= c and (top is None or c <= top) for c in mc)
             if not (in_range and mc and len(set(mc)) == len(mc)):
                 expected = f"distinct labels in 1..{top or 'num_classes-1'}"
                 raise _invalid("model", "mask_classes", mc, expected)

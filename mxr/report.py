@@ -17,6 +17,23 @@ SETS = ("A", "B", "all")  # the class sets: A (masks in training), B (boxes only
 MISSING = "—"  # a value not measured (no ground truth, not evaluated yet)
 
 
+# --- JSON files ----------------------------------------------------------------------------------
+def read_json_file(path: str | Path, expected: str, what: str = "file") -> dict[str, Any]:
+    """The JSON object in ``path``. Bad input is one line naming the file: FileNotFoundError
+    (``"<path>: <what> not found"``) or ValueError (malformed JSON, or not an object), saying what
+    was ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: malformed JSON ({e}); expected {expected}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level is {type(data).__name__}; expected {expected}")
+    return data
+
+
 # --- metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` (a run folder or the file), in file order."""

@@ -260,6 +260,10 @@ def test_unknown_split_category_names_it(tmp_path: Path, coco_files: tuple[Path,
         resolve_split("nope.json", CATEGORIES)
     with pytest.raises(ValueError, match="'voc', 'nonvoc'"):
         resolve_split("vocc", CATEGORIES)
+    for text, why in (("{", "malformed JSON"), ("[]", "top level is list"), ("{}", "field 'A'")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=rf"split_bad\.json: {why}.*split file \{{\"A\""):
+            resolve_split(str(bad), CATEGORIES)
 
 
 def test_missing_annotation_file(tmp_path: Path) -> None:

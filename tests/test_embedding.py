@@ -74,7 +74,7 @@ def test_length_mismatch_names_the_file_and_the_class(tmp_path):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("not json", "not valid JSON"),
+        ("not json", "malformed JSON"),
         ("[1, 2]", "expected a JSON object"),
         ('{"cat": ["x"]}', "cat"),
     ],

@@ -53,7 +53,8 @@ def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
 
 
 def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
-    from mxr.engine import DistInfo, _iterate_batches
+    from mxr.engine import DistInfo
+    from mxr.engine.data import _iterate_batches
 
     def run(rank: int, world: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
         it = _iterate_batches(EpochIndices(10), start=start, stop=stop, batch_size=2,

@@ -22,9 +22,6 @@ from mxr.config import TrainConfig, load_config
 from mxr.engine import (
     DistInfo,
     NonFiniteLossError,
-    _iterate_batches,
-    _NonFiniteGuard,
-    _resume,
     batch_indices,
     build_dataset,
     build_optimizer,
@@ -38,6 +35,9 @@ from mxr.engine import (
     set_rng_state,
     train,
 )
+from mxr.engine.checkpoint import _resume
+from mxr.engine.data import _iterate_batches
+from mxr.engine.loop import _NonFiniteGuard
 from mxr.model.backbone import NO_WEIGHTS, build_backbone
 from mxr.model.build import FROM_CHECKPOINT
 

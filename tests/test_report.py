@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mxr.report import cell, cell_pm, eval_metric, markdown_table, mask_ap, mask_miou
+from mxr.report import (
+    cell,
+    cell_pm,
+    eval_metric,
+    markdown_table,
+    mask_ap,
+    mask_miou,
+    read_json_file,
+)
 
 RESULT = {
     "A": {"segm": {"AP": 41.25, "AP50": None}, "mask_iou": {"mIoU": 70.04}},
@@ -37,3 +45,30 @@ def test_eval_metric_reads_segm_stats_and_miou(split: str, metric: str, expected
 def test_getters_before_evaluation_are_none() -> None:
     assert mask_ap(None, "A") is None and mask_miou(None, "B") is None
     assert mask_ap(RESULT, "B") == 12.0 and mask_miou(RESULT, "A") == 70.04
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        (None, FileNotFoundError, r"f\.json: results file not found$"),
+        ("{", ValueError, r"f\.json: malformed JSON \(.*\); expected an object$"),
+        ('"x"', ValueError, r"f\.json: top level is str; expected an object$"),
+        (b"\xff", ValueError, r"f\.json: malformed JSON"),
+    ],
+)
+def test_read_json_file_says_in_one_line_what_is_wrong_with_which_file(
+    tmp_path, text, error, message
+) -> None:
+    path = tmp_path / "f.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    with pytest.raises(error, match=message) as e:
+        read_json_file(path, "an object", "results file")
+    assert "\n" not in str(e.value)
+
+
+def test_read_json_file_returns_the_object(tmp_path) -> None:
+    (tmp_path / "f.json").write_text('{"a": [1, 2]}')
+    assert read_json_file(tmp_path / "f.json", "an object") == {"a": [1, 2]}

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mxr.config import is_number
+from mxr.report import read_json_file
+
 BACKGROUND = "__background__"
 
 
@@ -39,20 +42,10 @@ def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
             )
         table = {n: [float(x) for x in row] for n, row in zip(names, array, strict=True)}
     else:
-        try:
-            table = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(table, dict):
-            raise ValueError(
-                f"{path}: expected a JSON object {{name: [floats]}}, got {type(table).__name__}"
-            )
+        table = read_json_file(path, "a JSON object {name: [floats]}", "class embedding file")
     width = None
     for name, vec in table.items():
-        numbers = isinstance(vec, list) and all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in vec
-        )
-        if not (numbers and vec):
+        if not (isinstance(vec, list) and vec and all(map(is_number, vec))):
             raise ValueError(f"{path}: class {name!r}: expected a non-empty list of numbers")
         width = width or len(vec)
         if len(vec) != width:

@@ -1,14 +1,16 @@
 """The Mask^X A/B split of a COCO-format dataset: which categories carry masks in training (set A).
 
-The loader and the checks (:mod:`mxr.data.validate`) both resolve a ``split`` here. Imports no mxr.
+The loader and the checks (:mod:`mxr.data.validate`) both resolve a ``split`` here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from mxr.config import is_int
+from mxr.report import read_json_file
 
 # fmt: off
 #: The 20 PASCAL VOC classes by COCO 2017 category id and name (set A of the paper's ``voc`` split);
@@ -51,16 +53,10 @@ def _read_split_file(spec: str | Path, root: str | Path | None) -> tuple[Path, l
         raise FileNotFoundError(
             f"split file not found: {spec} (tried {', '.join(str(p) for p in candidates)})"
         )
-    try:
-        data = json.loads(found.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f'split file {found}: malformed JSON ({e}); expected {{"A": [names], "B": [names]}}'
-        ) from e
-    if not isinstance(data, dict) or not isinstance(data.get("A"), list):
-        raise ValueError(
-            f"split file {found}: expected a JSON object with a list 'A' (and optionally 'B')"
-        )
+    expected = 'a split file {"A": [names or ids], "B": [...]} (B optional)'
+    data = read_json_file(found, expected, "split file")
+    if not isinstance(data.get("A"), list):
+        raise ValueError(f"{found}: field 'A' is {data.get('A')!r}; expected {expected}")
     return found, data["A"], data.get("B")
 
 
@@ -73,7 +69,7 @@ def _named_set_a(
     a_ids, b_ids, unknown = [], [], []
     for items, out in ((a_items, a_ids), (list(b_items or []), b_ids)):
         for v in items:
-            if isinstance(v, int) and not isinstance(v, bool) and v in ids:
+            if is_int(v) and v in ids:
                 out.append(v)
             elif isinstance(v, str) and v in by_name:
                 out.append(by_name[v])

@@ -6,17 +6,17 @@ reports them all: with the same ``split`` and ``masks``, the check passes exactl
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from mxr.config import is_int, is_number
 from mxr.data.splits import resolve_split, split_root
+from mxr.report import read_json_file
 
 MASK_SETS = ("A", "all")
 #: The counts of every report, in the order they are printed.
@@ -79,26 +79,9 @@ class ValidationReport:
     __str__ = format
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
-
-
 def read_coco_json(path: str | Path) -> dict[str, Any]:
     """The annotation file as a dict; FileNotFoundError if absent, ValueError if no JSON object."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: malformed JSON ({e}); expected a COCO annotation file") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level is {type(data).__name__}; expected a JSON object")
-    return data
+    return read_json_file(path, "a COCO annotation file (a JSON object)", "annotation file")
 
 
 def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
@@ -111,7 +94,7 @@ def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
             if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
                 return "has a polygon that is not a flat list of >= 3 (x, y) pairs"
             # Fast path (JSON numbers are int or float), then the exact rule.
-            if not set(map(type, poly)) <= {int, float} and not all(map(_is_number, poly)):
+            if not set(map(type, poly)) <= {int, float} and not all(map(is_number, poly)):
                 return "has a polygon with non-numeric coordinates"
         return None
     if not isinstance(seg, dict):
@@ -121,7 +104,7 @@ def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
             "is a dict without 'counts' and 'size'; expected an RLE {'size': [h, w], 'counts': ...}"
         )
     s, counts = seg["size"], seg["counts"]
-    if not (isinstance(s, list) and len(s) == 2 and all(map(_is_int, s))):
+    if not (isinstance(s, list) and len(s) == 2 and all(map(is_int, s))):
         return f"has RLE size {s!r}; expected [height, width]"
     if size is not None and tuple(s) != size:
         return f"has RLE size {s} but the image is [{size[0]}, {size[1]}] (height, width)"
@@ -129,7 +112,7 @@ def segmentation_problem(seg: Any, size: tuple[int, int] | None) -> str | None:
         return None if counts else "has empty RLE counts; expected a compressed RLE string"
     if not isinstance(counts, list):
         return "has RLE counts that are neither a string nor a list"
-    if not (all(_is_int(c) and c >= 0 for c in counts) and sum(counts) == s[0] * s[1]):
+    if not (all(is_int(c) and c >= 0 for c in counts) and sum(counts) == s[0] * s[1]):
         return (
             "has RLE counts that are not run lengths of the image; expected non-negative "
             f"integers summing to {s[0]} x {s[1]} = {s[0] * s[1]}"
@@ -141,10 +124,10 @@ def needs_segmentation(ann: dict[str, Any], mask_cat_ids: Collection[int]) -> bo
     """Whether the loader decodes the mask of ``ann``: no crowd, a box of positive size, a category
     in ``mask_cat_ids`` (the mask set)."""
     cid = ann.get("category_id")
-    if ann.get("iscrowd", 0) or not _is_int(cid) or cid not in mask_cat_ids:
+    if ann.get("iscrowd", 0) or not is_int(cid) or cid not in mask_cat_ids:
         return False
     box = ann.get("bbox")
-    valid = isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))
+    valid = isinstance(box, list) and len(box) == 4 and all(map(is_number, box))
     return not (valid and (box[2] <= 0 or box[3] <= 0))
 
 
@@ -232,7 +215,7 @@ class _Checker:
         names: Counter = Counter()
         for i, cat in self.objects(categories, "categories", "category"):
             cid, name = cat.get("id"), cat.get("name")
-            if not _is_int(cid):
+            if not is_int(cid):
                 self.wrong("category", f"categories[{i}]", "id", cid, "an integer")
             elif cid in self.cat_names:
                 self.bad("category", f"category id {cid} is duplicated")
@@ -280,13 +263,13 @@ class _Checker:
         """Each image has a unique integer ``id``, positive integer sizes and a ``file_name``."""
         for i, img in self.objects(images, "images", "image"):
             iid, w, h, name = (img.get(k) for k in ("id", "width", "height", "file_name"))
-            if not _is_int(iid):
+            if not is_int(iid):
                 self.wrong("image", f"images[{i}]", "id", iid, "an integer")
                 continue
             if iid in self.sizes:
                 self.bad("image", f"image id {iid} is duplicated")
                 continue
-            self.sizes[iid] = (h, w) if _is_int(w) and _is_int(h) and w > 0 and h > 0 else None
+            self.sizes[iid] = (h, w) if is_int(w) and is_int(h) and w > 0 and h > 0 else None
             if self.sizes[iid] is None:
                 what = f"fields 'width'/'height' are {w!r}/{h!r}; expected positive integers"
                 self.bad("image", f"image id {iid} {what}")
@@ -317,7 +300,7 @@ class _Checker:
         """A unique ``id``, an image, a category and a ``bbox``; valid other fields."""
         aid = ann.get("id")
         at = f"annotation id {aid}" if aid is not None else f"annotations[{i}]"
-        if not _is_int(aid):
+        if not is_int(aid):
             self.wrong("annotation", f"{at}:", "id", aid, "an integer")
         elif aid in self.ann_ids:
             self.bad("annotation", f"{at}: id is duplicated")
@@ -326,8 +309,8 @@ class _Checker:
         for key in ("image_id", "category_id", "bbox"):
             if key not in ann:
                 self.bad("missing field", f"{at}: missing required field '{key}'")
-        iid = ann["image_id"] if _is_int(ann.get("image_id")) else None  # lists, dicts: no ids
-        cid = ann["category_id"] if _is_int(ann.get("category_id")) else None
+        iid = ann["image_id"] if is_int(ann.get("image_id")) else None  # lists, dicts: no ids
+        cid = ann["category_id"] if is_int(ann.get("category_id")) else None
         if "image_id" in ann and iid not in self.sizes:
             what = f"image_id={ann['image_id']!r} is not an image id in 'images'"
             self.bad("annotation", f"{at}: {what}")
@@ -348,7 +331,7 @@ class _Checker:
             why = segmentation_problem(ann["segmentation"], self.sizes.get(iid))
             if why:
                 self.bad("segmentation", f"{at}: field 'segmentation' {why}")
-        if "area" in ann and not _is_number(ann["area"]):
+        if "area" in ann and not is_number(ann["area"]):
             self.wrong("annotation", f"{at}:", "area", ann["area"], "a number")
 
     def no_segmentation(self, ann: dict[str, Any], at: str, cid: int | None) -> None:
@@ -368,7 +351,7 @@ class _Checker:
 
     def bbox(self, bbox: Any, at: str, size: tuple[int, int] | None) -> None:
         """``[x, y, width, height]`` numbers, sizes >= 0; zero size, past the image edge: warnings."""
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_number, bbox))):
             self.wrong("bbox", f"{at}:", "bbox", bbox, "[x, y, width, height] numbers")
             return
         x, y, w, h = bbox

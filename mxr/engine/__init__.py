@@ -12,7 +12,6 @@ images of each global batch and rank 0 alone writes. Modules: ``dist`` (devices,
 
 from mxr.engine.checkpoint import (
     Checkpointer,
-    _resume,
     load_checkpoint,
     model_from_checkpoint,
     rng_state,
@@ -20,7 +19,6 @@ from mxr.engine.checkpoint import (
     set_rng_state,
 )
 from mxr.engine.data import (
-    _iterate_batches,
     batch_indices,
     batches_per_epoch,
     build_dataset,
@@ -38,7 +36,6 @@ from mxr.engine.loop import (
     NonFiniteLossError,
     StopTraining,
     TrainStep,
-    _NonFiniteGuard,
     build_optimizer,
     build_scheduler,
     lr_factor,
@@ -49,7 +46,7 @@ from mxr.report import cpu_count, read_metrics  # re-exported; their home is mxr
 
 __all__ = [
     "LOSS_TERMS", "Checkpointer", "DistInfo", "MetricsWriter", "NonFiniteLossError", "StopTraining",
-    "TrainStep", "_NonFiniteGuard", "_iterate_batches", "_resume", "batch_indices",
+    "TrainStep", "batch_indices",
     "batches_per_epoch", "build_dataset", "build_optimizer", "build_scheduler",
     "class_embedding_for", "cpu_count", "epoch_batches", "epoch_order", "in_processes",
     "init_distributed", "load_checkpoint", "lr_factor", "model_config_for", "model_from_checkpoint",
