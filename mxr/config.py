@@ -388,32 +388,3 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-
-# --- is this the same run? (the notebooks' cache, the training panel and the ablation ask) ---
-_REPO_ROOT = Path(__file__).resolve().parents[1]  # a relative stored data.root counts from here
-_BOOKKEEPING = ("checkpoint_every", "log_every")  # train fields that do not change what a run does
-
-
-def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
-    out = dict(section or {})
-    if name == "train":
-        for key in _BOOKKEEPING:
-            out.pop(key, None)
-    if name == "data" and out.get("root"):
-        root = Path(out["root"])
-        out["root"] = str((root if root.is_absolute() else _REPO_ROOT / root).resolve())
-    return out
-
-
-def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a run's stored (resolved) ``config.yaml`` is the run ``wanted`` asks for: equal
-    ``train`` (bookkeeping aside) and ``data`` sections, and every ``model`` field ``wanted`` sets
-    (``None`` is filled in at training, so any stored value fits). A field the stored config lacks
-    counts as its default (it was added to mxr after that run)."""
-    defaults = config_to_dict(Config())
-    stored = {name: {**defaults[name], **(stored.get(name) or {})} for name in defaults}
-    for name in ("train", "data"):
-        if _comparable(stored[name], name) != _comparable(wanted[name], name):
-            return False
-    return all(v is None or stored["model"].get(k) == v for k, v in wanted["model"].items())

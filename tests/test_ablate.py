@@ -206,6 +206,10 @@ def test_merge_from_keeps_published_rows_in_preset_order(
     with pytest.raises(FileNotFoundError, match="nope.json"):
         run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
                      merge_from=tmp_path / "nope.json", **kw)  # fmt: skip
+    (tmp_path / "cut.json").write_text(json.dumps(first)[:100])  # a file cut short
+    with pytest.raises(ValueError, match=r"cut\.json: malformed JSON .*written by mxr ablate"):
+        run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
+                     merge_from=tmp_path / "cut.json", **kw)  # fmt: skip
 
 
 def test_paired_difference_pairs_seeds_by_index() -> None:

@@ -193,7 +193,6 @@ def test_moved_names_still_import_from_their_old_homes() -> None:
     assert mxr.engine.cpu_count is mxr.course.ablate.cpu_count is mxr.report.cpu_count
     assert mxr.evaluation.format_table is mxr.report.format_table
     assert mxr.course.widgets.markdown_table is mxr.report.markdown_table
-    assert mxr.course.same_run_config is mxr.config.same_run_config
     for name in ("instance_ious", "mean_iou", "mask_iou", "box_masks", "InstanceIoU"):
         assert getattr(mxr.course.widgets, name) is getattr(mxr.evaluation, name)
     for name in ("config_from_choices", "default_choices", "run_name", "STRUCTURES"):

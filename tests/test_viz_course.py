@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -223,6 +224,44 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
     assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
     res3 = train_or_load("same-as-other", other, progress=False)  # another notebook run's twin
     assert (res3["out_dir"] / "last.pt").read_bytes() == (res2["out_dir"] / "last.pt").read_bytes()
+    # the run records its data's manifest, so the same data at another path (a moved clone) is
+    # still this run's data: reloaded, not trained again
+    from mxr.course import DATA_MANIFEST
+
+    manifest = (shapesx_root / "manifest.json").read_text()
+    assert (res2["out_dir"] / DATA_MANIFEST).read_text() == manifest
+    moved = tmp_path / "moved" / "shapesx"
+    shutil.copytree(shapesx_root, moved)
+    res4 = train_or_load("other", tiny_config(moved, ["train.iterations=2", "train.seed=1"]))
+    assert res4["cached"]
+
+
+def test_a_moved_clone_keeps_its_runs_while_the_data_manifest_is_the_same(tmp_path) -> None:
+    import dataclasses
+    import json
+
+    from mxr.config import save_config
+    from mxr.course import course_config, record_data, same_run
+
+    def at(root: Path, seed: int = 0):  # noqa: ANN202
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "manifest.json").write_text(json.dumps({"generator": "shapesx", "seed": seed}))
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
+
+    cfg = course_config("transfer_mlp")
+    old_clone, new_clone, run = tmp_path / "old", tmp_path / "new", tmp_path / "run"
+    trained = at(old_clone / "data" / "shapesx")
+    run.mkdir()
+    save_config(trained, run / "config.yaml")
+    wanted = at(new_clone / "data" / "shapesx")
+    assert same_run(run, trained) and not same_run(run, wanted)  # nothing recorded: by path
+    record_data(run, trained)
+    shutil.rmtree(old_clone)  # the clone moved: its old path is gone
+    assert same_run(run, wanted)
+    other_seed = dataclasses.replace(wanted, train=dataclasses.replace(wanted.train, seed=1))
+    assert not same_run(run, other_seed)  # the rest of the config still counts
+    assert not same_run(run, at(new_clone / "data" / "shapesx", seed=1))  # other data there
+    assert not same_run(tmp_path / "no-run", wanted)
 
 
 def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(

@@ -572,9 +572,10 @@ def test_published_results(tmp_path: Path) -> None:
     p = tmp_path / "r.json"
     p.write_text('{"rows": {"agnostic": {"A": {"segm": {"AP": 1.0}}}}}')
     assert published_results(p)["rows"]["agnostic"]["A"]["segm"]["AP"] == 1.0
-    p.write_text("[]")
-    with pytest.raises(ValueError, match="'rows'"):
-        published_results(p)
+    for text, why in (("[]", "top level is list"), ("{", "malformed JSON"), ("{}", "'rows'")):
+        p.write_text(text)
+        with pytest.raises(ValueError, match=f"r.json: .*{why}.*'rows' mapping"):
+            published_results(p)
 
 
 def test_jpeg_of_figure() -> None:

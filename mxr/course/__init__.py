@@ -7,16 +7,20 @@ iterations on a small dataset; the default when ``CI`` is set) or ``full`` (the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# same_run_config lives in mxr.config (the engine and the ablation use it too); re-exported here
-from mxr.config import FILE_EMBEDDING_INPUTS, Config, load_config, same_run_config  # noqa: F401
+import yaml
+
+from mxr.config import FILE_EMBEDDING_INPUTS, Config, config_to_dict, load_config  # noqa: F401
 
 # the COCO-layout sample is generated data: it lives with the data (mxr.data.sample); re-exported
 from mxr.data.sample import COCO_SAMPLE_CATEGORIES, ensure_coco_sample  # noqa: F401
+from mxr.report import read_json_file
 
 BUDGET_MODES = ("smoke", "full")
 
@@ -113,23 +117,76 @@ def ablation_dir() -> Path:
     return Path(env) if env else REPO_ROOT / "runs" / "results" / "shapesx"
 
 
+# --- is this the same run? (the notebooks' cache, the training panel and the ablation ask) ---
+_BOOKKEEPING = ("checkpoint_every", "log_every")  # train fields that do not change what a run does
+#: A run's copy of its generated data's ``manifest.json`` (seed, parameters, counts): data with an
+#: equal manifest is the same data, wherever the clone now sits.
+DATA_MANIFEST = "data_manifest.json"
+
+
+def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
+    out = dict(section or {})
+    if name == "train":
+        for key in _BOOKKEEPING:
+            out.pop(key, None)
+    if name == "data" and out.get("root"):  # a relative root counts from the repository
+        root = Path(out["root"])
+        out["root"] = str((root if root.is_absolute() else REPO_ROOT / root).resolve())
+    return out
+
+
+def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a run's stored (resolved) ``config.yaml`` is the run ``wanted`` asks for: equal
+    ``train`` (bookkeeping aside) and ``data`` sections, and every ``model`` field ``wanted`` sets
+    (``None`` is filled in at training, so any stored value fits). A field the stored config lacks
+    counts as its default (it was added to mxr after that run)."""
+    defaults = config_to_dict(Config())
+    stored = {name: {**defaults[name], **(stored.get(name) or {})} for name in defaults}
+    for name in ("train", "data"):
+        if _comparable(stored[name], name) != _comparable(wanted[name], name):
+            return False
+    return all(v is None or stored["model"].get(k) == v for k, v in wanted["model"].items())
+
+
+def _manifest(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent or unreadable: no identity
+        return None
+
+
+def same_run(run_dir: str | Path, cfg: Config) -> bool:
+    """Whether the run in ``run_dir`` trained ``cfg`` (:func:`same_run_config` on its
+    ``config.yaml``). Its data counts as ``cfg``'s when the roots agree, or when it recorded
+    (:func:`record_data`) a manifest equal to that of ``cfg.data.root``: a clone that was moved,
+    or runs copied from another clone, keep their runs."""
+    run_dir, wanted = Path(run_dir), config_to_dict(cfg)
+    try:
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    recorded = _manifest(run_dir / DATA_MANIFEST)
+    if recorded is not None and recorded == _manifest(Path(cfg.data.root) / "manifest.json"):
+        stored["data"] = {**(stored.get("data") or {}), "root": wanted["data"]["root"]}
+    return same_run_config(stored, wanted)
+
+
+def record_data(run_dir: str | Path, cfg: Config) -> None:
+    """Copy the manifest of ``cfg``'s generated data (if it has one) into ``run_dir``."""
+    manifest = Path(cfg.data.root) / "manifest.json"
+    if manifest.is_file():
+        shutil.copy2(manifest, Path(run_dir) / DATA_MANIFEST)
+
+
 def _finished_twin(cfg: Config) -> Path | None:
     """A finished run trained with exactly ``cfg``, or ``None``: an ablation run under
     :func:`ablation_dir`, or another of the notebooks' runs under :func:`runs_dir` (several notebook
     runs share one config, e.g. a notebook's run and the training panel's default)."""
-    import yaml
-
-    from mxr.config import config_to_dict
-
-    wanted = config_to_dict(cfg)
     candidates = [
-        (p, "result.json") for p in sorted(ablation_dir().glob("*/seed*/config.yaml"))
-    ] + [(p, "eval.json") for p in sorted(runs_dir().glob("*/config.yaml"))]
-    for cfg_path, finished in candidates:
-        run = cfg_path.parent
-        if not (run / finished).is_file() or not (run / "last.pt").is_file():
-            continue  # unfinished
-        if same_run_config(yaml.safe_load(cfg_path.read_text()) or {}, wanted):
+        (p.parent, "result.json") for p in sorted(ablation_dir().glob("*/seed*/config.yaml"))
+    ] + [(p.parent, "eval.json") for p in sorted(runs_dir().glob("*/config.yaml"))]
+    for run, finished in candidates:
+        if (run / finished).is_file() and (run / "last.pt").is_file() and same_run(run, cfg):
             return run
     return None
 
@@ -142,26 +199,18 @@ def train_or_load(
     Returns ``{"model", "eval", "out_dir", "metrics", "cached"[, "adopted"]}``; the model is in eval
     mode. ``adopted`` is true when the weights came from a finished twin run (see :func:`_finished_twin`).
     """
-    import json
-
-    import yaml
-
-    from mxr.config import config_to_dict
     from mxr.engine import model_from_checkpoint, train
 
     out = runs_dir() / name
-    eval_path, cfg_path = out / "eval.json", out / "config.yaml"
-    if eval_path.is_file() and cfg_path.is_file() and (out / "last.pt").is_file():
-        stored = yaml.safe_load(cfg_path.read_text()) or {}
-        if same_run_config(stored, config_to_dict(cfg)):
-            model = model_from_checkpoint(out / "last.pt")
-            return {
-                "model": model,
-                "eval": json.loads(eval_path.read_text()),
-                "out_dir": out,
-                "metrics": out / "metrics.jsonl",
-                "cached": True,
-            }
+    eval_path = out / "eval.json"
+    if eval_path.is_file() and (out / "last.pt").is_file() and same_run(out, cfg):
+        return {
+            "model": model_from_checkpoint(out / "last.pt"),
+            "eval": json.loads(eval_path.read_text()),
+            "out_dir": out,
+            "metrics": out / "metrics.jsonl",
+            "cached": True,
+        }
     # Not a finished run of this config: an evaluation left by an older run must not survive into
     # this one, or an interrupted training would later pass for a finished run.
     eval_path.unlink(missing_ok=True)
@@ -170,14 +219,13 @@ def train_or_load(
         # A finished run (the published ablation's, or another notebook's) already trained this
         # exact config: take its weights and let train() (resuming a finished run) only evaluate
         # them on the validation split.
-        import shutil
-
         out.mkdir(parents=True, exist_ok=True)
         for f in ("last.pt", "config.yaml", "metrics.jsonl"):
             shutil.copy2(twin / f, out / f)
         shown = twin.relative_to(REPO_ROOT) if twin.is_relative_to(REPO_ROOT) else twin.name
         print(f"{name}: using the finished run {shown} (same config); evaluating it on val")
     result = train(cfg, out, resume=twin is not None, progress=progress, callback=callback)
+    record_data(out, cfg)
     return {
         "model": result["model"].eval(),
         "eval": result["eval"],
@@ -200,16 +248,13 @@ def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
     """The ablation results the docs quote (``docs/results.json``, written by ``python -m mxr
     ablate``), or ``None`` when the file is absent. Notebooks read numbers from here, never retype them.
     """
-    import json
-
     path = Path(path) if path is not None else REPO_ROOT / "docs" / "results.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
-        raise ValueError(
-            f"{path}: expected a JSON object with a 'rows' mapping (mxr ablate output)"
-        )
+    expected = "a JSON object with a 'rows' mapping (mxr ablate output)"
+    data = read_json_file(path, expected, "results file")
+    if not isinstance(data.get("rows"), dict):
+        raise ValueError(f"{path}: field 'rows' is missing or not a mapping; expected {expected}")
     return data
 
 

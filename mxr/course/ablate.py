@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mxr.config import config_to_dict, load_config, same_run_config
+from mxr.config import load_config
+from mxr.course import same_run
 from mxr.engine import in_processes
-from mxr.report import MISSING, cell_pm, cpu_count
+from mxr.report import MISSING, SETS, cell_pm, cpu_count, read_json_file  # noqa: F401 (SETS)
 from mxr.report import markdown_table as _markdown_table
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -44,8 +45,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
     ),
 }
 """Rows of each preset, in table order; row ``name`` is ``configs/<preset>/<name>.yaml``."""
-
-SETS = ("A", "B", "all")
 
 
 def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
@@ -402,7 +401,7 @@ def _plan(
             done = out / name / f"seed{seed}" / "result.json"
             if done.is_file():
                 prev = json.loads(done.read_text())
-                if {k: prev.get(k) for k in key} == key and _same_config(done.parent, cfg):
+                if {k: prev.get(k) for k in key} == key and same_run(done.parent, cfg):
                     log(f"[{name} seed {seed}] reusing {done}")
                     runs[name, seed] = prev
                     continue
@@ -467,11 +466,8 @@ def _results(
 
 def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
     """A published ``results.json`` to merge, checked to hold the same split and seeds."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--merge-from: results file not found: {path}")
-    old = json.loads(path.read_text())
-    meta = old.get("meta", {})
+    old = read_json_file(path, "a results.json written by mxr ablate", "--merge-from results file")
+    meta = old.get("meta") if isinstance(old.get("meta"), dict) else {}
     if meta.get("split") != split or meta.get("seeds") != seeds:
         raise ValueError(
             f"{path}: holds split={meta.get('split')!r}, seeds={meta.get('seeds')!r}; expected "
@@ -525,12 +521,8 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     targets into ``docs_dir/results.md`` between the ``<!-- results:begin/end -->`` markers (the
     prose around them is kept; a new file gets only the generated part). Returns ``results.md``."""
     src, docs = Path(results_dir), Path(docs_dir)
-    res_path = src / "results.json"
-    if not res_path.is_file():
-        raise FileNotFoundError(
-            f"no ablation results to publish: {res_path} (run `mxr ablate` first)"
-        )
-    results = json.loads(res_path.read_text())
+    what = "ablation results file (run `mxr ablate` first)"
+    results = read_json_file(src / "results.json", "a results.json written by mxr ablate", what)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bar_chart(results["rows"], docs / "results.png", metric="AP75")
@@ -543,17 +535,6 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     head, rest = text.split(begin, 1)
     md.write_text(head + block + rest.split(end, 1)[1])
     return md
-
-
-def _same_config(run_dir: Path, cfg: Any) -> bool:
-    """Whether the finished run in ``run_dir`` was trained with ``cfg`` (its stored config.yaml, by
-    the rule the notebooks use to adopt runs), so an edited YAML file is trained again."""
-    import yaml
-
-    stored = run_dir / "config.yaml"
-    return stored.is_file() and same_run_config(
-        yaml.safe_load(stored.read_text()) or {}, config_to_dict(cfg)
-    )
 
 
 def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
