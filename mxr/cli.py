@@ -141,14 +141,15 @@ def _add_train_subparser(sub: Any) -> None:
         help="train a model from a config file (single process or torchrun)",
         description=(
             "Train Mask^X R-CNN. DIR receives metrics.jsonl, last.pt, config.yaml and eval.json. "
-            "Multi-GPU: torchrun --nproc_per_node=K -m mxr train ..."
+            "Multi-GPU: torchrun --nproc_per_node=K -m mxr train ... With data.generate: true "
+            "(the ShapesX configs), a data.root without annotation files gets a new ShapesX there."
         ),
     )
     p.add_argument("--config", help="a YAML or TOML config (default: the built-in defaults)")
     p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
                    help="override config fields, e.g. --set train.iterations=200 "
                    "model.mlp_fusion=false")  # fmt: skip
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if it exists")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
