@@ -43,15 +43,17 @@ def assert_one_error_line(err: str, command: str, *names: str) -> str:
 # the parser
 # --------------------------------------------------------------------------------------------------
 def test_every_subcommand_is_registered() -> None:
+    from mxr.course import ablate
+
     parser = cli.build_parser()
-    for argv in (
-        ["data", "shapesx", "--out", "x"],
-        ["data", "check", "a.json"],
-        ["train", "--out", "x"],
-        ["eval", "--checkpoint", "x.pt"],
-        ["ablate"],
+    for argv, handler in (
+        (["data", "shapesx", "--out", "x"], cli._run_shapesx),
+        (["data", "check", "a.json"], cli._run_check),
+        (["train", "--out", "x"], cli._run_train),
+        (["eval", "--checkpoint", "x.pt"], cli._run_eval),
+        (["ablate"], ablate._run_cli),
     ):
-        assert callable(parser.parse_args(argv).func), argv
+        assert parser.parse_args(argv).func is handler, argv
     assert mxr.__main__.main is cli.main and mxr.__main__.build_parser is cli.build_parser
 
 
