@@ -16,7 +16,6 @@ from mxr.course.widgets import (  # noqa: E402
     InstanceIoU,
     RunLog,
     box_masks,
-    class_gallery,
     compare_models,
     comparison_chart,
     comparison_rows,
@@ -539,14 +538,8 @@ def test_instance_ious_cover_every_masked_instance(
     n = sum(len(val_all[i][1]["labels"]) for i in range(len(val_all)))
     assert len(rs) == n and all(0.0 <= r.iou <= 1.0 and 0.0 < r.box_iou <= 1.0 for r in rs)
     assert {r.label for r in rs} & set(val_all.b_labels)  # B instances are scored too
-    labels = sorted({r.label for r in rs})[:2]
     fig = iou_distribution_figure({"m1": rs, "m2": rs}, val_all.class_names, val_all.a_labels)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "mask IoU" and fig.legends
-    absent = next(x for x in range(1, val_all.num_classes) if x not in {r.label for r in rs})
-    gallery = class_gallery(model, val_all, [*labels, absent], rs, per_class=2)
-    assert len(gallery.axes) == 2 * 3 and "no instance" in gallery.axes[4].texts[0].get_text()
-    with pytest.raises(ValueError, match="label 10000 is not valid"):
-        class_gallery(model, val_all, [10_000], rs)
     fails = failure_figure(model, val_all, failure_cases(rs, 3))
     assert len(fails.axes) == 6 and "IoU" in fails.axes[0].get_title()
 
@@ -613,3 +606,8 @@ def test_model_gallery_shows_the_same_instances_per_model(
         model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs[:0]})
     with pytest.raises(ValueError, match="labels is empty"):
         model_gallery({"m1": model}, val_all, [], {"m1": rs})
+    with pytest.raises(ValueError, match="label 10000 is not valid"):
+        model_gallery({"m1": model}, val_all, [10_000], {"m1": rs})
+    absent = next(x for x in range(1, val_all.num_classes) if x not in {r.label for r in rs})
+    fig = model_gallery({"m1": model}, val_all, [labels[0], absent], {"m1": rs})
+    assert "no instance" in fig.axes[2].texts[0].get_text()  # the absent class's row says so

@@ -741,31 +741,6 @@ def _gallery_tile(
     ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
 
 
-def class_gallery(
-    model: torch.nn.Module,
-    ds: Any,
-    labels: Sequence[int],
-    ious: Sequence[InstanceIoU],
-    per_class: int = 4,
-    title: str = "",
-) -> Figure:
-    """One row per class: up to ``per_class`` instances (:func:`gallery_instances` of ``ious``),
-    each cropped around its true box with the mask predicted from it (A warm, B cool), titled with
-    its IoU. A class with no instance gets a row that says so."""
-    labels = _gallery_labels(labels, ds, "class_gallery")
-    fig = Figure(figsize=(1.6 * per_class + 1.2, 1.6 * len(labels) + 0.5))
-    cache: dict[int, tuple] = {}
-    for row, label in enumerate(labels):
-        chosen = gallery_instances(ious, [label], per_class)
-        for col in range(per_class):
-            ax = fig.add_subplot(len(labels), per_class, row * per_class + col + 1)
-            r = chosen[col] if col < len(chosen) else None
-            _gallery_tile(ax, model, ds, r, col, cache, label if col == 0 else None)
-            if r is not None:
-                ax.set_title(f"IoU {r.iou:.2f}", fontsize=8)
-    return _finish(fig, title or "Predicted masks from true boxes, per class", fontsize=10)
-
-
 def model_gallery(
     models: Mapping[str, torch.nn.Module],
     ds: Any,
