@@ -52,7 +52,7 @@ def cli_ablation(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     return {"status": status, "out": out, "sets": sets, "stdout": stdout.getvalue(), "res": res}
 
 
-def test_one_seed_few_iteration_ablation(cli_ablation: dict) -> None:
+def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> None:  # noqa: ANN001
     out, res, sets = cli_ablation["out"], cli_ablation["res"], cli_ablation["sets"]
     assert cli_ablation["status"] == 0
     assert list(res["rows"]) == ["agnostic", "transfer_mlp", "oracle"]
@@ -63,6 +63,8 @@ def test_one_seed_few_iteration_ablation(cli_ablation: dict) -> None:
     assert table.startswith("| variant | box AP A") and "| oracle |" in table
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "oracle" / "seed0" / "eval.json").is_file()
+    recorded = (out / "oracle" / "seed0" / "data_manifest.json").read_text()  # its data, for reuse
+    assert recorded == (Path(shapesx_root) / "manifest.json").read_text()
     assert "| agnostic |" in cli_ablation["stdout"]
 
     # finished runs are reused, not retrained

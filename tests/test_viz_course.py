@@ -230,9 +230,14 @@ def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
 
     manifest = (shapesx_root / "manifest.json").read_text()
     assert (res2["out_dir"] / DATA_MANIFEST).read_text() == manifest
+    (res2["out_dir"] / DATA_MANIFEST).unlink()  # as a run trained before runs recorded their data
+    assert train_or_load("other", other, progress=False)["cached"]  # same path: reused ...
+    assert (res2["out_dir"] / DATA_MANIFEST).read_text() == manifest  # ... and now recorded
     moved = tmp_path / "moved" / "shapesx"
     shutil.copytree(shapesx_root, moved)
-    res4 = train_or_load("other", tiny_config(moved, ["train.iterations=2", "train.seed=1"]))
+    res4 = train_or_load(
+        "other", tiny_config(moved, ["train.iterations=2", "train.seed=1"]), progress=False
+    )
     assert res4["cached"]
 
 

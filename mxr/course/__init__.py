@@ -204,6 +204,8 @@ def train_or_load(
     out = runs_dir() / name
     eval_path = out / "eval.json"
     if eval_path.is_file() and (out / "last.pt").is_file() and same_run(out, cfg):
+        if not (out / DATA_MANIFEST).is_file():  # a run from before runs recorded their data
+            record_data(out, cfg)
         return {
             "model": model_from_checkpoint(out / "last.pt"),
             "eval": json.loads(eval_path.read_text()),

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mxr.config import load_config
-from mxr.course import same_run
+from mxr.course import record_data, same_run
 from mxr.engine import in_processes
 from mxr.report import MISSING, SETS, cell_pm, cpu_count, read_json_file  # noqa: F401 (SETS)
 from mxr.report import markdown_table as _markdown_table
@@ -546,6 +546,7 @@ def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) ->
     )
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
+    record_data(run_dir, cfg)
     result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
