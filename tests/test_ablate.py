@@ -74,6 +74,15 @@ def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> No
     assert any("reusing" in line for line in lines)
     assert again["rows"]["agnostic"] == res["rows"]["agnostic"]
     assert markdown_table(again["rows"]).count("\n") == 2
+    # a result.json cut short (a stop mid-write) is run again, from the finished checkpoint
+    done = out / "agnostic" / "seed0" / "result.json"
+    done.write_text(done.read_text()[:50])
+    lines.clear()
+    again = run_ablation("shapesx", seeds=1, rows=["agnostic"], split="test", out_dir=out,
+                         overrides=sets, progress=False, log=lines.append)  # fmt: skip
+    assert not any("reusing" in line for line in lines)
+    assert again["rows"]["agnostic"] == res["rows"]["agnostic"]  # the same weights, re-scored
+    assert json.loads(done.read_text())["eval"]
 
 
 def test_an_edited_config_is_trained_again_not_reused(shapesx_root: Path, tmp_path: Path) -> None:
