@@ -111,6 +111,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(shapesx_root: Path, tmp_pa
         train(cfg, part, progress=False, eval_split=None, callback=interrupt)
     assert load_checkpoint(part / "last.pt")["iteration"] == 3
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler restored
+    with (part / "metrics.jsonl").open("a") as f:  # a kill mid-write leaves a line cut short
+        f.write('{"iter": 4, "lr": 0.0')
     summary = train(cfg, part, resume=True, progress=False, eval_split=None)
     assert summary["iteration"] == 6
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +254,11 @@ def _start(cfg: Config, ckpt: Checkpointer, out: Path, resume: bool, info: DistI
         if start == 0:
             path.write_text("")
         elif path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip()
-                    and json.loads(ln)["iter"] <= start]  # fmt: skip
+            keep = []
+            for line in path.read_text().splitlines():
+                with suppress(ValueError):  # blank, or cut short by a kill: dropped
+                    if json.loads(line)["iter"] <= start:
+                        keep.append(line)
             path.write_text("".join(k + "\n" for k in keep))
     return start
 
