@@ -34,6 +34,15 @@ def read_json_file(path: str | Path, expected: str, what: str = "file") -> dict[
     return data
 
 
+def read_json_or_none(path: str | Path) -> Any:
+    """The JSON in ``path``, or ``None`` when the file is absent or cut short: for the files a run
+    or a generator writes last, whose absence means "not finished, do it again"."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 # --- metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` (a run folder or the file), in file order."""

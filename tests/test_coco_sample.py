@@ -33,3 +33,7 @@ def test_coco_sample_is_reproducible_and_reused(tmp_path: Path) -> None:
     stamp = (a / ann).stat().st_mtime_ns
     ensure_coco_sample(tmp_path / "a", train=3, val=2, seed=5, size=64)
     assert (a / ann).stat().st_mtime_ns == stamp  # present with the same parameters: not rewritten
+    (a / "manifest.json").write_text('{"params": {"train"')  # cut short: generated again
+    ensure_coco_sample(tmp_path / "a", train=3, val=2, seed=5, size=64)
+    assert (a / ann).read_text() == (b / ann).read_text()
+    assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from mxr.data import CocoInstances, ensure_shapesx, generate_shapesx
-from mxr.data.shapesx import DESIGNS, class_names, class_slots, default_split
+from mxr.data.shapesx import DESIGNS, class_names, class_slots, default_split, read_manifest
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -134,6 +134,20 @@ def test_ensure_regenerates_data_of_an_older_version(tmp_path: Path, capsys) -> 
     ensure_shapesx(root, train=3, val=1, test=1, image_size=64, progress=False)
     assert "version 0; regenerating" in capsys.readouterr().out
     assert len(list((root / "train").glob("*.png"))) == 3
+    (root / "manifest.json").write_text('{"generator": "mxr.data.shapesx", "vers')  # cut short
+    ensure_shapesx(root, train=2, val=1, test=1, image_size=64, progress=False)
+    assert "version unreadable; regenerating" in capsys.readouterr().out
+    assert read_manifest(root)["counts"]["train"]["images"] == 2
+
+
+def test_read_manifest_names_the_file_and_the_command(tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"manifest\.json: ShapesX manifest .*mxr data shapesx"
+    ):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(ValueError, match="manifest.json: top level is list"):
+        read_manifest(tmp_path)
 
 
 def test_hue_cap_cues_name_the_family_and_the_member() -> None:

@@ -12,6 +12,7 @@ from mxr.report import (
     mask_ap,
     mask_miou,
     read_json_file,
+    read_json_or_none,
 )
 
 RESULT = {
@@ -72,3 +73,12 @@ def test_read_json_file_says_in_one_line_what_is_wrong_with_which_file(
 def test_read_json_file_returns_the_object(tmp_path) -> None:
     (tmp_path / "f.json").write_text('{"a": [1, 2]}')
     assert read_json_file(tmp_path / "f.json", "an object") == {"a": [1, 2]}
+
+
+def test_read_json_or_none_is_none_for_a_missing_or_cut_short_file(tmp_path) -> None:
+    path = tmp_path / "eval.json"
+    assert read_json_or_none(path) is None
+    path.write_text('{"A": {"segm"')
+    assert read_json_or_none(path) is None
+    path.write_text('{"A": 1}')
+    assert read_json_or_none(path) == {"A": 1}

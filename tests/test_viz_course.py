@@ -272,6 +272,8 @@ def test_a_moved_clone_keeps_its_runs_while_the_data_manifest_is_the_same(tmp_pa
 def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
     shapesx_root, trained_run, tmp_path, monkeypatch
 ) -> None:  # noqa: ANN001
+    import json
+
     from conftest import tiny_config
 
     import mxr.engine
@@ -297,6 +299,10 @@ def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
     assert not (out / "eval.json").exists()  # the old run's evaluation is gone
     monkeypatch.setattr(mxr.engine, "train", real_train)
     assert not train_or_load("run", changed, progress=False)["cached"]
+    assert train_or_load("run", changed, progress=False)["cached"]
+    (out / "eval.json").write_text('{"A": {"segm"')  # cut short by a stop mid-write
+    again = train_or_load("run", changed, progress=False)
+    assert not again["cached"] and json.loads((out / "eval.json").read_text()) == again["eval"]
 
 
 def test_run_origin_names_where_a_run_came_from() -> None:

@@ -7,7 +7,6 @@ iterations on a small dataset; the default when ``CI`` is set) or ``full`` (the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from mxr.config import FILE_EMBEDDING_INPUTS, Config, config_to_dict, load_confi
 
 # the COCO-layout sample is generated data: it lives with the data (mxr.data.sample); re-exported
 from mxr.data.sample import COCO_SAMPLE_CATEGORIES, ensure_coco_sample  # noqa: F401
-from mxr.report import read_json_file
+from mxr.report import read_json_file, read_json_or_none
 
 BUDGET_MODES = ("smoke", "full")
 
@@ -148,13 +147,6 @@ def same_run_config(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(v is None or stored["model"].get(k) == v for k, v in wanted["model"].items())
 
 
-def _manifest(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # absent or unreadable: no identity
-        return None
-
-
 def same_run(run_dir: str | Path, cfg: Config) -> bool:
     """Whether the run in ``run_dir`` trained ``cfg`` (:func:`same_run_config` on its
     ``config.yaml``). Its data counts as ``cfg``'s when the roots agree, or when it recorded
@@ -165,8 +157,10 @@ def same_run(run_dir: str | Path, cfg: Config) -> bool:
         stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return False
-    recorded = _manifest(run_dir / DATA_MANIFEST)
-    if recorded is not None and recorded == _manifest(Path(cfg.data.root) / "manifest.json"):
+    recorded = read_json_or_none(run_dir / DATA_MANIFEST)
+    if recorded is not None and recorded == read_json_or_none(
+        Path(cfg.data.root) / "manifest.json"
+    ):
         stored["data"] = {**(stored.get("data") or {}), "root": wanted["data"]["root"]}
     return same_run_config(stored, wanted)
 
@@ -203,12 +197,13 @@ def train_or_load(
 
     out = runs_dir() / name
     eval_path = out / "eval.json"
-    if eval_path.is_file() and (out / "last.pt").is_file() and same_run(out, cfg):
+    evaluation = read_json_or_none(eval_path)  # None: not evaluated, or cut short by a stop
+    if evaluation is not None and (out / "last.pt").is_file() and same_run(out, cfg):
         if not (out / DATA_MANIFEST).is_file():  # a run from before runs recorded their data
             record_data(out, cfg)
         return {
             "model": model_from_checkpoint(out / "last.pt"),
-            "eval": json.loads(eval_path.read_text()),
+            "eval": evaluation,
             "out_dir": out,
             "metrics": out / "metrics.jsonl",
             "cached": True,

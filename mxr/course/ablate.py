@@ -23,7 +23,7 @@ import numpy as np
 from mxr.config import load_config
 from mxr.course import record_data, same_run
 from mxr.engine import in_processes
-from mxr.report import MISSING, SETS, cell_pm, cpu_count, read_json_file  # noqa: F401
+from mxr.report import MISSING, SETS, cell_pm, cpu_count, read_json_file, read_json_or_none  # noqa: F401
 from mxr.report import markdown_table as _markdown_table
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -399,11 +399,12 @@ def _plan(
             key = {"split": split, "iterations": cfg.train.iterations, "config": str(path),
                    "overrides": list(extra)}  # fmt: skip
             done = out / name / f"seed{seed}" / "result.json"
-            try:
-                prev = read_json_file(done, "a result.json written by mxr ablate", "result file")
-            except (FileNotFoundError, ValueError):  # not run, or cut short: run it (it resumes)
-                prev = None
-            if prev and {k: prev.get(k) for k in key} == key and same_run(done.parent, cfg):
+            prev = read_json_or_none(done)  # None: not run, or cut short: run it (it resumes)
+            if (
+                isinstance(prev, dict)
+                and {k: prev.get(k) for k in key} == key
+                and same_run(done.parent, cfg)
+            ):
                 log(f"[{name} seed {seed}] reusing {done}")
                 runs[name, seed] = prev
                 continue

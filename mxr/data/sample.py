@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mxr.report import read_json_or_none
+
 #: The categories of the COCO-format sample: real COCO 2017 ids, names and supercategories; the first
 #: four are PASCAL VOC classes (set A of the ``voc`` split), the last four are not (set B).
 COCO_SAMPLE_CATEGORIES: tuple[dict[str, Any], ...] = (
@@ -103,7 +105,8 @@ def ensure_coco_sample(
     )
     params = {"train": train, "val": val, "seed": seed, "size": size}
     manifest = root / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("params") == params:
+    found = read_json_or_none(manifest)  # None: absent, or cut short (it is written last)
+    if isinstance(found, dict) and found.get("params") == params:
         return root
     rng = np.random.default_rng(seed)
     palette = {

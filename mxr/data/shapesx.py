@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mxr.data.coco import encode_rle
+from mxr.report import read_json_file, read_json_or_none
 
 SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
 
@@ -722,7 +723,8 @@ def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:
     root = Path(root)
     manifest = root / "manifest.json"
     if manifest.is_file():
-        version = json.loads(manifest.read_text()).get("version")
+        found = read_json_or_none(manifest)  # None: cut short (it is written last)
+        version = found.get("version") if isinstance(found, dict) else "unreadable"
         if version == SHAPESX_VERSION:
             if not (root / CLASS_EMBEDDING_FILE).is_file():  # data from before the file existed
                 _write_class_embedding(root)
@@ -734,12 +736,8 @@ def ensure_shapesx(root: str | Path, **kwargs: Any) -> Path:
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The ``manifest.json`` of a generated ShapesX folder."""
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ShapesX manifest not found: {path} (generate with `python -m mxr data shapesx`)"
-        )
-    return json.loads(path.read_text())
+    what = "ShapesX manifest (generate with `python -m mxr data shapesx`)"
+    return read_json_file(Path(root) / "manifest.json", "a ShapesX manifest.json", what)
 
 
 __all__: Sequence[str] = (
