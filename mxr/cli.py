@@ -174,7 +174,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         resolve_device,
     )
     from mxr.evaluation import evaluate
-    from mxr.report import format_table
+    from mxr.report import format_table, write_text_atomic
 
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
@@ -207,7 +207,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if out.suffix != ".json":
         out = out / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    write_text_atomic(out, json.dumps(res, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

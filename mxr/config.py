@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from mxr.report import write_text_atomic
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
@@ -387,4 +389,4 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -230,6 +230,27 @@ def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope.pt")
 
 
+def test_a_stop_while_writing_eval_json_leaves_the_old_file_whole(
+    shapesx_root: Path, tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    """eval.json is the file a run writes last (the course's cache reads it as "finished")."""
+    import mxr.report
+
+    (tmp_path / "eval.json").write_text('{"old": 1}')
+    real = mxr.report.os.replace
+
+    def replace(src, dst):  # noqa: ANN001, ANN202
+        if Path(dst).name == "eval.json":
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(mxr.report.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(shapesx_root, ["train.iterations=1"]), tmp_path, progress=False)
+    assert json.loads((tmp_path / "eval.json").read_text()) == {"old": 1}
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
 def test_resume_rejects_a_different_model(
     trained_run: dict, shapesx_root: Path, tmp_path: Path
 ) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mxr.report import (
+    atomic_path,
     cell,
     cell_pm,
     eval_metric,
@@ -13,6 +16,7 @@ from mxr.report import (
     mask_miou,
     read_json_file,
     read_json_or_none,
+    write_text_atomic,
 )
 
 RESULT = {
@@ -82,3 +86,55 @@ def test_read_json_or_none_is_none_for_a_missing_or_cut_short_file(tmp_path) -> 
     assert read_json_or_none(path) is None
     path.write_text('{"A": 1}')
     assert read_json_or_none(path) == {"A": 1}
+
+
+def test_atomic_path_replaces_only_when_the_block_finishes(tmp_path) -> None:
+    path = tmp_path / "sub" / "eval.json"
+    write_text_atomic(path, "old")  # makes the folder
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt  # a stop mid-write
+    assert path.read_text() == "old"
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]  # no temp file left
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new"
+
+
+def _stop_at_replace(monkeypatch, name: str) -> None:  # noqa: ANN001
+    """Make the rename of a file called ``name`` fail as a stop would, after its bytes are written."""
+    import mxr.report
+
+    real = mxr.report.os.replace
+
+    def replace(src, dst):  # noqa: ANN001, ANN202
+        if Path(dst).name == name:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(mxr.report.os, "replace", replace)
+
+
+@pytest.mark.parametrize("what", ["config", "embedding", "checkpoint"])
+def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypatch, what) -> None:  # noqa: ANN001
+    import torch
+
+    from mxr.config import Config, save_config
+    from mxr.data.embedding import write_embedding_json
+    from mxr.engine import save_checkpoint
+
+    path = (
+        tmp_path / {"config": "config.yaml", "embedding": "e.json", "checkpoint": "last.pt"}[what]
+    )
+    write = {
+        "config": lambda: save_config(Config(), path),
+        "embedding": lambda: write_embedding_json({"cat": [1.0, 2.0]}, path),
+        "checkpoint": lambda: save_checkpoint(path, {"w": torch.ones(1)}),
+    }[what]
+    path.write_text("old")
+    _stop_at_replace(monkeypatch, path.name)
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    monkeypatch.undo()
+    write()
+    assert path.read_bytes() != b"old"

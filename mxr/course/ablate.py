@@ -23,7 +23,15 @@ import numpy as np
 from mxr.config import load_config
 from mxr.course import record_data, same_run
 from mxr.engine import in_processes
-from mxr.report import MISSING, SETS, cell_pm, cpu_count, read_json_file, read_json_or_none  # noqa: F401
+from mxr.report import (  # noqa: F401
+    MISSING,
+    SETS,
+    cell_pm,
+    cpu_count,
+    read_json_file,
+    read_json_or_none,
+    write_text_atomic,
+)
 from mxr.report import markdown_table as _markdown_table
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -373,8 +381,8 @@ def run_ablation(
     meta = {"preset": preset, "seeds": seeds, "split": split, "iterations": budgets,
             "overrides": extra}  # fmt: skip
     results = _results(per_row, wall, per_seed, meta, merged)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(out / "results.md", results_markdown(results))
     bar_chart(per_row, out / "results.png")
     return results
 
@@ -527,7 +535,7 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     what = "ablation results file (run `mxr ablate` first)"
     results = read_json_file(src / "results.json", "a results.json written by mxr ablate", what)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(docs / "results.json", json.dumps(results, indent=2) + "\n")
     bar_chart(results["rows"], docs / "results.png", metric="AP75")
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     block = f"{begin}\n{results_markdown(results)}{end}"
@@ -536,7 +544,7 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     if begin not in text or end not in text:
         raise ValueError(f"{md} has no '{begin}' ... '{end}' markers to put the table between")
     head, rest = text.split(begin, 1)
-    md.write_text(head + block + rest.split(end, 1)[1])
+    write_text_atomic(md, head + block + rest.split(end, 1)[1])
     return md
 
 
@@ -551,7 +559,7 @@ def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) ->
     summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
     record_data(run_dir, cfg)
     result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mxr.config import is_number
-from mxr.report import read_json_file
+from mxr.report import read_json_file, write_text_atomic
 
 BACKGROUND = "__background__"
 
@@ -108,7 +108,5 @@ def embedding_from_word_vectors(
 
 def write_embedding_json(table: Mapping[str, Sequence[float]], path: str | Path) -> Path:
     """Write ``{name: vector}`` as the JSON form :func:`read_embedding_file` reads."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({k: list(v) for k, v in table.items()}, indent=1) + "\n")
-    return path
+    write_text_atomic(path, json.dumps({k: list(v) for k, v in table.items()}, indent=1) + "\n")
+    return Path(path)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mxr.report import read_json_or_none
+from mxr.report import read_json_or_none, write_text_atomic
 
 #: The categories of the COCO-format sample: real COCO 2017 ids, names and supercategories; the first
 #: four are PASCAL VOC classes (set A of the ``voc`` split), the last four are not (set B).
@@ -143,7 +143,7 @@ def ensure_coco_sample(
             "categories": [dict(c) for c in COCO_SAMPLE_CATEGORIES],
         }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    manifest.write_text(
-        json.dumps({"generator": "mxr.data.sample.ensure_coco_sample", "params": params})
+    write_text_atomic(
+        manifest, json.dumps({"generator": "mxr.data.sample.ensure_coco_sample", "params": params})
     )
     return root

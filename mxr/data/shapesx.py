@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mxr.data.coco import encode_rle
-from mxr.report import read_json_file, read_json_or_none
+from mxr.report import read_json_file, read_json_or_none, write_text_atomic
 
 SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
 
@@ -651,7 +651,7 @@ def generate_shapesx(
         "classes": class_names(),
         "split": default_split(),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     if progress:
         rate = total / max(elapsed, 1e-9)
         print(f"ShapesX: {total} images in {elapsed:.1f} s ({rate:.0f} images/s) -> {out}")

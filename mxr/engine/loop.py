@@ -42,6 +42,7 @@ from mxr.engine.dist import (
     resolve_device,
     wrap_ddp,
 )
+from mxr.report import write_text_atomic
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Callback = Callable[[int, dict[str, float]], None]
@@ -252,14 +253,14 @@ def _start(cfg: Config, ckpt: Checkpointer, out: Path, resume: bool, info: DistI
         save_config(cfg, out / "config.yaml")
         path = out / "metrics.jsonl"
         if start == 0:
-            path.write_text("")
+            write_text_atomic(path, "")
         elif path.exists():
             keep = []
             for line in path.read_text().splitlines():
                 with suppress(ValueError):  # blank, or cut short by a kill: dropped
                     if json.loads(line)["iter"] <= start:
                         keep.append(line)
-            path.write_text("".join(k + "\n" for k in keep))
+            write_text_atomic(path, "".join(k + "\n" for k in keep))
     return start
 
 
@@ -380,7 +381,7 @@ def train(
             ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
             results = evaluate(parts["model"], ds, device=device, progress=progress, mask_iou=True,
                                batch_size=max(tc.batch_size, 8))  # fmt: skip
-            (out / "eval.json").write_text(json.dumps(results, indent=2))
+            write_text_atomic(out / "eval.json", json.dumps(results, indent=2))
         return {
             "out_dir": str(out), "checkpoint": str(ckpt.path), "metrics": str(out / "metrics.jsonl"),
             "config": str(out / "config.yaml"), "iteration": it, "train_time_s": train_time,
