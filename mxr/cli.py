@@ -206,7 +206,6 @@ def _run_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ckpt_path.parent / name
     if out.suffix != ".json":
         out = out / name
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(res, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -69,6 +69,19 @@ def tiny_overrides(root: Path) -> list[str]:
     return [*TINY_MODEL, f"data.root={root}", "data.generate=false", *TINY_TRAIN]
 
 
+def stop_at_replace(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make the rename of a file called ``name`` (the last step of :func:`mxr.report.atomic_path`)
+    fail as a stop would, after the new bytes are written."""
+    real = os.replace
+
+    def replace(src, dst):  # noqa: ANN001, ANN202
+        if Path(dst).name == name:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
 @pytest.fixture(scope="session")
 def shapesx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ShapesX (64 px): 8 train, 4 val, 4 test images."""

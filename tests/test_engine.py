@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import EpochIndices, tiny_config, tiny_overrides
+from conftest import EpochIndices, stop_at_replace, tiny_config, tiny_overrides
 
 from mxr.config import TrainConfig, config_from_dict, load_config
 from mxr.engine import (
@@ -234,17 +234,8 @@ def test_a_stop_while_writing_eval_json_leaves_the_old_file_whole(
     shapesx_root: Path, tmp_path: Path, monkeypatch
 ) -> None:  # noqa: ANN001
     """eval.json is the file a run writes last (the course's cache reads it as "finished")."""
-    import mxr.report
-
     (tmp_path / "eval.json").write_text('{"old": 1}')
-    real = mxr.report.os.replace
-
-    def replace(src, dst):  # noqa: ANN001, ANN202
-        if Path(dst).name == "eval.json":
-            raise KeyboardInterrupt
-        return real(src, dst)
-
-    monkeypatch.setattr(mxr.report.os, "replace", replace)
+    stop_at_replace(monkeypatch, "eval.json")
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(shapesx_root, ["train.iterations=1"]), tmp_path, progress=False)
     assert json.loads((tmp_path / "eval.json").read_text()) == {"old": 1}

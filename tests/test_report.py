@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import stop_at_replace
 
 from mxr.report import (
     atomic_path,
@@ -100,20 +99,6 @@ def test_atomic_path_replaces_only_when_the_block_finishes(tmp_path) -> None:
     assert path.read_text() == "new"
 
 
-def _stop_at_replace(monkeypatch, name: str) -> None:  # noqa: ANN001
-    """Make the rename of a file called ``name`` fail as a stop would, after its bytes are written."""
-    import mxr.report
-
-    real = mxr.report.os.replace
-
-    def replace(src, dst):  # noqa: ANN001, ANN202
-        if Path(dst).name == name:
-            raise KeyboardInterrupt
-        return real(src, dst)
-
-    monkeypatch.setattr(mxr.report.os, "replace", replace)
-
-
 @pytest.mark.parametrize("what", ["config", "embedding", "checkpoint"])
 def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypatch, what) -> None:  # noqa: ANN001
     import torch
@@ -131,7 +116,7 @@ def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypat
         "checkpoint": lambda: save_checkpoint(path, {"w": torch.ones(1)}),
     }[what]
     path.write_text("old")
-    _stop_at_replace(monkeypatch, path.name)
+    stop_at_replace(monkeypatch, path.name)
     with pytest.raises(KeyboardInterrupt):
         write()
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [path.name]
