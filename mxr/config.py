@@ -38,6 +38,8 @@ MLP_FORMS = ("light", "paper")
 BOX_HEADS = ("2fc", "4conv1fc")
 BOX_PREDICTOR_INITS = ("torchvision", "detectron")
 OPTIMIZERS = ("sgd", "adamw")
+#: ``train.trainable``: every weight (end to end), or the mask branch alone on a frozen detector.
+TRAINABLE = ("all", "mask")
 
 #: A field's rule: (whether a value is valid, what the error says was expected).
 Rule = tuple[Callable[[Any], bool], str]
@@ -236,7 +238,12 @@ class DataConfig:
 class TrainConfig:
     """How to train: SGD with momentum (or AdamW), linear warm-up, step decay at fractions of
     ``iterations`` (the paper's 90k schedule, steps at 60k and 80k: ``lr_steps=(2/3, 8/9)``).
-    ``batch_size`` is images per process."""
+    ``batch_size`` is images per process.
+
+    Stage-wise training (the paper's Table 1 protocol): ``init_from`` names an mxr checkpoint whose
+    detector weights (backbone + FPN, RPN, box head, box predictor) are loaded before the first
+    iteration; ``trainable="mask"`` then freezes them and trains the mask branch alone (mask FCN,
+    τ, MLP branch, predictor). ``trainable="all"`` trains end to end (from ``init_from`` if set)."""
 
     iterations: int = 1500
     batch_size: int = 4
@@ -259,6 +266,8 @@ class TrainConfig:
     weight_decay_bias: float | None = None  # None: the weights' decay
     max_nonfinite_iters: int = 20  # under AMP, stop after this many skipped steps in a row
     aspect_ratio_grouping: bool = False  # batches of one orientation (landscape / portrait)
+    init_from: str | None = None  # an mxr checkpoint whose detector weights start this run
+    trainable: str = "all"  # "mask": the detector from init_from frozen, the mask branch trained
 
     def __post_init__(self) -> None:
         rules = [
@@ -279,6 +288,10 @@ class TrainConfig:
         if device not in ("auto", "cpu", "cuda"):
             raise _invalid("train", "device", device, "one of 'auto', 'cpu', 'cuda'")
         _check("train", self, [("optimizer", _one_of(OPTIMIZERS))])
+        _check("train", self, [("trainable", _one_of(TRAINABLE)), ("init_from", _PATH_OR_NONE)])
+        if self.trainable == "mask" and not self.init_from:
+            expected = "a checkpoint path when train.trainable='mask' (the detector to freeze)"
+            raise _invalid("train", "init_from", self.init_from, expected)
 
 
 @dataclass(frozen=True)

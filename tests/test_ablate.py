@@ -43,7 +43,7 @@ def cli_ablation(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     out = tmp_path_factory.mktemp("ablate") / "abl"
     sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
-    argv = ["ablate", "--preset", "shapesx", "--seeds", "1", "--rows", "agnostic,transfer_mlp,oracle",
+    argv = ["ablate", "--preset", "shapesx", "--seeds", "1", "--rows", "agnostic,transfer_mlp,oracle,transfer_mlp_e2e",
             "--split", "test", "--out", str(out), "--no-progress", "--set", *sets]  # fmt: skip
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -55,17 +55,22 @@ def cli_ablation(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> None:  # noqa: ANN001
     out, res, sets = cli_ablation["out"], cli_ablation["res"], cli_ablation["sets"]
     assert cli_ablation["status"] == 0
-    assert list(res["rows"]) == ["agnostic", "transfer_mlp", "oracle"]
+    assert list(res["rows"]) == ["agnostic", "transfer_mlp", "oracle", "transfer_mlp_e2e"]
+    assert res["meta"]["protocol"] == {"agnostic": "stage-wise", "transfer_mlp": "stage-wise",
+                                       "oracle": "stage-wise", "transfer_mlp_e2e": "end to end"}  # fmt: skip
     b = res["rows"]["transfer_mlp"]["B"]
     assert {"AP", "AP_std", "AP75", "AP75_std"} <= set(b["segm"]) and "AP" in b["bbox"]
     assert res["meta"]["split"] == "test" and set(res["wall_s"]) == set(res["rows"])
     table = (out / "results.md").read_text()
-    assert table.startswith("| variant | box AP A") and "| oracle |" in table
+    assert (
+        table.startswith("| variant | protocol | box AP A") and "| oracle | stage-wise |" in table
+    )
+    assert "| transfer_mlp_e2e | end to end |" in table
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "oracle" / "seed0" / "eval.json").is_file()
     recorded = (out / "oracle" / "seed0" / "data_manifest.json").read_text()  # its data, for reuse
     assert recorded == (Path(shapesx_root) / "manifest.json").read_text()
-    assert "| agnostic |" in cli_ablation["stdout"]
+    assert "| agnostic | stage-wise |" in cli_ablation["stdout"]
 
     # finished runs are reused, not retrained
     lines: list[str] = []
@@ -80,9 +85,37 @@ def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> No
     lines.clear()
     again = run_ablation("shapesx", seeds=1, rows=["agnostic"], split="test", out_dir=out,
                          overrides=sets, progress=False, log=lines.append)  # fmt: skip
-    assert not any("reusing" in line for line in lines)
+    assert not any(line.startswith("[agnostic seed 0] reusing") for line in lines)
+    assert any(line.startswith("[detector seed 0] reusing") for line in lines)
     assert again["rows"]["agnostic"] == res["rows"]["agnostic"]  # the same weights, re-scored
     assert json.loads(done.read_text())["eval"]
+
+
+def test_stagewise_rows_share_their_seeds_frozen_detector(cli_ablation: dict) -> None:
+    import torch
+
+    from mxr.engine import load_checkpoint
+
+    out, res = cli_ablation["out"], cli_ablation["res"]
+    detector = out / "detector" / "seed0" / "last.pt"
+    det = load_checkpoint(detector)
+    assert res["meta"]["detector"]["box_AP"]["B"] == [
+        json.loads((out / "detector" / "seed0" / "result.json").read_text())["eval"]["B"]["bbox"][
+            "AP"
+        ]
+    ]
+    prefixes = ("backbone.", "rpn.", "roi_heads.box_head.", "roi_heads.box_predictor.")
+    for row in ("agnostic", "transfer_mlp", "oracle"):
+        ckpt = load_checkpoint(out / row / "seed0" / "last.pt")
+        assert ckpt["init_from"]["path"] == str(detector)
+        assert ckpt["config"]["train"]["trainable"] == "mask"
+        weights = {k: v for k, v in ckpt["model"].items() if k.startswith(prefixes)}
+        assert weights and all(torch.equal(v, det["model"][k]) for k, v in weights.items())
+        # one shared detector: every stage-wise row of the seed has its box AP
+        assert res["rows"][row]["B"]["bbox"]["AP"] == res["meta"]["detector"]["box_AP"]["B"][0]
+    e2e = load_checkpoint(out / "transfer_mlp_e2e" / "seed0" / "last.pt")
+    assert e2e["init_from"] is None and e2e["config"]["train"]["trainable"] == "all"
+    assert "transfer_mlp" in res["paired"] and "transfer_mlp_e2e" not in res["paired"]
 
 
 def test_an_edited_config_is_trained_again_not_reused(shapesx_root: Path, tmp_path: Path) -> None:
@@ -100,7 +133,7 @@ def test_an_edited_config_is_trained_again_not_reused(shapesx_root: Path, tmp_pa
     path.write_text(path.read_text().replace("flip_prob: 0.5", "flip_prob: 0.0"))
     lines.clear()
     run_ablation("shapesx", log=lines.append, **kw)
-    assert not any("reusing" in line for line in lines)
+    assert not any(line.startswith("[agnostic seed 0] reusing") for line in lines)
 
 
 def test_parallel_jobs_match_the_sequential_runs(cli_ablation: dict, tmp_path: Path) -> None:
@@ -110,7 +143,7 @@ def test_parallel_jobs_match_the_sequential_runs(cli_ablation: dict, tmp_path: P
     lines: list[str] = []
     run_ablation("shapesx", out_dir=tmp_path / "par", jobs=2, log=lines.append, **kw)
     assert any("2 at a time" in line for line in lines)
-    assert not any("reusing" in line for line in lines)  # really trained here
+    assert not any("reusing" in line for line in lines)  # really trained here (detector too)
     par = json.loads((tmp_path / "par" / "results.json").read_text())
     seq = cli_ablation["res"]["rows"]
     assert par["rows"] == {row: seq[row] for row in ("agnostic", "oracle")}  # whichever process
@@ -205,10 +238,17 @@ def test_merge_from_keeps_published_rows_in_preset_order(
               log=lambda s: None)  # fmt: skip
     merged = run_ablation("shapesx", rows=["agnostic_mlp"], out_dir=tmp_path / "b",
                           merge_from=published, **kw)  # fmt: skip
-    assert list(merged["rows"]) == ["agnostic", "agnostic_mlp", "transfer_mlp", "oracle"]
+    rows = ["agnostic", "agnostic_mlp", "transfer_mlp", "oracle", "transfer_mlp_e2e"]
+    assert list(merged["rows"]) == rows
+    assert merged["meta"]["protocol"] == {**first["meta"]["protocol"], "agnostic_mlp": "stage-wise"}
     assert merged["rows"]["oracle"] == first["rows"]["oracle"]
     assert merged["per_seed"]["B"]["agnostic"] == first["per_seed"]["B"]["agnostic"]
-    assert merged["meta"]["merged"]["rows"] == ["agnostic", "transfer_mlp", "oracle"]
+    assert merged["meta"]["merged"]["rows"] == [
+        "agnostic",
+        "transfer_mlp",
+        "oracle",
+        "transfer_mlp_e2e",
+    ]
     assert "kept from the earlier published run" in (tmp_path / "b" / "results.md").read_text()
     assert not (tmp_path / "b" / "oracle").exists()  # a merged row is not trained again
     with pytest.raises(ValueError, match="split='test', seeds=1"):

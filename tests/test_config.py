@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mxr.config import config_to_dict, load_config, read_config_file
-from mxr.course.ablate import PRESETS
+from mxr.course.ablate import DETECTOR_ROW, PRESETS, config_name
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPESX = sorted((CONFIGS / "shapesx").glob("*.yaml"))
@@ -17,15 +17,26 @@ COCO = sorted((CONFIGS / "coco").glob("*.yaml"))
 
 
 def test_shapesx_configs_are_the_ablation_rows() -> None:
-    assert {p.stem for p in SHAPESX} == set(PRESETS["shapesx"])
+    rows = {config_name(r) for r in PRESETS["shapesx"]}
+    assert {p.stem for p in SHAPESX} == rows | {DETECTOR_ROW}
 
 
 def test_shapesx_rows_share_data_and_budget() -> None:
-    """Equal budgets: only the model section (and train_masks for the oracle) may differ."""
+    """Equal budgets: only the model section (and train_masks for the oracle) may differ; the
+    stage-1 detector trains three rows' budget and shares every detector field with the rows."""
+    from mxr.engine.stagewise import DETECTOR_FIELDS
+
     base = config_to_dict(load_config(CONFIGS / "shapesx" / "agnostic.yaml"))
+    detector = load_config(CONFIGS / "shapesx" / f"{DETECTOR_ROW}.yaml")
+    assert detector.train.iterations == 3 * base["train"]["iterations"]
     for p in SHAPESX:
         d = config_to_dict(load_config(p))
-        assert d["train"] == base["train"], p.name
+        train = {**d["train"], "iterations": base["train"]["iterations"]}
+        if p.stem == DETECTOR_ROW:
+            train["checkpoint_every"] = base["train"]["checkpoint_every"]
+        assert train == base["train"], p.name
+        for k in DETECTOR_FIELDS:
+            assert d["model"][k] == config_to_dict(detector)["model"][k], (p.name, k)
         data = dict(d["data"])
         assert data.pop("train_masks") == ("all" if p.stem == "oracle" else "A"), p.name
         assert data == {k: v for k, v in base["data"].items() if k != "train_masks"}, p.name

@@ -34,7 +34,7 @@ from mxr.report import (  # noqa: F401
 )
 from mxr.report import markdown_table as _markdown_table
 
-PRESETS: dict[str, tuple[str, ...]] = {
+STAGEWISE_ROWS: dict[str, tuple[str, ...]] = {
     "shapesx": (
         "agnostic",
         "agnostic_mlp",
@@ -47,12 +47,37 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "transfer_clsbox_1layer",
         "transfer_clsbox_relu",
         "transfer_mlp",
+        "transfer_cls_mlp",
         "transfer_embed_mlp",
-        "transfer_mlp_nostopgrad",
         "oracle",
     ),
 }
-"""Rows of each preset, in table order; row ``name`` is ``configs/<preset>/<name>.yaml``."""
+"""The Table 1 rows of each preset, trained the paper's way: the mask branch alone, on the frozen
+detector of their seed (``configs/<preset>/detector.yaml``, trained once per seed and shared)."""
+
+END_TO_END_ROWS: dict[str, tuple[str, ...]] = {
+    "shapesx": ("transfer_mlp_e2e", "transfer_mlp_nostopgrad_e2e"),
+}
+"""The Table 1d / Table 2 rows, trained end to end: row ``<name>_e2e`` is ``configs/<preset>/<name>.yaml``."""
+
+E2E_SUFFIX = "_e2e"
+DETECTOR_ROW = "detector"
+"""The stage-1 config of a preset (``configs/<preset>/detector.yaml``), one run per seed."""
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    name: (*rows, *END_TO_END_ROWS.get(name, ())) for name, rows in STAGEWISE_ROWS.items()
+}
+"""Rows of each preset, in table order: the stage-wise rows, then the end-to-end ones."""
+
+
+def config_name(row: str) -> str:
+    """The config file stem of an ablation row: ``transfer_mlp_e2e`` -> ``transfer_mlp``."""
+    return row.removesuffix(E2E_SUFFIX)
+
+
+def protocol(preset: str, row: str) -> str:
+    """``"stage-wise"`` (mask branch on the seed's frozen detector) or ``"end to end"``."""
+    return "stage-wise" if row in STAGEWISE_ROWS.get(preset, ()) else "end to end"
 
 
 def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
@@ -87,7 +112,7 @@ def preset_configs(
             f"row(s) {', '.join(unknown)} not in preset {preset!r}; valid: {', '.join(PRESETS[preset])}"
         )
     d = config_dir_for(preset, config_dir)
-    out = {name: d / f"{name}.yaml" for name in names}
+    out = {name: d / f"{config_name(name)}.yaml" for name in names}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"config file(s) not found: {', '.join(missing)}")
@@ -129,9 +154,14 @@ def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
         return MISSING
 
 
-def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None) -> str:
+def markdown_table(
+    rows: dict[str, Any],
+    wall_s: dict[str, float] | None = None,
+    protocols: dict[str, str] | None = None,
+) -> str:
     """The ablation table: box AP and mask AP / AP50 / AP75 on A and B, mask IoU on B given true
-    boxes, and wall time, each ``mean ± std`` over seeds."""
+    boxes, and wall time, each ``mean ± std`` over seeds; with ``protocols`` (row -> "stage-wise" /
+    "end to end") a protocol column after the row name."""
     cols = [
         ("box AP A", "A", "bbox", "AP"),
         ("box AP B", "B", "bbox", "AP"),
@@ -143,14 +173,16 @@ def markdown_table(rows: dict[str, Any], wall_s: dict[str, float] | None = None)
         ("mask AP75 B", "B", "segm", "AP75"),
         ("mIoU B (gt boxes)", "B", "mask_iou", "mIoU"),
     ]
-    header = ["variant", *(c[0] for c in cols)] + (["wall (s)"] if wall_s else [])
+    header = ["variant", *(["protocol"] if protocols else []), *(c[0] for c in cols)]
+    header += ["wall (s)"] if wall_s else []
     table = []
     for name, agg in rows.items():
-        cells = [name, *(_pm(agg, s, t, m) for _, s, t, m in cols)]
+        cells = [name, *([protocols.get(name, "")] if protocols else [])]
+        cells += [_pm(agg, s, t, m) for _, s, t, m in cols]
         if wall_s:
             cells.append(f"{wall_s.get(name, float('nan')):.0f}")
         table.append(cells)
-    return _markdown_table(header, table, right_from=1)
+    return _markdown_table(header, table, right_from=2 if protocols else 1)
 
 
 def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
@@ -263,6 +295,59 @@ def headline(
     }
 
 
+STAGEWISE_CONTROL = "agnostic_mlp"
+"""The control every τ+MLP row is paired with, seed by seed, on the same frozen detector."""
+
+STAGEWISE_CANDIDATES = ("transfer_mlp", "transfer_cls_mlp")
+"""τ from detection weights + MLP (``cls+box``, ``cls``): the rows the stage-wise targets test."""
+
+
+def stagewise_targets(
+    per_seed: dict[str, Any], row: str, control: str = STAGEWISE_CONTROL
+) -> dict[str, Any] | None:
+    """Issue 25's targets for ``row`` against ``control`` on set B, seeds paired (one shared
+    detector per seed): on AP75 a gain on every seed with a mean above twice its sample std; on
+    AP a mean gain not below 0; on mIoU (given true boxes) the per-seed gains, and whether ``row``
+    is above on every seed (the stretch). ``None`` when a row lacks values."""
+    diffs = {m: paired_difference(per_seed, row, control, m) for m in ("AP75", "AP", "mIoU")}
+    if any(d is None for d in diffs.values()):
+        return None
+    ap75, ap, miou = diffs["AP75"], diffs["AP"], diffs["mIoU"]
+    return {
+        "row": row,
+        "control": control,
+        "seeds": len(ap75["per_seed"]),
+        "gain": diffs,
+        "AP75_wins_every_seed": all(d > 0 for d in ap75["per_seed"]),
+        "AP75_gain_above_2_std": ap75["std"] is not None and ap75["mean"] > 2 * ap75["std"],
+        "AP_not_below": ap["mean"] >= 0,
+        "mIoU_wins_every_seed": all(d > 0 for d in miou["per_seed"]),
+    }
+
+
+def stagewise_targets_text(t: dict[str, Any] | None) -> str:
+    """One markdown sentence stating a :func:`stagewise_targets`."""
+    if t is None:
+        return "(the row or its control is missing)"
+
+    def seeds(m: str) -> str:
+        g = t["gain"][m]
+        std = "n/a" if g["std"] is None else f"{g['std']:.2f}"
+        each = ", ".join(f"{d:+.2f}" for d in g["per_seed"])
+        return f"{g['mean']:+.2f} ± {std} (per seed {each})"
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    return (
+        f"{t['row']} − {t['control']} on B, {t['seeds']} seeds paired on their shared detector: "
+        f"mask AP75 {seeds('AP75')} — above on every seed: {met(t['AP75_wins_every_seed'])}, "
+        f"mean > 2 std: {met(t['AP75_gain_above_2_std'])}; mask AP {seeds('AP')} — not below on "
+        f"average: {met(t['AP_not_below'])}; mIoU given true boxes {seeds('mIoU')} — above on "
+        f"every seed (stretch): {met(t['mIoU_wins_every_seed'])}."
+    )
+
+
 def negative_control(
     per_seed: dict[str, Any], metric: str = "mIoU", row: str = "transfer_randn"
 ) -> dict[str, Any] | None:
@@ -366,8 +451,25 @@ def run_ablation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
-    budgets, runs, todo = _plan(configs, seeds, split, extra, out, log)
-    _train_all(todo, out, jobs, progress, runs, log)
+    stagewise = [r for r in configs if protocol(preset, r) == "stage-wise"]
+    detector = {}
+    if stagewise:  # stage 1: one detector per seed, shared by every stage-wise row of that seed
+        detector = {DETECTOR_ROW: config_dir_for(preset, config_dir) / f"{DETECTOR_ROW}.yaml"}
+        if not detector[DETECTOR_ROW].is_file():
+            raise FileNotFoundError(f"config file not found: {detector[DETECTOR_ROW]}")
+    stage2 = {
+        seed: [f"train.init_from={out / DETECTOR_ROW / f'seed{seed}' / 'last.pt'}",
+               "train.trainable=mask"]
+        for seed in range(seeds)
+    }  # fmt: skip
+    plan = {**detector, **configs}
+    budgets, runs, todo = _plan(
+        plan, seeds, split, extra, out, log, lambda r, k: stage2[k] if r in stagewise else []
+    )
+    first = [job for job in todo if job[0] not in stagewise]  # detectors and end-to-end rows
+    _train_all(first, out, jobs, progress, runs, log)
+    _train_all([job for job in todo if job[0] in stagewise], out, jobs, progress, runs, log)
+    budgets.pop(DETECTOR_ROW, None)
     evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
     per_row = {name: aggregate(evals[name]) for name in configs}
     wall = {name: sum(runs[name, seed]["wall_s"] for seed in range(seeds)) for name in configs}
@@ -379,7 +481,18 @@ def run_ablation(
     if len(set(budgets.values())) > 1:
         log(f"warning: rows have different train.iterations: {budgets}")
     meta = {"preset": preset, "seeds": seeds, "split": split, "iterations": budgets,
-            "overrides": extra}  # fmt: skip
+            "overrides": extra,
+            "protocol": {r: protocol(preset, r) for r in per_row}}  # fmt: skip
+    if merged is not None:  # a kept row keeps its protocol (files before stage-wise: end to end)
+        kept = (published or {}).get("meta", {}).get("protocol", {})
+        meta["protocol"].update({r: kept.get(r, "end to end") for r in merged["rows"]})
+    if detector:
+        det_evals = [runs[DETECTOR_ROW, seed]["eval"] for seed in range(seeds)]
+        meta["detector"] = {
+            "config": str(detector[DETECTOR_ROW]),
+            "iterations": runs[DETECTOR_ROW, 0]["iterations"],
+            "box_AP": {s: [e[s]["bbox"]["AP"] for e in det_evals] for s in ("A", "B")},
+        }
     results = _results(per_row, wall, per_seed, meta, merged)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     write_text_atomic(out / "results.md", results_markdown(results))
@@ -394,18 +507,21 @@ def _plan(
     extra: list[str],
     out: Path,
     log: Callable[[str], None],
+    row_overrides: Callable[[str, int], list[str]] = lambda row, seed: [],
 ) -> tuple[dict[str, int], dict[tuple[str, int], dict[str, Any]], list[tuple[str, int, dict]]]:
     """Each row's budget, the finished runs to reuse (``(row, seed)`` -> ``result.json``) and the
-    ``(row, seed, key)`` runs still to train."""
+    ``(row, seed, key)`` runs still to train; ``row_overrides(row, seed)`` adds a run's own
+    overrides (the stage-wise rows' detector)."""
     budgets: dict[str, int] = {}
     runs: dict[tuple[str, int], dict[str, Any]] = {}
     todo: list[tuple[str, int, dict[str, Any]]] = []
     for name, path in configs.items():
         for seed in range(seeds):
-            cfg = load_config(path, [*extra, f"train.seed={seed}", f"model.init_seed={seed}"])
+            own = [*extra, *row_overrides(name, seed)]
+            cfg = load_config(path, [*own, f"train.seed={seed}", f"model.init_seed={seed}"])
             budgets[name] = cfg.train.iterations
             key = {"split": split, "iterations": cfg.train.iterations, "config": str(path),
-                   "overrides": list(extra)}  # fmt: skip
+                   "overrides": own}  # fmt: skip
             done = out / name / f"seed{seed}" / "result.json"
             prev = read_json_or_none(done)  # None: not run, or cut short: run it (it resumes)
             if (
@@ -467,6 +583,12 @@ def _results(
             m: headline(per_seed, m, "transfer_embed_mlp", embed) for m in ("AP75", "mIoU")
         },
         "negative_control": {m: negative_control(per_seed, m) for m in ("mIoU", "AP75")},
+        "targets_stagewise": {r: stagewise_targets(per_seed, r) for r in STAGEWISE_CANDIDATES},
+        "paired": {
+            r: {m: paired_difference(per_seed, r, STAGEWISE_CONTROL, m) for m in HEADLINE_METRICS}
+            for r in per_seed
+            if r != STAGEWISE_CONTROL and meta.get("protocol", {}).get(r) == "stage-wise"
+        },
         "meta": {
             **meta,
             "machine": machine,
@@ -508,7 +630,21 @@ def _merge(
 
 def results_markdown(results: dict[str, Any]) -> str:
     """The table (mean ± std over seeds, wall time per row) and the targets, as markdown."""
-    parts = [markdown_table(results["rows"], results.get("wall_s")), ""]
+    meta = results.get("meta", {})
+    parts = [markdown_table(results["rows"], results.get("wall_s"), meta.get("protocol")), ""]
+    if det := meta.get("detector"):
+        box = "; ".join(
+            f"{s} " + " / ".join(f"{v:.1f}" for v in det["box_AP"][s]) for s in det["box_AP"]
+        )
+        parts += [
+            f"Stage-wise rows train the mask branch alone on their seed's frozen detector "
+            f"(`{det['config']}`, {det['iterations']} iterations); its box AP per seed: {box}. "
+            "Every stage-wise row of a seed shares those boxes, so their mask AP differences are "
+            "the mask branch's alone.",
+            "",
+        ]
+    for _, t in (results.get("targets_stagewise") or {}).items():
+        parts += ["**Stage-wise targets.** " + stagewise_targets_text(t), ""]
     merged = results.get("meta", {}).get("merged")
     if merged:
         parts += [

@@ -144,6 +144,8 @@ class Checkpointer:
         self.path, self.cfg, self.info = path, cfg, info
         self.model, self.optimizer = state["model"], state["optimizer"]
         self.scheduler, self.scaler, self.amp = state["scheduler"], state["scaler"], state["amp"]
+        #: ``{"path", "sha256"}`` of the ``train.init_from`` detector, or None
+        self.init_from: dict[str, str] | None = state.get("init_from")
 
     def save(self, iteration: int) -> None:
         from mxr import __version__
@@ -160,9 +162,12 @@ class Checkpointer:
             "rng": rng_state(),
             "world_size": self.info.world_size,
             "mxr_version": __version__,
+            "init_from": self.init_from,
         }
         save_checkpoint(self.path, state)
 
     def restore(self) -> int:
-        return _resume(self.path, self.cfg, self.model, self.optimizer, self.scheduler,
-                       self.scaler, self.info)  # fmt: skip
+        start = _resume(self.path, self.cfg, self.model, self.optimizer, self.scheduler,
+                        self.scaler, self.info)  # fmt: skip
+        self.init_from = load_checkpoint(self.path).get("init_from") or self.init_from
+        return start

@@ -42,6 +42,7 @@ from mxr.engine.dist import (
     resolve_device,
     wrap_ddp,
 )
+from mxr.engine.stagewise import load_detector
 from mxr.report import write_text_atomic
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
@@ -278,16 +279,25 @@ def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: 
     raise KeyboardInterrupt(f"training stopped at iteration {it}")
 
 
-def _build_parts(cfg: Config, train_ds: Any, device: torch.device) -> dict[str, Any]:
-    """The model (on ``device``), optimizer, scheduler and GradScaler of a run."""
+def _build_parts(
+    cfg: Config, train_ds: Any, device: torch.device, resuming: bool = False
+) -> dict[str, Any]:
+    """The model (on ``device``), optimizer, scheduler and GradScaler of a run. The detector of
+    ``train.init_from`` is loaded unless ``resuming`` (the checkpoint holds it), and frozen
+    before the optimizer is built when ``train.trainable`` is ``"mask"``."""
     from mxr.model import build_model  # looked up at call time (tests replace it)
 
     model = build_model(cfg.model, class_embedding=class_embedding_for(cfg, train_ds)).to(device)
+    init_from = None
+    if cfg.train.init_from and not resuming:
+        init_from = load_detector(model, cfg.train.init_from)
+    if cfg.train.trainable == "mask":
+        model.freeze_detector()
     optimizer = build_optimizer(model, cfg.train)
     amp = _amp_enabled(cfg.train, device)
     return {"model": model, "optimizer": optimizer, "amp": amp,
             "scheduler": build_scheduler(optimizer, cfg.train),
-            "scaler": torch.amp.GradScaler("cuda", enabled=amp)}  # fmt: skip
+            "scaler": torch.amp.GradScaler("cuda", enabled=amp), "init_from": init_from}  # fmt: skip
 
 
 def _run_loop(cfg: Config, train_ds: Any, parts: dict[str, Any], ckpt: Checkpointer, start: int,
@@ -358,7 +368,7 @@ def train(
         barrier(info)
         train_ds = build_dataset(cfg.data, "train", seed=tc.seed, keep_coco=False)
         cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
-        parts = _build_parts(cfg, train_ds, device)
+        parts = _build_parts(cfg, train_ds, device, resuming=resume and (out / "last.pt").is_file())
         ckpt = Checkpointer(out / "last.pt", cfg, info, **parts)
         start = _start(cfg, ckpt, out, resume, info)
         bar = tqdm(total=tc.iterations, initial=start, desc="train",

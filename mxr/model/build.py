@@ -149,6 +149,53 @@ class MaskXRCNN(MaskRCNN):
         )
         GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
         self.config = cfg
+        self.detector_frozen = False
+
+    def detector_modules(self) -> dict[str, nn.Module]:
+        """The detector: ``{state-dict prefix: module}`` for backbone + FPN, RPN, box head and box
+        predictor (everything but the mask branch and the parameter-free RoI poolers)."""
+        return {
+            "backbone.": self.backbone,
+            "rpn.": self.rpn,
+            "roi_heads.box_head.": self.roi_heads.box_head,
+            "roi_heads.box_predictor.": self.roi_heads.box_predictor,
+        }
+
+    def freeze_detector(self) -> None:
+        """Stage 2 of the paper's protocol: the detector's weights stop learning (``requires_grad``
+        off, so an optimizer built afterwards leaves them out), its BatchNorm layers stay in eval
+        mode, and a training forward runs it without an autograd graph and returns ``loss_mask``
+        alone. Inference is unchanged."""
+        for module in self.detector_modules().values():
+            module.requires_grad_(False)
+        self.detector_frozen = True
+        self.roi_heads.mask_only = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MaskXRCNN:
+        """``nn.Module.train``; a frozen detector's backbone and box head keep eval mode (their
+        BatchNorm statistics are the detector's). The RPN keeps training mode: it samples the
+        training proposals the mask branch learns on."""
+        super().train(mode)
+        if mode and self.detector_frozen:
+            for prefix, module in self.detector_modules().items():
+                if prefix != "rpn.":
+                    module.eval()
+        return self
+
+    def forward(self, images, targets=None):
+        """torchvision's contract; with a frozen detector in training, the detector (transform,
+        backbone, RPN) runs under ``no_grad`` and only the mask loss is returned."""
+        if not (self.training and self.detector_frozen):
+            return super().forward(images, targets)
+        if targets is None:
+            raise ValueError("targets are required in training mode")
+        with torch.no_grad():
+            image_list, targets = self.transform(images, targets)
+            features = self.backbone(image_list.tensors)
+            proposals, _ = self.rpn(image_list, features, targets)
+        _, losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        return losses
 
     @torch.no_grad()
     def masks_for_boxes(

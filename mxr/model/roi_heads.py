@@ -69,6 +69,7 @@ class MaskXRoIHeads(RoIHeads):
         )
         self.transfer_input = transfer_input
         self.stop_grad = stop_grad
+        self.mask_only = False  # set by MaskXRCNN.freeze_detector: training skips the box head
         if uses_embedding(transfer_input):
             if class_embedding is None:
                 raise ValueError(
@@ -127,6 +128,12 @@ class MaskXRoIHeads(RoIHeads):
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
             )
+            if self.mask_only:  # a frozen detector: the box losses would teach nothing
+                return [], {
+                    "loss_mask": self._mask_loss(
+                        features, proposals, matched_idxs, labels, targets, image_shapes
+                    )
+                }
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         if not self.training:
@@ -144,6 +151,17 @@ class MaskXRoIHeads(RoIHeads):
         loss_classifier, loss_box_reg = fastrcnn_loss(
             class_logits, box_regression, labels, regression_targets
         )
+        loss_mask = self._mask_loss(
+            features, proposals, matched_idxs, labels, targets, image_shapes
+        )
+        return [], dict(
+            loss_classifier=loss_classifier, loss_box_reg=loss_box_reg, loss_mask=loss_mask
+        )
+
+    def _mask_loss(
+        self, features, proposals, matched_idxs, labels, targets, image_shapes
+    ) -> Tensor:
+        """The partial mask loss over the sampled RoIs ``proposals`` (per image ``(R_i, 4)``)."""
         # Mask branch: foreground RoIs whose matched instance is in set A and has a mask.
         mask_boxes, mask_rows, mask_classes = [], [], []
         per_image = zip(proposals, matched_idxs, labels, targets, strict=True)
@@ -157,7 +175,4 @@ class MaskXRoIHeads(RoIHeads):
             mask_classes.append(lab[keep])
         logits = self.mask_logits(features, mask_boxes, torch.cat(mask_classes), image_shapes)
         gt_masks = [t.get("masks") for t in targets]
-        loss_mask = partial_mask_loss(logits, mask_boxes, gt_masks, mask_rows)
-        return [], dict(
-            loss_classifier=loss_classifier, loss_box_reg=loss_box_reg, loss_mask=loss_mask
-        )
+        return partial_mask_loss(logits, mask_boxes, gt_masks, mask_rows)
