@@ -51,11 +51,26 @@ def _run_shapesx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_option(text: str | None) -> Any:
+    """``--split`` as ``data.split`` takes it: a random split is a YAML mapping (``'{random: 20,
+    seed: 3}'``, as in ``--set data.split=...``); anything else is a name or a path."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        why = getattr(e, "problem", None) or e  # the parser's reason, without its excerpts
+        raise ValueError(f"--split {text!r} is not a YAML mapping: {why}") from e
+
+
 def _run_check(args: argparse.Namespace) -> int:
     from mxr.data.validate import validate_dataset
 
+    split = _split_option(args.split)
     try:
-        report = validate_dataset(args.annotations, args.images, split=args.split, masks=args.masks)
+        report = validate_dataset(args.annotations, args.images, split=split, masks=args.masks)
     except Exception as e:  # validate_dataset reports problems; anything else is one line, exit 2
         raise ValueError(f"could not check {args.annotations}: {type(e).__name__}: {e}") from e
     print(report.format())
@@ -96,9 +111,10 @@ def _add_data_subparser(sub: Any) -> None:
     check.add_argument(
         "--split",
         default=None,
-        help="set A as the loader takes it (data.split): 'voc', 'nonvoc' or a split JSON file; "
-        "annotations of set-B classes may then be box-only (default: every class is in A, "
-        "as the loader's default)",
+        help="set A as the loader takes it (data.split): 'voc', 'nonvoc', a split JSON file or a "
+        "random split '{random: N, seed: S}' (N classes in A; '{random: N, trial: T}': the "
+        "paper's COCO splits); annotations of set-B classes may then be box-only (default: every "
+        "class is in A, as the loader's default)",
     )
     check.add_argument(
         "--masks",
@@ -160,20 +176,25 @@ def _add_train_subparser(sub: Any) -> None:
 # mxr eval
 # --------------------------------------------------------------------------------------------------
 def _run_eval(args: argparse.Namespace) -> int:
-    """``mxr eval``: score a checkpoint, print the table and write the JSON."""
+    """``mxr eval``: score a checkpoint, print the table and write the JSON. Under ``torchrun``
+    every rank infers on its share of the images; rank 0 scores, prints and writes."""
     import json
     import time
     from pathlib import Path
 
+    import torch
+
     from mxr.config import config_from_dict
     from mxr.engine import (
         build_dataset,
+        init_distributed,
         load_checkpoint,
         model_from_checkpoint,
         prepare_data,
         resolve_device,
     )
-    from mxr.evaluation import evaluate
+    from mxr.engine.dist import barrier, leave_process_group
+    from mxr.evaluation import predict, score_predictions
     from mxr.report import format_table, write_text_atomic
 
     ckpt_path = Path(args.checkpoint)
@@ -184,18 +205,25 @@ def _run_eval(args: argparse.Namespace) -> int:
 
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data))
     device = resolve_device(args.device or cfg.train.device)
-    model = model_from_checkpoint(ckpt, device=device)
-    prepare_data(cfg.data)
-    dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
-    t0 = time.perf_counter()
-    res = evaluate(
-        model,
-        dataset,
-        device=device,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        mask_iou=not args.no_mask_iou,
-    )
+    info = init_distributed(args.device or cfg.train.device)
+    try:
+        if device.type == "cuda" and info.world_size > 1:
+            device = torch.device("cuda", info.local_rank)
+        model = model_from_checkpoint(ckpt, device=device)
+        if info.is_main:
+            prepare_data(cfg.data)  # rank 0 generates; the others wait at the barrier
+        barrier(info)
+        dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
+        t0 = time.perf_counter()
+        predictions = predict(model, dataset, device=device, batch_size=args.batch_size,
+                              progress=not args.no_progress, mask_iou=not args.no_mask_iou,
+                              info=info)  # fmt: skip
+        barrier(info)
+    finally:
+        leave_process_group(info)  # every rank together, before rank 0's COCOeval
+    if predictions is None:  # ranks 1..N: rank 0 reports
+        return 0
+    res = score_predictions(predictions, dataset)
     dt = time.perf_counter() - t0
     print(
         f"{args.split}: {len(dataset)} images from {cfg.data.path(args.split + '_annotations')} "

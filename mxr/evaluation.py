@@ -1,10 +1,14 @@
 """Evaluation: COCO mask and box AP per class set (A, B, all), and mask IoU given true boxes.
 
 The paper's headline is mask AP on set B, the classes trained without masks. One COCOeval pass per
-task (``segm``, ``bbox``) matches every category; its summary is accumulated once per set. Results
-are ``{set: {"segm": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "bbox": {...}, "mask_iou":
-{"mIoU"}}}`` in 0–100, ``None`` where the set has no ground truth. ``mask_iou`` (on request) is the
-mean IoU of each true instance's mask predicted from its true box and class: the mask head alone.
+task (``segm``, ``bbox``) matches and accumulates every category; each set's statistics are read
+from its precision array. Results are ``{set: {"segm": {"AP", "AP50", "AP75", "APs", "APm",
+"APl"}, "bbox": {...}, "mask_iou": {"mIoU"}}}`` in 0–100, ``None`` where the set has no ground
+truth. ``mask_iou`` (on request) is the mean IoU of each true instance's mask predicted from its
+true box and class: the mask head alone.
+
+:func:`evaluate` is :func:`predict` (the model on every image; under ``torchrun`` each rank on its
+share, gathered on rank 0) then :func:`score_predictions` (COCOeval, no model, no collective).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from mxr.data.coco import encode_rle
+from mxr.engine.dist import DistInfo, gather_to_main
 
 # format_table and the set/statistic names live in mxr.report; re-exported here for old imports
 from mxr.report import SETS, STAT_NAMES, TASKS, format_table  # noqa: F401
@@ -89,21 +94,34 @@ def _stat(v: float) -> float | None:
     return None if (v < 0 or math.isnan(v)) else round(100.0 * v, 3)
 
 
-def _restrict(e: COCOeval, cat_ids: Sequence[int]) -> COCOeval:
-    """A shallow copy of an evaluated COCOeval whose accumulate/summarize see only ``cat_ids``."""
-    pe = e._paramsEval
-    all_ids = list(pe.catIds)
-    n_area, n_img = len(pe.areaRng), len(pe.imgIds)
-    keep = [all_ids.index(c) for c in sorted(cat_ids)]
-    sub = copy.copy(e)
-    sub.evalImgs = [e.evalImgs[k * n_area * n_img + i] for k in keep for i in range(n_area * n_img)]
-    sub._paramsEval = copy.deepcopy(pe)
-    sub._paramsEval.catIds = sorted(cat_ids)
-    sub.params = copy.deepcopy(e.params)
-    sub.params.catIds = sorted(cat_ids)
-    sub.eval = {}
-    sub.stats = []
-    return sub
+#: COCOeval's summary statistics 0-5, as ``(IoU threshold or None: all, area range label)``.
+_STAT_SLICES = ((None, "all"), (0.5, "all"), (0.75, "all"), (None, "small"), (None, "medium"),
+                (None, "large"))  # fmt: skip
+
+
+def _set_stats(e: COCOeval, cat_ids: Sequence[int]) -> dict[str, float | None]:
+    """``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` of the categories ``cat_ids`` from an
+    accumulated COCOeval, as :meth:`COCOeval.summarize` computes them with ``params.catIds =
+    cat_ids``: the mean of ``e.eval["precision"]`` ``[T, R, K, A, M]`` over the set's K (entries
+    > -1) at 100 detections per image (Detectron2 reads its per-category AP the same way)."""
+    p, precision = e.params, e.eval["precision"]
+    k = [list(p.catIds).index(int(c)) for c in sorted(cat_ids)]
+    m = list(p.maxDets).index(100)
+    out: dict[str, float | None] = {}
+    for name, (iou, area) in zip(STAT_NAMES, _STAT_SLICES, strict=True):
+        t = slice(None) if iou is None else np.flatnonzero(np.isclose(p.iouThrs, iou))
+        s = precision[t][:, :, k, p.areaRngLbl.index(area), m]  # (T, R, K), summarize's order
+        s = s[s > -1]
+        out[name] = _stat(np.mean(s)) if s.size else None
+    return out
+
+
+def _private_annotations(coco_gt: COCO) -> COCO:
+    """A shallow copy of ``coco_gt`` with copies of its annotation dicts: COCOeval writes into
+    the ground truth (polygons become RLEs with bytes counts), which the dataset reads again."""
+    gt = copy.copy(coco_gt)
+    gt.anns = {i: dict(a) for i, a in coco_gt.anns.items()}
+    return gt
 
 
 def coco_evaluate(
@@ -138,20 +156,15 @@ def coco_evaluate(
                 n_gt = len(coco_gt.getAnnIds(imgIds=img_ids, catIds=list(ids), iscrowd=False))
                 out[name][task] = dict.fromkeys(STAT_NAMES, 0.0 if n_gt and ids else None)
             continue
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(task_results)
-            e = COCOeval(coco_gt, coco_dt, iouType=task)
+        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress
+            gt = _private_annotations(coco_gt)
+            e = COCOeval(gt, gt.loadRes(task_results), iouType=task)
             e.params.imgIds = img_ids
             e.params.catIds = all_cat_ids
             e.evaluate()
-            for name, ids in cat_sets.items():
-                if not ids:
-                    out[name][task] = dict.fromkeys(STAT_NAMES, None)
-                    continue
-                sub = _restrict(e, ids)
-                sub.accumulate()
-                sub.summarize()
-                out[name][task] = dict(zip(STAT_NAMES, map(_stat, sub.stats[:6]), strict=True))
+            e.accumulate()
+        for name, ids in cat_sets.items():
+            out[name][task] = _set_stats(e, ids) if ids else dict.fromkeys(STAT_NAMES, None)
     return out
 
 
@@ -202,10 +215,12 @@ def _inference(
     detect: bool,
     true_boxes: bool,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[list[int], list[Tensor], list[dict[str, Tensor]], Any, Any]]:
     """The one inference loop: per batch, ``(indices, images, targets, detections, masks)``, with
     the ``(M, H, W)`` probabilities for the true boxes and classes of the instances with a true mask
-    when ``true_boxes`` (same backbone pass). Eval mode, restored afterwards."""
+    when ``true_boxes`` (same backbone pass). ``shard=(rank, world_size)``: only batches ``rank,
+    rank + world_size, ...`` of the batches one process runs. Eval mode, restored afterwards."""
     from tqdm.auto import tqdm
 
     m = _mxr_model(model) if true_boxes else _unwrap(model)
@@ -213,7 +228,8 @@ def _inference(
     m.eval()
     try:
         batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-        for idx in tqdm(batches, desc="eval", disable=not progress):
+        rank, world_size = shard
+        for idx in tqdm(batches[rank::world_size], desc="eval", disable=not progress):
             samples = [dataset[int(i)] for i in idx]
             images = [s[0].to(device) for s in samples]
             targets = [s[1] for s in samples]
@@ -230,6 +246,75 @@ def _inference(
         m.train(was_training)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What :func:`predict` gives :func:`score_predictions`: the detections as COCO ``results``
+    (image order) and, with ``mask_iou``, the true instances scored given their true boxes
+    (``instances``, image then instance order; ``None`` without)."""
+
+    results: list[dict[str, Any]]
+    instances: list[InstanceIoU] | None
+
+
+def predict(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    progress: bool = True,
+    mask_iou: bool = False,
+    mask_threshold: float = 0.5,
+    info: DistInfo | None = None,
+) -> Predictions | None:
+    """Detect on every image of ``dataset`` (and, with ``mask_iou``, score its true instances).
+
+    With several processes (``info``, from :func:`mxr.engine.dist.init_distributed`) every rank
+    must call it: rank r runs batches r, r + world_size, ... of the batches a single process runs
+    (the same batches, so the same padding and the same numbers), and rank 0 gathers them into
+    image order; the other ranks get ``None``. Each rank's ``model`` must hold the same weights.
+    """
+    info = info or DistInfo()
+    per_image: list[tuple[int, list[dict[str, Any]], list[InstanceIoU]]] = []
+    for idx, _, targets, outputs, masks in _inference(
+        model, dataset, range(len(dataset)), device=torch.device(device), batch_size=batch_size,
+        detect=True, true_boxes=mask_iou, progress=progress and info.is_main,
+        shard=(info.rank, info.world_size),
+    ):  # fmt: skip
+        for k, (i, t, out) in enumerate(zip(idx, targets, outputs, strict=True)):
+            results = outputs_to_coco(
+                [out], [int(t["image_id"])], dataset.label_to_cat_id, mask_threshold=mask_threshold
+            )
+            scored = score_instances(i, t, masks[k], mask_threshold) if masks is not None else []
+            per_image.append((i, results, scored))
+    shards = gather_to_main(per_image, info)
+    if shards is None:
+        return None
+    images = sorted((x for shard in shards for x in shard), key=lambda x: x[0])
+    return Predictions(
+        results=[r for _, results, _ in images for r in results],
+        instances=[r for _, _, scored in images for r in scored] if mask_iou else None,
+    )
+
+
+def score_predictions(predictions: Predictions, dataset: Any) -> dict[str, Any]:
+    """Score :func:`predict`'s output with COCOeval per class set (A, B, all) of ``dataset``;
+    ``[set]["mask_iou"]["mIoU"]`` when it holds true-box ``instances``."""
+    a, b = [int(c) for c in dataset.a_cat_ids], [int(c) for c in dataset.b_cat_ids]
+    sets = {"A": a, "B": b, "all": sorted(a + b)}
+    out: dict[str, Any] = coco_evaluate(
+        dataset.coco, predictions.results, sets, image_ids=[int(i) for i in dataset.image_ids]
+    )
+    if predictions.instances is not None:
+        scored, cat_of = predictions.instances, dataset.label_to_cat_id
+        order = dict.fromkeys(r.label for r in scored)  # labels as they first appear
+        for name, ids in sets.items():
+            vals = [r.iou for lab in order if _cat_id(cat_of, lab) in ids
+                    for r in scored if r.label == lab]  # fmt: skip
+            out[name]["mask_iou"] = {"mIoU": round(100 * float(np.mean(vals)), 3) if vals else None}
+    return out
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -240,36 +325,22 @@ def evaluate(
     mask_iou: bool = False,
     mask_threshold: float = 0.5,
     records: list[InstanceIoU] | None = None,
-) -> dict[str, Any]:
+    info: DistInfo | None = None,
+) -> dict[str, Any] | None:
     """Detect on every image of ``dataset`` (a :class:`mxr.data.CocoInstances` with ``masks="all"``)
     and score it with COCOeval per class set; ``mask_iou`` adds ``[set]["mask_iou"]["mIoU"]``, the
-    mean of the set's :func:`score_instances` records (which ``records``, if given, receives)."""
-    device = torch.device(device)
-    results: list[dict[str, Any]] = []
-    scored: list[InstanceIoU] = [] if records is None else records
-    for idx, _, targets, outputs, masks in _inference(
-        model, dataset, range(len(dataset)), device=device, batch_size=batch_size, detect=True,
-        true_boxes=mask_iou, progress=progress,
-    ):  # fmt: skip
-        image_ids = [int(t["image_id"]) for t in targets]
-        results += outputs_to_coco(
-            outputs, image_ids, dataset.label_to_cat_id, mask_threshold=mask_threshold
-        )
-        for i, t, p in zip(idx, targets, masks or [], strict=False):
-            scored += score_instances(i, t, p, mask_threshold)
-    a, b = [int(c) for c in dataset.a_cat_ids], [int(c) for c in dataset.b_cat_ids]
-    sets = {"A": a, "B": b, "all": sorted(a + b)}
-    out: dict[str, Any] = coco_evaluate(
-        dataset.coco, results, sets, image_ids=[int(i) for i in dataset.image_ids]
-    )
-    if mask_iou:
-        cat_of = dataset.label_to_cat_id
-        order = dict.fromkeys(r.label for r in scored)  # labels as they first appear
-        for name, ids in sets.items():
-            vals = [r.iou for lab in order if _cat_id(cat_of, lab) in ids
-                    for r in scored if r.label == lab]  # fmt: skip
-            out[name]["mask_iou"] = {"mIoU": round(100 * float(np.mean(vals)), 3) if vals else None}
-    return out
+    mean of the set's :func:`score_instances` records (which ``records``, if given, receives).
+    Under several processes (``info``) every rank calls it and infers on its share
+    (:func:`predict`); rank 0 scores and gets the dict, the others ``None``."""
+    predictions = predict(
+        model, dataset, device=device, batch_size=batch_size, progress=progress,
+        mask_iou=mask_iou, mask_threshold=mask_threshold, info=info,
+    )  # fmt: skip
+    if predictions is None:
+        return None
+    if records is not None and predictions.instances is not None:
+        records += predictions.instances
+    return score_predictions(predictions, dataset)
 
 
 def has_mask_of(target: Mapping[str, Tensor]) -> Tensor:

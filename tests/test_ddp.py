@@ -1,4 +1,5 @@
-"""Multi-process training (DDP, gloo on CPU): ranks agree, and match one process with the same batch."""
+"""Multi-process training (DDP, gloo on CPU): ranks agree, match one process with the same batch,
+and evaluate sharded at the end."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_two_processes_agree_and_match_one_process(
     assert r0.keys() == r1.keys()
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "last.pt", "metrics.jsonl", "rank0.pt", "rank1.pt",
+        "config.yaml", "last.pt", "metrics.jsonl", "rank0.pt", "rank1.pt", "split.json",
     ]  # fmt: skip
     assert load_checkpoint(out / "last.pt")["world_size"] == 2
     assert len(read_metrics(out)) == 3  # one writer
@@ -129,10 +130,12 @@ def test_torchrun_command_line(shapesx_root: Path, tmp_path: Path) -> None:
 
 
 def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> None:
-    """A process whose batches hold no set-A instance on rank 1 (boxes of set B only), and whose
-    evaluation records whether the process group is still up when rank 0 evaluates."""
+    """A process whose training batches hold no set-A instance on rank 1 (boxes of set B only), and
+    whose final evaluation records, per rank, whether the process group is up when it infers and
+    when rank 0 scores, and which rank writes eval.json."""
     import json
 
+    import mxr.engine.loop
     import mxr.evaluation
     from mxr.data import CocoInstances
 
@@ -145,6 +148,8 @@ def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> N
 
     def b_only(self, index):  # noqa: ANN001, ANN202
         image, t = real_getitem(self, index)
+        if not self.train:  # the evaluation sees the true val targets
+            return image, t
         in_a = torch.isin(t["labels"], torch.tensor(self.a_labels))
         labels = torch.where(in_a, self.b_labels[0], t["labels"])  # every instance now in set B
         t = {**t, "labels": labels, "masks": t["masks"][:0], "has_mask": torch.zeros_like(in_a)}
@@ -153,23 +158,44 @@ def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> N
     if rank == 1:
         CocoInstances.__getitem__ = b_only
 
-    def fake_evaluate(model, dataset, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        group_up = torch.distributed.is_initialized()
-        (Path(out) / "group_at_eval.json").write_text(json.dumps(group_up))
-        return {"group_up": group_up}
+    def log(event: str) -> None:
+        with (Path(out) / f"events{rank}.jsonl").open("a") as f:
+            f.write(json.dumps([event, torch.distributed.is_initialized()]) + "\n")
 
-    mxr.evaluation.evaluate = fake_evaluate
-    mxr.model.build_model = _build_with_frozen_bn
-    summary = train(cfg, out, progress=False, eval_split="val")
+    real_predict, real_score = mxr.evaluation.predict, mxr.evaluation.score_predictions
+    real_write = mxr.engine.loop.write_text_atomic
+
+    def predict(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        log("predict")
+        return real_predict(*args, **kwargs)
+
+    def score_predictions(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        log("score")
+        return real_score(*args, **kwargs)
+
+    def write_text_atomic(path, text):  # noqa: ANN001, ANN202
+        log(f"write {Path(path).name}")
+        return real_write(path, text)
+
+    mxr.evaluation.predict, mxr.evaluation.score_predictions = predict, score_predictions
+    mxr.engine.loop.write_text_atomic = write_text_atomic
+    summary = train(cfg, out, progress=False, eval_split="val")  # BatchNorm of its own per rank
     torch.save(summary["model"].state_dict(), Path(out) / f"rank{rank}.pt")
 
 
-def test_b_only_rank_trains_without_find_unused_and_group_is_gone_before_eval(
+def test_b_only_rank_trains_and_final_evaluation_is_sharded(
     shapesx_root: Path, tmp_path: Path
 ) -> None:
     """DDP without ``find_unused_parameters``: a rank that sees no mask RoI still gives every mask
-    parameter a (zero) gradient, so 3 steps complete and the ranks agree; the process group is
-    destroyed on every rank before rank 0 evaluates."""
+    parameter a (zero) gradient, so 3 steps complete and the ranks agree. The final evaluation runs
+    on every rank while the group is up; rank 0 alone scores it (COCOeval, once the group is gone)
+    and writes eval.json, equal to one process evaluating the saved checkpoint (each rank's
+    BatchNorm statistics differ after the last step: rank 0's, the saved ones, are sent to all)."""
+    import json
+
+    from mxr.engine import build_dataset, model_from_checkpoint
+    from mxr.evaluation import evaluate
+
     steps = ["train.iterations=3", "train.warmup_iters=0", "train.checkpoint_every=100"]
     cfg = tiny_config(shapesx_root, [*steps, "train.batch_size=2"])
     out = tmp_path / "ddp_b"
@@ -179,5 +205,20 @@ def test_b_only_rank_trains_without_find_unused_and_group_is_gone_before_eval(
     r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
     assert len(read_metrics(out)) == 3
-    assert (out / "group_at_eval.json").read_text() == "false"  # rank 0 evaluated with no group
-    assert (out / "eval.json").is_file()
+
+    def events(rank: int) -> list[list]:
+        lines = (out / f"events{rank}.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if "write" not in line or "eval" in line]
+
+    assert events(0) == [["predict", True], ["score", False], ["write eval.json", False]]
+    assert events(1) == [["predict", True]]  # rank 1 infers on its share, scores and writes nothing
+    # The sharded evaluation is the single-process evaluation of the checkpoint, to the last digit.
+    model = model_from_checkpoint(out / "last.pt")
+    ds = build_dataset(cfg.data, "val", seed=cfg.train.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran: the last bits of float sums depend on it
+    try:
+        single = evaluate(model, ds, batch_size=8, progress=False, mask_iou=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((out / "eval.json").read_text()) == single

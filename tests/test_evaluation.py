@@ -111,6 +111,76 @@ def test_sets_are_scored_separately(val_ds) -> None:  # noqa: ANN001
     assert empty["A"]["bbox"]["AP"] == 0.0 and empty["none"]["segm"]["AP"] is None
 
 
+def _noisy_results(ds, seed: int) -> list[dict]:  # noqa: ANN001
+    """The ground truth as detections, some dropped, moved, shifted, relabelled, randomly scored."""
+    g = torch.Generator().manual_seed(seed)
+    outputs, ids = _perfect_outputs(ds)
+    for out in outputs:
+        n = len(out["labels"])
+        out["boxes"] = out["boxes"] + 3 * torch.randn(n, 4, generator=g)
+        out["scores"] = torch.rand(n, generator=g)
+        flip = torch.rand(n, generator=g) < 0.2
+        out["labels"] = torch.where(flip, torch.randint(1, 5, (n,), generator=g), out["labels"])
+        out["masks"] = torch.roll(out["masks"], int(torch.randint(-3, 4, (1,), generator=g)), -1)
+        keep = torch.rand(n, generator=g) > 0.2
+        out.update({k: v[keep] for k, v in out.items()})
+    return outputs_to_coco(outputs, ids, ds.label_to_cat_id)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_set_scores_as_cocoeval_restricted_to_it(val_ds, seed: int) -> None:  # noqa: ANN001
+    """One COCOeval pass over every category, read per set, gives what COCOeval itself summarises
+    with params.catIds = that set, to the last digit (every set, task, statistic; on 3 images)."""
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    results, sets = _noisy_results(val_ds, seed), _sets(val_ds)
+    image_ids = sorted(val_ds.image_ids)[1:]
+    res = coco_evaluate(val_ds.coco, results, sets, image_ids=image_ids)
+    fractional = 0  # statistics other than None, 0 and 100: something to get wrong
+    for task in ("segm", "bbox"):
+        drop = "bbox" if task == "segm" else "segmentation"
+        for name, ids in sets.items():
+            dts = [{k: v for k, v in r.items() if k != drop} for r in results]  # loadRes edits them
+            with contextlib.redirect_stdout(io.StringIO()):
+                e = COCOeval(val_ds.coco, val_ds.coco.loadRes(dts), iouType=task)
+                e.params.imgIds, e.params.catIds = image_ids, sorted(ids)
+                e.evaluate()
+                e.accumulate()
+                e.summarize()
+            ref = [None if v < 0 else round(100 * float(v), 3) for v in e.stats[:6]]
+            assert list(res[name][task].values()) == ref, (name, task)
+            fractional += sum(v not in (None, 0.0, 100.0) for v in ref)
+    assert fractional >= 12  # of 36
+
+
+def test_scoring_leaves_polygon_ground_truth_as_it_was() -> None:
+    """COCOeval turns the ground truth's polygons into RLEs in place; the evaluation scores a copy,
+    so a dataset evaluated once still reads its masks (real COCO annotations are polygons)."""
+    import copy
+
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    square = [[2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]]
+    coco.dataset = {
+        "images": [{"id": 1, "width": 16, "height": 16, "file_name": "a.png"}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": square,
+                         "area": 100.0, "bbox": [2.0, 2.0, 10.0, 10.0], "iscrowd": 0}],
+    }  # fmt: skip
+    coco.createIndex()
+    before = copy.deepcopy(coco.dataset)
+    rle = mask_util.frPyObjects(square, 16, 16)[0]
+    dt = {"image_id": 1, "category_id": 1, "bbox": [2.0, 2.0, 10.0, 10.0], "score": 0.9,
+          "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}  # fmt: skip
+    res = coco_evaluate(coco, [dt], {"A": [1], "B": [2]})
+    assert res["A"]["segm"]["AP"] == 100.0 and res["B"]["bbox"]["AP"] is None
+    assert coco.dataset == before and coco.anns[1]["segmentation"] == square
+
+
 def test_format_table_has_a_row_per_set_and_task(val_ds) -> None:  # noqa: ANN001
     outputs, ids = _perfect_outputs(val_ds)
     res = coco_evaluate(

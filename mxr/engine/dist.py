@@ -60,6 +60,26 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
+    """Every rank's picklable ``obj`` in rank order on rank 0, ``None`` on the others (a collective:
+    every rank calls it); ``[obj]`` in a single process."""
+    if info.world_size <= 1:
+        return [obj]
+    gathered: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) into every rank's ``model``. DDP sends
+    them at the start of each forward, so after the last step each rank holds its own update; rank
+    0's are the checkpoint's. A collective: every rank calls it."""
+    if info.world_size <= 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def leave_process_group(info: DistInfo) -> None:
     """Destroy the process group this module created, on every rank together after the last
     barrier (a group torn down by ranks 1..N while rank 0 still holds it may hang in NCCL)."""

@@ -37,6 +37,7 @@ from mxr.engine.data import (
 from mxr.engine.dist import (
     DistInfo,
     barrier,
+    broadcast_buffers,
     init_distributed,
     leave_process_group,
     resolve_device,
@@ -368,6 +369,8 @@ def train(
         barrier(info)
         train_ds = build_dataset(cfg.data, "train", seed=tc.seed, keep_coco=False)
         cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
+        if info.is_main:  # sets A and B by name (a random data.split records what it drew)
+            write_text_atomic(out / "split.json", json.dumps(train_ds.split_names, indent=2))
         parts = _build_parts(cfg, train_ds, device, resuming=resume and (out / "last.pt").is_file())
         ckpt = Checkpointer(out / "last.pt", cfg, info, **parts)
         start = _start(cfg, ckpt, out, resume, info)
@@ -382,15 +385,18 @@ def train(
         if start >= tc.iterations and info.is_main and not ckpt.path.exists():
             ckpt.save(it)
         train_time = time.perf_counter() - t_train
-        barrier(info)
-        leave_process_group(info)  # every rank together, before rank 0's long evaluation
-        results = None
-        if eval_split is not None and info.is_main:  # no collective after this: the group is gone
-            from mxr.evaluation import evaluate
+        results = predictions = None
+        if eval_split is not None:  # every rank infers on its share; rank 0 gathers
+            from mxr.evaluation import predict, score_predictions
 
             ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
-            results = evaluate(parts["model"], ds, device=device, progress=progress, mask_iou=True,
-                               batch_size=max(tc.batch_size, 8))  # fmt: skip
+            broadcast_buffers(parts["model"], info)  # rank 0's BatchNorm statistics, as saved
+            predictions = predict(parts["model"], ds, device=device, progress=progress, info=info,
+                                  mask_iou=True, batch_size=max(tc.batch_size, 8))  # fmt: skip
+        barrier(info)
+        leave_process_group(info)  # every rank together, before rank 0's long COCOeval
+        if predictions is not None:  # rank 0; no collective after this: the group is gone
+            results = score_predictions(predictions, ds)
             write_text_atomic(out / "eval.json", json.dumps(results, indent=2))
         return {
             "out_dir": str(out), "checkpoint": str(ckpt.path), "metrics": str(out / "metrics.jsonl"),
