@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
@@ -27,6 +27,10 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
+#: The repository a config's relative paths to shipped files count from (``configs/``, the GloVe
+#: file): the folder that holds the ``mxr`` package.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 BACKBONES = ("tiny", "resnet18_fpn", "resnet50_fpn")
 MASK_HEADS = ("agnostic", "class", "transfer")
 TRANSFER_INPUTS = ("cls", "box", "cls+box", "embed", "randn", "cls+embed")
@@ -40,6 +44,16 @@ BOX_PREDICTOR_INITS = ("torchvision", "detectron")
 OPTIMIZERS = ("sgd", "adamw")
 #: ``train.trainable``: every weight (end to end), or the mask branch alone on a frozen detector.
 TRAINABLE = ("all", "mask")
+
+#: ``data.split: {random: n, trial: t}``: the paper's random COCO splits (Figure 3), n classes in A
+#: and trials 1..5 (``split_coco_dataset_randsplits.py`` in ronghanghu/seg_every_thing).
+PAPER_RANDOM_SPLIT_SIZES = (20, 30, 40, 50, 60)
+PAPER_RANDOM_SPLIT_TRIALS = 5
+#: What a random ``data.split`` looks like, for error messages.
+RANDOM_SPLIT_EXPECTED = (
+    "{random: <classes in A, an integer >= 1>, seed: <an integer >= 0>} or, for the paper's COCO "
+    "splits, {random: <one of 20, 30, 40, 50, 60>, trial: <1..5>}"
+)
 
 #: A field's rule: (whether a value is valid, what the error says was expected).
 Rule = tuple[Callable[[Any], bool], str]
@@ -74,6 +88,41 @@ _PROBABILITY: Rule = (lambda p: is_number(p) and 0 <= p <= 1), "a number in [0, 
 _PATH_OR_NONE: Rule = (lambda v: v is None or isinstance(v, str)), "a file path"
 
 
+def random_split_spec(value: Any, name: str = "data.split") -> dict[str, int]:
+    """``value``, a random A/B split, checked: ``{"random": n, "seed": s}`` (n classes drawn for A by
+    a permutation seeded with s) or ``{"random": n, "trial": t}`` (the paper's split of n classes,
+    trial t), in that key order; anything else raises one ``ValueError`` naming ``name``. Whether n
+    fits the dataset's classes is checked when the split is resolved (:mod:`mxr.data.splits`)."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(
+            f"{name}={value!r} is not valid ({why}); expected {RANDOM_SPLIT_EXPECTED}"
+        )
+
+    if not isinstance(value, Mapping):
+        raise bad("not a mapping")
+    if unknown := [k for k in value if k not in ("random", "seed", "trial")]:
+        raise bad(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    if "random" not in value:
+        raise bad("'random', the number of classes in A, is missing")
+    if ("seed" in value) == ("trial" in value):
+        raise bad("give exactly one of 'seed' and 'trial'")
+    n = value["random"]
+    if not (is_int(n) and n >= 1):
+        raise bad(f"random={n!r} is not an integer >= 1")
+    if "seed" in value:
+        if not (is_int(seed := value["seed"]) and seed >= 0):
+            raise bad(f"seed={seed!r} is not an integer >= 0")
+        return {"random": n, "seed": seed}
+    if not (is_int(trial := value["trial"]) and 1 <= trial <= PAPER_RANDOM_SPLIT_TRIALS):
+        raise bad(
+            f"trial={trial!r} is not one of the paper's trials 1..{PAPER_RANDOM_SPLIT_TRIALS}"
+        )
+    if n not in PAPER_RANDOM_SPLIT_SIZES:
+        raise bad(f"the paper's splits have 20, 30, 40, 50 or 60 classes in A, not {n}")
+    return {"random": n, "trial": trial}
+
+
 def _invalid(section: str, name: str, value: Any, expected: str) -> ValueError:
     return ValueError(f"{section}.{name}={value!r} is not valid; expected {expected}")
 
@@ -93,8 +142,9 @@ class ModelConfig:
     ``num_classes`` counts the background; ``mask_classes`` is set A, the labels with masks (the
     mask loss sees only them); ``None`` there: from the dataset; ``None`` head sizes: the backbone's
     default (:meth:`resolved`). ``transfer_input``: what τ reads per class: detection weights
-    (``"cls"``, ``"box"``, ``"cls+box"``), the fixed embedding file ``class_embedding`` (under
-    ``data.root``; ``"embed"``: the paper's GloVe, ``"cls+embed"``) or a fixed N(0, 1) vector of
+    (``"cls"``, ``"box"``, ``"cls+box"``), the fixed embedding file ``class_embedding`` (relative:
+    under ``data.root``, else under the repository, e.g. ``configs/coco/glove_coco.npy``;
+    ``"embed"``: the paper's GloVe, ``"cls+embed"``) or a fixed N(0, 1) vector of
     ``randn_dim`` numbers from ``init_seed`` (``"randn"``, the paper's negative control).
     """
 
@@ -200,8 +250,10 @@ class DataConfig:
     """Where the data is: a COCO-format image folder + annotation file per split, and the A/B split.
 
     Paths are relative to ``root`` unless absolute. ``split`` names set A: a JSON file
-    ``{"A": [names], "B": [names]}`` under root, ``"voc"`` / ``"nonvoc"`` for COCO, or a list of
-    category names or ids. ``train_masks``: ``"A"`` (partial supervision) or ``"all"`` (the oracle).
+    ``{"A": [names], "B": [names]}`` under root, ``"voc"`` / ``"nonvoc"`` for COCO, a list of
+    category names or ids, or a random split ``{random: n, seed: s}`` / ``{random: n, trial: t}``
+    (:func:`random_split_spec`). ``train_masks``: ``"A"`` (partial supervision) or ``"all"`` (the
+    oracle).
     """
 
     root: str = "data/shapesx"
@@ -227,6 +279,8 @@ class DataConfig:
         _check("data", self, rules)
         if isinstance(self.split, list):
             object.__setattr__(self, "split", tuple(self.split))
+        elif isinstance(self.split, Mapping):
+            object.__setattr__(self, "split", random_split_spec(self.split))
 
     def path(self, name: str) -> Path:
         """Absolute-or-relative path of field ``name`` (e.g. ``"val_annotations"``) under ``root``."""
@@ -338,6 +392,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     """A plain, JSON/YAML-serialisable nested dict (tuples become lists)."""
 
     def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):  # a random data.split: a copy, not the config's own dict
+            return {k: plain(x) for k, x in v.items()}
         return [plain(x) for x in v] if isinstance(v, tuple | list) else v
 
     sections = {name: getattr(cfg, name) for name in _SECTIONS}

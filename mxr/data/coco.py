@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,13 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
 # The A/B split and the VOC class list live in mxr.data.splits; re-exported here, their older home.
-from mxr.data.splits import VOC_CAT_IDS, VOC_CAT_NAMES, resolve_split, split_root  # noqa: F401
+from mxr.data.splits import (
+    VOC_CAT_IDS,  # noqa: F401
+    VOC_CAT_NAMES,  # noqa: F401
+    random_split_text,
+    resolve_split,  # noqa: F401
+    split_root,  # noqa: F401
+)
 from mxr.data.validate import check_coco_data, read_coco_json, segmentation_problem
 
 
@@ -36,7 +42,8 @@ class CocoInstances(torch.utils.data.Dataset):
     pixels, ``labels`` int64 ``(N,)`` in 1..C-1, ``masks`` uint8 ``(M, H, W)`` of the instances whose
     label is in :attr:`mask_labels` (``has_mask`` bool ``(N,)``), ``image_id`` int64 and ``area``
     float32 ``(N,)``. Crowds (:attr:`num_crowd`) and zero-size boxes (:attr:`num_dropped_boxes`) are
-    left out; :attr:`image_sizes` holds ``(height, width)`` per index.
+    left out; :attr:`image_sizes` holds ``(height, width)`` per index. :attr:`split_names` is the
+    resolved split by name (for a random ``split``, which classes it drew).
     """
 
     def __init__(
@@ -64,6 +71,8 @@ class CocoInstances(torch.utils.data.Dataset):
         report = check_coco_data(data, self.ann_file, split=split, masks=masks, root=root)
         if report.problems:
             opts = f" --split {split}" if isinstance(split, str | Path) else ""
+            if isinstance(split, Mapping):
+                opts = f" --split '{random_split_text(split)}'"
             raise report.error(f"python -m mxr data check {self.ann_file}{opts} --masks {masks}")
         # Labels 1..C-1 in category-id order, their names, and the split as ids and labels.
         categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -113,6 +122,13 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def split_names(self) -> dict[str, list[str]]:
+        """``{"A": [names], "B": [names]}`` in label order: the resolved split in a split file's
+        format, so a run can write it down and a later one read it back as ``data.split``."""
+        names = self.class_names
+        return {"A": [names[i] for i in self.a_labels], "B": [names[i] for i in self.b_labels]}
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that (with ``seed`` and the index) decides each image's flip."""

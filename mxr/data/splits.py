@@ -1,15 +1,35 @@
 """The Mask^X A/B split of a COCO-format dataset: which categories carry masks in training (set A).
 
 The loader and the checks (:mod:`mxr.data.validate`) both resolve a ``split`` here.
+
+A random split (the paper's Figure 3) is a pure function of the category ids, the number ``n`` of
+A classes and a seed, so every rank and every rerun draws the same set A:
+
+- ``{random: n, seed: s}``: the first ``n`` of ``numpy.random.default_rng(s).permutation(C)``,
+  as indices into the ``C`` categories sorted by id. For one seed the sets are nested (the A of
+  ``n = 20`` lies inside the A of ``n = 30``), so a sweep over ``n`` adds classes to A rather than
+  drawing new ones. These are not the paper's splits, whatever the seed.
+- ``{random: n, trial: t}``: the paper's own split ``E{t}_A{n}B{80-n}`` of COCO's 80 categories,
+  replayed exactly as ``split_coco_dataset_randsplits.py`` (ronghanghu/seg_every_thing) draws it:
+  ``np.random.seed(3)``, then for trials 1..5 and, in each, n = 20, 30, 40, 50, 60,
+  ``np.random.choice(80, n, replace=False)`` indexing the categories in file order (COCO's is by
+  id). numpy's legacy ``RandomState`` stream is frozen, so the draw is the script's, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mxr.config import is_int
+import numpy as np
+
+from mxr.config import (
+    PAPER_RANDOM_SPLIT_SIZES,
+    PAPER_RANDOM_SPLIT_TRIALS,
+    is_int,
+    random_split_spec,
+)
 from mxr.report import read_json_file
 
 # fmt: off
@@ -37,6 +57,65 @@ def _voc_set_a(spec: str, id_to_name: dict[int, str], where: str) -> tuple[int, 
         )
     voc = spec.lower() == "voc"
     return tuple(i for i in sorted(id_to_name) if (i in VOC_CAT_NAMES) == voc)
+
+
+#: The paper's random splits: the seed of ``split_coco_dataset_randsplits.py`` and its class count.
+PAPER_RANDOM_SPLIT_SEED = 3
+PAPER_RANDOM_SPLIT_CLASSES = 80
+
+
+def random_split_text(spec: Mapping[str, Any]) -> str:
+    """A random split as the config and ``--split`` write it: ``{random: 20, seed: 3}``."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in spec.items()) + "}"
+
+
+def describe_random_split(spec: Mapping[str, Any], num_classes: int | None = None) -> str:
+    """In words: ``20 of 80 classes drawn for A with seed 3`` or ``the paper's COCO split
+    E1_A20B60 (trial 1 of 5)``; ``spec`` is a checked one (:func:`random_split_spec`)."""
+    n = spec["random"]
+    if "trial" in spec:
+        t = spec["trial"]
+        name = f"E{t}_A{n}B{PAPER_RANDOM_SPLIT_CLASSES - n}"
+        return f"the paper's COCO split {name} (trial {t} of {PAPER_RANDOM_SPLIT_TRIALS})"
+    of = f" of {num_classes}" if num_classes is not None else ""
+    return f"{n}{of} classes drawn for A with seed {spec['seed']}"
+
+
+def _paper_indices(n: int, trial: int) -> list[int]:
+    """The category indices (0..79) of set A in the paper's split of ``n`` classes, ``trial``."""
+    rng = np.random.RandomState(PAPER_RANDOM_SPLIT_SEED)  # the script's np.random.seed(3)
+    for t in range(1, PAPER_RANDOM_SPLIT_TRIALS + 1):
+        for size in PAPER_RANDOM_SPLIT_SIZES:
+            inds = rng.choice(PAPER_RANDOM_SPLIT_CLASSES, size, replace=False)
+            if (t, size) == (trial, n):
+                return [int(i) for i in inds]
+    raise AssertionError(f"no paper split {n}/{trial}")  # random_split_spec admits none such
+
+
+def random_set_a(
+    cat_ids: Sequence[int], spec: Mapping[str, Any], where: str = ""
+) -> tuple[int, ...]:
+    """Set A of the random split ``spec`` over the categories ``cat_ids``, sorted ids; a
+    ``ValueError`` naming ``data.split`` when ``spec`` is malformed or does not fit (``n`` must
+    leave B a class; a paper split needs 80 categories). ``where`` (`` in <file>``) is named."""
+    spec = random_split_spec(spec)
+    ids, n = sorted(int(i) for i in cat_ids), spec["random"]
+    text = random_split_text(spec)
+    if "trial" in spec:
+        if len(ids) != PAPER_RANDOM_SPLIT_CLASSES:
+            raise ValueError(
+                f"data.split={text} is not valid{where}: the paper's splits index COCO's 80 "
+                f"categories, and there are {len(ids)}; expected {{random: n, seed: s}} instead"
+            )
+        picks = _paper_indices(n, spec["trial"])
+    else:
+        if n >= len(ids):
+            raise ValueError(
+                f"data.split={text} is not valid{where}: random={n} leaves set B empty "
+                f"({len(ids)} categories); expected random in 1..{len(ids) - 1}"
+            )
+        picks = np.random.default_rng(spec["seed"]).permutation(len(ids))[:n]
+    return tuple(sorted(ids[int(i)] for i in picks))
 
 
 def _read_split_file(spec: str | Path, root: str | Path | None) -> tuple[Path, list, list | None]:
@@ -98,7 +177,9 @@ def resolve_split(
 
     ``spec`` is ``None`` (every class in A), ``"voc"`` (A = the 20 VOC classes), ``"nonvoc"`` (the
     reverse), a JSON file ``{"A": [names or ids], "B": [...]}`` (relative: as given, then under
-    ``root``) or a list of names or ids; B is the rest. ``ann_file`` is named in errors.
+    ``root``), a list of names or ids, or a random split ``{"random": n, "seed": s}`` /
+    ``{"random": n, "trial": t}`` (:func:`random_set_a`); B is the rest. ``ann_file`` is named in
+    errors.
     """
     where = f" in {ann_file}" if ann_file else ""
     all_ids = tuple(sorted(int(c["id"]) for c in categories))
@@ -109,12 +190,14 @@ def resolve_split(
     elif isinstance(spec, str | Path):
         found, a_items, b_items = _read_split_file(spec, root)
         a = _named_set_a(a_items, b_items, categories, f"split file {found}", where)
+    elif isinstance(spec, Mapping):
+        a = random_set_a(all_ids, spec, where)
     elif isinstance(spec, Sequence):
         a = _named_set_a(list(spec), None, categories, "split list", where)
     else:
         raise ValueError(
             f"split={spec!r} is not valid; expected None, 'voc', 'nonvoc', a path or a list of "
-            "names/ids"
+            "names/ids, or a random split {random: n, seed: s}"
         )
     return a, tuple(i for i in all_ids if i not in set(a))
 

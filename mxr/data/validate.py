@@ -7,7 +7,7 @@ reports them all: with the same ``split`` and ``masks``, the check passes exactl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from mxr.config import is_int, is_number
-from mxr.data.splits import resolve_split, split_root
+from mxr.data.splits import describe_random_split, random_split_text, resolve_split, split_root
 from mxr.report import read_json_file
 
 MASK_SETS = ("A", "all")
@@ -237,6 +237,8 @@ class _Checker:
             name = repr(str(split))
         elif isinstance(split, list | tuple):
             name = f"a list of {len(split)} categories"
+        elif isinstance(split, Mapping):
+            name = random_split_text(split)
         else:
             name = repr(split)  # resolve_split below reports what was expected
         unresolved = "not resolved, so no segmentation requirement was checked"
@@ -258,6 +260,12 @@ class _Checker:
             f"segmentation is required on non-crowd annotations of {len(self.mask_ids)} categories"
             + (" (set A)" if masks == "A" and b else "")
         )
+        if isinstance(split, Mapping):  # a random split: how it was drawn, and what it drew
+            lines = [f"Random split: {describe_random_split(split, len(a) + len(b))}"]
+            for label, ids in (("A", a), ("B", b)):
+                names = ", ".join(self.cat_names[i] for i in ids)
+                lines.append(f"Set {label} ({len(ids)}): {names}")
+            self.report.rules = "\n".join([self.report.rules, *lines])
 
     def images(self, images: list, image_dir: str | Path | None) -> None:
         """Each image has a unique integer ``id``, positive integer sizes and a ``file_name``."""
