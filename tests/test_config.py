@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mxr.config import config_to_dict, load_config, read_config_file
-from mxr.course.ablate import DETECTOR_ROW, PRESETS, config_name
+from mxr.course import DETECTOR_ROW, PRESETS, config_name
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHAPESX = sorted((CONFIGS / "shapesx").glob("*.yaml"))
@@ -135,13 +135,16 @@ def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
         4,
     )
     assert m.anchor_sizes == (32, 64, 128, 256, 512)
+    # tau's input: w_det (cls 1024 + box 4 x 1024), or a fixed 300-d class vector (GloVe, randn)
+    tau_in = {"cls+box": 5120, "embed": 300, "randn": 300}.get(m.transfer_input)
     with torch.device("meta"):
-        pred = build_mask_predictor(m)
+        pred = build_mask_predictor(m, 0 if tau_in == 5120 else 300)
     kind = {"agnostic": AgnosticMaskPredictor, "class": ClassMaskPredictor}
     assert type(pred) is kind.get(m.mask_head, TransferMaskPredictor)
-    if m.mask_head == "transfer":  # tau: w_det (cls 1024 + box 4 x 1024) -> 256-d w_seg
+    if m.mask_head == "transfer":  # tau -> 256-d w_seg
+        assert m.transfer_input != "randn" or m.randn_dim == 300  # the paper's 300-d randn
         assert (pred.transfer.mlp[0].in_features, pred.transfer.mlp[-1].out_features) == (
-            5120,
+            tau_in,
             256,
         )
     elif m.mask_head == "class":  # the oracle: one 1x1 filter per class, background included

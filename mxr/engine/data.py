@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mxr.config import FILE_EMBEDDING_INPUTS, Config, DataConfig, ModelConfig
+from mxr.config import FILE_EMBEDDING_INPUTS, REPO_ROOT, Config, DataConfig, ModelConfig
 from mxr.engine.dist import DistInfo
 
 
@@ -61,13 +61,24 @@ def prepare_data(data_cfg: DataConfig) -> None:
 
 def class_embedding_for(cfg: Config, dataset: Any) -> Tensor | None:
     """The ``(C, E)`` class embedding τ reads for ``transfer_input="embed"`` / ``"cls+embed"``,
-    aligned to the dataset's labels by name; ``None`` for the other inputs."""
+    aligned to the dataset's labels by name; ``None`` for the other inputs.
+
+    ``model.class_embedding`` is a path: absolute, as is; relative, under ``data.root`` (a file made
+    with the data) or, when not there, under the repository root (a file shipped with mxr, such as
+    ``configs/coco/glove_coco.npy``). FileNotFoundError names every place looked in."""
     from mxr.data.embedding import load_class_embedding
 
     m = cfg.model
     if m.mask_head != "transfer" or m.transfer_input not in FILE_EMBEDDING_INPUTS:
         return None
-    path = Path(cfg.data.root) / m.class_embedding  # an absolute class_embedding replaces the root
+    name = Path(m.class_embedding)  # an absolute class_embedding replaces the root
+    places = [Path(cfg.data.root) / name, *([] if name.is_absolute() else [REPO_ROOT / name])]
+    path = next((p for p in places if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"model.class_embedding={m.class_embedding!r}: class embedding file not found; looked "
+            f"for {' and '.join(map(str, places))} (relative: under data.root, then the repository)"
+        )
     return load_class_embedding(path, dataset.class_names)
 
 
