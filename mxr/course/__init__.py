@@ -7,6 +7,7 @@ iterations on a small dataset; the default when ``CI`` is set) or ``full`` (the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from collections.abc import Mapping
@@ -15,7 +16,13 @@ from typing import Any
 
 import yaml
 
-from mxr.config import FILE_EMBEDDING_INPUTS, Config, config_to_dict, load_config  # noqa: F401
+from mxr.config import (  # noqa: F401 - REPO_ROOT: the notebooks find configs/ through it
+    FILE_EMBEDDING_INPUTS,
+    REPO_ROOT,
+    Config,
+    config_to_dict,
+    load_config,
+)
 
 # the COCO-layout sample is generated data: it lives with the data (mxr.data.sample); re-exported
 from mxr.data.sample import COCO_SAMPLE_CATEGORIES, ensure_coco_sample  # noqa: F401
@@ -29,8 +36,6 @@ BUDGETS: dict[str, dict[str, int]] = {
     "smoke": {"iterations": 12, "train": 48, "val": 12, "test": 12},
     "full": {"iterations": 800, "train": 2000, "val": 300, "test": 300},
 }
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def budget_mode() -> str:
@@ -75,15 +80,69 @@ def ensure_course_data(seed: int = 0) -> Path:
     )
 
 
+# --- the ablation's rows (configs/shapesx/*.yaml) and how each trains ---------------------------
+STAGEWISE_ROWS: dict[str, tuple[str, ...]] = {
+    "shapesx": (
+        "agnostic",
+        "agnostic_mlp",
+        "agnostic_deep",
+        "transfer_randn",
+        "transfer_embed",
+        "transfer_cls",
+        "transfer_box",
+        "transfer_clsbox",
+        "transfer_clsbox_1layer",
+        "transfer_clsbox_relu",
+        "transfer_mlp",
+        "transfer_cls_mlp",
+        "transfer_embed_mlp",
+        "oracle",
+    ),
+}
+"""The Table 1 rows of each preset, trained the paper's way: the mask branch alone, on the frozen
+detector of their seed (``configs/<preset>/detector.yaml``, trained once per seed and shared)."""
+
+END_TO_END_ROWS: dict[str, tuple[str, ...]] = {
+    "shapesx": ("transfer_mlp_e2e", "transfer_mlp_nostopgrad_e2e"),
+}
+"""The Table 1d / Table 2 rows, trained end to end: row ``<name>_e2e`` is ``configs/<preset>/<name>.yaml``."""
+
+E2E_SUFFIX = "_e2e"
+DETECTOR_ROW = "detector"
+"""The stage-1 config of a preset (``configs/<preset>/detector.yaml``), one run per seed."""
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    name: (*rows, *END_TO_END_ROWS.get(name, ())) for name, rows in STAGEWISE_ROWS.items()
+}
+"""Rows of each preset, in table order: the stage-wise rows, then the end-to-end ones."""
+
+
+def config_name(row: str) -> str:
+    """The config file stem of an ablation row: ``transfer_mlp_e2e`` -> ``transfer_mlp``."""
+    return row.removesuffix(E2E_SUFFIX)
+
+
+def protocol(preset: str, row: str) -> str:
+    """``"stage-wise"`` (mask branch on the seed's frozen detector) or ``"end to end"``."""
+    return "stage-wise" if row in STAGEWISE_ROWS.get(preset, ()) else "end to end"
+
+
 def course_config(variant: str, **train_overrides: Any) -> Config:
-    """The ShapesX config ``configs/shapesx/<variant>.yaml`` pointed at the course data and sized
-    by the budget. Extra keyword args override ``train`` (e.g. ``seed=1``, ``iterations=200``)."""
-    path = REPO_ROOT / "configs" / "shapesx" / f"{variant}.yaml"
+    """The ShapesX config of ``variant`` pointed at the course data and sized by the budget. Extra
+    keyword args override ``train`` (e.g. ``seed=1``, ``iterations=200``).
+
+    ``variant`` names an ablation row: a Table 1 row (``agnostic_mlp``, ``transfer_mlp``, ...)
+    trains the paper's way, its mask branch alone on the frozen detector of its seed
+    (:func:`detector_checkpoint`); ``<config>_e2e`` (e.g. ``transfer_mlp_e2e``), ``detector`` and
+    every config outside Table 1 (``transfer_mlp_nostopgrad``) train end to end. Iterations scale
+    with the budget (a row's 800 at full budget; the detector's 2,400, three times a row's)."""
+    path = REPO_ROOT / "configs" / "shapesx" / f"{config_name(variant)}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"variant {variant!r} is not valid; expected one of {', '.join(choices)}")
     cfg = load_config(path)
-    iters = train_overrides.pop("iterations", budget("iterations"))
+    scaled = cfg.train.iterations * budget("iterations") // BUDGETS["full"]["iterations"]
+    iters = scaled if variant == DETECTOR_ROW else train_overrides.pop("iterations", scaled)
     sized = {
         "iterations": iters,
         "warmup_iters": min(cfg.train.warmup_iters, max(1, iters // 10)),
@@ -91,8 +150,17 @@ def course_config(variant: str, **train_overrides: Any) -> Config:
         "log_every": max(1, min(cfg.train.log_every, iters // 4)),
     }
     train = dataclasses.replace(cfg.train, **{**sized, **train_overrides})
+    if variant in STAGEWISE_ROWS["shapesx"]:
+        init = str(detector_checkpoint(train.seed))
+        train = dataclasses.replace(train, init_from=init, trainable="mask")
     data = dataclasses.replace(cfg.data, root=str(course_data_root()))
     return dataclasses.replace(cfg, data=data, train=train)
+
+
+def detector_checkpoint(seed: int = 0) -> Path:
+    """Where the course's stage-1 detector of ``seed`` is cached (``runs_dir()/detector-seed<k>``);
+    every stage-wise course run of that seed starts from it (:func:`train_or_load` trains it first)."""
+    return runs_dir() / f"detector-seed{seed}" / "last.pt"
 
 
 def runs_dir() -> Path:
@@ -123,14 +191,38 @@ _BOOKKEEPING = ("checkpoint_every", "log_every")  # train fields that do not cha
 DATA_MANIFEST = "data_manifest.json"
 
 
+def _repo_path(path: str) -> Path:
+    """A path of a config, a relative one counted from the repository."""
+    p = Path(path)
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    from mxr.engine.stagewise import file_sha256
+
+    return file_sha256(path)
+
+
+def _file_identity(path: str) -> str:
+    """``sha256:<hex>`` of the file at ``path`` (the same detector wherever it was copied), or its
+    resolved path while it does not exist."""
+    p = _repo_path(path)
+    if not p.is_file():
+        return str(p)
+    st = p.stat()
+    return "sha256:" + _sha256_of(p, st.st_size, st.st_mtime_ns)
+
+
 def _comparable(section: dict[str, Any], name: str) -> dict[str, Any]:
     out = dict(section or {})
     if name == "train":
         for key in _BOOKKEEPING:
             out.pop(key, None)
+        if out.get("init_from"):  # a stage-2 run: its detector counts by its bytes, not its path
+            out["init_from"] = _file_identity(out["init_from"])
     if name == "data" and out.get("root"):  # a relative root counts from the repository
-        root = Path(out["root"])
-        out["root"] = str((root if root.is_absolute() else REPO_ROOT / root).resolve())
+        out["root"] = str(_repo_path(out["root"]))
     return out
 
 
@@ -195,6 +287,13 @@ def train_or_load(
     """
     from mxr.engine import model_from_checkpoint, train
 
+    seed = cfg.train.seed
+    if cfg.train.init_from and _repo_path(cfg.train.init_from) == _repo_path(
+        str(detector_checkpoint(seed))
+    ):
+        train_or_load(
+            f"detector-seed{seed}", course_config("detector", seed=seed), progress=progress
+        )
     out = runs_dir() / name
     eval_path = out / "eval.json"
     evaluation = read_json_or_none(eval_path)  # None: not evaluated, or cut short by a stop
@@ -261,6 +360,10 @@ def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
 MASK_HEAD_CHOICES: tuple[str, ...] = ("agnostic", "transfer", "oracle")
 """What the panel's mask-head menu offers: class-agnostic, weight transfer, class-specific oracle."""
 
+PROTOCOLS: tuple[str, ...] = ("stage-wise", "end to end")
+"""How the panel trains: the mask branch alone on the seed's frozen detector (the paper's Table 1),
+or the whole model end to end."""
+
 STRUCTURES: dict[str, tuple[int, str]] = {
     "1-layer": (1, "leaky_relu"),
     "2-layer ReLU": (2, "relu"),
@@ -292,10 +395,16 @@ VARIANT_CHOICES: dict[str, dict[str, Any]] = {
     "transfer_box": {"mask_head": "transfer", "transfer_input": "box", "mlp_fusion": False},
     "transfer_clsbox": {"mask_head": "transfer", "transfer_input": "cls+box", "mlp_fusion": False},
     "transfer_mlp": {"mask_head": "transfer", "transfer_input": "cls+box"},
+    "transfer_mlp_e2e": {
+        "mask_head": "transfer",
+        "transfer_input": "cls+box",
+        "protocol": "end to end",
+    },
     "transfer_mlp_nostopgrad": {
         "mask_head": "transfer",
         "transfer_input": "cls+box",
         "stop_grad": False,
+        "protocol": "end to end",
     },
 }
 
@@ -312,6 +421,7 @@ def default_choices() -> dict[str, Any]:
         "mlp_fusion": True,
         "iterations": budget("iterations"),
         "seed": 0,
+        "protocol": "stage-wise",
     }
 
 
@@ -331,6 +441,7 @@ def checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
         ("mask_head", MASK_HEAD_CHOICES),
         ("transfer_input", TRANSFER_INPUTS),
         ("structure", tuple(STRUCTURES)),
+        ("protocol", PROTOCOLS),
     ):
         if c[key] not in options:
             raise ValueError(
@@ -366,6 +477,8 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
     variant = _VARIANT_OF_HEAD[c["mask_head"]]
     if c["mask_head"] == "transfer":
         variant = _VARIANT_OF_INPUT.get(c["transfer_input"], variant)
+    if c["protocol"] == "end to end":
+        variant += "_e2e"
     cfg = course_config(variant, iterations=c["iterations"], seed=c["seed"])
     model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
     if c["mask_head"] == "transfer":
@@ -393,6 +506,8 @@ def describe_choices(choices: Mapping[str, Any]) -> str:
             parts.append("no stop-grad")
     if c["mlp_fusion"]:
         parts.append("+MLP")
+    if c["protocol"] == "end to end":
+        parts.append("end to end")
     return " ".join(parts) + f" ({c['iterations']} it)"
 
 
@@ -409,22 +524,25 @@ def run_name(choices: Mapping[str, Any]) -> str:
             "sg" if c["stop_grad"] else "nosg",
         ]
     parts += ["mlp" if c["mlp_fusion"] else "nomlp", f"{c['iterations']}it"]
+    if c["protocol"] == "end to end":
+        parts.append("e2e")
     if c["seed"]:
         parts.append(f"seed{c['seed']}")
     return "-".join(parts)
 
 
 #: The ShapesX configs the notebooks train (each cached as ``runs_dir()/<variant>``): the runs they
-#: look inside (the controls: class-agnostic with and without the MLP, the oracle; τ(embed)+MLP and
-#: τ(cls+box)+MLP) and the stop-gradient switch's pair for notebook 03. Six runs, two processes at a
-#: time, keep ``make run`` near 20 minutes on 2 cores; the other ablation rows (τ's single inputs,
-#: τ(randn)) are read from the published three-seed ablation (``docs/results.json``).
+#: look inside, trained stage-wise on the seed-0 detector (the controls: class-agnostic with and
+#: without the MLP, the oracle; τ(embed)+MLP and τ(cls+box)+MLP), and the stop-gradient switch's
+#: end-to-end pair for notebook 03 (stop-gradient matters only while the detector learns). The
+#: other ablation rows are read from the published three-seed ablation (``docs/results.json``).
 NOTEBOOK_VARIANTS = (
     "agnostic",
     "agnostic_mlp",
     "oracle",
     "transfer_embed_mlp",
     "transfer_mlp",
+    "transfer_mlp_e2e",
     "transfer_mlp_nostopgrad",
 )
 
@@ -445,9 +563,11 @@ def _prime_one(job: tuple[str, Config]) -> str:
 def prime(jobs: int | None = None) -> None:
     """Train the notebooks' runs ahead of them, ``jobs`` single-threaded processes at a time.
 
-    On a 2-core machine two one-thread trainings finish sooner than the same two run one after the
-    other with two threads each (small convolutions scale poorly across threads). Finished runs are
-    reused, so this is cheap when the cache is warm. ``make run`` calls it before the notebooks.
+    The stage-1 detector comes first (every stage-wise run starts from it), with every thread; then
+    the rest, two one-thread trainings side by side: on a 2-core machine they finish sooner than the
+    same two run one after the other with two threads each (small convolutions scale poorly across
+    threads). Finished runs are reused, so this is cheap when the cache is warm. ``make run`` calls
+    it before the notebooks.
     """
     import time
 
@@ -457,7 +577,11 @@ def prime(jobs: int | None = None) -> None:
     jobs = jobs or max(1, min(2, cpu_count()))
     ensure_course_data()
     todo = notebook_runs()
+    seeds = sorted({cfg.train.seed for _, cfg in todo if cfg.train.trainable == "mask"})
+    detectors = [(f"detector-seed{k}", course_config("detector", seed=k)) for k in seeds]
     t0 = time.perf_counter()
-    print(f"priming {len(todo)} notebook runs ({budget_mode()} budget) with {jobs} processes")
-    for _, line in in_processes(_prime_one, todo, jobs, threads=1):
-        print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"priming {len(todo)} notebook runs and {len(detectors)} detector(s) "
+          f"({budget_mode()} budget) with {jobs} processes")  # fmt: skip
+    for batch, n in ((detectors, 1), (todo, jobs)):
+        for _, line in in_processes(_prime_one, batch, n, threads=cpu_count() // n or 1):
+            print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from mxr.config import load_config
-from mxr.course import record_data, same_run
+from mxr.course import (
+    DETECTOR_ROW,
+    PRESETS,
+    config_name,
+    protocol,
+    record_data,
+    same_run,
+)
 from mxr.engine import in_processes
 from mxr.report import (  # noqa: F401
     MISSING,
@@ -33,51 +40,6 @@ from mxr.report import (  # noqa: F401
     write_text_atomic,
 )
 from mxr.report import markdown_table as _markdown_table
-
-STAGEWISE_ROWS: dict[str, tuple[str, ...]] = {
-    "shapesx": (
-        "agnostic",
-        "agnostic_mlp",
-        "agnostic_deep",
-        "transfer_randn",
-        "transfer_embed",
-        "transfer_cls",
-        "transfer_box",
-        "transfer_clsbox",
-        "transfer_clsbox_1layer",
-        "transfer_clsbox_relu",
-        "transfer_mlp",
-        "transfer_cls_mlp",
-        "transfer_embed_mlp",
-        "oracle",
-    ),
-}
-"""The Table 1 rows of each preset, trained the paper's way: the mask branch alone, on the frozen
-detector of their seed (``configs/<preset>/detector.yaml``, trained once per seed and shared)."""
-
-END_TO_END_ROWS: dict[str, tuple[str, ...]] = {
-    "shapesx": ("transfer_mlp_e2e", "transfer_mlp_nostopgrad_e2e"),
-}
-"""The Table 1d / Table 2 rows, trained end to end: row ``<name>_e2e`` is ``configs/<preset>/<name>.yaml``."""
-
-E2E_SUFFIX = "_e2e"
-DETECTOR_ROW = "detector"
-"""The stage-1 config of a preset (``configs/<preset>/detector.yaml``), one run per seed."""
-
-PRESETS: dict[str, tuple[str, ...]] = {
-    name: (*rows, *END_TO_END_ROWS.get(name, ())) for name, rows in STAGEWISE_ROWS.items()
-}
-"""Rows of each preset, in table order: the stage-wise rows, then the end-to-end ones."""
-
-
-def config_name(row: str) -> str:
-    """The config file stem of an ablation row: ``transfer_mlp_e2e`` -> ``transfer_mlp``."""
-    return row.removesuffix(E2E_SUFFIX)
-
-
-def protocol(preset: str, row: str) -> str:
-    """``"stage-wise"`` (mask branch on the seed's frozen detector) or ``"end to end"``."""
-    return "stage-wise" if row in STAGEWISE_ROWS.get(preset, ()) else "end to end"
 
 
 def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:

@@ -20,6 +20,7 @@ from torch import Tensor
 # (mxr.course), figures and image encoding (viz), per-instance mask IoU (evaluation), tables.
 from mxr.course import (  # noqa: F401
     MASK_HEAD_CHOICES,
+    PROTOCOLS,
     STRUCTURES,
     VARIANT_CHOICES,
     config_from_choices,
@@ -418,8 +419,8 @@ class TrainingPanel:
     stopped)."""
 
     #: The choice widgets, in menu order (each named after its key in :func:`config_from_choices`).
-    CHOICES = ("mask_head", "transfer_input", "structure", "stop_grad", "mlp_fusion", "iterations",
-               "seed")  # fmt: skip
+    CHOICES = ("mask_head", "transfer_input", "structure", "stop_grad", "mlp_fusion", "protocol",
+               "iterations", "seed")  # fmt: skip
 
     def __init__(self, runs: Sequence[RunLog] = (), min_plot_interval_s: float = 0.3) -> None:
         self.runs: list[RunLog] = list(runs)
@@ -432,6 +433,7 @@ class TrainingPanel:
         self._last_draw = 0.0
         self._make_widgets()
         self.mask_head.observe(self._sync_enabled, names="value")
+        self.protocol.observe(self._sync_enabled, names="value")
         self.train_button.on_click(self._on_click)
         self.stop_button.on_click(lambda button: self.stop())
         self._sync_enabled()
@@ -450,6 +452,10 @@ class TrainingPanel:
         self.structure = w.Dropdown(options=list(STRUCTURES), description="τ structure")
         self.stop_grad = w.Checkbox(description="stop-grad on w_det")
         self.mlp_fusion = w.Checkbox(description="MLP fusion")
+        # stage-wise: the mask branch alone on the seed's frozen, cached detector (~2 min for 800
+        # iterations on 2 cores; the first run of a seed trains its detector, ~10 min); end to end:
+        # the whole model (~5 min)
+        self.protocol = w.ToggleButtons(options=list(PROTOCOLS), description="training")
         self.iterations = w.BoundedIntText(min=1, max=100_000, description="iterations")
         self.seed = w.BoundedIntText(min=0, max=1_000_000, description="seed (train.seed)")
         for key in self.CHOICES:
@@ -508,8 +514,12 @@ class TrainingPanel:
         return self._busy
 
     def _sync_enabled(self, change: Any = None) -> None:
-        for wid in (self.transfer_input, self.structure, self.stop_grad):
+        for wid in (self.transfer_input, self.structure):
             wid.disabled = self.mask_head.value != "transfer"
+        # stop-gradient only matters while the detector learns (end to end)
+        self.stop_grad.disabled = (
+            self.mask_head.value != "transfer" or self.protocol.value != "end to end"
+        )
 
     def _draw(self, log: RunLog, force: bool = False) -> None:
         now = time.perf_counter()
