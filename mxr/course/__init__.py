@@ -323,7 +323,8 @@ def train_or_load(
     result = train(cfg, out, resume=twin is not None, progress=progress, callback=callback)
     record_data(out, cfg)
     return {
-        "model": result["model"].eval(),
+        # from the checkpoint, as a cached run is: a whole model (a stage-2 run's detector unfrozen)
+        "model": model_from_checkpoint(out / "last.pt"),
         "eval": result["eval"],
         "out_dir": out,
         "metrics": Path(result["metrics"]),
