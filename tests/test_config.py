@@ -11,9 +11,11 @@ import torch
 from mxr.config import config_to_dict, load_config, read_config_file
 from mxr.course import DETECTOR_ROW, PRESETS, config_name
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
 SHAPESX = sorted((CONFIGS / "shapesx").glob("*.yaml"))
-COCO = sorted((CONFIGS / "coco").glob("*.yaml"))
+STAGEWISE = sorted((CONFIGS / "coco" / "stagewise").glob("*.yaml"))
+COCO = sorted((CONFIGS / "coco").glob("*.yaml")) + STAGEWISE
 
 
 def test_shapesx_configs_are_the_ablation_rows() -> None:
@@ -89,7 +91,11 @@ def test_the_variants_differ_as_named() -> None:
     assert m["oracle"].mask_head == "class"
 
 
-@pytest.mark.parametrize("path", COCO, ids=lambda p: p.stem)
+def _coco_id(path: Path) -> str:
+    return path.relative_to(CONFIGS / "coco").with_suffix("").as_posix()
+
+
+@pytest.mark.parametrize("path", COCO, ids=_coco_id)
 def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
     """The paper's settings, and the mask branch they describe at R-50-FPN sizes.
 
@@ -156,6 +162,127 @@ def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
         assert pred.mlp.fc.weight.numel() == 157_351_936
     else:
         assert pred.mlp is None
+
+
+# ---- COCO, stage-wise (configs/coco/stagewise/): the paper's Table 1 protocol -------------------
+DIRECTIONS = {"voc2nonvoc": "voc", "nonvoc2voc": "nonvoc"}
+#: Model fields of the mask branch: the only ones a stage-2 row may set apart from its detector.
+MASK_BRANCH_FIELDS = {
+    "mask_classes", "mask_head", "transfer_input", "transfer_layers", "transfer_activation",
+    "transfer_zero_init", "class_embedding", "randn_dim", "stop_grad", "mlp_fusion", "mlp_form",
+    "mlp_channels", "mask_head_channels", "mask_head_convs", "init_seed",
+}  # fmt: skip
+#: Each row of the paper's Table 1 / 2 as README's table runs it: (table, row, mxr config under
+#: configs/coco/ with ${SPLIT} for the direction, --set overrides, model fields it must have).
+PAPER_ROWS = [
+    ("1a", "randn", "stagewise/${SPLIT}_randn", [], {"transfer_input": "randn", "randn_dim": 300}),
+    ("1a", "GloVe", "stagewise/${SPLIT}_glove", [], {"transfer_input": "embed"}),
+    ("1a", "cls", "stagewise/${SPLIT}_transfer", ["model.transfer_input=cls"],
+     {"transfer_input": "cls"}),
+    ("1a", "box", "stagewise/${SPLIT}_transfer", ["model.transfer_input=box"],
+     {"transfer_input": "box"}),
+    ("1a", "cls+box", "stagewise/${SPLIT}_transfer", [], {"transfer_input": "cls+box"}),
+    ("1a", "class-agnostic", "stagewise/${SPLIT}_agnostic", [], {"mask_head": "agnostic"}),
+    ("1a", "oracle", "stagewise/${SPLIT}_oracle", [], {"mask_head": "class"}),
+    ("1b", "1-layer", "stagewise/${SPLIT}_transfer", ["model.transfer_layers=1"],
+     {"transfer_layers": 1}),
+    ("1b", "2-layer, ReLU", "stagewise/${SPLIT}_transfer", ["model.transfer_activation=relu"],
+     {"transfer_layers": 2, "transfer_activation": "relu"}),
+    ("1b", "2-layer, LeakyReLU", "stagewise/${SPLIT}_transfer", [],
+     {"transfer_layers": 2, "transfer_activation": "leaky_relu"}),
+    ("1c", "class-agnostic+MLP", "stagewise/${SPLIT}_agnostic", ["model.mlp_fusion=true"],
+     {"mask_head": "agnostic", "mlp_fusion": True, "mlp_form": "paper"}),
+    ("1c", "transfer+MLP", "stagewise/${SPLIT}_transfer", ["model.mlp_fusion=true"],
+     {"mask_head": "transfer", "mlp_fusion": True, "mlp_form": "paper"}),
+    ("1d", "class-agnostic, e2e", "${SPLIT}_agnostic", [], {"mask_head": "agnostic"}),
+    ("1d", "transfer, e2e", "${SPLIT}_transfer_mlp",
+     ["model.mlp_fusion=false", "model.stop_grad=false"], {"mlp_fusion": False, "stop_grad": False}),
+    ("1d", "transfer, e2e + stop-grad", "${SPLIT}_transfer_mlp", ["model.mlp_fusion=false"],
+     {"mlp_fusion": False, "stop_grad": True}),
+    ("2", "transfer+MLP", "${SPLIT}_transfer_mlp", [],
+     {"transfer_input": "cls+box", "mlp_fusion": True, "stop_grad": True}),
+]  # fmt: skip
+
+
+def _documented_run(config: Path) -> str:
+    """The ``--out`` of the 8-GPU command a COCO config's header documents for itself."""
+    lines = [ln for ln in config.read_text().splitlines() if "mxr train --config" in ln]
+    assert len(lines) == 1, config.name
+    words = lines[0].split()
+    assert words[1:5] == ["torchrun", "--nproc_per_node=8", "-m", "mxr"], lines[0]
+    assert words[words.index("--config") + 1] == config.relative_to(REPO).as_posix()
+    return words[words.index("--out") + 1]
+
+
+def _model_without_mask_branch(cfg) -> dict:  # noqa: ANN001
+    model = config_to_dict(cfg)["model"]
+    return {k: v for k, v in model.items() if k not in MASK_BRANCH_FIELDS}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_the_stage1_detector_is_the_end_to_end_class_agnostic_row(direction: str) -> None:
+    """mxr has no mask-free detector: stage 1 trains the class-agnostic head on A's masks, the very
+    recipe of the end-to-end baseline (its eval.json is Table 1d's 'class-agnostic, e2e' row)."""
+    path = CONFIGS / "coco" / "stagewise" / f"detector_{direction}.yaml"
+    detector = load_config(path)
+    assert (detector.train.trainable, detector.train.init_from) == ("all", None)
+    assert (detector.data.split, detector.data.train_masks) == (DIRECTIONS[direction], "A")
+    e2e = load_config(CONFIGS / "coco" / f"{direction}_agnostic.yaml")
+    assert config_to_dict(detector) == config_to_dict(e2e)
+    assert _documented_run(path) == f"runs/coco_detector_{direction}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in STAGEWISE if not p.stem.startswith("detector_")], ids=_coco_id
+)
+def test_a_stagewise_row_trains_the_mask_branch_on_its_directions_detector(path: Path) -> None:
+    """Frozen detector, loaded from the output of its direction's detector command, with every
+    detector field (``DETECTOR_FIELDS``, and the rest outside the mask branch) and the whole
+    schedule of the detector's run: the official stage-2 configs repeat the 1x schedule."""
+    from mxr.engine.stagewise import DETECTOR_FIELDS
+
+    direction = path.stem.split("_")[0]
+    detector_path = CONFIGS / "coco" / "stagewise" / f"detector_{direction}.yaml"
+    cfg, detector = load_config(path), load_config(detector_path)
+    assert cfg.train.trainable == "mask"
+    assert cfg.train.init_from == f"{_documented_run(detector_path)}/last.pt"
+    assert _documented_run(path) == f"runs/coco_sw_{path.stem}"
+    for k in DETECTOR_FIELDS:
+        assert getattr(cfg.model.resolved(), k) == getattr(detector.model.resolved(), k), k
+    assert _model_without_mask_branch(cfg) == _model_without_mask_branch(detector)
+    assert cfg.model.mlp_form == "paper"  # --set model.mlp_fusion=true: the paper's MLP
+    train = {**config_to_dict(cfg)["train"], "init_from": None, "trainable": "all"}
+    assert train == config_to_dict(detector)["train"]
+    data = {**config_to_dict(cfg)["data"], "train_masks": "A"}
+    assert data == config_to_dict(detector)["data"]
+    assert cfg.data.train_masks == ("all" if path.stem.endswith("_oracle") else "A")
+
+
+def test_every_stagewise_row_has_both_directions() -> None:
+    names = {p.stem for p in STAGEWISE}
+    for direction in DIRECTIONS:
+        rows = {n.split("_", 1)[1] for n in names if n.startswith(direction + "_")}
+        assert rows == {"agnostic", "transfer", "glove", "randn", "oracle"}, direction
+    assert {n for n in names if n.startswith("detector_")} == {f"detector_{d}" for d in DIRECTIONS}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize(
+    "config, overrides, expected",
+    [pytest.param(*row[2:], id=f"{row[0]} {row[1]}") for row in PAPER_ROWS],
+)
+def test_readme_runs_each_paper_row_as_the_named_model(
+    direction: str, config: str, overrides: list[str], expected: dict
+) -> None:
+    """README's table names each row's file and ``--set``; together they load as that row."""
+    readme = (REPO / "README.md").read_text()
+    documented = f"`{config}.yaml`" + (f" `--set {' '.join(overrides)}`" if overrides else "")
+    assert documented in readme, documented
+    path = CONFIGS / "coco" / f"{config.replace('${SPLIT}', direction)}.yaml"
+    cfg = load_config(path, overrides)
+    assert {k: getattr(cfg.model, k) for k in expected} == expected
+    assert cfg.data.split == DIRECTIONS[direction]
+    assert cfg.train.trainable == ("mask" if config.startswith("stagewise/") else "all")
 
 
 def test_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
