@@ -66,17 +66,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 # --- metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order."""
+    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order. A last line cut
+    short by a kill (the engine's resume drops it too) is skipped with one warning naming the file
+    and line; a bad line before the last is an error naming them."""
+    import warnings
+
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"metrics file not found: {path}")
+    lines = path.read_text().splitlines()
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(lines, start=1):
         try:
             row = json.loads(line) if line.strip() else None
         except json.JSONDecodeError as err:
+            if n == len(lines):
+                warnings.warn(f"{path}: line {n} is cut short (a killed run); skipped", stacklevel=2)
+                break
             raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
         if isinstance(row, dict):
             rows.append(row)

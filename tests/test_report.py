@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import stop_at_replace
 
@@ -123,3 +125,16 @@ def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypat
     monkeypatch.undo()
     write()
     assert path.read_bytes() != b"old"
+
+
+def test_read_metrics_skips_a_last_line_cut_short_with_a_warning(tmp_path: Path) -> None:
+    from mxr.report import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "loss": 1.5}\n{"iter": 3, "lo')
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: line 3 is cut short"):
+        rows = read_metrics(tmp_path)
+    assert [r["iter"] for r in rows] == [1, 2]
+    path.write_text('{"iter": 1, "lo\n{"iter": 2, "loss": 1.5}\n')  # not the last line: an error
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: line 1 is not valid JSON"):
+        read_metrics(path)

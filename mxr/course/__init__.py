@@ -179,9 +179,9 @@ def runs_dir() -> Path:
 
 def ablation_dir() -> Path:
     """Where :func:`train_or_load` looks for a finished ablation run of the same config
-    (``runs/results/shapesx``, as ``docs/results.md`` runs it; ``MXR_ABLATION`` overrides)."""
+    (``runs/results/shapesx_sw``, as ``docs/results.md`` runs it; ``MXR_ABLATION`` overrides)."""
     env = os.environ.get("MXR_ABLATION")
-    return Path(env) if env else REPO_ROOT / "runs" / "results" / "shapesx"
+    return Path(env) if env else REPO_ROOT / "runs" / "results" / "shapesx_sw"
 
 
 # --- is this the same run? (the notebooks' cache, the training panel and the ablation ask) ---
