@@ -20,8 +20,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mxr"
 TOP = {"mxr.cli", "mxr.__main__"}
 #: The course layer: what the notebooks use (the ``mxr/course/`` package); may import the core.
 COURSE_PACKAGE = "mxr.course"
-#: The course modules' old homes, kept as aliases of ``mxr.course.<name>``.
-OLD_COURSE_HOMES = {"mxr.widgets", "mxr.viz", "mxr.probes", "mxr.ablate"}
 #: The core: models, data, training, evaluation, reporting. Imports nothing above it.
 CORE_MODULES = {"mxr", "mxr.config", "mxr.losses", "mxr.engine", "mxr.evaluation", "mxr.report"}
 CORE_PACKAGES = ("mxr.model", "mxr.data", "mxr.engine")
@@ -42,7 +40,7 @@ def modules() -> dict[str, Path]:
 def layer(name: str) -> str:
     if name in TOP:
         return "top"
-    if name in OLD_COURSE_HOMES or name == COURSE_PACKAGE or name.startswith(COURSE_PACKAGE + "."):
+    if name == COURSE_PACKAGE or name.startswith(COURSE_PACKAGE + "."):
         return "course"
     if name in CORE_MODULES or any(name == p or name.startswith(p + ".") for p in CORE_PACKAGES):
         return "core"
@@ -201,11 +199,10 @@ def test_moved_names_still_import_from_their_old_homes() -> None:
         assert getattr(mxr.data.coco, name) is getattr(mxr.data.splits, name)
 
 
-@pytest.mark.parametrize("old", sorted(OLD_COURSE_HOMES))
-def test_course_modules_import_from_their_old_homes(old: str) -> None:
-    """``import mxr.viz`` (and the other course modules' old names) is the module now in mxr/course/."""
+def test_the_course_modules_have_no_alias_at_the_top_level() -> None:
+    """One home per module: ``mxr.viz`` and the other old names of the course modules are gone."""
     import importlib
 
-    new = importlib.import_module(COURSE_PACKAGE + "." + old.rpartition(".")[2])
-    assert importlib.import_module(old) is new
-    assert getattr(importlib.import_module("mxr"), old.rpartition(".")[2]) is new
+    for old in ("mxr.viz", "mxr.widgets", "mxr.probes", "mxr.ablate"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
