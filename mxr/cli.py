@@ -6,8 +6,9 @@ reaches the user:
 
 - a user's mistake (a missing file, a config value out of range, an unknown ``--set`` key, a file
   that is not an mxr checkpoint) is one line on stderr, ``mxr train: error: <message>``, and exit
-  status 2, as argparse does for a bad option. mxr raises ``ValueError`` or ``OSError`` (with
-  ``FileNotFoundError``) for these, with messages that name the file or field (CONVENTIONS.md);
+  status 2, as argparse does for a bad option. mxr raises :class:`mxr.errors.UserInputError` (a
+  ``ValueError``; ``MissingFileError`` is also a ``FileNotFoundError``) for these, with messages
+  that name the file or field, the value found and what was expected;
 - any other exception is a bug in mxr, not the user's mistake, and keeps its traceback;
 - ``--debug`` (before or after the subcommand) shows the traceback of a user error as well.
 """
@@ -21,11 +22,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mxr import __version__
+from mxr.errors import UserInputError
 
 PROG = "mxr"
 
-#: The exception types that mean "the input is wrong", not "mxr is wrong".
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+#: The exception type that means "the input is wrong", not "mxr is wrong".
+USER_ERRORS: tuple[type[BaseException], ...] = (UserInputError,)
 
 _DEBUG_HELP = "show the full traceback of an error"
 
@@ -62,7 +64,7 @@ def _split_option(text: str | None) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         why = getattr(e, "problem", None) or e  # the parser's reason, without its excerpts
-        raise ValueError(f"--split {text!r} is not a YAML mapping: {why}") from e
+        raise UserInputError(f"--split {text!r} is not a YAML mapping: {why}") from e
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -72,7 +74,7 @@ def _run_check(args: argparse.Namespace) -> int:
     try:
         report = validate_dataset(args.annotations, args.images, split=split, masks=args.masks)
     except Exception as e:  # validate_dataset reports problems; anything else is one line, exit 2
-        raise ValueError(f"could not check {args.annotations}: {type(e).__name__}: {e}") from e
+        raise UserInputError(f"could not check {args.annotations}: {type(e).__name__}: {e}") from e
     print(report.format())
     return 0 if report.ok else 1  # 1: the data has problems (listed above)
 

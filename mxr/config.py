@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import write_text_atomic
 
 if sys.version_info >= (3, 11):
@@ -94,8 +95,8 @@ def random_split_spec(value: Any, name: str = "data.split") -> dict[str, int]:
     trial t), in that key order; anything else raises one ``ValueError`` naming ``name``. Whether n
     fits the dataset's classes is checked when the split is resolved (:mod:`mxr.data.splits`)."""
 
-    def bad(why: str) -> ValueError:
-        return ValueError(
+    def bad(why: str) -> UserInputError:
+        return UserInputError(
             f"{name}={value!r} is not valid ({why}); expected {RANDOM_SPLIT_EXPECTED}"
         )
 
@@ -123,8 +124,8 @@ def random_split_spec(value: Any, name: str = "data.split") -> dict[str, int]:
     return {"random": n, "trial": trial}
 
 
-def _invalid(section: str, name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{section}.{name}={value!r} is not valid; expected {expected}")
+def _invalid(section: str, name: str, value: Any, expected: str) -> UserInputError:
+    return UserInputError(f"{section}.{name}={value!r} is not valid; expected {expected}")
 
 
 def _check(section: str, cfg: Any, rules: Sequence[tuple[str, Rule]]) -> None:
@@ -197,7 +198,7 @@ class ModelConfig:
         ]
         _check("model", self, rules)
         if self.transfer_input in FILE_EMBEDDING_INPUTS and not self.class_embedding:
-            raise ValueError(
+            raise UserInputError(
                 f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
                 'expected a JSON file {"<category name>": [floats]} or an .npy file with a '
                 ".names.txt beside it (see data/README.md)"
@@ -363,26 +364,26 @@ _KEYS = {name: sorted(f.name for f in fields(cls)) for name, cls in _SECTIONS.it
 
 def _section_from_dict(name: str, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
-        raise ValueError(
+        raise UserInputError(
             f"{where}: section '{name}' must be a mapping, got {type(values).__name__}"
         )
     if unknown := sorted(set(values) - set(_KEYS[name])):
-        raise ValueError(
+        raise UserInputError(
             f"{where}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
             f"valid keys in '{name}': {', '.join(_KEYS[name])}"
         )
     try:
         return _SECTIONS[name](**values)
     except TypeError as e:  # wrong type that the validators did not catch
-        raise ValueError(f"{where}: section '{name}': {e}") from e
+        raise UserInputError(f"{where}: section '{name}': {e}") from e
 
 
 def config_from_dict(d: dict[str, Any], where: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict; ``where`` names the source in error messages."""
     if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping with sections model/data/train")
+        raise UserInputError(f"{where}: expected a mapping with sections model/data/train")
     if unknown := sorted(set(d) - set(_SECTIONS)):
-        raise ValueError(
+        raise UserInputError(
             f"{where}: unknown section(s) {', '.join(unknown)}; expected: model, data, train"
         )
     return Config(**{k: _section_from_dict(k, d.get(k) or {}, where) for k in _SECTIONS})
@@ -406,17 +407,17 @@ def apply_overrides(d: dict[str, Any], overrides: Iterable[str]) -> dict[str, An
     out = {k: dict(v or {}) for k, v in d.items()}
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not valid; expected section.key=value")
+            raise UserInputError(f"override {item!r} is not valid; expected section.key=value")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) != 2 or parts[0] not in _SECTIONS:
-            raise ValueError(
+            raise UserInputError(
                 f"override key {key!r} is not valid; expected <section>.<key> with section one of "
                 "model, data, train"
             )
         section, name = parts
         if name not in _KEYS[section]:
-            raise ValueError(
+            raise UserInputError(
                 f"override key {key!r} is unknown; valid keys in '{section}': "
                 + ", ".join(_KEYS[section])
             )
@@ -430,7 +431,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a nested dict, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingFileError(f"config file not found: {path}")
     text = path.read_text()
     try:
         if path.suffix == ".toml":
@@ -440,13 +441,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             d = json.loads(text)
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: unknown config format {path.suffix!r}; expected .yaml, .yml, .toml or .json"
             )
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: could not parse: {e}") from e
+        raise UserInputError(f"{path}: could not parse: {e}") from e
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping with sections model/data/train")
+        raise UserInputError(f"{path}: expected a mapping with sections model/data/train")
     return d
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mxr.errors import MissingFileError, UserInputError
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's, per set and task
 TASKS = ("segm", "bbox")  # the COCOeval tasks, as mxr.evaluation.coco_evaluate keys them
 SETS = ("A", "B", "all")  # the class sets: A (masks in training), B (boxes only), and both
@@ -25,13 +27,13 @@ def read_json_file(path: str | Path, expected: str, what: str = "file") -> dict[
     was ``expected``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
+        raise MissingFileError(f"{path}: {what} not found")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: malformed JSON ({e}); expected {expected}") from e
+        raise UserInputError(f"{path}: malformed JSON ({e}); expected {expected}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level is {type(data).__name__}; expected {expected}")
+        raise UserInputError(f"{path}: top level is {type(data).__name__}; expected {expected}")
     return data
 
 
@@ -75,7 +77,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path}")
+        raise MissingFileError(f"metrics file not found: {path}")
     lines = path.read_text().splitlines()
     rows = []
     for n, line in enumerate(lines, start=1):
@@ -83,9 +85,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             row = json.loads(line) if line.strip() else None
         except json.JSONDecodeError as err:
             if n == len(lines):
-                warnings.warn(f"{path}: line {n} is cut short (a killed run); skipped", stacklevel=2)
+                warnings.warn(
+                    f"{path}: line {n} is cut short (a killed run); skipped", stacklevel=2
+                )
                 break
-            raise ValueError(f"{path}: line {n} is not valid JSON ({err})") from err
+            raise UserInputError(f"{path}: line {n} is not valid JSON ({err})") from err
         if isinstance(row, dict):
             rows.append(row)
     return rows

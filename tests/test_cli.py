@@ -276,3 +276,22 @@ def test_python_m_mxr_exits_2_with_one_stderr_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == "mxr train: error: config file not found: nope.yaml\n"
     assert proc.stdout == ""
+
+
+def test_an_internal_value_error_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Only the user-error type is one line: a ValueError raised inside mxr or torch is a bug, and
+    reaches the caller with its traceback instead of exit status 2."""
+    import mxr.engine
+
+    def broken_train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ValueError("an internal shape mismatch")
+
+    monkeypatch.setattr(mxr.engine, "train", broken_train)
+    with pytest.raises(ValueError, match="an internal shape mismatch"):
+        cli.main(["train", "--out", str(tmp_path / "run"), "--no-progress"])
+    # the same command with a user's mistake is still one line
+    status, _, err = run_cli(capsys, "train", "--config", "nope.yaml", "--out", str(tmp_path))
+    assert status == 2
+    assert_one_error_line(err, "train", "nope.yaml")

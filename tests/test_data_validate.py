@@ -10,6 +10,7 @@ from test_data_coco import _coco, write_coco  # tests/ is on sys.path (pytest ro
 
 from mxr.__main__ import main
 from mxr.data import validate_dataset
+from mxr.errors import UserInputError
 
 
 def test_clean_dataset_is_ok(tmp_path: Path) -> None:
@@ -232,7 +233,8 @@ def test_loader_error_is_the_first_line_of_data_check(tmp_path: Path) -> None:
         with pytest.raises((ValueError, FileNotFoundError)) as e:
             CocoInstances(image_dir, ann_file, split=split)
         assert str(e.value).startswith(report.problems[0]), (name, report.problems)
-    assert e.type is FileNotFoundError  # a missing split file, as before
+    assert issubclass(e.type, FileNotFoundError)  # a missing split file, as before
+    assert issubclass(e.type, UserInputError)  # and the user's mistake: one line in the CLI
 
 
 def test_check_options_for_a_partially_labelled_set(

@@ -21,7 +21,15 @@ TOP = {"mxr.cli", "mxr.__main__"}
 #: The course layer: what the notebooks use (the ``mxr/course/`` package); may import the core.
 COURSE_PACKAGE = "mxr.course"
 #: The core: models, data, training, evaluation, reporting. Imports nothing above it.
-CORE_MODULES = {"mxr", "mxr.config", "mxr.losses", "mxr.engine", "mxr.evaluation", "mxr.report"}
+CORE_MODULES = {
+    "mxr",
+    "mxr.config",
+    "mxr.errors",
+    "mxr.losses",
+    "mxr.engine",
+    "mxr.evaluation",
+    "mxr.report",
+}
 CORE_PACKAGES = ("mxr.model", "mxr.data", "mxr.engine")
 
 

@@ -86,7 +86,7 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
     assert [
         line.get_label() for line in plot_loss_curve(path, keys=["loss_mask"]).axes[0].lines
     ] == ["loss_mask"]
-    path.write_text('{"iter": 1, "loss": 1}\n{broken\n')
+    path.write_text('{"iter": 1, "loss": 1}\n{broken\n{"iter": 3, "loss": 1}\n')
     with pytest.raises(ValueError, match="line 2"):
         plot_loss_curve(path)
 

@@ -30,6 +30,7 @@ from mxr.course import (
     same_run,
 )
 from mxr.engine import in_processes
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import (  # noqa: F401
     MISSING,
     SETS,
@@ -47,7 +48,7 @@ def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
     if config_dir is not None:
         d = Path(config_dir)
         if not d.is_dir():
-            raise FileNotFoundError(f"config folder not found: {d}")
+            raise MissingFileError(f"config folder not found: {d}")
         return d
     import mxr
 
@@ -56,7 +57,7 @@ def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
     for d in candidates:
         if d.is_dir():
             return d
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no config folder for preset {preset!r}; looked in {', '.join(map(str, candidates))}"
     )
 
@@ -66,18 +67,20 @@ def preset_configs(
 ) -> dict[str, Path]:
     """Row name -> config file of a preset (optionally only ``rows``), checked to exist."""
     if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}")
+        raise UserInputError(
+            f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}"
+        )
     names = list(rows or PRESETS[preset])
     unknown = [r for r in names if r not in PRESETS[preset]]
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"row(s) {', '.join(unknown)} not in preset {preset!r}; valid: {', '.join(PRESETS[preset])}"
         )
     d = config_dir_for(preset, config_dir)
     out = {name: d / f"{config_name(name)}.yaml" for name in names}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"config file(s) not found: {', '.join(missing)}")
+        raise MissingFileError(f"config file(s) not found: {', '.join(missing)}")
     return out
 
 
@@ -403,11 +406,11 @@ def run_ablation(
     this call does not run are kept (recorded in ``meta["merged"]``).
     """
     if seeds < 1:
-        raise ValueError(f"seeds={seeds} is not valid; expected >= 1")
+        raise UserInputError(f"seeds={seeds} is not valid; expected >= 1")
     if jobs < 1:
-        raise ValueError(f"jobs={jobs} is not valid; expected >= 1")
+        raise UserInputError(f"jobs={jobs} is not valid; expected >= 1")
     if split not in ("val", "test"):
-        raise ValueError(f"split={split!r} is not valid; expected 'val' or 'test'")
+        raise UserInputError(f"split={split!r} is not valid; expected 'val' or 'test'")
     configs = preset_configs(preset, rows, config_dir)
     published = None if merge_from is None else _read_published(merge_from, split, seeds)
     out = Path(out_dir)
@@ -418,7 +421,7 @@ def run_ablation(
     if stagewise:  # stage 1: one detector per seed, shared by every stage-wise row of that seed
         detector = {DETECTOR_ROW: config_dir_for(preset, config_dir) / f"{DETECTOR_ROW}.yaml"}
         if not detector[DETECTOR_ROW].is_file():
-            raise FileNotFoundError(f"config file not found: {detector[DETECTOR_ROW]}")
+            raise MissingFileError(f"config file not found: {detector[DETECTOR_ROW]}")
     stage2 = {
         seed: [f"train.init_from={out / DETECTOR_ROW / f'seed{seed}' / 'last.pt'}",
                "train.trainable=mask"]
@@ -564,7 +567,7 @@ def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
     old = read_json_file(path, "a results.json written by mxr ablate", "--merge-from results file")
     meta = old.get("meta") if isinstance(old.get("meta"), dict) else {}
     if meta.get("split") != split or meta.get("seeds") != seeds:
-        raise ValueError(
+        raise UserInputError(
             f"{path}: holds split={meta.get('split')!r}, seeds={meta.get('seeds')!r}; expected "
             f"split={split!r}, seeds={seeds} to merge with this run"
         )
@@ -640,7 +643,7 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
     md = docs / "results.md"
     text = md.read_text() if md.is_file() else f"# Results\n\n{begin}\n{end}\n"
     if begin not in text or end not in text:
-        raise ValueError(f"{md} has no '{begin}' ... '{end}' markers to put the table between")
+        raise UserInputError(f"{md} has no '{begin}' ... '{end}' markers to put the table between")
     head, rest = text.split(begin, 1)
     write_text_atomic(md, head + block + rest.split(end, 1)[1])
     return md

@@ -17,7 +17,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-# The A/B split and the VOC class list live in mxr.data.splits; re-exported here, their older home.
 from mxr.data.splits import (
     VOC_CAT_IDS,  # noqa: F401
     VOC_CAT_NAMES,  # noqa: F401
@@ -26,6 +25,9 @@ from mxr.data.splits import (
     split_root,  # noqa: F401
 )
 from mxr.data.validate import check_coco_data, read_coco_json, segmentation_problem
+
+# The A/B split and the VOC class list live in mxr.data.splits; re-exported here, their older home.
+from mxr.errors import MissingFileError, UserInputError
 
 
 class CocoInstances(torch.utils.data.Dataset):
@@ -61,9 +63,11 @@ class CocoInstances(torch.utils.data.Dataset):
         keep_coco: bool = True,
     ) -> None:
         if masks not in ("A", "all"):
-            raise ValueError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
+            raise UserInputError(f"masks={masks!r} is not valid; expected 'A' or 'all'")
         if not 0.0 <= float(flip_prob) <= 1.0:
-            raise ValueError(f"flip_prob={flip_prob!r} is not valid; expected a number in [0, 1]")
+            raise UserInputError(
+                f"flip_prob={flip_prob!r} is not valid; expected a number in [0, 1]"
+            )
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
         self.masks, self.train, self.flip_prob = masks, train, float(flip_prob)
         self.seed, self.epoch = seed, 0
@@ -147,12 +151,12 @@ class CocoInstances(torch.utils.data.Dataset):
         path = self.image_dir / str(info["file_name"])
         where = f"(image id {image_id} in {self.ann_file})"
         if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path} {where}")
+            raise MissingFileError(f"image file not found: {path} {where}")
         try:
             with Image.open(path) as im:
                 return np.array(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{path} {where} is not a readable image: {e}") from e
+            raise UserInputError(f"{path} {where} is not a readable image: {e}") from e
 
     def _decode(self, ann: dict[str, Any], h: int, w: int) -> np.ndarray:
         """The uint8 ``(h, w)`` mask of ``ann``, its segmentation checked against the pixels."""
@@ -160,14 +164,14 @@ class CocoInstances(torch.utils.data.Dataset):
         where = f"{self.ann_file}: annotation id {ann['id']} (image id {ann['image_id']})"
         why = segmentation_problem(seg, (h, w))
         if why:
-            raise ValueError(f"{where}: field 'segmentation' {why}")
+            raise UserInputError(f"{where}: field 'segmentation' {why}")
         try:
             if isinstance(seg, list):
                 return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
             rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
             return mask_utils.decode(rle)
         except (ValueError, TypeError) as e:  # pycocotools on a corrupt compressed RLE string
-            raise ValueError(f"{where}: field 'segmentation' could not be decoded: {e}") from e
+            raise UserInputError(f"{where}: field 'segmentation' could not be decoded: {e}") from e
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_id = self.image_ids[index]

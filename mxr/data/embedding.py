@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mxr.config import is_number
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import read_json_file, write_text_atomic
 
 BACKGROUND = "__background__"
@@ -26,17 +27,17 @@ def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
     or ValueError (naming the file) unless it maps names to equal-length lists of numbers."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class embedding file not found: {path}")
+        raise MissingFileError(f"class embedding file not found: {path}")
     if path.suffix == ".npy":
         names_path = path.with_suffix(".names.txt")
         if not names_path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}: names file not found: {names_path} (one category name per line, in row order)"
             )
         array = np.load(path, allow_pickle=False)
         names = [n for n in names_path.read_text().splitlines() if n.strip()]
         if array.ndim != 2 or array.shape[0] != len(names):
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: expected a (K, d) array with one row per name in {names_path.name} "
                 f"({len(names)} names); got shape {tuple(array.shape)}"
             )
@@ -46,14 +47,14 @@ def read_embedding_file(path: str | Path) -> dict[str, list[float]]:
     width = None
     for name, vec in table.items():
         if not (isinstance(vec, list) and vec and all(map(is_number, vec))):
-            raise ValueError(f"{path}: class {name!r}: expected a non-empty list of numbers")
+            raise UserInputError(f"{path}: class {name!r}: expected a non-empty list of numbers")
         width = width or len(vec)
         if len(vec) != width:
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: class {name!r} has {len(vec)} numbers; expected {width} like the others"
             )
     if not table:
-        raise ValueError(f"{path}: holds no class vectors")
+        raise UserInputError(f"{path}: holds no class vectors")
     return table
 
 
@@ -71,7 +72,7 @@ def embedding_rows(
     missing = [n for n in wanted if n not in table]
     if missing:
         shown = ", ".join(repr(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise ValueError(
+        raise UserInputError(
             f"{where}: no vector for class(es) {shown} ({len(missing)} of {len(wanted)}); "
             "expected one entry per category name of the dataset"
         )
@@ -87,7 +88,7 @@ def embedding_from_word_vectors(
     does, a name of several words (``"traffic light"``) gets the mean of its lower-cased words."""
     path = Path(word_vectors)
     if not path.is_file():
-        raise FileNotFoundError(f"word vector file not found: {path}")
+        raise MissingFileError(f"word vector file not found: {path}")
     names = list(names)
     words_of = {n: n.lower().replace("-", " ").split() for n in names}
     needed = {w for ws in words_of.values() for w in ws}
@@ -101,7 +102,7 @@ def embedding_from_word_vectors(
     for n, ws in words_of.items():
         lost = [w for w in ws if w not in found]
         if lost or not ws:
-            raise ValueError(f"{path}: no vector for word(s) {lost or [n]} of class {n!r}")
+            raise UserInputError(f"{path}: no vector for word(s) {lost or [n]} of class {n!r}")
         table[n] = [round(float(x), 6) for x in np.mean([found[w] for w in ws], axis=0)]
     return table
 

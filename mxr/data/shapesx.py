@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mxr.data.coco import encode_rle
+from mxr.errors import UserInputError
 from mxr.report import read_json_file, read_json_or_none, write_text_atomic
 
 SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
@@ -133,18 +134,18 @@ def resolve_design(design: str = DEFAULT_DESIGN, **design_params: Any) -> dict[s
         ValueError: unknown design name or parameter (naming the valid options).
     """
     if design not in DESIGNS:
-        raise ValueError(
+        raise UserInputError(
             f"ShapesX design={design!r} is not valid; expected one of {', '.join(map(repr, DESIGNS))}"
         )
     params: dict[str, Any] = {**COMMON_PARAMS, **DESIGNS[design]}
     unknown = sorted(set(design_params) - set(params))
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"unknown ShapesX parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(params))}"
         )
     params.update(design_params)
     if params["slab"] not in ("tail", "random", "none"):
-        raise ValueError(
+        raise UserInputError(
             f"ShapesX slab={params['slab']!r} is not valid; expected 'tail', 'random' or 'none'"
         )
     for key, value in params.items():
@@ -620,9 +621,11 @@ def generate_shapesx(
     sizes = {"train": train, "val": val, "test": test}
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"ShapesX {name}={n!r} is not valid; expected a non-negative integer")
+            raise UserInputError(
+                f"ShapesX {name}={n!r} is not valid; expected a non-negative integer"
+            )
     if image_size < 64:
-        raise ValueError(f"ShapesX image_size={image_size!r} is not valid; expected >= 64")
+        raise UserInputError(f"ShapesX image_size={image_size!r} is not valid; expected >= 64")
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     total = sum(sizes.values())

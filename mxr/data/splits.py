@@ -30,6 +30,7 @@ from mxr.config import (
     is_int,
     random_split_spec,
 )
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import read_json_file
 
 # fmt: off
@@ -51,7 +52,7 @@ def _voc_set_a(spec: str, id_to_name: dict[int, str], where: str) -> tuple[int, 
     if wrong or not any(i in id_to_name for i in VOC_CAT_IDS):
         shown = (f"id {i} is {id_to_name[i]!r} (COCO: {VOC_CAT_NAMES[i]!r})" for i in wrong)
         detail = ", ".join(shown) or "none of the VOC ids is present"
-        raise ValueError(
+        raise UserInputError(
             f"split {spec!r} expects COCO category ids{where}, but {detail}; "
             "use a split file or a list of names instead"
         )
@@ -103,14 +104,14 @@ def random_set_a(
     text = random_split_text(spec)
     if "trial" in spec:
         if len(ids) != PAPER_RANDOM_SPLIT_CLASSES:
-            raise ValueError(
+            raise UserInputError(
                 f"data.split={text} is not valid{where}: the paper's splits index COCO's 80 "
                 f"categories, and there are {len(ids)}; expected {{random: n, seed: s}} instead"
             )
         picks = _paper_indices(n, spec["trial"])
     else:
         if n >= len(ids):
-            raise ValueError(
+            raise UserInputError(
                 f"data.split={text} is not valid{where}: random={n} leaves set B empty "
                 f"({len(ids)} categories); expected random in 1..{len(ids) - 1}"
             )
@@ -124,18 +125,18 @@ def _read_split_file(spec: str | Path, root: str | Path | None) -> tuple[Path, l
     candidates = [path] if path.is_absolute() or root is None else [path, Path(root) / path]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None and isinstance(spec, str) and not spec.endswith(".json") and "/" not in spec:
-        raise ValueError(
+        raise UserInputError(
             f"split={spec!r} is not valid; expected 'voc', 'nonvoc', a path to a split JSON file, "
             "or a list of category names or ids"
         )
     if found is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"split file not found: {spec} (tried {', '.join(str(p) for p in candidates)})"
         )
     expected = 'a split file {"A": [names or ids], "B": [...]} (B optional)'
     data = read_json_file(found, expected, "split file")
     if not isinstance(data.get("A"), list):
-        raise ValueError(f"{found}: field 'A' is {data.get('A')!r}; expected {expected}")
+        raise UserInputError(f"{found}: field 'A' is {data.get('A')!r}; expected {expected}")
     return found, data["A"], data.get("B")
 
 
@@ -155,14 +156,14 @@ def _named_set_a(
             else:
                 unknown.append(v)
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"{source} names unknown categor{'y' if len(unknown) == 1 else 'ies'} "
             f"{', '.join(map(repr, unknown))}{where}; known: {', '.join(map(repr, by_name))}"
         )
     both = set(a_ids) & set(b_ids)
     if both:
         names = sorted(n for n, i in by_name.items() if i in both)
-        raise ValueError(f"{source} puts {', '.join(map(repr, names))} in both A and B")
+        raise UserInputError(f"{source} puts {', '.join(map(repr, names))} in both A and B")
     return tuple(sorted(set(a_ids)))
 
 
@@ -195,7 +196,7 @@ def resolve_split(
     elif isinstance(spec, Sequence):
         a = _named_set_a(list(spec), None, categories, "split list", where)
     else:
-        raise ValueError(
+        raise UserInputError(
             f"split={spec!r} is not valid; expected None, 'voc', 'nonvoc', a path or a list of "
             "names/ids, or a random split {random: n, seed: s}"
         )

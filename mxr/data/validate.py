@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mxr.config import is_int, is_number
 from mxr.data.splits import describe_random_split, random_split_text, resolve_split, split_root
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import read_json_file
 
 MASK_SETS = ("A", "all")
@@ -42,14 +43,14 @@ class ValidationReport:
     rules: str = ""
     a_cat_ids: tuple[int, ...] = ()
     b_cat_ids: tuple[int, ...] = ()
-    first_error: type[Exception] = field(default=ValueError, repr=False)
+    first_error: type[Exception] = field(default=UserInputError, repr=False)
 
     @property
     def ok(self) -> bool:
         """True when there is no problem (warnings allowed)."""
         return not self.problems
 
-    def problem(self, kind: str, message: str, error: type[Exception] = ValueError) -> None:
+    def problem(self, kind: str, message: str, error: type[Exception] = UserInputError) -> None:
         """Record a problem of ``kind`` (a tag, counted); the loader raises ``error`` for it."""
         if not self.problems:
             self.first_error = error
@@ -145,7 +146,9 @@ def validate_dataset(
         data = read_coco_json(ann_file)
     except (FileNotFoundError, ValueError) as e:
         report = ValidationReport(str(ann_file), None if image_dir is None else str(image_dir))
-        report.problem("file", str(e), type(e))
+        report.problem(
+            "file", str(e), MissingFileError if isinstance(e, OSError) else UserInputError
+        )
         return _Checker(Path(ann_file), report).finish(0, 0)  # every count 0
     return check_coco_data(data, ann_file, image_dir=image_dir, split=split, masks=masks, root=root)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from mxr.config import Config, config_from_dict, config_to_dict
 from mxr.engine.dist import DistInfo
+from mxr.errors import MissingFileError, UserInputError
 from mxr.report import atomic_path
 
 
@@ -58,10 +59,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
 
-    def refuse(reason: str) -> ValueError:
-        return ValueError(f"{path}: not an mxr checkpoint ({reason})")
+    def refuse(reason: str) -> UserInputError:
+        return UserInputError(f"{path}: not an mxr checkpoint ({reason})")
 
     with path.open("rb") as f:
         head = f.read(4)
@@ -122,7 +123,9 @@ def _resume(
     a, b = (config_to_dict(Config(model=c.model))["model"] for c in (saved, cfg))
     if a != b:
         diff = ", ".join(f"model.{k} ({a[k]!r} saved, {b[k]!r} now)" for k in a if a[k] != b[k])
-        raise ValueError(f"--resume: the model config differs from the checkpoint {path} in {diff}")
+        raise UserInputError(
+            f"--resume: the model config differs from the checkpoint {path} in {diff}"
+        )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mxr.config import FILE_EMBEDDING_INPUTS, REPO_ROOT, Config, DataConfig, ModelConfig
 from mxr.engine.dist import DistInfo
+from mxr.errors import MissingFileError, UserInputError
 
 
 def build_dataset(
@@ -25,10 +26,12 @@ def build_dataset(
     from mxr.data import CocoInstances
 
     if which not in ("train", "val", "test"):
-        raise ValueError(f"dataset {which!r} is not valid; expected one of 'train', 'val', 'test'")
+        raise UserInputError(
+            f"dataset {which!r} is not valid; expected one of 'train', 'val', 'test'"
+        )
     ann = data_cfg.path(f"{which}_annotations")
     if not ann.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data.{which}_annotations: annotation file not found: {ann} (data.root={data_cfg.root!r})"
         )
     split = data_cfg.split  # "voc"/"nonvoc", a file of class names, or the names themselves
@@ -75,7 +78,7 @@ def class_embedding_for(cfg: Config, dataset: Any) -> Tensor | None:
     places = [Path(cfg.data.root) / name, *([] if name.is_absolute() else [REPO_ROOT / name])]
     path = next((p for p in places if p.is_file()), None)
     if path is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.class_embedding={m.class_embedding!r}: class embedding file not found; looked "
             f"for {' and '.join(map(str, places))} (relative: under data.root, then the repository)"
         )
@@ -101,7 +104,7 @@ def orientation_groups(dataset: Any) -> list[int]:
     """Per training index, ``1`` for a landscape image (width ≥ height), ``0`` for a portrait one."""
     sizes = getattr(dataset, "image_sizes", None)
     if sizes is None or any(s is None for s in sizes):
-        raise ValueError(
+        raise UserInputError(
             "train.aspect_ratio_grouping=true needs the height and width of every training image "
             f"('height'/'width' in the annotation file's images); {type(dataset).__name__} lacks "
             "them; set train.aspect_ratio_grouping=false"
@@ -120,7 +123,7 @@ def batches_per_epoch(
         shares = sum(c // batch_size for c in Counter(groups).values())
         per_epoch = shares // (global_batch // batch_size)
     if per_epoch == 0:
-        raise ValueError(
+        raise UserInputError(
             f"the training set has {n} images, fewer than one global batch of {global_batch} "
             "(train.batch_size × processes)"
             + ("" if groups is None else " of one orientation per process")

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mxr.errors import UserInputError
 from mxr.report import cpu_count
 
 
@@ -21,7 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         msg = f"train.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'"
-        raise ValueError(msg)
+        raise UserInputError(msg)
     return device
 
 

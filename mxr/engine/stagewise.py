@@ -12,6 +12,7 @@ from torch import nn
 
 from mxr.config import ModelConfig, config_from_dict
 from mxr.engine.checkpoint import load_checkpoint
+from mxr.errors import MissingFileError, UserInputError
 
 #: Model fields that shape the detector's weights or what they mean: a checkpoint to start from must
 #: agree with the run on each (the mask-branch fields may differ: that is the point of stage 2).
@@ -45,12 +46,12 @@ def load_detector(model: nn.Module, path: str | Path) -> dict[str, Any]:
     another image size (:data:`DETECTOR_FIELDS`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"train.init_from: checkpoint not found: {path}")
+        raise MissingFileError(f"train.init_from: checkpoint not found: {path}")
     try:
         ckpt = load_checkpoint(path)
         saved = config_from_dict(ckpt["config"], where=f"{path} (config)").model.resolved()
     except ValueError as e:
-        raise ValueError(f"train.init_from: {e}") from e
+        raise UserInputError(f"train.init_from: {e}") from e
     now: ModelConfig = model.config
     diff = [
         f"model.{k} ({getattr(saved, k)!r} there, {getattr(now, k)!r} here)"
@@ -58,7 +59,7 @@ def load_detector(model: nn.Module, path: str | Path) -> dict[str, Any]:
         if getattr(saved, k) != getattr(now, k)
     ]
     if diff:
-        raise ValueError(
+        raise UserInputError(
             f"train.init_from={str(path)!r}: the checkpoint's detector was built for another model: "
             + ", ".join(diff)
             + "; expected a detector trained with the same classes, backbone and image size"
@@ -69,7 +70,7 @@ def load_detector(model: nn.Module, path: str | Path) -> dict[str, Any]:
         missing, unexpected = module.load_state_dict(part, strict=False)
         if missing or unexpected:
             names = ", ".join(prefix + k for k in [*missing, *unexpected][:3])
-            raise ValueError(
+            raise UserInputError(
                 f"train.init_from={str(path)!r}: the checkpoint's weights do not fit the detector "
                 f"({names}); expected a checkpoint of `mxr train` with the same model layout"
             )

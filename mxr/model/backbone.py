@@ -17,6 +17,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from mxr.errors import MissingFileError, UserInputError
+
 #: ``model.backbone_weights`` value that builds ``resnet50_fpn`` from scratch on purpose.
 NO_WEIGHTS = "none-i-know"
 
@@ -47,18 +49,18 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     allowed, ``fc.*`` ignored) into a backbone body; errors name the file and the keys that misfit."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"backbone_weights: file not found: {path}")
+        raise MissingFileError(f"backbone_weights: file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(
+        raise UserInputError(
             f"backbone_weights: {path} is not a readable PyTorch state dict: {e}"
         ) from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(
+        raise UserInputError(
             f"backbone_weights: {path} holds a {type(state).__name__}, expected a state dict"
         )
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -80,7 +82,7 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
         if ks
     ]
     if problems:
-        raise ValueError(
+        raise UserInputError(
             f"backbone_weights: {path} does not fit the {type(body).__name__} backbone: "
             + "; ".join(problems)
         )
@@ -98,7 +100,7 @@ def build_backbone(
     if str(weights) == NO_WEIGHTS:
         weights = None
     elif weights is None and load and name == "resnet50_fpn":
-        raise ValueError(
+        raise UserInputError(
             "model.backbone_weights=None is not valid for backbone='resnet50_fpn': the paper starts "
             "from ImageNet weights (with frozen BatchNorm and frozen stem + res2), and from scratch "
             "the results are not comparable. Get a local ImageNet state dict (on a machine with "
@@ -117,7 +119,7 @@ def build_backbone(
         c = 64 if name == "resnet18_fpn" else 256
         in_channels = [c, 2 * c, 4 * c, 8 * c]
     else:
-        raise ValueError(
+        raise UserInputError(
             f"backbone={name!r} is not valid; expected 'tiny', 'resnet18_fpn' or 'resnet50_fpn'"
         )
     if weights is not None and load:

@@ -21,6 +21,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from mxr.config import ModelConfig
+from mxr.errors import UserInputError
 from mxr.model.backbone import build_backbone
 from mxr.model.heads import build_mask_predictor
 from mxr.model.roi_heads import MaskXRoIHeads
@@ -44,7 +45,7 @@ def _parts(cfg: ModelConfig, backbone_weights: str | Path | None):
     levels = list(backbone.body.return_layers.values())
     n_maps = len(levels) + 1  # + "pool"
     if len(sizes := cfg.anchor_sizes) != n_maps:
-        raise ValueError(
+        raise UserInputError(
             f"model.anchor_sizes={sizes!r} is not valid for backbone {cfg.backbone!r}; "
             f"expected {n_maps} sizes (one per FPN level)"
         )
