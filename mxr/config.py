@@ -156,7 +156,7 @@ class ModelConfig:
     transfer_input: str = "cls+box"
     transfer_layers: int = 2
     transfer_activation: str = "leaky_relu"
-    transfer_zero_init: bool = False  # tried on ShapesX and left off, as "detectron" below
+    transfer_zero_init: bool = False  # τ's first layer starts at 0 (docs/results.md)
     class_embedding: str | None = None
     randn_dim: int = 12
     stop_grad: bool = True

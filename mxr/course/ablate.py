@@ -182,7 +182,7 @@ HEADLINE_ROWS = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
 
 TRANSFER_TARGETS: dict[str, float] = {"transfer_mlp": 0.5, "transfer_embed_mlp": 0.7}
 """Each transfer+MLP row the targets are computed for, with its ``gap_closed`` target: τ reading
-``cls+box`` (the first issue's 0.5) and τ reading the class embedding (0.7)."""
+``cls+box`` (0.5) and τ reading the class embedding (0.7)."""
 
 HEADLINE_METRICS: dict[str, tuple[str, str]] = {
     "AP75": ("segm", "AP75"),  # the headline metric, fixed before any result
