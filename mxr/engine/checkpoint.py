@@ -115,10 +115,12 @@ def _resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     info: DistInfo,
+    loaded: dict[str, Any] | None = None,
 ) -> int:
     """Restore model, optimizer, scheduler, scaler and RNG states (the model config must match);
-    the iteration to continue from. Loaded to the CPU: the RNG states must stay CPU tensors."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    the iteration to continue from. Loaded to the CPU: the RNG states must stay CPU tensors
+    (``loaded``: the checkpoint at ``path``, when the caller has read it already)."""
+    ckpt = loaded if loaded is not None else load_checkpoint(path, map_location="cpu")
     saved = config_from_dict(ckpt["config"], where=f"{path} (config)")
     a, b = (config_to_dict(Config(model=c.model))["model"] for c in (saved, cfg))
     if a != b:
@@ -170,7 +172,8 @@ class Checkpointer:
         save_checkpoint(self.path, state)
 
     def restore(self) -> int:
+        ckpt = load_checkpoint(self.path, map_location="cpu")
         start = _resume(self.path, self.cfg, self.model, self.optimizer, self.scheduler,
-                        self.scaler, self.info)  # fmt: skip
-        self.init_from = load_checkpoint(self.path).get("init_from") or self.init_from
+                        self.scaler, self.info, loaded=ckpt)  # fmt: skip
+        self.init_from = ckpt.get("init_from") or self.init_from
         return start
