@@ -49,7 +49,8 @@ def _run_shapesx(args: argparse.Namespace) -> int:
     from mxr.data.shapesx import generate_shapesx
 
     generate_shapesx(args.out, train=args.train, val=args.val, test=args.test, seed=args.seed,
-                     test_seed=args.test_seed, image_size=args.image_size, design=args.design)  # fmt: skip
+                     test_seed=args.test_seed, image_size=args.image_size, design=args.design,
+                     cap_jitter=args.cap_jitter)  # fmt: skip
     return 0
 
 
@@ -101,6 +102,8 @@ def _add_data_subparser(sub: Any) -> None:
                      help="image side in pixels (default: 128)")  # fmt: skip
     gen.add_argument("--design", default=DEFAULT_DESIGN, choices=sorted(DESIGNS),
                      help=f"design (default: {DEFAULT_DESIGN})")  # fmt: skip
+    gen.add_argument("--cap-jitter", type=float, default=0.0, metavar="STD",
+                     help="member cue ambiguity: cap depth 0.15 r (k + e), e ~ N(0, STD) (default: 0)")  # fmt: skip
     gen.set_defaults(func=_run_shapesx)
     check = data_sub.add_parser(
         "check",

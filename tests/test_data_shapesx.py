@@ -169,3 +169,30 @@ def test_hue_cap_cues_name_the_family_and_the_member() -> None:
     assert caps[4] > caps[0] and caps[14] > caps[10]  # deeper cap for k = 5 than k = 1
     assert abs(hues[0] - 0.0) < 0.06 or abs(hues[0] - 1.0) < 0.06  # fork: hue 0
     assert abs(hues[10] - 2 / 6) < 0.06 and abs(hues[14] - 2 / 6) < 0.06  # ring: hue 2/6
+
+
+def test_cap_jitter_blurs_the_member_cue_and_is_recorded(tmp_path: Path) -> None:
+    """cap_jitter > 0 makes the cap depth vary between instances of one member (so neighbouring
+    members' caps overlap); 0 keeps every instance's cap the same; the manifest records it."""
+    from mxr.data.shapesx import render_image, resolve_design
+
+    def cap_areas(jitter: float, cat: int) -> list[int]:
+        params = resolve_design(
+            "hue-cap", clutter=(0, 0), distractor_slabs=(0, 0), noise_std=0.0,
+            radius=(12.0, 12.0), cap_jitter=jitter,
+        )  # fmt: skip
+        params["objects_per_image"] = (1, 1)
+        areas = []
+        for seed in range(12):
+            img, objs = render_image(np.random.default_rng(seed), 128, params, [cat])
+            areas.append(int((img[objs[0]["mask"]] > 225).all(axis=1).sum()))
+        return areas
+
+    exact, jittered = cap_areas(0.0, 2), cap_areas(0.8, 2)  # fork-3
+    assert max(exact) - min(exact) <= 0.1 * np.mean(exact)  # one depth, up to rotation's pixels
+    assert max(jittered) - min(jittered) > 0.4 * np.mean(exact)
+    assert max(cap_areas(0.8, 1)) > min(jittered)  # some fork-2 cap is deeper than a fork-3 cap
+    with pytest.raises(ValueError, match="cap_jitter=-1 is not valid"):
+        resolve_design("hue-cap", cap_jitter=-1)
+    root = _gen(tmp_path / "j", cap_jitter=0.6)
+    assert read_manifest(root)["params"]["cap_jitter"] == 0.6

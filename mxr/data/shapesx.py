@@ -113,6 +113,9 @@ COMMON_PARAMS: dict[str, Any] = {
     "noise_std": 8.0,  # per-pixel Gaussian noise of the background
     "cue_cap": False,  # member cue: a light cap on the back of the head, deeper for larger k
     "hue_by_family": False,  # paint hue set by the family (+-0.03 jitter) instead of random
+    # the member cue's per-instance ambiguity: the cap depth is 0.15 r (k + e), e ~ N(0, cap_jitter),
+    # so neighbouring members' caps overlap in depth (0: the depth names k exactly)
+    "cap_jitter": 0.0,
 }
 
 
@@ -144,6 +147,11 @@ def resolve_design(design: str = DEFAULT_DESIGN, **design_params: Any) -> dict[s
             f"unknown ShapesX parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(params))}"
         )
     params.update(design_params)
+    jitter = params["cap_jitter"]
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not jitter >= 0:
+        raise UserInputError(
+            f"ShapesX cap_jitter={jitter!r} is not valid; expected a number >= 0"
+        )
     if params["slab"] not in ("tail", "random", "none"):
         raise UserInputError(
             f"ShapesX slab={params['slab']!r} is not valid; expected 'tail', 'random' or 'none'"
@@ -253,8 +261,9 @@ def _draw_dots(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> 
         draw.ellipse([px0, py0, px1, py1], fill=1)
 
 
-def _draw_cap(draw: ImageDraw.ImageDraw, k: int, r: float, to_px: Callable) -> None:
-    depth = 0.15 * k * r  # 0.15 r (k=1) ... 0.75 r (k=5) of the ~1.4 r of head left visible
+def _draw_cap(draw: ImageDraw.ImageDraw, k: float, r: float, to_px: Callable) -> None:
+    # 0.15 r (k=1) ... 0.75 r (k=5) of the ~1.4 r of head left visible; k may carry cap_jitter's noise
+    depth = 0.15 * max(k, 0.0) * r
     (px0, py0), (px1, py1) = to_px(-2.0 * r, -2.0 * r), to_px(-r + depth, 2.0 * r)
     draw.rectangle([px0, py0, px1, py1], fill=1)
 
@@ -299,7 +308,9 @@ def _render_object(
     cap = np.zeros_like(amodal)
     if params["cue_cap"]:
         cap_img = Image.new("L", (w, h), 0)
-        _draw_cap(ImageDraw.Draw(cap_img), k, r, to_px)
+        # draw the noise only when asked, so data without jitter stays byte-identical
+        e = rng.normal(0.0, params["cap_jitter"]) if params["cap_jitter"] > 0 else 0.0
+        _draw_cap(ImageDraw.Draw(cap_img), k + e, r, to_px)
         cap = (np.asarray(cap_img) > 0) & (np.asarray(head_img) > 0)
 
     slab = np.zeros_like(amodal)
