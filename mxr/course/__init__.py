@@ -564,11 +564,12 @@ def _prime_one(job: tuple[str, Config]) -> str:
 def prime(jobs: int | None = None) -> None:
     """Train the notebooks' runs ahead of them, ``jobs`` single-threaded processes at a time.
 
-    The stage-1 detector comes first (every stage-wise run starts from it), with every thread; then
-    the rest, two one-thread trainings side by side: on a 2-core machine they finish sooner than the
-    same two run one after the other with two threads each (small convolutions scale poorly across
-    threads). Finished runs are reused, so this is cheap when the cache is warm. ``make run`` calls
-    it before the notebooks.
+    Two rounds: first the stage-1 detector(s) beside the end-to-end runs (neither needs the other),
+    then the stage-wise runs, which start from a detector. Each round runs ``jobs`` one-thread
+    trainings side by side: on a 2-core machine two of them finish sooner than the same two run one
+    after the other with two threads each (small convolutions scale poorly across threads).
+    Finished runs are reused, so this is cheap when the cache is warm. ``make run`` calls it before
+    the notebooks.
     """
     import time
 
@@ -578,11 +579,13 @@ def prime(jobs: int | None = None) -> None:
     jobs = jobs or max(1, min(2, cpu_count()))
     ensure_course_data()
     todo = notebook_runs()
-    seeds = sorted({cfg.train.seed for _, cfg in todo if cfg.train.trainable == "mask"})
+    stagewise = [job for job in todo if job[1].train.trainable == "mask"]
+    seeds = sorted({cfg.train.seed for _, cfg in stagewise})
     detectors = [(f"detector-seed{k}", course_config("detector", seed=k)) for k in seeds]
+    rounds = (detectors + [job for job in todo if job not in stagewise], stagewise)
     t0 = time.perf_counter()
     print(f"priming {len(todo)} notebook runs and {len(detectors)} detector(s) "
           f"({budget_mode()} budget) with {jobs} processes")  # fmt: skip
-    for batch, n in ((detectors, 1), (todo, jobs)):
-        for _, line in in_processes(_prime_one, batch, n, threads=cpu_count() // n or 1):
+    for batch in rounds:
+        for _, line in in_processes(_prime_one, batch, jobs, threads=cpu_count() // jobs or 1):
             print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)
