@@ -40,7 +40,7 @@ data: venv
 ## then every notebook in full mode, in place
 run: data
 ifneq ($(NB),)
-	MXR_BUDGET=full $(PY) -c "from mxr.course import prime; prime()"
+	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
 	@for nb in $(NB); do \
 	  echo "== $$nb"; \
 	  MXR_BUDGET=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \

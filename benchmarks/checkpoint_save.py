@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from mxr.config import config_to_dict, load_config
-from mxr.data.coco import VOC_CAT_IDS
-from mxr.engine import build_optimizer, build_scheduler, rng_state, save_checkpoint
-from mxr.model import build_model, count_parameters
-from mxr.model.build import FROM_CHECKPOINT
+from mxr.data.splits import VOC_CAT_IDS
+from mxr.engine.checkpoint import rng_state, save_checkpoint
+from mxr.engine.loop import build_optimizer, build_scheduler
+from mxr.model.build import FROM_CHECKPOINT, build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 

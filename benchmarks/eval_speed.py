@@ -20,9 +20,12 @@ from pathlib import Path
 import torch
 
 from mxr.config import load_config
-from mxr.data import generate_shapesx
-from mxr.engine import build_dataset, model_from_checkpoint, train
-from mxr.evaluation import evaluate, format_table
+from mxr.data.shapesx import generate_shapesx
+from mxr.engine.checkpoint import model_from_checkpoint
+from mxr.engine.data import build_dataset
+from mxr.engine.loop import train
+from mxr.evaluation import evaluate
+from mxr.report import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 

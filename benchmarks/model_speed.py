@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from mxr import ModelConfig, build_model
-from mxr.model import build_stock_maskrcnn, count_parameters
+from mxr.config import ModelConfig
 from mxr.model.backbone import NO_WEIGHTS
+from mxr.model.build import build_model, build_stock_maskrcnn, count_parameters
 
 VARIANTS = {
     "stock MaskRCNN": None,

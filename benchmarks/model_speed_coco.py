@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from mxr import ModelConfig, build_model
-from mxr.data import VOC_CAT_IDS, CocoInstances
-from mxr.model import build_stock_maskrcnn, count_parameters
+from mxr.config import ModelConfig
+from mxr.data.coco import CocoInstances
+from mxr.data.splits import VOC_CAT_IDS
 from mxr.model.backbone import NO_WEIGHTS
+from mxr.model.build import build_model, build_stock_maskrcnn, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict | None] = {

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from mxr.config import load_config
-from mxr.engine import build_dataset, build_optimizer, model_config_for
-from mxr.model import build_model
+from mxr.engine.data import build_dataset, model_config_for
+from mxr.engine.loop import build_optimizer
+from mxr.model.build import build_model
 
 
 def batches(cfg, n: int, batch: int):  # noqa: ANN001, ANN201

@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 
 from mxr.config import config_from_dict
-from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from mxr.engine.data import build_dataset
 from mxr.evaluation import instance_ious
 
 

@@ -19,7 +19,8 @@ from mxr.config import config_from_dict
 from mxr.course.probes import interpolation_probe, wdet_distance_from_adjacent
 from mxr.data.embedding import embedding_rows
 from mxr.data.shapesx import class_embedding, class_names, default_split
-from mxr.engine import build_dataset, load_checkpoint, model_from_checkpoint
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from mxr.engine.data import build_dataset
 
 
 def main() -> None:

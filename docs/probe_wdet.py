@@ -18,7 +18,7 @@ import torch
 
 from mxr.course.probes import detection_weights, neighbour_hits, transfer_input_rows
 from mxr.data.shapesx import class_names, default_split
-from mxr.engine import load_checkpoint, model_from_checkpoint
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def main(paths: list[str]) -> None:

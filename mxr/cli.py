@@ -1,7 +1,7 @@
 """``mxr`` / ``python -m mxr``: the command line, every subcommand registered in one place.
 
 ``data shapesx``, ``data check``, ``train`` and ``eval`` are defined here; ``ablate`` (a course-layer
-runner) registers itself from :mod:`mxr.course.ablate`. This module also decides how a failure
+runner) registers itself from :mod:`mxr.ablate`. This module also decides how a failure
 reaches the user:
 
 - a user's mistake (a missing file, a config value out of range, an unknown ``--set`` key, a file
@@ -190,17 +190,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mxr.config import config_from_dict
-    from mxr.engine import (
-        build_dataset,
-        init_distributed,
-        load_checkpoint,
-        model_from_checkpoint,
-        prepare_data,
-        resolve_device,
-    )
-    from mxr.engine.dist import barrier, leave_process_group
+    from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from mxr.engine.data import build_dataset, prepare_data
+    from mxr.engine.dist import barrier, init_distributed, leave_process_group, resolve_device
     from mxr.evaluation import predict, score_predictions
-    from mxr.report import format_table, write_text_atomic
+    from mxr.files import write_text_atomic
+    from mxr.report import format_table
 
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
@@ -274,7 +269,7 @@ def _add_eval_subparser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mxr`` argument parser with every subcommand (and ``--debug`` on each) registered."""
-    from mxr.course import ablate
+    from mxr import ablate
 
     parser = argparse.ArgumentParser(
         prog=PROG,

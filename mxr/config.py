@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import write_text_atomic
+from mxr.files import write_text_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -246,6 +246,26 @@ def _inference(
         m.train(was_training)
 
 
+def detections(
+    model: nn.Module,
+    dataset: Any,
+    indices: Sequence[int],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+) -> list[dict[str, Tensor]]:
+    """The model's detections (``boxes``, ``labels``, ``scores``, ``masks``) for the dataset items
+    ``indices``, on the CPU, from the one inference loop (one image per pass by default)."""
+    return [
+        {k: v.detach().cpu() for k, v in d.items()}
+        for *_, found, _ in _inference(
+            model, dataset, [int(i) for i in indices], device=torch.device(device),
+            batch_size=batch_size, detect=True, true_boxes=False,
+        )  # fmt: skip
+        for d in found
+    ]
+
+
 @dataclass(frozen=True)
 class Predictions:
     """What :func:`predict` gives :func:`score_predictions`: the detections as COCO ``results``

@@ -1,98 +1,18 @@
-"""Reading and printing what runs produce: ``metrics.jsonl``, the getters of an evaluation dict,
-the cells and tables that the command line, the widgets and the ablation share, and the CPU count.
-It imports nothing from mxr, so every layer can use it.
+"""How results are shown: the getters of an evaluation dict, the cells and tables the command
+line, the widgets and the ablation share, and the one A/B palette (set A warm, set B cool) with the
+grouped bars every results chart draws. It imports no other mxr module, so every layer can use it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+import io
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from mxr.errors import MissingFileError, UserInputError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's, per set and task
 TASKS = ("segm", "bbox")  # the COCOeval tasks, as mxr.evaluation.coco_evaluate keys them
 SETS = ("A", "B", "all")  # the class sets: A (masks in training), B (boxes only), and both
 MISSING = "—"  # a value not measured (no ground truth, not evaluated yet)
-
-
-# --- JSON files ----------------------------------------------------------------------------------
-def read_json_file(path: str | Path, expected: str, what: str = "file") -> dict[str, Any]:
-    """The JSON object in ``path``. Bad input is one line naming the file: FileNotFoundError
-    (``"<path>: <what> not found"``) or ValueError (malformed JSON, or not an object), saying what
-    was ``expected``."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: {what} not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: malformed JSON ({e}); expected {expected}") from e
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: top level is {type(data).__name__}; expected {expected}")
-    return data
-
-
-def read_json_or_none(path: str | Path) -> Any:
-    """The JSON in ``path``, or ``None`` when the file is absent or cut short: for the files a run
-    or a generator writes last, whose absence means "not finished, do it again"."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it (``os.replace``) when the block ends
-    without error: a stop mid-write leaves the old file, or none, never one cut short."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """``Path(path).write_text(text)``, through :func:`atomic_path`."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-# --- metrics.jsonl --------------------------------------------------------------------------------
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a run folder or the file), in file order. A last line cut
-    short by a kill (the engine's resume drops it too) is skipped with one warning naming the file
-    and line; a bad line before the last is an error naming them."""
-    import warnings
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    if not path.is_file():
-        raise MissingFileError(f"metrics file not found: {path}")
-    lines = path.read_text().splitlines()
-    rows = []
-    for n, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError as err:
-            if n == len(lines):
-                warnings.warn(
-                    f"{path}: line {n} is cut short (a killed run); skipped", stacklevel=2
-                )
-                break
-            raise UserInputError(f"{path}: line {n} is not valid JSON ({err})") from err
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 # --- evaluation dicts -----------------------------------------------------------------------------
@@ -154,9 +74,50 @@ def format_table(results: Mapping[str, Any], *, markdown: bool = True) -> str:
     return "\n".join(fmt.format(*r) for r in [header, *rows])
 
 
-# --- the machine ----------------------------------------------------------------------------------
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+# --- the A/B colours and the results chart ---------------------------------------------------
+RGB = tuple[int, int, int]
+A_COLOURS: tuple[RGB, ...] = ((255, 140, 0), (255, 60, 60), (255, 210, 0), (230, 90, 160))
+
+
+B_COLOURS: tuple[RGB, ...] = ((30, 144, 255), (0, 200, 255), (0, 230, 160), (150, 110, 255))
+
+
+#: The one colour of each class set (the first of its palette), in every chart, legend and overlay.
+SET_RGB: dict[str, RGB] = {"A": A_COLOURS[0], "B": B_COLOURS[0]}
+
+
+SET_COLOURS: dict[str, str] = {s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in SET_RGB.items()}
+
+
+SET_LABELS = {"A": "set A (masks in training)", "B": "set B (boxes only)"}
+
+
+# ---------------------------------------------------------------- image encoding, drawing instances
+def figure_png(fig: Any, dpi: int = 80) -> bytes:
+    """A matplotlib Figure as PNG bytes (for an ``ipywidgets.Image`` or a file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def set_bars(
+    ax: Any,
+    names: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+    errors: Mapping[str, Sequence[float]] | None = None,
+    *,
+    width: float = 0.8,
+    labels: Mapping[str, str] | None = None,
+    **tick_kw: Any,
+) -> dict[str, list[float]]:
+    """Grouped bars, a bar per class set (``values``: ``{set: [value per name]}``) in its colour,
+    named ``set X`` (or ``labels[X]``); ``errors``: std error bars. Returns the bars' centres."""
+    w = width / len(values)
+    at = {}
+    for k, (s, vals) in enumerate(values.items()):
+        at[s] = [i + (k - (len(values) - 1) / 2) * w for i in range(len(names))]
+        err = {} if errors is None else {"yerr": errors[s], "capsize": 3}
+        label = (labels or {}).get(s, f"set {s}")
+        ax.bar(at[s], vals, w, color=SET_COLOURS.get(s, "grey"), label=label, **err)
+    ax.set_xticks(range(len(names)), names, **tick_kw)
+    return at

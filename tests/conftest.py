@@ -85,7 +85,7 @@ def stop_at_replace(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 @pytest.fixture(scope="session")
 def shapesx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ShapesX (64 px): 8 train, 4 val, 4 test images."""
-    from mxr.data import generate_shapesx
+    from mxr.data.shapesx import generate_shapesx
 
     root = tmp_path_factory.mktemp("shapesx")
     generate_shapesx(root, train=8, val=4, test=4, seed=0, image_size=64, progress=False)
@@ -95,7 +95,7 @@ def shapesx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One finished 4-iteration training run (with its final evaluation); its ``train`` summary."""
-    from mxr.engine import train
+    from mxr.engine.loop import train
 
     out = tmp_path_factory.mktemp("run")
     return train(tiny_config(shapesx_root), out, progress=False)

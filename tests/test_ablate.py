@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
-from mxr.course.ablate import aggregate, markdown_table, preset_configs, run_ablation
+from mxr.ablate import aggregate, load_preset, preset_configs, results_table, run_ablation
 
 
 def test_aggregate_means_and_stds_over_seeds() -> None:
@@ -24,12 +24,16 @@ def test_aggregate_means_and_stds_over_seeds() -> None:
 
 
 def test_preset_rows_and_errors() -> None:
-    rows = preset_configs("shapesx")
+    preset = load_preset("shapesx")
+    rows = preset_configs(preset)
     assert list(rows)[0] == "agnostic" and "oracle" in rows
+    assert preset.protocol("agnostic") == "stage-wise"
+    assert preset.protocol("transfer_mlp_e2e") == "end to end"
+    assert rows["transfer_mlp_e2e"] == rows["transfer_mlp"]  # <config>_e2e: the same config file
     with pytest.raises(ValueError, match="transfer_xyz"):
-        preset_configs("shapesx", ["transfer_xyz"])
-    with pytest.raises(ValueError, match="'coco2'"):
-        preset_configs("coco2")
+        preset_configs(preset, ["transfer_xyz"])
+    with pytest.raises(ValueError, match="preset 'coco2' is not valid; expected one of shapesx"):
+        load_preset("coco2")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def cli_ablation(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     import contextlib
     import io
 
-    from mxr.__main__ import main
+    from mxr.cli import main
 
     out = tmp_path_factory.mktemp("ablate") / "abl"
     sets = [*tiny_overrides(shapesx_root), "train.iterations=2"]
@@ -78,7 +82,7 @@ def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> No
                          overrides=sets, progress=False, log=lines.append)  # fmt: skip
     assert any("reusing" in line for line in lines)
     assert again["rows"]["agnostic"] == res["rows"]["agnostic"]
-    assert markdown_table(again["rows"]).count("\n") == 2
+    assert results_table(again["rows"]).count("\n") == 2
     # a result.json cut short (a stop mid-write) is run again, from the finished checkpoint
     done = out / "agnostic" / "seed0" / "result.json"
     done.write_text(done.read_text()[:50])
@@ -94,7 +98,7 @@ def test_one_seed_few_iteration_ablation(cli_ablation: dict, shapesx_root) -> No
 def test_stagewise_rows_share_their_seeds_frozen_detector(cli_ablation: dict) -> None:
     import torch
 
-    from mxr.engine import load_checkpoint
+    from mxr.engine.checkpoint import load_checkpoint
 
     out, res = cli_ablation["out"], cli_ablation["res"]
     detector = out / "detector" / "seed0" / "last.pt"
@@ -152,30 +156,35 @@ def test_parallel_jobs_match_the_sequential_runs(cli_ablation: dict, tmp_path: P
         run_ablation("shapesx", out_dir=tmp_path / "bad", jobs=0, **kw)
 
 
+#: headline's metric, transfer row and gap target as configs/ablations/shapesx.yaml sets them
+TM = ("AP75", "transfer_mlp", 0.5)
+NC = ("mIoU", "transfer_randn")
+
+
 def _fake_per_seed(agn, agn_mlp, tr, orc) -> dict:  # noqa: ANN001
     rows = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
     return {row: {"AP75": v} for row, v in zip(rows, (agn, agn_mlp, tr, orc), strict=True)}
 
 
 def test_headline_targets_are_computed_from_paired_seeds() -> None:
-    from mxr.course.ablate import headline, headline_text
+    from mxr.ablate import headline, headline_text
 
-    h = headline(_fake_per_seed([10, 12], [11, 13], [16, 18], [20, 22]))
+    h = headline(_fake_per_seed([10, 12], [11, 13], [16, 18], [20, 22]), *TM)
     assert h["oracle_minus_agnostic"] == 10.0 and h["gap_closed"] == 0.6
     assert h["gap_closed_target_met"] and h["gain_over_control"] == 5.0
     assert h["gain_std"] == 0.0 and h["gain_target_met"]  # a constant gain: 5 > 3 x 0
-    h2 = headline(_fake_per_seed([10, 12], [11, 13], [13, 16], [20, 22]))
+    h2 = headline(_fake_per_seed([10, 12], [11, 13], [13, 16], [20, 22]), *TM)
     assert h2["gap_closed"] == pytest.approx(0.35) and not h2["gap_closed_target_met"]
     assert h2["gain_std"] == pytest.approx(0.707, abs=1e-3) and h2["gain_target_met"]  # 2.5 > 2.12
     assert "not met" in headline_text(h2) and "0.35" in headline_text(h2)
-    assert headline({"agnostic": {"AP75": [1.0]}}) is None
-    worse = headline(_fake_per_seed([10], [10], [10], [8]))
+    assert headline({"agnostic": {"AP75": [1.0]}}, *TM) is None
+    worse = headline(_fake_per_seed([10], [10], [10], [8]), *TM)
     assert worse["gain_std"] is None and not worse["gap_closed_target_met"]
     assert "oracle does not beat agnostic" in headline_text(worse)
 
 
 def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
-    from mxr.course.ablate import publish
+    from mxr.ablate import publish
 
     src = tmp_path / "abl"
     src.mkdir()
@@ -199,7 +208,7 @@ def test_publish_keeps_the_prose_and_replaces_the_table(tmp_path: Path) -> None:
 
 
 def test_embed_targets_use_their_own_row_and_gap_target() -> None:
-    from mxr.course.ablate import headline, headline_text
+    from mxr.ablate import headline, headline_text
 
     per_seed = _fake_per_seed([10, 12], [11, 13], [12, 13], [20, 22])
     per_seed["transfer_embed_mlp"] = {"AP75": [18, 19]}
@@ -210,21 +219,25 @@ def test_embed_targets_use_their_own_row_and_gap_target() -> None:
     per_seed["transfer_embed_mlp"] = {"AP75": [17, 12]}  # one seed below the control
     h = headline(per_seed, "AP75", "transfer_embed_mlp", 0.7)
     assert not h["wins_every_seed"] and not h["gap_closed_target_met"]
-    assert headline(_fake_per_seed([1], [1], [1], [2]), "AP75", "transfer_embed_mlp") is None
+    assert headline(_fake_per_seed([1], [1], [1], [2]), "AP75", "transfer_embed_mlp", 0.7) is None
 
 
 def test_negative_control_compares_randn_with_agnostic_within_its_std() -> None:
-    from mxr.course.ablate import negative_control, negative_control_text
+    from mxr.ablate import negative_control, negative_control_text
 
-    ok = negative_control({"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [71, 69]}})
+    ok = negative_control(
+        {"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [71, 69]}}, *NC
+    )
     assert (
         ok["excess_over_agnostic"] == 0.0
         and ok["target_met"]
         and "met" in negative_control_text(ok)
     )
-    bad = negative_control({"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [75, 76]}})
+    bad = negative_control(
+        {"agnostic": {"mIoU": [70, 70]}, "transfer_randn": {"mIoU": [75, 76]}}, *NC
+    )
     assert bad["excess_over_agnostic"] == 5.5 and not bad["target_met"]
-    assert negative_control({"agnostic": {"mIoU": [70]}}) is None
+    assert negative_control({"agnostic": {"mIoU": [70]}}, *NC) is None
 
 
 def test_merge_from_keeps_published_rows_in_preset_order(
@@ -264,7 +277,7 @@ def test_merge_from_keeps_published_rows_in_preset_order(
 
 
 def test_paired_difference_pairs_seeds_by_index() -> None:
-    from mxr.course.ablate import paired_difference
+    from mxr.ablate import paired_difference
 
     per_seed = {"x": {"mIoU": [3.0, 5.0, 4.0]}, "y": {"mIoU": [1.0, 4.0, 4.0]}}
     d = paired_difference(per_seed, "x", "y")

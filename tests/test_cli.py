@@ -14,7 +14,7 @@ import torch
 
 import mxr.__main__
 from mxr import cli
-from mxr.engine import load_checkpoint
+from mxr.engine.checkpoint import load_checkpoint
 
 
 class NotATensor:
@@ -43,7 +43,7 @@ def assert_one_error_line(err: str, command: str, *names: str) -> str:
 # the parser
 # --------------------------------------------------------------------------------------------------
 def test_every_subcommand_is_registered() -> None:
-    from mxr.course import ablate
+    from mxr import ablate
 
     parser = cli.build_parser()
     for argv, handler in (

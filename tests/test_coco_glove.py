@@ -19,11 +19,11 @@ import pytest
 import torch
 from test_coco_real import _real_overrides  # tests/ is on sys.path (pytest rootdir conftest)
 
-from mxr.__main__ import main
+from mxr.cli import main
 from mxr.config import load_config
-from mxr.data import VOC_CAT_IDS
 from mxr.data.embedding import load_class_embedding, read_embedding_file
-from mxr.engine import class_embedding_for
+from mxr.data.splits import VOC_CAT_IDS
+from mxr.engine.data import class_embedding_for
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "coco"
@@ -202,7 +202,8 @@ def test_new_configs_load_as_their_transfer_mlp_twin(stem: str) -> None:
 def test_short_glove_training_and_eval_on_real_coco(
     coco_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from mxr.engine import read_metrics, train
+    from mxr.engine.loop import train
+    from mxr.files import read_metrics
 
     cfg = load_config(CONFIGS / "voc2nonvoc_glove_mlp.yaml", _real_overrides(coco_sample))
     assert not (coco_sample / cfg.model.class_embedding).exists()  # found in the repository

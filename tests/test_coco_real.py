@@ -17,9 +17,11 @@ import torch
 import yaml
 from conftest import TINY_MODEL  # tests/ is on sys.path (pytest rootdir conftest)
 
-from mxr.__main__ import main
+from mxr.cli import main
 from mxr.config import load_config
-from mxr.data import VOC_CAT_IDS, CocoInstances, validate_dataset
+from mxr.data.coco import CocoInstances
+from mxr.data.splits import VOC_CAT_IDS
+from mxr.data.validate import validate_dataset
 from mxr.evaluation import coco_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +245,8 @@ def _stored_model(result: dict) -> dict:
 
 
 def _train_and_eval(root: Path, out: Path, extra: list[str], capsys: pytest.CaptureFixture) -> dict:
-    from mxr.engine import read_metrics, train
+    from mxr.engine.loop import train
+    from mxr.files import read_metrics
 
     cfg = load_config(
         REPO / "configs" / "coco" / "voc2nonvoc_transfer_mlp.yaml", [*_real_overrides(root), *extra]

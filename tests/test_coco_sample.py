@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mxr.data import VOC_CAT_IDS, CocoInstances, validate_dataset
+from mxr.data.coco import CocoInstances
 from mxr.data.sample import COCO_SAMPLE_CATEGORIES, ensure_coco_sample
+from mxr.data.splits import VOC_CAT_IDS
+from mxr.data.validate import validate_dataset
 
 
 def test_coco_sample_layout_split_and_validity(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mxr.ablate import config_name, load_preset
 from mxr.config import config_to_dict, load_config, read_config_file
-from mxr.course import DETECTOR_ROW, PRESETS, config_name
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -18,8 +18,12 @@ STAGEWISE = sorted((CONFIGS / "coco" / "stagewise").glob("*.yaml"))
 COCO = sorted((CONFIGS / "coco").glob("*.yaml")) + STAGEWISE
 
 
+PRESET = load_preset("shapesx")
+DETECTOR_ROW = PRESET.detector
+
+
 def test_shapesx_configs_are_the_ablation_rows() -> None:
-    rows = {config_name(r) for r in PRESETS["shapesx"]}
+    rows = {config_name(r) for r in PRESET.rows}
     assert {p.stem for p in SHAPESX} == rows | {DETECTOR_ROW}
 
 
@@ -47,8 +51,8 @@ def test_shapesx_rows_share_data_and_budget() -> None:
 
 @pytest.mark.parametrize("path", SHAPESX, ids=lambda p: p.stem)
 def test_shapesx_config_builds_on_the_dataset(path: Path, shapesx_root: Path) -> None:
-    from mxr.engine import build_dataset, class_embedding_for, model_config_for
-    from mxr.model import build_model
+    from mxr.engine.data import build_dataset, class_embedding_for, model_config_for
+    from mxr.model.build import build_model
     from mxr.model.heads import AgnosticMaskPredictor, ClassMaskPredictor, TransferMaskPredictor
 
     cfg = load_config(path, [f"data.root={shapesx_root}"])
@@ -102,11 +106,11 @@ def test_coco_config_parses_and_builds_as_configured(path: Path) -> None:
     Only the mask predictor is built, on the ``meta`` device (shapes, no memory): building five
     R-50-FPN models (two with the paper's 157 M-weight MLP) took ~10 s and checked nothing more.
     """
-    from mxr.model.build import build_mask_predictor
     from mxr.model.heads import (
         AgnosticMaskPredictor,
         ClassMaskPredictor,
         TransferMaskPredictor,
+        build_mask_predictor,
     )
 
     cfg = load_config(path)

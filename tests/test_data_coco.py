@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mxr.data import VOC_CAT_IDS, CocoInstances, collate_fn, resolve_split
+from mxr.data.coco import CocoInstances, collate_fn
+from mxr.data.splits import VOC_CAT_IDS, resolve_split
 
 H, W = 24, 32
 CATEGORIES = [  # real COCO 2017 ids and names: three VOC classes, three non-VOC

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mxr.data import CocoInstances, ensure_shapesx, generate_shapesx
-from mxr.data.shapesx import DESIGNS, class_names, class_slots, default_split, read_manifest
+from mxr.data.coco import CocoInstances
+from mxr.data.shapesx import (
+    DESIGNS,
+    class_names,
+    class_slots,
+    default_split,
+    ensure_shapesx,
+    generate_shapesx,
+    read_manifest,
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:

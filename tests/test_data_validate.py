@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_data_coco import _coco, write_coco  # tests/ is on sys.path (pytest rootdir conftest)
 
-from mxr.__main__ import main
-from mxr.data import validate_dataset
+from mxr.cli import main
+from mxr.data.validate import validate_dataset
 from mxr.errors import UserInputError
 
 
@@ -167,7 +167,7 @@ def _mutations() -> dict[str, dict]:
 def test_checker_accepts_exactly_what_the_loader_accepts(
     tmp_path: Path, split: str | None, masks: str
 ) -> None:
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     verdicts = {}
     for name, data in _mutations().items():
@@ -194,7 +194,7 @@ def test_checker_accepts_exactly_what_the_loader_accepts(
 def test_loader_and_checker_refuse_bad_rle_run_lengths_alike(tmp_path: Path, counts: list) -> None:
     """Formerly ``data check`` took any list as RLE counts and the loader accepted the file, then
     failed (or decoded garbage) reading the item; now both refuse the file, with the same line."""
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     data = _coco()
     data["annotations"][1]["segmentation"] = {"size": [24, 32], "counts": counts}  # id 12, giraffe
@@ -218,7 +218,7 @@ def test_loader_and_checker_refuse_bad_rle_run_lengths_alike(tmp_path: Path, cou
 
 def test_loader_error_is_the_first_line_of_data_check(tmp_path: Path) -> None:
     """Beyond the segmentation: a category without an integer id, a missing list, a bad split."""
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     cases = {
         "category id": (lambda d: d["categories"][0].update(id="one"), None),
@@ -266,7 +266,7 @@ def test_check_options_for_a_partially_labelled_set(
 
 
 def test_a_split_of_the_wrong_type_is_a_problem_not_a_type_error(tmp_path: Path) -> None:
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     image_dir, ann_file = write_coco(tmp_path)
     expected = "split=5 is not valid; expected None, 'voc', 'nonvoc', a path or a list"

@@ -16,7 +16,9 @@ from conftest import tiny_config, tiny_overrides
 
 import mxr.model
 from mxr.config import Config, load_config
-from mxr.engine import load_checkpoint, read_metrics, train
+from mxr.engine.checkpoint import load_checkpoint
+from mxr.engine.loop import train
+from mxr.files import read_metrics
 
 _real_build_model = mxr.model.build_model
 
@@ -137,7 +139,7 @@ def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> N
 
     import mxr.engine.loop
     import mxr.evaluation
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
@@ -193,7 +195,8 @@ def test_b_only_rank_trains_and_final_evaluation_is_sharded(
     BatchNorm statistics differ after the last step: rank 0's, the saved ones, are sent to all)."""
     import json
 
-    from mxr.engine import build_dataset, model_from_checkpoint
+    from mxr.engine.checkpoint import model_from_checkpoint
+    from mxr.engine.data import build_dataset
     from mxr.evaluation import evaluate
 
     steps = ["train.iterations=3", "train.warmup_iters=0", "train.checkpoint_every=100"]

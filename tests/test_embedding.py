@@ -10,15 +10,17 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mxr import ModelConfig, build_model
-from mxr.config import config_to_dict
+from mxr.config import ModelConfig, config_to_dict
 from mxr.data.embedding import (
     embedding_from_word_vectors,
     load_class_embedding,
     read_embedding_file,
 )
 from mxr.data.shapesx import FAMILIES, class_embedding, class_names, default_split
-from mxr.engine import class_embedding_for, model_from_checkpoint, train
+from mxr.engine.checkpoint import model_from_checkpoint
+from mxr.engine.data import class_embedding_for
+from mxr.engine.loop import train
+from mxr.model.build import build_model
 from mxr.model.transfer import randn_embedding
 
 NAMES = ["__background__", "cat", "dog", "traffic light"]
@@ -124,7 +126,7 @@ def test_shapesx_embedding_comes_from_the_names_and_orders_the_members():
 def test_generated_shapesx_ships_the_embedding_and_ensure_restores_it(shapesx_root, tmp_path):
     path = shapesx_root / "annotations" / "class_embedding.json"
     assert json.loads(path.read_text()) == class_embedding()
-    from mxr.data import ensure_shapesx
+    from mxr.data.shapesx import ensure_shapesx
 
     copy = tmp_path / "copy"
     shutil.copytree(shapesx_root, copy)
@@ -223,7 +225,7 @@ def test_engine_reads_the_file_relative_to_data_root_and_checkpoint_is_self_cont
 
 @pytest.mark.parametrize("transfer_input", ["embed", "randn", "cls+embed"])
 def test_the_training_panel_offers_the_embedding_inputs(transfer_input):
-    from mxr.course.widgets import config_from_choices, run_name
+    from mxr.course.choices import config_from_choices, run_name
 
     c = config_from_choices({"mask_head": "transfer", "transfer_input": transfer_input})
     assert c.model.transfer_input == transfer_input

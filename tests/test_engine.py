@@ -13,18 +13,10 @@ import yaml
 from conftest import EpochIndices, stop_at_replace, tiny_config, tiny_overrides
 
 from mxr.config import TrainConfig, config_from_dict, load_config
-from mxr.engine import (
-    LOSS_TERMS,
-    NonFiniteLossError,
-    StopTraining,
-    batch_indices,
-    load_checkpoint,
-    lr_factor,
-    model_from_checkpoint,
-    read_metrics,
-    save_checkpoint,
-    train,
-)
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from mxr.engine.data import batch_indices
+from mxr.engine.loop import LOSS_TERMS, NonFiniteLossError, StopTraining, lr_factor, train
+from mxr.files import read_metrics
 
 
 def test_lr_schedule_warms_up_linearly_then_steps_at_fractions() -> None:
@@ -53,8 +45,8 @@ def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
 
 
 def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
-    from mxr.engine import DistInfo
     from mxr.engine.data import _iterate_batches
+    from mxr.engine.dist import DistInfo
 
     def run(rank: int, world: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
         it = _iterate_batches(EpochIndices(10), start=start, stop=stop, batch_size=2,
@@ -254,7 +246,7 @@ def test_resume_rejects_a_different_model(
 
 
 def test_cli_train_with_overrides(shapesx_root: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    from mxr.__main__ import main
+    from mxr.cli import main
 
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"model": {"mask_head": "agnostic", "mlp_fusion": False}}))
@@ -281,7 +273,7 @@ def test_cli_train_with_overrides(shapesx_root: Path, tmp_path: Path, capsys) ->
 
 
 def test_adamw_optimizer_is_built_and_a_bad_name_is_a_clear_error() -> None:
-    from mxr.engine import build_optimizer
+    from mxr.engine.loop import build_optimizer
 
     model = torch.nn.Linear(3, 2)
     opt = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, momentum=0.9))
@@ -322,7 +314,7 @@ def _threads_in_worker(_: int) -> int:
 def test_in_processes_runs_each_item_in_workers_with_the_asked_thread_count() -> None:
     import math
 
-    from mxr.engine import in_processes
+    from mxr.engine.dist import in_processes
 
     assert dict(in_processes(math.sqrt, [1.0, 4.0, 9.0], jobs=2)) == {1.0: 1.0, 4.0: 2.0, 9.0: 3.0}
     assert {r for _, r in in_processes(_threads_in_worker, [0, 1], jobs=2, threads=1)} == {1}
@@ -335,7 +327,7 @@ def test_build_dataset_only_reads_and_prepare_data_generates(tmp_path: Path, mon
     import dataclasses
 
     from mxr.config import DataConfig
-    from mxr.engine import build_dataset, prepare_data
+    from mxr.engine.data import build_dataset, prepare_data
 
     cfg = DataConfig(root=str(tmp_path / "shapesx"), generate=True)
     with pytest.raises(
@@ -356,7 +348,8 @@ def test_build_dataset_only_reads_and_prepare_data_generates(tmp_path: Path, mon
 def test_metrics_writer_averages_finite_steps_and_returns_a_callbacks_stop(tmp_path: Path) -> None:
     """One record per log_every iterations (and at the last): the mean of each term over the finite
     steps of the window, the skipped count; a StopTraining the callback raises is handed back."""
-    from mxr.engine import DistInfo, MetricsWriter
+    from mxr.engine.dist import DistInfo
+    from mxr.engine.loop import MetricsWriter
 
     class Bar:
         def set_postfix(self, **kw: str) -> None:

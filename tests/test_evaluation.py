@@ -15,15 +15,15 @@ from mxr.evaluation import (
     detect_and_mask_boxes,
     encode_masks,
     evaluate,
-    format_table,
     masks_from_boxes,
     outputs_to_coco,
 )
+from mxr.report import format_table
 
 
 @pytest.fixture(scope="module")
 def val_ds(shapesx_root: Path):  # noqa: ANN201
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     return CocoInstances(
         shapesx_root / "val",
@@ -236,7 +236,7 @@ def test_eval_mask_iou_is_the_mean_of_the_per_instance_ious(val_ds, trained_run)
 def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     import shutil
 
-    from mxr.__main__ import main
+    from mxr.cli import main
 
     ckpt = tmp_path / "last.pt"
     shutil.copy(trained_run["checkpoint"], ckpt)

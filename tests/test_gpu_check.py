@@ -48,7 +48,7 @@ def test_cpu_fallback_runs_and_exits_cleanly(coco_sample: Path, tmp_path: Path) 
 def _check_stagewise_fallback(out_dir: Path, stdout: str) -> None:
     """Step 5 on the CPU: stage 1, stage 2 and the GloVe row on that detector, each from its
     stage-wise config; the detector left as it was; torchrun's evaluation equal to mxr eval's."""
-    from mxr.engine import load_checkpoint
+    from mxr.engine.checkpoint import load_checkpoint
     from mxr.engine.stagewise import file_sha256
 
     assert stdout.count("losses finite over 2 logged iterations") == 4  # train_cpu + 3 stage-wise

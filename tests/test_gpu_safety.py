@@ -17,29 +17,27 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import mxr.engine.loop
 import mxr.model
-from mxr import ModelConfig, build_model
-from mxr.config import TrainConfig, load_config
-from mxr.engine import (
-    DistInfo,
-    NonFiniteLossError,
+from mxr.config import ModelConfig, TrainConfig, load_config
+from mxr.engine.checkpoint import _resume, load_checkpoint, model_from_checkpoint, set_rng_state
+from mxr.engine.data import (
+    _iterate_batches,
     batch_indices,
     build_dataset,
+    epoch_batches,
+    orientation_groups,
+)
+from mxr.engine.dist import DistInfo
+from mxr.engine.loop import (
+    NonFiniteLossError,
+    _NonFiniteGuard,
     build_optimizer,
     build_scheduler,
-    epoch_batches,
-    load_checkpoint,
     lr_factor,
-    model_from_checkpoint,
-    orientation_groups,
-    read_metrics,
-    set_rng_state,
     train,
 )
-from mxr.engine.checkpoint import _resume
-from mxr.engine.data import _iterate_batches
-from mxr.engine.loop import _NonFiniteGuard
+from mxr.files import read_metrics
 from mxr.model.backbone import NO_WEIGHTS, build_backbone
-from mxr.model.build import FROM_CHECKPOINT
+from mxr.model.build import FROM_CHECKPOINT, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_CONFIGS = sorted((REPO / "configs" / "coco").glob("*.yaml"))

@@ -10,11 +10,13 @@ import machinery, not from this test.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mxr"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mxr"
 
 #: The top layer: the command line may import anything.
 TOP = {"mxr.cli", "mxr.__main__"}
@@ -29,6 +31,8 @@ CORE_MODULES = {
     "mxr.engine",
     "mxr.evaluation",
     "mxr.report",
+    "mxr.files",
+    "mxr.ablate",
 }
 CORE_PACKAGES = ("mxr.model", "mxr.data", "mxr.engine")
 
@@ -181,36 +185,73 @@ def test_no_module_imports_a_layer_above_it(lower: str) -> None:
     assert not bad, f"the {lower} layer imports upward:\n" + "\n".join(bad)
 
 
-def test_moved_names_still_import_from_their_old_homes() -> None:
-    """The notebooks and older code import these from the course layer; each is the one definition
-    that now lives lower down."""
-    import mxr.config
-    import mxr.course
-    import mxr.course.ablate
-    import mxr.course.viz
-    import mxr.course.widgets
-    import mxr.data.coco
-    import mxr.data.splits
-    import mxr.engine
-    import mxr.evaluation
-    import mxr.report
-
-    assert mxr.engine.read_metrics is mxr.course.viz.read_metrics is mxr.report.read_metrics
-    assert mxr.engine.cpu_count is mxr.course.ablate.cpu_count is mxr.report.cpu_count
-    assert mxr.evaluation.format_table is mxr.report.format_table
-    assert mxr.course.widgets.markdown_table is mxr.report.markdown_table
-    for name in ("instance_ious", "mean_iou", "mask_iou", "box_masks", "InstanceIoU"):
-        assert getattr(mxr.course.widgets, name) is getattr(mxr.evaluation, name)
-    for name in ("config_from_choices", "default_choices", "run_name", "STRUCTURES"):
-        assert getattr(mxr.course.widgets, name) is getattr(mxr.course, name)
-    for name in ("VOC_CAT_IDS", "VOC_CAT_NAMES", "resolve_split", "split_root"):
-        assert getattr(mxr.data.coco, name) is getattr(mxr.data.splits, name)
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
 
 
-def test_the_course_modules_have_no_alias_at_the_top_level() -> None:
-    """One home per module: ``mxr.viz`` and the other old names of the course modules are gone."""
-    import importlib
+def _modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in sorted((REPO / "mxr").rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        out[name] = ast.parse(path.read_text())
+    return out
 
-    for old in ("mxr.viz", "mxr.widgets", "mxr.probes", "mxr.ablate"):
-        with pytest.raises(ModuleNotFoundError):
-            importlib.import_module(old)
+
+def test_every_public_name_has_one_home() -> None:
+    """A public function, class or constant is defined in one module, and every ``from mxr...
+    import`` (package, tests, notebooks) names that module: no name is re-exported."""
+    modules = _modules()
+    homes: dict[str, list[str]] = {}
+    for mod, tree in modules.items():
+        for name in _top_level_names(tree):
+            if not name.startswith("_"):
+                homes.setdefault(name, []).append(mod)
+    twice = {n: m for n, m in homes.items() if len(m) > 1}
+    assert not twice, f"defined in two modules: {twice}"
+
+    sources = {f"{m}.py": tree for m, tree in modules.items()}
+    for path in [*(REPO / "tests").glob("*.py"), *(REPO / "docs").glob("*.py")]:
+        sources[str(path.relative_to(REPO))] = ast.parse(path.read_text())
+    for path in sorted((REPO / "notebooks").rglob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join(
+            "\n".join(line for line in "".join(c["source"]).splitlines() if line[:1] not in "%!")
+            for c in cells
+            if c["cell_type"] == "code"
+        )
+        sources[str(path.relative_to(REPO))] = ast.parse(code)
+    elsewhere = _misplaced_imports(sources, modules)
+    assert not elsewhere, "imported from a module that does not define it:\n" + "\n".join(elsewhere)
+
+
+def _misplaced_imports(sources: dict[str, ast.Module], modules: dict[str, ast.Module]) -> list[str]:
+    """Every ``from mxr.x import y`` in ``sources`` where ``mxr.x`` neither defines ``y`` nor has
+    a submodule ``y``."""
+    out = []
+    for where, tree in sources.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mxr":
+                for alias in node.names:
+                    defined_there = alias.name in _top_level_names(
+                        modules.get(node.module, ast.Module([], []))
+                    )
+                    submodule = f"{node.module}.{alias.name}" in modules
+                    if not (defined_there or submodule):
+                        out.append(f"{where}: from {node.module} import {alias.name}")
+    return out
+
+
+def test_the_one_home_check_names_a_re_export() -> None:
+    modules = _modules()
+    reexport = {"x.py": ast.parse("from mxr.report import read_metrics\nfrom mxr import ablate\n")}
+    assert _misplaced_imports(reexport, modules) == ["x.py: from mxr.report import read_metrics"]
+    home = {"x.py": ast.parse("from mxr.files import read_metrics\n")}
+    assert _misplaced_imports(home, modules) == []

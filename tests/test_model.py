@@ -10,8 +10,8 @@ import torch
 from torchvision.models import resnet18
 from torchvision.models.detection import MaskRCNN
 
-from mxr import ModelConfig, build_model
-from mxr.model import build_stock_maskrcnn
+from mxr.config import ModelConfig
+from mxr.model.build import build_model, build_stock_maskrcnn
 
 SIZE = 64
 A = (1, 2, 3, 4)

@@ -16,8 +16,8 @@ from mxr.course.probes import (
     wdet_distance_from_adjacent,
 )
 from mxr.data.shapesx import class_names, default_split
-from mxr.engine import build_dataset, model_config_for
-from mxr.model import build_model
+from mxr.engine.data import build_dataset, model_config_for
+from mxr.model.build import build_model
 
 NAMES = [f"{f}-{k}" for f in ("f", "g") for k in (1, 2, 3, 4)]
 B = ["f-2", "g-3"]
@@ -75,7 +75,7 @@ def test_guesses_are_built_from_set_a_only(oracle) -> None:  # noqa: ANN001
 
 
 def test_interpolation_probe_scores_each_guess_and_restores_the_weights(oracle) -> None:  # noqa: ANN001
-    from mxr.course.widgets import instance_ious, mean_iou
+    from mxr.evaluation import instance_ious, mean_iou
 
     model, val = oracle
     names, b_names = class_names(), default_split()["B"]
@@ -97,7 +97,7 @@ def test_interpolation_probe_needs_a_class_specific_head(shapesx_root: Path) -> 
 
 
 def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
-    from mxr.course.probes import plot_interpolation_probe
+    from mxr.course.figures import plot_interpolation_probe
 
     rows = [{"guess": g, "B": b, "A": 82.0} for g, b in
             [("own weights (trained with B masks)", 80.8), ("mean of the adjacent A members", 79.1),
@@ -107,7 +107,7 @@ def test_plot_interpolation_probe_draws_one_bar_per_guess() -> None:
     # the w_det bars stay apart from both set colours (A's orange is the dashed A line)
     from matplotlib.colors import to_rgb
 
-    from mxr.course.viz import SET_COLOURS
+    from mxr.report import SET_COLOURS
 
     w_det = to_rgb(ax.patches[2].get_facecolor()[:3])
     for s in ("A", "B"):
@@ -210,7 +210,7 @@ def test_member_sweep_ious_score_own_class_against_its_neighbours(oracle) -> Non
 
 
 def test_plot_member_sweep_draws_a_row_per_model_and_scores_each_mask() -> None:
-    from mxr.course.probes import plot_member_sweep
+    from mxr.course.figures import plot_member_sweep
 
     image = torch.rand(3, 40, 40)
     truth = torch.zeros(40, 40, dtype=torch.bool)
@@ -228,7 +228,7 @@ def test_plot_member_sweep_draws_a_row_per_model_and_scores_each_mask() -> None:
 
 
 def test_plot_transfer_rows_marks_published_rows_runs_and_the_control() -> None:
-    from mxr.course.probes import plot_transfer_rows
+    from mxr.course.figures import plot_transfer_rows
 
     def row(miou: float, ap75: float) -> dict:
         return {"B": {"mask_iou": {"mIoU": miou, "mIoU_std": 1.0},

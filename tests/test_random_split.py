@@ -89,7 +89,7 @@ def test_a_bad_random_split_is_one_line_naming_data_split(value: str, why: str) 
 
 
 def test_too_many_a_classes_for_the_dataset_names_data_split(shapesx_root: Path) -> None:
-    from mxr.engine import build_dataset
+    from mxr.engine.data import build_dataset
 
     cfg = tiny_config(shapesx_root, ["data.split={random: 30, seed: 0}"])  # ShapesX has 30
     with pytest.raises(ValueError, match=r"data\.split=.*leaves set B empty.*1\.\.29") as e:
@@ -116,7 +116,7 @@ def test_a_random_split_round_trips_through_the_run_files(tmp_path: Path) -> Non
 def test_a_dataset_with_a_random_split_trains_masks_of_the_drawn_classes(
     shapesx_root: Path, tmp_path: Path
 ) -> None:
-    from mxr.engine import build_dataset, model_config_for
+    from mxr.engine.data import build_dataset, model_config_for
 
     cfg = tiny_config(shapesx_root, ["data.split={random: 24, seed: 1}"])
     ds = build_dataset(cfg.data, "train")

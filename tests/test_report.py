@@ -7,18 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import stop_at_replace
 
-from mxr.report import (
-    atomic_path,
-    cell,
-    cell_pm,
-    eval_metric,
-    markdown_table,
-    mask_ap,
-    mask_miou,
-    read_json_file,
-    read_json_or_none,
-    write_text_atomic,
-)
+from mxr.files import atomic_path, read_json_file, read_json_or_none, write_text_atomic
+from mxr.report import cell, cell_pm, eval_metric, markdown_table, mask_ap, mask_miou
 
 RESULT = {
     "A": {"segm": {"AP": 41.25, "AP50": None}, "mask_iou": {"mIoU": 70.04}},
@@ -107,7 +97,7 @@ def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypat
 
     from mxr.config import Config, save_config
     from mxr.data.embedding import write_embedding_json
-    from mxr.engine import save_checkpoint
+    from mxr.engine.checkpoint import save_checkpoint
 
     path = (
         tmp_path / {"config": "config.yaml", "embedding": "e.json", "checkpoint": "last.pt"}[what]
@@ -128,7 +118,7 @@ def test_files_a_stop_could_cut_short_are_written_atomically(tmp_path, monkeypat
 
 
 def test_read_metrics_skips_a_last_line_cut_short_with_a_warning(tmp_path: Path) -> None:
-    from mxr.report import read_metrics
+    from mxr.files import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "loss": 1.5}\n{"iter": 3, "lo')

@@ -18,9 +18,11 @@ import torch
 import torch.multiprocessing as mp
 from conftest import TINY_MODEL
 
-from mxr.__main__ import main
+from mxr.cli import main
 from mxr.config import load_config
-from mxr.engine import build_dataset, init_distributed, model_from_checkpoint
+from mxr.engine.checkpoint import model_from_checkpoint
+from mxr.engine.data import build_dataset
+from mxr.engine.dist import init_distributed
 from mxr.evaluation import predict, score_predictions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +119,7 @@ def _coco_subset(coco: Path, out: Path, n: int = 12) -> Path:
 def test_torchrun_eval_on_real_coco_equals_one_process(coco_sample: Path, tmp_path: Path) -> None:
     """`torchrun --nproc_per_node=2 -m mxr eval` on real COCO images (sizes differ: padding) prints
     one table and writes the eval.json one process writes."""
-    from mxr.engine import train
+    from mxr.engine.loop import train
 
     root = _coco_subset(coco_sample, tmp_path / "coco")
     cfg = load_config(

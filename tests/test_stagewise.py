@@ -12,8 +12,10 @@ import torch
 from conftest import tiny_config
 
 from mxr.config import TrainConfig
-from mxr.engine import load_checkpoint, model_from_checkpoint, read_metrics, train
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from mxr.engine.loop import train
 from mxr.engine.stagewise import file_sha256
+from mxr.files import read_metrics
 
 DETECTOR = ("backbone.", "rpn.", "roi_heads.box_head.", "roi_heads.box_predictor.")
 
@@ -51,7 +53,7 @@ def test_mask_only_stage_keeps_the_detector_bit_identical_and_trains_the_mask_br
     assert any("running_mean" in k for k in det0)
     # the mask branch learned: its weights moved from their seeded start
     from mxr.config import config_from_dict
-    from mxr.model import build_model
+    from mxr.model.build import build_model
 
     start = build_model(config_from_dict(after["config"]).model).state_dict()
     branch = [k for k in mask1 if k.startswith(("roi_heads.mask_head.", "roi_heads.mask_pred"))]
@@ -177,7 +179,7 @@ def test_mxr_train_says_what_is_wrong_with_init_from_in_one_line(
 ) -> None:
     from conftest import tiny_overrides
 
-    from mxr.__main__ import main
+    from mxr.cli import main
 
     foreign = tmp_path / "foreign.pt"
     foreign.write_text("# not a checkpoint\n")

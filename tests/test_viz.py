@@ -13,8 +13,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mxr.course.viz import A_COLOURS, B_COLOURS, draw_instances, plot_loss_curve, show_samples  # noqa: E402
-from mxr.data import CocoInstances  # noqa: E402
+from mxr.course.figures import draw_instances, plot_loss_curve, show_samples  # noqa: E402
+from mxr.data.coco import CocoInstances  # noqa: E402
+from mxr.report import A_COLOURS, B_COLOURS
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
 
 
 def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None:
-    from mxr.course.viz import label_upscale
+    from mxr.course.figures import label_upscale
 
     image = torch.zeros(3, 30, 40)
     target = {"boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
@@ -106,7 +107,8 @@ def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None
 
 
 def test_set_bars_and_legend_use_the_one_palette() -> None:
-    from mxr.course.viz import SET_COLOURS, set_bars, set_legend
+    from mxr.course.figures import set_legend
+    from mxr.report import SET_COLOURS, set_bars
 
     fig = Figure()
     ax = fig.add_subplot(1, 1, 1)
@@ -129,7 +131,7 @@ def test_set_bars_and_legend_use_the_one_palette() -> None:
 
 
 def test_figure_png_is_what_a_saved_figure_is(tmp_path: Path) -> None:
-    from mxr.course.viz import figure_png
+    from mxr.report import figure_png
 
     fig = Figure(figsize=(2, 1))
     fig.add_subplot(1, 1, 1).plot([0, 1])
@@ -140,7 +142,7 @@ def test_figure_png_is_what_a_saved_figure_is(tmp_path: Path) -> None:
 
 def test_labels_of_boxes_at_one_corner_are_stacked_not_overlapped() -> None:
     # two detections of one object, the same box: the second label goes below the first
-    from mxr.course.viz import _draw_labels
+    from mxr.course.figures import _draw_labels
 
     box = torch.tensor([[4.0, 4.0, 60.0, 60.0]] * 2)
     red, green = (255, 0, 0), (0, 255, 0)

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -13,10 +14,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mxr.course.viz import (  # noqa: E402
+from mxr.course.analysis import group_separation, pca_project
+from mxr.course.figures import (
     anchors_at,
-    group_separation,
-    pca_project,
     plot_anchors,
     plot_ap_comparison,
     plot_box_sets,
@@ -158,7 +158,7 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
 
 
 def test_plot_images_side_by_side() -> None:
-    from mxr.course.viz import plot_images
+    from mxr.course.figures import plot_images
 
     fig = plot_images({"gt": IMAGE, "pred": (IMAGE * 255).to(torch.uint8)}, title="t")
     assert [ax.get_title() for ax in fig.axes] == ["gt", "pred"]
@@ -166,155 +166,90 @@ def test_plot_images_side_by_side() -> None:
         plot_images({"bad": torch.rand(32, 32)})
 
 
-def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None:
-    from mxr.config import config_to_dict
-    from mxr.course import course_config, same_run_config
-
-    wanted = config_to_dict(course_config("transfer_mlp"))
-    stored = {k: dict(v) for k, v in wanted.items()}
-    stored["model"] = {**wanted["model"], "num_classes": 31, "fpn_channels": 64}  # resolved
-    assert same_run_config(stored, wanted)
-    other = config_to_dict(course_config("agnostic_mlp"))  # same train/data, another mask head
-    assert not same_run_config(stored, other)
-    assert not same_run_config({**stored, "data": {**stored["data"], "flip_prob": 0.0}}, wanted)
-    assert not same_run_config({**stored, "train": {**stored["train"], "seed": 1}}, wanted)
-    # a run stored before a field existed counts as that field's default ...
-    older = {
-        **stored,
-        "model": {k: v for k, v in stored["model"].items() if k != "transfer_zero_init"},
-    }
-    assert same_run_config(older, wanted)
-    # ... and so does not match a run that asks for another value
-    zero_init = config_to_dict(course_config("transfer_mlp"))
-    zero_init["model"]["transfer_zero_init"] = True
-    assert not same_run_config(older, zero_init)
-
-
-def _ablation_twin(trained_run: dict, ablation: Path) -> Path:
-    """A copy of the session's finished ``trained_run`` laid out as an ablation run
-    (``<ablation>/agnostic/seed0`` with its ``result.json``): a twin of ``tiny_config(root)``."""
-    import shutil
-
-    twin = ablation / "agnostic" / "seed0"
-    shutil.copytree(trained_run["out_dir"], twin)
-    (twin / "result.json").write_text("{}")
-    return twin
-
-
-def test_a_finished_ablation_run_of_the_same_config_is_adopted_not_retrained(
-    shapesx_root, trained_run, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
-    import json
-
-    from conftest import tiny_config
-
-    from mxr.course import train_or_load
-
-    cfg = tiny_config(shapesx_root)  # trained_run's config: reuse that training, do not repeat it
-    twin = _ablation_twin(trained_run, tmp_path / "abl")
-    monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
-    monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
-    res = train_or_load("run", cfg, progress=False)
-    assert (res["out_dir"] / "last.pt").read_bytes() == (twin / "last.pt").read_bytes()
-    assert res["adopted"] and not res["cached"]
-    assert json.loads((res["out_dir"] / "eval.json").read_text()) == res["eval"]  # on val
-    other = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
-    res2 = train_or_load("other", other, progress=False)  # no twin: trained here
-    assert not res2["adopted"]
-    assert (res2["out_dir"] / "last.pt").read_bytes() != (twin / "last.pt").read_bytes()
-    res3 = train_or_load("same-as-other", other, progress=False)  # another notebook run's twin
-    assert (res3["out_dir"] / "last.pt").read_bytes() == (res2["out_dir"] / "last.pt").read_bytes()
-    # the run records its data's manifest, so the same data at another path (a moved clone) is
-    # still this run's data: reloaded, not trained again
-    from mxr.course import DATA_MANIFEST
-
-    manifest = (shapesx_root / "manifest.json").read_text()
-    assert (res2["out_dir"] / DATA_MANIFEST).read_text() == manifest
-    (res2["out_dir"] / DATA_MANIFEST).unlink()  # as a run trained before runs recorded their data
-    assert train_or_load("other", other, progress=False)["cached"]  # same path: reused ...
-    assert (res2["out_dir"] / DATA_MANIFEST).read_text() == manifest  # ... and now recorded
-    moved = tmp_path / "moved" / "shapesx"
-    shutil.copytree(shapesx_root, moved)
-    res4 = train_or_load(
-        "other", tiny_config(moved, ["train.iterations=2", "train.seed=1"]), progress=False
-    )
-    assert res4["cached"]
-
-
-def test_a_moved_clone_keeps_its_runs_while_the_data_manifest_is_the_same(tmp_path) -> None:
+def test_run_key_counts_what_decides_the_weights(shapesx_root, tmp_path) -> None:  # noqa: ANN001
     import dataclasses
-    import json
-
-    from mxr.config import save_config
-    from mxr.course import course_config, record_data, same_run
-
-    def at(root: Path, seed: int = 0):  # noqa: ANN202
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "manifest.json").write_text(json.dumps({"generator": "shapesx", "seed": seed}))
-        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
-
-    cfg = course_config("transfer_mlp")
-    old_clone, new_clone, run = tmp_path / "old", tmp_path / "new", tmp_path / "run"
-    trained = at(old_clone / "data" / "shapesx")
-    run.mkdir()
-    save_config(trained, run / "config.yaml")
-    wanted = at(new_clone / "data" / "shapesx")
-    assert same_run(run, trained) and not same_run(run, wanted)  # nothing recorded: by path
-    record_data(run, trained)
-    shutil.rmtree(old_clone)  # the clone moved: its old path is gone
-    assert same_run(run, wanted)
-    other_seed = dataclasses.replace(wanted, train=dataclasses.replace(wanted.train, seed=1))
-    assert not same_run(run, other_seed)  # the rest of the config still counts
-    assert not same_run(run, at(new_clone / "data" / "shapesx", seed=1))  # other data there
-    assert not same_run(tmp_path / "no-run", wanted)
-
-
-def test_an_interrupted_retraining_is_not_taken_for_a_finished_run(
-    shapesx_root, trained_run, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
-    import json
 
     from conftest import tiny_config
 
-    import mxr.engine
-    from mxr.course import train_or_load
+    from mxr.engine.run_key import run_key
+    from mxr.errors import MissingFileError
 
-    monkeypatch.setenv("MXR_ABLATION", str(tmp_path / "abl"))
+    cfg = tiny_config(shapesx_root)
+    key = run_key(cfg)
+    assert len(key) == 64 and run_key(tiny_config(shapesx_root)) == key
+    # logging and checkpointing do not change what a run learns; the seed and the data do
+    assert (
+        run_key(tiny_config(shapesx_root, ["train.log_every=3", "train.checkpoint_every=2"])) == key
+    )
+    assert run_key(tiny_config(shapesx_root, ["train.seed=1"])) != key
+    assert run_key(tiny_config(shapesx_root, ["data.flip_prob=0.0"])) != key
+    # the same generated data at another path (a moved clone) is the same data ...
+    moved = tmp_path / "moved"
+    shutil.copytree(shapesx_root, moved)
+    assert run_key(tiny_config(moved)) == key
+    # ... other data there is not
+    manifest = json.loads((moved / "manifest.json").read_text())
+    (moved / "manifest.json").write_text(json.dumps({**manifest, "seed": 7}))
+    assert run_key(tiny_config(moved)) != key
+    # a stage-2 run's detector counts by its bytes, wherever it was copied
+    det_a, det_b, det_c = (tmp_path / n for n in ("a.pt", "b.pt", "c.pt"))
+    det_a.write_bytes(b"detector"), det_b.write_bytes(b"detector"), det_c.write_bytes(b"other")
+
+    def stage2(path: Path):  # noqa: ANN202
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(path)))
+
+    assert run_key(stage2(det_a)) == run_key(stage2(det_b)) != run_key(stage2(det_c))
+    with pytest.raises(MissingFileError, match="train.init_from: .*missing.pt not found"):
+        run_key(stage2(tmp_path / "missing.pt"))
+
+
+def test_two_names_for_one_config_share_one_run(shapesx_root, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from conftest import tiny_config
+
+    from mxr.course.runs import run_origin, train_or_load
+    from mxr.engine.run_key import run_key
+
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
-    _ablation_twin(trained_run, tmp_path / "abl")  # the first run is finished without training
-    first = tiny_config(shapesx_root)
-    done = train_or_load("run", first, progress=False)
-    out = done["out_dir"]
-    assert done["adopted"] and (out / "eval.json").is_file()
-    changed = tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"])
-    real_train = mxr.engine.train
+    cfg = tiny_config(shapesx_root, ["train.iterations=2"])
+    first = train_or_load("a", cfg, progress=False)
+    again = train_or_load("b", cfg, progress=False)
+    assert run_origin(first) == "trained" and run_origin(again) == "cached"
+    assert first["out_dir"] == again["out_dir"] == tmp_path / "course" / "smoke" / run_key(cfg)[:12]
+    assert again["eval"] == first["eval"]
+    other = train_or_load("a", tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"]))
+    assert other["out_dir"] != first["out_dir"] and run_origin(other) == "trained"
+
+
+def test_an_interrupted_run_is_not_taken_for_a_finished_one(
+    shapesx_root, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from conftest import tiny_config
+
+    import mxr.engine.loop
+    from mxr.course.runs import train_or_load
+
+    monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
+    cfg = tiny_config(shapesx_root, ["train.iterations=2"])
+    real_train = mxr.engine.loop.train
 
     def interrupted(cfg, out_dir, **kw):  # noqa: ANN001, ANN202
         real_train(cfg, out_dir, **{**kw, "eval_split": None})
         raise KeyboardInterrupt  # stopped before its evaluation
 
-    monkeypatch.setattr(mxr.engine, "train", interrupted)
+    monkeypatch.setattr(mxr.engine.loop, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_or_load("run", changed, progress=False)
-    assert not (out / "eval.json").exists()  # the old run's evaluation is gone
-    monkeypatch.setattr(mxr.engine, "train", real_train)
-    assert not train_or_load("run", changed, progress=False)["cached"]
-    assert train_or_load("run", changed, progress=False)["cached"]
-    (out / "eval.json").write_text('{"A": {"segm"')  # cut short by a stop mid-write
-    again = train_or_load("run", changed, progress=False)
-    assert not again["cached"] and json.loads((out / "eval.json").read_text()) == again["eval"]
-
-
-def test_run_origin_names_where_a_run_came_from() -> None:
-    from mxr.course import run_origin
-
-    assert run_origin({"cached": True}) == "cached"
-    assert run_origin({"cached": False, "adopted": True}) == "adopted"
-    assert run_origin({"cached": False, "adopted": False}) == "trained"
+        train_or_load("run", cfg, progress=False)
+    monkeypatch.setattr(mxr.engine.loop, "train", real_train)
+    done = train_or_load("run", cfg, progress=False)  # resumed at its end: only evaluated
+    assert not done["cached"] and train_or_load("run", cfg, progress=False)["cached"]
+    (done["out_dir"] / "eval.json").write_text('{"A": {"segm"')  # cut short by a stop mid-write
+    again = train_or_load("run", cfg, progress=False)
+    assert not again["cached"]
+    assert json.loads((done["out_dir"] / "eval.json").read_text()) == again["eval"]
 
 
 def test_course_config_takes_train_overrides_including_the_length() -> None:
-    from mxr.course import course_config
+    from mxr.course.runs import course_config
 
     base = course_config("oracle")
     longer = course_config("oracle", iterations=3 * base.train.iterations, seed=1)
@@ -347,7 +282,7 @@ DETECTIONS = _det(
 
 
 def test_box_confusion_takes_the_top_scoring_overlapping_detection() -> None:
-    from mxr.course.viz import box_confusion
+    from mxr.course.analysis import box_confusion
 
     m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, iou=0.5, score=0.3)
     assert m.shape == (5, 5) and int(m.sum()) == 3
@@ -365,7 +300,7 @@ def test_box_confusion_takes_the_top_scoring_overlapping_detection() -> None:
 
 
 def test_confusion_outcomes_sum_rows_by_what_the_objects_were_called() -> None:
-    from mxr.course.viz import confusion_outcomes
+    from mxr.course.analysis import confusion_outcomes
 
     m = torch.zeros(5, 5, dtype=torch.long)
     m[2, 2], m[2, 3], m[2, 4], m[2, 0], m[1, 2] = 1, 5, 2, 7, 9
@@ -381,7 +316,9 @@ def test_confusion_outcomes_sum_rows_by_what_the_objects_were_called() -> None:
 
 
 def test_plot_confusion_marks_sets_and_counts() -> None:
-    from mxr.course.viz import SET_COLOURS, box_confusion, plot_confusion
+    from mxr.course.analysis import box_confusion
+    from mxr.course.figures import plot_confusion
+    from mxr.report import SET_COLOURS
 
     names = ["bg", "a1", "b2", "a3", "a4"]
     m = box_confusion([DETECTIONS], [TRUTH], num_classes=5, score=0.3)
@@ -401,7 +338,7 @@ def test_plot_confusion_marks_sets_and_counts() -> None:
 
 
 def test_plot_overlaps_ground_truth_vs_detections() -> None:
-    from mxr.course.viz import plot_overlaps
+    from mxr.course.figures import plot_overlaps
 
     names = ["bg", "a1", "b2", "a3", "a4"]
     fig = plot_overlaps(TRUTH, DETECTIONS, names, a_labels=[1, 3, 4], score=0.3)
@@ -424,7 +361,7 @@ def test_plot_overlaps_ground_truth_vs_detections() -> None:
 
 
 def test_mask_holes_finds_enclosed_background_only() -> None:
-    from mxr.course.viz import mask_holes
+    from mxr.course.analysis import mask_holes
 
     ring = torch.zeros(9, 9, dtype=torch.bool)
     ring[2:7, 2:7] = True

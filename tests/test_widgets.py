@@ -11,40 +11,37 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mxr.course.widgets import (  # noqa: E402
+from mxr.course.analysis import detection_counts, failure_cases, run_groups
+from mxr.course.choices import (
     MASK_HEAD_CHOICES,
-    InstanceIoU,
-    RunLog,
-    box_masks,
-    compare_models,
-    comparison_chart,
-    comparison_rows,
-    comparison_table,
     config_from_choices,
-    dataset_browser,
     default_choices,
     describe_choices,
-    detection_counts,
-    failure_cases,
+    run_name,
+)
+from mxr.course.figures import (
+    compare_models,
+    comparison_chart,
     failure_figure,
-    html_table,
     image_bytes,
-    instance_ious,
     iou_distribution_figure,
-    ious_by_label,
     jpeg,
     loss_figure,
-    mask_iou,
-    mean_iou,
     render_sample,
-    run_groups,
-    run_name,
+)
+from mxr.course.widgets import (
+    RunLog,
+    comparison_rows,
+    comparison_table,
+    dataset_browser,
+    html_table,
     sample_summary,
     score_threshold_viewer,
     split_table_rows,
     training_panel,
 )
-from mxr.data import CocoInstances  # noqa: E402
+from mxr.data.coco import CocoInstances  # noqa: E402
+from mxr.evaluation import InstanceIoU, box_masks, instance_ious, ious_by_label, mask_iou, mean_iou
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -211,9 +208,6 @@ def test_loss_figure_plots_records_and_waits_when_empty() -> None:
     assert ax.get_xlabel() == "iteration" and ax.get_title() == "t"
     empty = loss_figure([])
     assert not empty.axes[0].lines and "waiting" in empty.axes[0].texts[0].get_text()
-    import mxr.course.viz
-
-    assert loss_figure is mxr.course.viz.loss_figure  # the one loss curve, also the panel's
 
 
 def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,24 +300,31 @@ def test_training_panel_real_run(course_env: Path) -> None:
 
 def test_panel_default_and_variant_choices_are_the_course_variants() -> None:
     # the panel opens on τ(embed)+MLP; every notebook variant is reachable from the panel's menu,
-    # as the same run (same_run_config) as the notebooks' course_config(variant)
+    # as the same config as the notebooks' course_config(variant), so the same cached run
     from mxr.config import config_to_dict
-    from mxr.course import NOTEBOOK_VARIANTS, VARIANT_CHOICES, course_config, same_run_config
+    from mxr.course.choices import choices_of
+    from mxr.course.prime import NOTEBOOK_VARIANTS
+    from mxr.course.runs import course_config
 
     assert default_choices()["transfer_input"] == "embed" and default_choices()["seed"] == 0
-    assert set(NOTEBOOK_VARIANTS) <= set(VARIANT_CHOICES)
-    for variant, choices in VARIANT_CHOICES.items():
-        panel_cfg = config_to_dict(config_from_choices(choices))
-        assert same_run_config(panel_cfg, config_to_dict(course_config(variant))), variant
-    assert not same_run_config(
-        config_to_dict(config_from_choices(VARIANT_CHOICES["transfer_mlp"])),
-        config_to_dict(course_config("transfer_embed_mlp")),
-    )
+    assert choices_of("transfer_embed_mlp") == {
+        k: v for k, v in default_choices().items() if k not in ("iterations", "seed")
+    }
+    for variant in NOTEBOOK_VARIANTS:
+        panel_cfg = config_from_choices(choices_of(variant))
+        assert config_to_dict(panel_cfg) == config_to_dict(course_config(variant)), variant
+    assert choices_of("transfer_mlp_nostopgrad")["stop_grad"] is False
+    assert choices_of("transfer_mlp_e2e")["protocol"] == "end to end"
+    assert choices_of("agnostic") == {
+        "mask_head": "agnostic",
+        "mlp_fusion": False,
+        "protocol": "stage-wise",
+    }
 
 
 @pytest.mark.parametrize("iterations", [1, 7, 12, 40, 800])
 def test_panel_sizes_logging_with_course_configs_rule(iterations: int) -> None:
-    from mxr.course import course_config
+    from mxr.course.runs import course_config
 
     panel = config_from_choices({"iterations": iterations}).train
     course = course_config("transfer_embed_mlp", iterations=iterations).train
@@ -346,7 +347,7 @@ def test_panel_seed_control_sets_the_config_seed(monkeypatch: pytest.MonkeyPatch
         return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
                 "cached": False}  # fmt: skip
 
-    monkeypatch.setattr(mxr.course, "train_or_load", fake)
+    monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake)
     panel = training_panel()
     assert panel.seed.value == 0
     panel.seed.value = 2
@@ -410,8 +411,9 @@ def test_comparison_groups_seeds_of_one_config_as_mean_and_std() -> None:
 def test_runlog_from_variant_uses_the_course_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import mxr.course
+    import mxr.course.widgets
     from mxr.config import config_to_dict
+    from mxr.course.runs import course_config
 
     seen: dict = {}
     metrics = tmp_path / "metrics.jsonl"
@@ -422,22 +424,22 @@ def test_runlog_from_variant_uses_the_course_run(
         return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": metrics,
                 "cached": True}  # fmt: skip
 
-    monkeypatch.setattr(mxr.course, "train_or_load", fake)
+    monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake)
     log = RunLog.from_variant("agnostic_mlp")
     assert seen["name"] == "agnostic_mlp"
-    assert config_to_dict(seen["cfg"]) == config_to_dict(mxr.course.course_config("agnostic_mlp"))
+    assert config_to_dict(seen["cfg"]) == config_to_dict(course_config("agnostic_mlp"))
     assert log.label == "agnostic_mlp, seed 0" and log.cached and log.mask_ap("B") == 10
     assert log.records == [{"iter": 4, "loss": 1.5}]
-    reused = RunLog(choices=default_choices(), eval=_fake_eval(1, 1), seconds=3.0, adopted=True)
-    assert (log.origin, reused.origin) == ("cached", "adopted")
-    assert [r[-1] for r in comparison_rows([log, reused])] == ["cached", "reused"]
+    trained = RunLog(choices=default_choices(), eval=_fake_eval(1, 1), seconds=3.0)
+    assert (log.origin, trained.origin) == ("cached", "trained")
+    assert [r[-1] for r in comparison_rows([log, trained])] == ["cached", "3"]
     assert log.config_key == RunLog(choices={"mask_head": "agnostic"}).config_key
     with pytest.raises(ValueError, match="variant='agnostic_deep' is not valid"):
         RunLog.from_variant("agnostic_deep")
 
 
 def test_comparison_seed_chart_shows_mean_and_each_seed() -> None:
-    from mxr.course.widgets import comparison_seed_chart
+    from mxr.course.figures import comparison_seed_chart
 
     per_seed = {
         "agnostic_mlp": {"mIoU": [73.0, 74.0, 72.0], "AP75": [11.0, 9.0, 5.0]},
@@ -459,7 +461,7 @@ def test_comparison_seed_chart_shows_mean_and_each_seed() -> None:
 def test_stop_button_stops_a_background_training_early(course_env: Path) -> None:
     import threading
 
-    from mxr.engine import load_checkpoint
+    from mxr.engine.checkpoint import load_checkpoint
 
     tmp_path = course_env
     panel = training_panel()
@@ -559,7 +561,7 @@ def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoIns
 
 
 def test_published_results(tmp_path: Path) -> None:
-    from mxr.course import published_results
+    from mxr.course.runs import published_results
 
     assert published_results(tmp_path / "absent.json") is None
     p = tmp_path / "r.json"
@@ -578,7 +580,7 @@ def test_jpeg_of_figure() -> None:
 
 
 def test_gallery_instances_first_per_class_in_order() -> None:
-    from mxr.course.widgets import gallery_instances
+    from mxr.course.analysis import gallery_instances
 
     rs = [InstanceIoU(i, 0, lab, 0.5, 0.5) for i, lab in enumerate([2, 1, 2, 2, 1])]
     assert [r.index for r in gallery_instances(rs, [2, 1], per_class=2)] == [0, 2, 1, 4]
@@ -590,7 +592,7 @@ def test_gallery_instances_first_per_class_in_order() -> None:
 def test_model_gallery_shows_the_same_instances_per_model(
     trained_run: dict, val_all: CocoInstances
 ) -> None:
-    from mxr.course.widgets import model_gallery
+    from mxr.course.figures import model_gallery
 
     model = trained_run["model"].cpu().eval()
     rs = instance_ious(model, val_all)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mxr.data import VOC_CAT_IDS
 from mxr.data.embedding import read_embedding_file
-from mxr.report import atomic_path, write_text_atomic
+from mxr.data.splits import VOC_CAT_IDS
+from mxr.files import atomic_path, write_text_atomic
 
 #: The pairs whose cosine the provenance README quotes (to 2 decimals).
 CHECK_PAIRS = (("cat", "dog"), ("car", "truck"), ("person", "cat"))

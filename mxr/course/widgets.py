@@ -4,7 +4,6 @@ output area (nbval cannot see it), so the callbacks stay a few lines long."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,75 +12,45 @@ from html import escape
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
-from torch import Tensor
 
-# Re-exported here, where notebooks and older code import them from: the panel's choices
-# (mxr.course), figures and image encoding (viz), per-instance mask IoU (evaluation), tables.
-from mxr.course import (  # noqa: F401
+from mxr.course.analysis import dataset_item, run_groups, set_of, spread
+from mxr.course.choices import (
     MASK_HEAD_CHOICES,
     PROTOCOLS,
     STRUCTURES,
-    VARIANT_CHOICES,
+    checked_choices,
+    choices_of,
     config_from_choices,
     default_choices,
     describe_choices,
     run_name,
-    run_origin,
 )
-from mxr.course import checked_choices as _checked_choices
-from mxr.course.viz import (  # noqa: F401
-    SET_COLOURS,
-    SET_LABELS,
-    SET_RGB,
-    TensorDict,
-    _finish,
-    _show_image,
-    crop_box,
-    draw_instances,
-    figure_png,
+from mxr.course.figures import (
+    comparison_chart,
     image_bytes,
     loss_figure,
-    set_bars,
-    set_legend,
-    set_of,
-    to_uint8_image,
+    render_sample,
+    threshold_figure,
 )
-from mxr.evaluation import (  # noqa: F401
-    InstanceIoU,
-    box_masks,
-    instance_ious,
-    instance_masks,
-    ious_by_label,
-    mask_instances,
-    mask_iou,
-    mean_iou,
+from mxr.course.runs import course_config, run_origin, train_or_load
+from mxr.evaluation import detections, mask_instances
+from mxr.files import read_metrics
+from mxr.report import (
+    SET_COLOURS,
+    SET_LABELS,
+    cell,
+    cell_pm,
+    figure_png,
+    markdown_table,
+    mask_ap,
+    mask_miou,
 )
-from mxr.report import cell, cell_pm, markdown_table, mask_ap, mask_miou, read_metrics
-
-
-def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
-    """A Figure as a JPEG ``IPython.display.Image`` (pictures of noisy images: smaller than PNG)."""
-    from IPython.display import Image
-    from PIL import Image as PILImage
-
-    png = PILImage.open(io.BytesIO(figure_png(fig, dpi=dpi)))
-    return Image(data=image_bytes(png, "jpeg", quality=quality), format="jpeg")
-
-
-# ----------------------------------------------------------------------------- dataset browser
-def _item(ds: Any, index: int, class_names: Sequence[str] | None) -> tuple[Tensor, dict, list]:
-    """Dataset item ``index`` (checked) and the class names to label it with."""
-    if not 0 <= int(index) < len(ds):
-        raise IndexError(f"index={index} is out of range; the dataset has {len(ds)} images")
-    image, target = ds[index]
-    return image, target, list(class_names) if class_names is not None else list(ds.class_names)
 
 
 def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None) -> str:
     """One line about dataset item ``index``: image id, and each instance as ``name [A|B]``
     (``+mask`` where the dataset gives its mask)."""
-    _, target, names = _item(ds, index, class_names)
+    _, target, names = dataset_item(ds, index, class_names)
     a_labels = getattr(ds, "a_labels", None)
     masked = set(mask_instances(target)) if "masks" in target else set()
     sets = [set_of(x, a_labels) for x in target["labels"].tolist()]
@@ -95,12 +64,6 @@ def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None
         f"{len(parts)} instances, {n_a} A, {len(parts) - n_a} B"
     )
     return head + (" - " + ", ".join(parts) if parts else "")
-
-
-def render_sample(ds: Any, index: int, class_names: Sequence[str] | None = None) -> Tensor:
-    """Dataset item ``index`` drawn with boxes, masks and A/B labels: uint8 ``(3, H, W)``."""
-    image, target, names = _item(ds, index, class_names)
-    return draw_instances(image, target, names, getattr(ds, "a_labels", None))
 
 
 def dataset_browser(ds: Any, class_names: Sequence[str] | None = None, scale: int = 3) -> Any:
@@ -146,12 +109,11 @@ class RunLog:
     model: Any = field(default=None, repr=False)
     name: str = ""
     stopped_at: int | None = None
-    adopted: bool = False
 
     @property
     def origin(self) -> str:
-        """``"cached"``, ``"adopted"`` or ``"trained"`` (see :func:`mxr.course.run_origin`)."""
-        return run_origin({"cached": self.cached, "adopted": self.adopted})
+        """``"cached"`` or ``"trained"`` (see :func:`mxr.course.runs.run_origin`)."""
+        return run_origin({"cached": self.cached})
 
     @property
     def group_label(self) -> str:
@@ -174,25 +136,20 @@ class RunLog:
 
     @classmethod
     def from_variant(cls, variant: str) -> RunLog:
-        """The course's cached run of ``variant`` (a key of :data:`mxr.course.VARIANT_CHOICES`)."""
-        from mxr.course import course_config, train_or_load
-
-        if variant not in VARIANT_CHOICES:
-            raise ValueError(
-                f"variant={variant!r} is not valid; expected one of {', '.join(VARIANT_CHOICES)}"
-            )
+        """The course's run of ``variant`` (a ShapesX config, e.g. ``"agnostic_mlp"``), trained
+        or found in the cache."""
         cfg = course_config(variant)
         t0 = time.perf_counter()
         result = train_or_load(variant, cfg, progress=False)
-        choices = {**VARIANT_CHOICES[variant], "iterations": cfg.train.iterations}
-        log = cls(choices=_checked_choices({**choices, "seed": cfg.train.seed}), name=variant)
+        choices = {**choices_of(variant), "iterations": cfg.train.iterations}
+        log = cls(choices=checked_choices({**choices, "seed": cfg.train.seed}), name=variant)
         log.seconds = time.perf_counter() - t0
         log._fill(result)
         return log
 
     def _fill(self, result: Mapping[str, Any]) -> None:
         """Take a finished ``train_or_load`` result (records from the file if cached or unseen)."""
-        self.cached, self.adopted = bool(result["cached"]), bool(result.get("adopted"))
+        self.cached = bool(result["cached"])
         self.out_dir, self.eval, self.model = (
             str(result["out_dir"]),
             result["eval"],
@@ -225,33 +182,13 @@ def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
-def run_groups(runs: Sequence[RunLog]) -> list[list[tuple[int, RunLog]]]:
-    """The evaluated runs grouped by config apart from the seed, in order of first appearance:
-    ``[(number from 1, run), ...]`` per group; of one config and seed only the last run counts."""
-    groups: dict[str, dict[int, tuple[int, RunLog]]] = {}
-    for i, run in enumerate(runs, start=1):
-        if run.eval is not None:
-            groups.setdefault(run.config_key, {})[run.seed] = (i, run)
-    return [sorted(g.values(), key=lambda pair: pair[0]) for g in groups.values()]
-
-
-def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None, list[float]]:
-    """``(mean, sample std or None for one value, the values)`` of the values that are not None."""
-    import statistics
-
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None, []
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, vals
-
-
 def _seconds_cell(logs: Sequence[RunLog]) -> str:
-    """Mean wall time of the runs trained here; ``cached`` / ``reused`` when none was."""
+    """Mean wall time of the runs trained here; ``cached`` when none was."""
     trained = [r.seconds for r in logs if r.origin == "trained" and r.seconds is not None]
     if trained:
         return f"{sum(trained) / len(trained):.0f}"
-    if all(r.origin != "trained" for r in logs):
-        return "cached" if all(r.cached for r in logs) else "reused"
+    if all(r.cached for r in logs):
+        return "cached"
     return "—"
 
 
@@ -268,7 +205,7 @@ def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
         metrics = []
         for getter in (RunLog.mask_ap, RunLog.mask_iou):
             for split in ("A", "B"):
-                mean, std, _ = _spread([getter(r, split) for r in logs])
+                mean, std, _ = spread([getter(r, split) for r in logs])
                 metrics.append(cell(mean) if std is None else cell_pm(mean, std))
         rows.append([", ".join(str(i) for i, _ in group), label, *metrics, _seconds_cell(logs)])
     return rows
@@ -291,70 +228,6 @@ def comparison_table(runs: Sequence[RunLog]) -> str:
     return markdown_table(COMPARISON_HEADER, comparison_rows(runs))
 
 
-def comparison_chart(runs: Sequence[RunLog]) -> Figure:
-    """Bars per config (:func:`run_groups`), A vs B: mask AP (left) and mask mIoU given true boxes
-    (right); several seeds: the mean, ± std error bars and a dot per seed."""
-    groups = run_groups(runs)
-    fig = Figure(figsize=(8, 3.2))
-    panels = (("mask AP", RunLog.mask_ap), ("mask mIoU given true boxes", RunLog.mask_iou))
-    ticks = ["#" + ",".join(str(i) for i, _ in g) for g in groups]
-    for k, (name, getter) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, k + 1)
-        stats = {s: [_spread([getter(r, s) for _, r in g]) for g in groups] for s in SET_COLOURS}
-        means = {s: [m or 0.0 for m, _, _ in v] for s, v in stats.items()}
-        at = set_bars(ax, ticks, means, width=0.76)
-        for s, v in stats.items():
-            for x, (mean, std, vals) in zip(at[s], v, strict=True):
-                if std is not None:
-                    ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
-                    ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
-        ax.set(xlabel="run (see the table)", ylabel=f"{name} (0-100)", ylim=(0, 100))
-        ax.set_title(f"{name}, set A vs set B", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(True, axis="y", alpha=0.3)
-    return _finish(fig)
-
-
-def comparison_seed_chart(
-    per_seed: Mapping[str, Mapping[str, Sequence[float | None]]],
-    rows: Sequence[str],
-    metrics: Sequence[str] = ("mIoU", "AP75"),
-    split: str = "B",
-) -> Figure:
-    """Per metric (an axis each), each row's value on every seed (a marker per seed) and its mean
-    (a line: ``ax.lines[i]`` is row ``i``'s); the y-axis fits the values. ``per_seed``:
-    ``{row: {metric: [seed 0, ...]}}`` (``docs/results.json``'s ``per_seed["B"]``)."""
-    import statistics
-
-    missing = [r for r in rows if r not in per_seed]
-    if missing or not rows:
-        raise ValueError(
-            f"comparison_seed_chart: rows {missing or list(rows)} not in per_seed; expected some "
-            f"of {', '.join(per_seed)}"
-        )
-    fig = Figure(figsize=(max(7.0, 0.75 * len(rows) * len(metrics) + 1.5), 3.4))
-    markers = "os^Dv<>"
-    xs = list(range(len(rows)))
-    for k, metric in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), k + 1)
-        values = [[v for v in per_seed[r].get(metric, []) if v is not None] for r in rows]
-        for x, v in zip(xs, values, strict=True):
-            mean = statistics.fmean(v) if v else float("nan")
-            ax.plot([x - 0.3, x + 0.3], [mean, mean], color=SET_COLOURS.get(split, "grey"),
-                    linewidth=3, label="mean" if x == 0 else None)  # fmt: skip
-        for s in range(max((len(v) for v in values), default=0)):
-            pts = [(x, v[s]) for x, v in zip(xs, values, strict=True) if len(v) > s]
-            ax.scatter([x + (s - 1) * 0.08 for x, _ in pts], [y for _, y in pts],
-                       marker=markers[s % len(markers)], s=18, color="black", zorder=3,
-                       label=f"seed {s}")  # fmt: skip
-        ax.set_xticks(xs, rows, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(f"{metric} on set {split} (0-100)")
-        ax.set_title(f"set {split} {metric}: each seed and the mean", fontsize=10)
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    return _finish(fig)
-
-
 def train_choices(
     choices: Mapping[str, Any],
     log: RunLog | None = None,
@@ -367,10 +240,10 @@ def train_choices(
     stops (checkpoint saved, not evaluated: ``eval`` ``None``, ``stopped_at`` its iteration)."""
     import shutil
 
-    from mxr.course import runs_dir, train_or_load
-    from mxr.engine import StopTraining
+    from mxr.course.runs import runs_dir, train_or_load
+    from mxr.engine.loop import StopTraining
 
-    c = _checked_choices(choices)
+    c = checked_choices(choices)
     log = log if log is not None else RunLog(choices=c)
     name = run_name(c)
     if not reuse and (runs_dir() / name).exists():
@@ -505,7 +378,7 @@ class TrainingPanel:
 
     def set_choices(self, **choices: Any) -> None:
         """Set widgets from keyword choices (names as in :func:`config_from_choices`)."""
-        for key, value in _checked_choices({**self.choices(), **choices}).items():
+        for key, value in checked_choices({**self.choices(), **choices}).items():
             getattr(self, key).value = value
 
     @property
@@ -546,7 +419,7 @@ class TrainingPanel:
             )
         if choices:
             self.set_choices(**choices)
-        log = RunLog(choices=_checked_choices(self.choices()))
+        log = RunLog(choices=checked_choices(self.choices()))
         self._busy = True
         self._stop.clear()
         self.train_button.disabled, self.stop_button.disabled = True, False
@@ -582,7 +455,6 @@ class TrainingPanel:
         self._show_comparison()
         how = {
             "cached": "reloaded a finished run",
-            "adopted": f"reused a finished run of the same config, evaluated in {log.seconds:.0f} s",
             "trained": f"trained in {log.seconds:.0f} s",
         }[log.origin]
         self.status.value = f"Done: <b>{log.label}</b>, {how}."  # last: "Done" means all is shown
@@ -645,291 +517,7 @@ def training_panel(runs: Sequence[RunLog] = ()) -> TrainingPanel:
     return TrainingPanel(runs)
 
 
-# ----------------------------------------------------------------------------- inspecting masks
-def failure_cases(ious: Sequence[InstanceIoU], k: int = 6) -> list[InstanceIoU]:
-    """The ``k`` instances with the lowest IoU (ties: dataset order)."""
-    return sorted(ious, key=lambda r: (r.iou, r.index, r.instance))[:k]
-
-
-def iou_distribution_figure(
-    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
-    class_names: Sequence[str],
-    a_labels: Sequence[int],
-) -> Figure:
-    """Per model, a box plot of mask IoU (given true boxes) per class in label order, A warm, B
-    cool; grey diamonds mark each class's mean IoU of the "mask = box" guess."""
-    from matplotlib.lines import Line2D
-
-    names = list(ious_by_model)
-    if not names:
-        raise ValueError(
-            "iou_distribution_figure: ious_by_model is empty; expected one model or more"
-        )
-    labels = sorted({r.label for v in ious_by_model.values() for r in v})
-    fig = Figure(figsize=(max(7.0, 0.32 * len(labels) + 2), 2.6 * len(names) + 0.6))
-    pos = list(range(len(labels)))
-    for k, name in enumerate(names):
-        ax = fig.add_subplot(len(names), 1, k + 1)
-        by = ious_by_label(ious_by_model[name])
-        kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
-        if kept:
-            parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
-                               patch_artist=True, showfliers=True, flierprops={"markersize": 2},
-                               medianprops={"color": "black"})  # fmt: skip
-            for (p, _), patch in zip(kept, parts["boxes"], strict=True):
-                patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
-        means = [mean_iou(ious_by_model[name], [x], box=True) or 0.0 for x in labels]
-        ax.scatter(pos, means, marker="D", s=12, color="grey", zorder=3)
-        ticks = [f"{class_names[x]}{'' if set_of(x, a_labels) == 'A' else ' [B]'}" for x in labels]
-        ax.set_xticks(pos, ticks, rotation=90, fontsize=7)
-        ax.set(ylim=(0, 1), ylabel="mask IoU")
-        ax.set_title(f"{name}: mask IoU given the true box, per class", fontsize=10)
-        ax.grid(True, axis="y", alpha=0.3)
-    box = Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box")
-    set_legend(fig, box, fontsize=8)
-    return _finish(fig, rect=(0, 0.04, 1, 1))
-
-
-def _overlay(
-    image: Tensor, mask: Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
-) -> Any:
-    """``image`` with ``mask`` painted in ``colour``, cut to ``crop``: ``(h, w, 3)`` uint8."""
-    from torchvision.utils import draw_segmentation_masks
-
-    x0, y0, x1, y1 = crop
-    canvas = to_uint8_image(image)
-    if mask.any():
-        canvas = draw_segmentation_masks(
-            canvas, mask.bool()[None], alpha=0.55, colors=[tuple(colour)]
-        )
-    return canvas[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
-
-
-def gallery_instances(
-    ious: Sequence[InstanceIoU], labels: Sequence[int], per_class: int = 4
-) -> list[InstanceIoU]:
-    """The first ``per_class`` instances of each class in ``labels``, in dataset order, class after
-    class (models scored on the same dataset give the same instances)."""
-    if per_class < 1:
-        raise ValueError(f"gallery_instances: per_class={per_class} is not valid; expected >= 1")
-    return [r for label in labels for r in [x for x in ious if x.label == int(label)][:per_class]]
-
-
-def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
-    """``labels`` as a list, checked against the dataset's classes."""
-    labels = [int(x) for x in labels]
-    if not labels:
-        raise ValueError(f"{caller}: labels is empty; expected at least one class label")
-    bad = [x for x in labels if not 1 <= x < len(ds.class_names)]
-    if bad:
-        raise ValueError(
-            f"{caller}: label {bad[0]} is not valid; expected 1..{len(ds.class_names) - 1}"
-        )
-    return labels
-
-
-def _gallery_tile(
-    ax: Any, model: Any, ds: Any, r: InstanceIoU | None, col: int, cache: dict, row: int | None
-) -> None:
-    """Instance ``r``'s mask predicted from its true box on its crop in its set's colour (``cache``:
-    masks per image), or blank (``no instance`` in column 0); ``row``: the class named at left."""
-    ax.set(xticks=[], yticks=[])
-    if row is not None:
-        s = set_of(row, getattr(ds, "a_labels", None))
-        ax.set_ylabel(f"{ds.class_names[row]}\n[{s}]", fontsize=8)
-    if r is None:
-        for s in ax.spines.values():
-            s.set_visible(False)
-        if col == 0:
-            ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
-        return
-    if r.index not in cache:
-        cache[r.index] = instance_masks(model, ds, r.index)
-    image, target, inst, probs = cache[r.index]
-    crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
-    colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
-    ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
-
-
-def model_gallery(
-    models: Mapping[str, torch.nn.Module],
-    ds: Any,
-    labels: Sequence[int],
-    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
-    per_class: int = 2,
-    title: str = "",
-) -> Figure:
-    """The same instances (:func:`gallery_instances` of the first model's scores) under several
-    models: one row per class, a block of ``per_class`` tiles per model (named above it), each the
-    crop around the true box with that model's mask from it and its IoU."""
-    labels = _gallery_labels(labels, ds, "model_gallery")
-    names = list(models)
-    if not names or set(names) != set(ious_by_model):
-        raise ValueError(
-            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
-            "same models (at least one)"
-        )
-    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
-    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
-    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
-    if missing:
-        raise ValueError(
-            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
-            "model with instance_ious on the same dataset"
-        )
-    gap = 0.25  # a narrow empty column between two models' blocks
-    widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
-    fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
-    grid = fig.add_gridspec(len(labels), len(widths), width_ratios=widths, wspace=0.08)
-    caches: dict[str, dict[int, tuple]] = {name: {} for name in names}
-    for row, label in enumerate(labels):
-        shown = [r for r in chosen if r.label == label]
-        for k, name in enumerate(names):
-            for col in range(per_class):
-                ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
-                r = shown[col] if col < len(shown) else None
-                first = k == 0 and col == 0
-                _gallery_tile(ax, models[name], ds, r, col, caches[name], label if first else None)
-                if r is not None:
-                    ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
-    fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
-    top = 1 - 1.0 / fig.get_figheight()
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=top)
-    for k, name in enumerate(names):  # each model's name above its block of columns
-        first = grid[0, k * (per_class + 1)].get_position(fig)
-        last = grid[0, k * (per_class + 1) + per_class - 1].get_position(fig)
-        fig.text((first.x0 + last.x1) / 2, top + 0.35 / fig.get_figheight(), name, ha="center")
-    return fig
-
-
-def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]) -> Figure:
-    """Per failure case (a column): the crop with its true mask (top) and with the predicted mask
-    (bottom), titled with the class, its set and the IoU."""
-    cases = list(cases)
-    if not cases:
-        raise ValueError("failure_figure: cases is empty; expected at least one instance")
-    a_labels = getattr(ds, "a_labels", None)
-    fig = Figure(figsize=(1.7 * len(cases) + 0.8, 4.0))
-    for col, r in enumerate(cases):
-        image, target, inst, probs = instance_masks(model, ds, r.index)
-        crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
-        s = set_of(r.label, a_labels)
-        k = inst.index(r.instance)
-        for row, (mask, name) in enumerate(
-            ((target["masks"][k].bool(), "true mask"), (probs[k] > 0.5, "predicted"))
-        ):
-            ax = fig.add_subplot(2, len(cases), row * len(cases) + col + 1)
-            ax.imshow(_overlay(image, mask, SET_RGB[s], crop))
-            ax.set(xticks=[], yticks=[])
-            if col == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if row == 0:
-                ax.set_title(f"{ds.class_names[r.label]} [{s}]\nIoU {r.iou:.2f}", fontsize=8)
-    title = "Lowest-IoU instances: true mask (top) vs predicted from the true box"
-    return _finish(fig, title, fontsize=10)
-
-
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module, ds: Any, indices: Sequence[int], device: str | torch.device = "cpu"
-) -> list[dict[str, Tensor]]:
-    """The model's detections (boxes, labels, scores, masks) for dataset items, on the CPU."""
-    model.eval()
-    out = []
-    for index in indices:
-        image, _ = ds[int(index)]
-        pred = model([image.to(device)])[0]
-        out.append({k: v.detach().cpu() for k, v in pred.items()})
-    return out
-
-
-#: The small course images are drawn at twice their size in the side-by-side and threshold
-#: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
-_LABEL_UP = 2
-
-
-def _detections(ds: Any, image: Tensor, shown: Any, score: float) -> Tensor:
-    a_labels = getattr(ds, "a_labels", None)
-    return draw_instances(image, shown, ds.class_names, a_labels, score, upscale=_LABEL_UP)
-
-
-def compare_models(
-    models: Mapping[str, torch.nn.Module],
-    ds: Any,
-    indices: Sequence[int],
-    score_thresh: float = 0.5,
-    predictions: Mapping[str, Sequence[TensorDict]] | None = None,
-) -> Figure:
-    """The same images (a row per index): the ground truth, then each model's detections with
-    score >= ``score_thresh``. ``predictions``: name -> :func:`predict` output, to skip it."""
-    indices = list(indices)
-    if not indices or not models:
-        raise ValueError("compare_models: expected at least one model and one dataset index")
-    predictions = predictions or {}
-    preds = {n: predictions[n] if n in predictions else predict(m, ds, indices) for n, m in models.items()}  # fmt: skip
-    cols = ["ground truth", *models]
-    fig = Figure(figsize=(2.8 * len(cols), 2.8 * len(indices) + 0.8))
-    for row, index in enumerate(indices):
-        image, target = ds[index]
-        for col, name in enumerate(cols):
-            ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
-            shown = target if col == 0 else preds[name][row]
-            ax.imshow(_detections(ds, image, shown, score_thresh).permute(1, 2, 0).numpy())
-            ax.set(xticks=[], yticks=[])
-            if row == 0:
-                ax.set_title(name, fontsize=9)
-            if col == 0:
-                ax.set_ylabel(f"image id {int(target['image_id'])}", fontsize=8)
-    fig.suptitle(f"Detections with score >= {score_thresh:.2f}", fontsize=10)
-    set_legend(fig)
-    return _finish(fig, rect=(0, 0.05, 1, 1))
-
-
-def detection_counts(
-    predictions: Sequence[TensorDict],
-    thresholds: Sequence[float],
-    a_labels: Sequence[int] | None = None,
-) -> dict[str, list[int]]:
-    """Detections kept at each score threshold, summed over images: ``{"A": [...], "B": [...]}``."""
-    out = {"A": [0] * len(thresholds), "B": [0] * len(thresholds)}
-    for p in predictions:
-        scores = p["scores"].float()
-        is_a = torch.tensor([set_of(x, a_labels) == "A" for x in p["labels"].tolist()], dtype=torch.bool)  # fmt: skip
-        for k, t in enumerate(thresholds):
-            keep = scores >= t
-            out["A"][k] += int((keep & is_a).sum())
-            out["B"][k] += int((keep & ~is_a).sum())
-    return out
-
-
-def threshold_figure(
-    ds: Any, indices: Sequence[int], predictions: Sequence[TensorDict], score_thresh: float
-) -> Figure:
-    """Images with the detections at ``score_thresh``, and detections kept against the threshold."""
-    indices = list(indices)
-    n = len(indices)
-    fig = Figure(figsize=(3.0 * n + 4.2, 3.6))
-    grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.3])
-    for k, index in enumerate(indices):
-        image, target = ds[index]
-        kept = int((predictions[k]["scores"] >= score_thresh).sum())
-        title = f"image id {int(target['image_id'])}: {kept} kept"
-        drawn = _detections(ds, image, predictions[k], score_thresh)
-        _show_image(fig.add_subplot(grid[0, k]), drawn, title, interpolation=None)
-    ax = fig.add_subplot(grid[0, n])
-    ts = [i / 20 for i in range(1, 20)]
-    counts = detection_counts(predictions, ts, getattr(ds, "a_labels", None))
-    for s in ("A", "B"):
-        ax.plot(ts, counts[s], color=SET_COLOURS[s], label=f"set {s} classes")
-    ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
-    ax.set(xlabel="score threshold", ylabel="detections kept")
-    ax.set_title("Detections kept vs threshold", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
-    set_legend(fig)
-    return _finish(fig, rect=(0, 0.08, 1, 1))
-
-
 def score_threshold_viewer(
     model: torch.nn.Module, ds: Any, indices: Sequence[int], score_thresh: float = 0.5
 ) -> Any:
@@ -940,7 +528,7 @@ def score_threshold_viewer(
     indices = list(indices)
     if not indices:
         raise ValueError("score_threshold_viewer: indices is empty; expected at least one index")
-    predictions = predict(model, ds, indices)
+    predictions = detections(model, ds, indices)
     slider = w.FloatSlider(value=score_thresh, min=0.05, max=0.95, step=0.05, description="score ≥",
                            continuous_update=False, readout_format=".2f")  # fmt: skip
     image = w.Image(format="png")

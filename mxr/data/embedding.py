@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mxr.config import is_number
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import read_json_file, write_text_atomic
+from mxr.files import read_json_file, write_text_atomic
 
 BACKGROUND = "__background__"
 

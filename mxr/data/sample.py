@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mxr.report import read_json_or_none, write_text_atomic
+from mxr.files import read_json_or_none, write_text_atomic
 
 #: The categories of the COCO-format sample: real COCO 2017 ids, names and supercategories; the first
 #: four are PASCAL VOC classes (set A of the ``voc`` split), the last four are not (set B).

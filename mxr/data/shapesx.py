@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from mxr.data.coco import encode_rle
 from mxr.errors import UserInputError
-from mxr.report import read_json_file, read_json_or_none, write_text_atomic
+from mxr.files import read_json_file, read_json_or_none, write_text_atomic
 
 SHAPESX_VERSION = 3  # 2: the test split has its own seed; 3: default design hue-cap
 

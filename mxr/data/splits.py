@@ -31,7 +31,7 @@ from mxr.config import (
     random_split_spec,
 )
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import read_json_file
+from mxr.files import read_json_file
 
 # fmt: off
 #: The 20 PASCAL VOC classes by COCO 2017 category id and name (set A of the paper's ``voc`` split);

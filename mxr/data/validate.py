@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from mxr.config import is_int, is_number
 from mxr.data.splits import describe_random_split, random_split_text, resolve_split, split_root
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import read_json_file
+from mxr.files import read_json_file
 
 MASK_SETS = ("A", "all")
 #: The counts of every report, in the order they are printed.

@@ -14,7 +14,7 @@ from torch import nn
 from mxr.config import Config, config_from_dict, config_to_dict
 from mxr.engine.dist import DistInfo
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import atomic_path
+from mxr.files import atomic_path
 
 
 def rng_state() -> dict[str, Any]:
@@ -95,8 +95,7 @@ def model_from_checkpoint(
 ) -> nn.Module:
     """Rebuild the model of a checkpoint from its config and weights, in eval mode (without
     reading ``model.backbone_weights``: a checkpoint evaluates on a machine without that file)."""
-    from mxr.model import build_model
-    from mxr.model.build import FROM_CHECKPOINT
+    from mxr.model.build import FROM_CHECKPOINT, build_model
 
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)

@@ -23,7 +23,7 @@ def build_dataset(
     """The ``train`` (masks of ``data.train_masks``, flips, empty images skipped as configured),
     ``val`` or ``test`` (every mask, no augmentation) dataset; it only reads (see
     :func:`prepare_data`). ``keep_coco=False`` frees the parsed annotation file once indexed."""
-    from mxr.data import CocoInstances
+    from mxr.data.coco import CocoInstances
 
     if which not in ("train", "val", "test"):
         raise UserInputError(
@@ -57,7 +57,7 @@ def prepare_data(data_cfg: DataConfig) -> None:
     """Generate ShapesX at ``data.root`` when ``data.generate`` and an annotation file is missing."""
     names = ("train_annotations", "val_annotations", "test_annotations")
     if data_cfg.generate and not all(data_cfg.path(n).is_file() for n in names):
-        from mxr.data import ensure_shapesx
+        from mxr.data.shapesx import ensure_shapesx
 
         ensure_shapesx(data_cfg.root)
 
@@ -216,7 +216,7 @@ def _iterate_batches(
     :func:`batch_indices`, from one loader whose workers start once."""
     from torch.utils.data import DataLoader
 
-    from mxr.data import collate_fn
+    from mxr.data.coco import collate_fn
 
     sampler = _rank_batches(len(dataset), start, stop, batch_size, info, seed, groups)
     g = torch.Generator()  # not the global RNG: a resumed run creates one loader more

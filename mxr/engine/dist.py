@@ -12,7 +12,14 @@ import torch.distributed as dist
 from torch import nn
 
 from mxr.errors import UserInputError
-from mxr.report import cpu_count
+
+
+# --- the machine ----------------------------------------------------------------------------------
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:

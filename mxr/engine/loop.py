@@ -44,7 +44,7 @@ from mxr.engine.dist import (
     wrap_ddp,
 )
 from mxr.engine.stagewise import load_detector
-from mxr.report import write_text_atomic
+from mxr.files import write_text_atomic
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Callback = Callable[[int, dict[str, float]], None]
@@ -286,7 +286,7 @@ def _build_parts(
     """The model (on ``device``), optimizer, scheduler and GradScaler of a run. The detector of
     ``train.init_from`` is loaded unless ``resuming`` (the checkpoint holds it), and frozen
     before the optimizer is built when ``train.trainable`` is ``"mask"``."""
-    from mxr.model import build_model  # looked up at call time (tests replace it)
+    from mxr.model.build import build_model  # looked up at call time (tests replace it)
 
     model = build_model(cfg.model, class_embedding=class_embedding_for(cfg, train_ds)).to(device)
     init_from = None

@@ -15,32 +15,84 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from mxr.config import load_config
-from mxr.course import (
-    DETECTOR_ROW,
-    PRESETS,
-    config_name,
-    protocol,
-    record_data,
-    same_run,
-)
-from mxr.engine import in_processes
+from mxr.config import REPO_ROOT, load_config
+from mxr.engine.dist import cpu_count, in_processes
+from mxr.engine.run_key import run_key
 from mxr.errors import MissingFileError, UserInputError
-from mxr.report import (  # noqa: F401
-    MISSING,
-    SETS,
-    cell_pm,
-    cpu_count,
-    read_json_file,
-    read_json_or_none,
-    write_text_atomic,
-)
-from mxr.report import markdown_table as _markdown_table
+from mxr.files import read_json_file, read_json_or_none, write_text_atomic
+from mxr.report import MISSING, cell_pm, markdown_table
+
+E2E_SUFFIX = "_e2e"
+"""Row ``<config>_e2e`` trains ``<config>.yaml`` end to end (its own detector, every weight learns)."""
+
+
+def config_name(row: str) -> str:
+    """The config file stem of an ablation row: ``transfer_mlp_e2e`` -> ``transfer_mlp``."""
+    return row.removesuffix(E2E_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An ablation as ``configs/ablations/<name>.yaml`` writes it down: its rows in table order
+    (the stage-wise ones train the mask branch alone on the frozen ``detector`` of their seed) and
+    the targets its ``results.json`` states."""
+
+    name: str
+    detector: str | None
+    stagewise: tuple[str, ...]
+    end_to_end: tuple[str, ...]
+    control: str | None = None
+    candidates: tuple[str, ...] = ()
+    gap_closed: dict[str, tuple[str, float]] = field(default_factory=dict)
+    negative_control: str | None = None
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return (*self.stagewise, *self.end_to_end)
+
+    def protocol(self, row: str) -> str:
+        """``"stage-wise"`` (mask branch on the seed's frozen detector) or ``"end to end"``."""
+        return "stage-wise" if row in self.stagewise else "end to end"
+
+
+def preset_names() -> list[str]:
+    """The presets, one per ``configs/ablations/<name>.yaml``."""
+    return sorted(p.stem for p in (REPO_ROOT / "configs" / "ablations").glob("*.yaml"))
+
+
+def load_preset(name: str) -> Preset:
+    """The preset ``name``, read from ``configs/ablations/<name>.yaml``."""
+    path = REPO_ROOT / "configs" / "ablations" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserInputError(
+            f"preset {name!r} is not valid; expected one of {', '.join(preset_names())}"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        targets = raw.get("targets") or {}
+        gaps = targets.get("gap_closed") or {}
+        return Preset(
+            name=name,
+            detector=raw.get("detector"),
+            stagewise=tuple(raw.get("stage-wise") or ()),
+            end_to_end=tuple(raw.get("end to end") or ()),
+            control=targets.get("control"),
+            candidates=tuple(targets.get("stagewise") or ()),
+            gap_closed={key: (str(row), float(f)) for key, (row, f) in gaps.items()},
+            negative_control=targets.get("negative_control"),
+        )
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
+        raise UserInputError(
+            f"{path}: not a valid ablation preset ({e}); expected the fields detector, "
+            "stage-wise, end to end and targets"
+        ) from None
 
 
 def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
@@ -63,20 +115,17 @@ def config_dir_for(preset: str, config_dir: str | Path | None = None) -> Path:
 
 
 def preset_configs(
-    preset: str, rows: Sequence[str] | None = None, config_dir: str | Path | None = None
+    preset: Preset, rows: Sequence[str] | None = None, config_dir: str | Path | None = None
 ) -> dict[str, Path]:
     """Row name -> config file of a preset (optionally only ``rows``), checked to exist."""
-    if preset not in PRESETS:
-        raise UserInputError(
-            f"preset {preset!r} is not valid; expected one of {', '.join(PRESETS)}"
-        )
-    names = list(rows or PRESETS[preset])
-    unknown = [r for r in names if r not in PRESETS[preset]]
+    names = list(rows or preset.rows)
+    unknown = [r for r in names if r not in preset.rows]
     if unknown:
         raise UserInputError(
-            f"row(s) {', '.join(unknown)} not in preset {preset!r}; valid: {', '.join(PRESETS[preset])}"
+            f"row(s) {', '.join(unknown)} not in preset {preset.name!r}; valid: "
+            f"{', '.join(preset.rows)}"
         )
-    d = config_dir_for(preset, config_dir)
+    d = config_dir_for(preset.name, config_dir)
     out = {name: d / f"{config_name(name)}.yaml" for name in names}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
@@ -119,7 +168,7 @@ def _pm(d: dict[str, Any], s: str, task: str, metric: str) -> str:
         return MISSING
 
 
-def markdown_table(
+def results_table(
     rows: dict[str, Any],
     wall_s: dict[str, float] | None = None,
     protocols: dict[str, str] | None = None,
@@ -147,14 +196,14 @@ def markdown_table(
         if wall_s:
             cells.append(f"{wall_s.get(name, float('nan')):.0f}")
         table.append(cells)
-    return _markdown_table(header, table, right_from=2 if protocols else 1)
+    return markdown_table(header, table, right_from=2 if protocols else 1)
 
 
 def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> Path:
     """Save a PNG bar chart of mask ``metric`` on A and on B per variant (mean ± std error bars)."""
     from matplotlib.figure import Figure
 
-    from mxr.course.viz import SET_COLOURS, figure_png, set_bars
+    from mxr.report import SET_COLOURS, figure_png, set_bars
 
     names = list(rows)
     fig = Figure(figsize=(max(6.0, 0.8 * len(names) + 2), 4.0), dpi=100)
@@ -177,13 +226,6 @@ def bar_chart(rows: dict[str, Any], path: str | Path, *, metric: str = "AP") -> 
 # --------------------------------------------------------------------------------------------------
 # the headline: does transfer close the gap on B, and beat its control?
 # --------------------------------------------------------------------------------------------------
-HEADLINE_ROWS = ("agnostic", "agnostic_mlp", "transfer_mlp", "oracle")
-"""The four rows the targets compare (class-agnostic, its MLP control, transfer+MLP, oracle)."""
-
-TRANSFER_TARGETS: dict[str, float] = {"transfer_mlp": 0.5, "transfer_embed_mlp": 0.7}
-"""Each transfer+MLP row the targets are computed for, with its ``gap_closed`` target: τ reading
-``cls+box`` (0.5) and τ reading the class embedding (0.7)."""
-
 HEADLINE_METRICS: dict[str, tuple[str, str]] = {
     "AP75": ("segm", "AP75"),  # the headline metric, fixed before any result
     "AP": ("segm", "AP"),
@@ -222,10 +264,7 @@ def paired_difference(
 
 
 def headline(
-    per_seed: dict[str, Any],
-    metric: str = "AP75",
-    transfer: str = "transfer_mlp",
-    closed_target: float = 0.5,
+    per_seed: dict[str, Any], metric: str, transfer: str, closed_target: float
 ) -> dict[str, Any] | None:
     """The targets on set B for ``metric`` (seeds paired by index), or ``None`` when a row of
     agnostic, agnostic_mlp, ``transfer`` and oracle has no values: ``gap_closed`` = (transfer −
@@ -260,16 +299,7 @@ def headline(
     }
 
 
-STAGEWISE_CONTROL = "agnostic_mlp"
-"""The control every τ+MLP row is paired with, seed by seed, on the same frozen detector."""
-
-STAGEWISE_CANDIDATES = ("transfer_mlp", "transfer_cls_mlp")
-"""τ from detection weights + MLP (``cls+box``, ``cls``): the rows the stage-wise targets test."""
-
-
-def stagewise_targets(
-    per_seed: dict[str, Any], row: str, control: str = STAGEWISE_CONTROL
-) -> dict[str, Any] | None:
+def stagewise_targets(per_seed: dict[str, Any], row: str, control: str) -> dict[str, Any] | None:
     """Issue 25's targets for ``row`` against ``control`` on set B, seeds paired (one shared
     detector per seed): on AP75 a gain on every seed with a mean above twice its sample std; on
     AP a mean gain not below 0; on mIoU (given true boxes) the per-seed gains, and whether ``row``
@@ -313,9 +343,7 @@ def stagewise_targets_text(t: dict[str, Any] | None) -> str:
     )
 
 
-def negative_control(
-    per_seed: dict[str, Any], metric: str = "mIoU", row: str = "transfer_randn"
-) -> dict[str, Any] | None:
+def negative_control(per_seed: dict[str, Any], metric: str, row: str) -> dict[str, Any] | None:
     """Whether τ reading a random vector per class (``row``) does *not* beat the class-agnostic
     head on set B by more than its own std over seeds (the paper's randn row: no transfer without
     an input that orders the classes). ``None`` when ``row`` or ``agnostic`` is missing."""
@@ -411,54 +439,58 @@ def run_ablation(
         raise UserInputError(f"jobs={jobs} is not valid; expected >= 1")
     if split not in ("val", "test"):
         raise UserInputError(f"split={split!r} is not valid; expected 'val' or 'test'")
-    configs = preset_configs(preset, rows, config_dir)
+    spec = load_preset(preset)
+    configs = preset_configs(spec, rows, config_dir)
     published = None if merge_from is None else _read_published(merge_from, split, seeds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = list(overrides) + ([f"train.iterations={iterations}"] if iterations else [])
-    stagewise = [r for r in configs if protocol(preset, r) == "stage-wise"]
-    detector = {}
+    stagewise = {r: p for r, p in configs.items() if spec.protocol(r) == "stage-wise"}
+    first = {r: p for r, p in configs.items() if r not in stagewise}  # end to end: no detector
+    detector: dict[str, Path] = {}
     if stagewise:  # stage 1: one detector per seed, shared by every stage-wise row of that seed
-        detector = {DETECTOR_ROW: config_dir_for(preset, config_dir) / f"{DETECTOR_ROW}.yaml"}
-        if not detector[DETECTOR_ROW].is_file():
-            raise MissingFileError(f"config file not found: {detector[DETECTOR_ROW]}")
-    stage2 = {
-        seed: [f"train.init_from={out / DETECTOR_ROW / f'seed{seed}' / 'last.pt'}",
-               "train.trainable=mask"]
-        for seed in range(seeds)
-    }  # fmt: skip
-    plan = {**detector, **configs}
-    budgets, runs, todo = _plan(
-        plan, seeds, split, extra, out, log, lambda r, k: stage2[k] if r in stagewise else []
-    )
-    first = [job for job in todo if job[0] not in stagewise]  # detectors and end-to-end rows
-    _train_all(first, out, jobs, progress, runs, log)
-    _train_all([job for job in todo if job[0] in stagewise], out, jobs, progress, runs, log)
-    budgets.pop(DETECTOR_ROW, None)
+        det = spec.detector or ""
+        detector = {det: config_dir_for(preset, config_dir) / f"{det}.yaml"}
+        if not detector[det].is_file():
+            raise MissingFileError(f"config file not found: {detector[det]}")
+
+    def stage2(row: str, seed: int) -> list[str]:
+        if row not in stagewise:
+            return []
+        init = out / spec.detector / f"seed{seed}" / "last.pt"
+        return [f"train.init_from={init}", "train.trainable=mask"]
+
+    budgets: dict[str, int] = {}
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    # the stage-wise rows are planned once their detectors exist (their key reads its bytes)
+    for batch, own in (({**detector, **first}, lambda r, k: []), (stagewise, stage2)):
+        todo = _plan(batch, seeds, split, extra, out, log, own, budgets, runs)
+        _train_all(todo, out, jobs, progress, runs, log)
+    budgets.pop(spec.detector or "", None)
     evals = {name: [runs[name, seed]["eval"] for seed in range(seeds)] for name in configs}
     per_row = {name: aggregate(evals[name]) for name in configs}
     wall = {name: sum(runs[name, seed]["wall_s"] for seed in range(seeds)) for name in configs}
     per_seed = per_seed_values(evals)
     merged: dict[str, Any] | None = None
     if published is not None:
-        per_row, wall, per_seed, merged = _merge(preset, per_row, wall, per_seed, published)
+        per_row, wall, per_seed, merged = _merge(spec, per_row, wall, per_seed, published)
         budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
     if len(set(budgets.values())) > 1:
         log(f"warning: rows have different train.iterations: {budgets}")
     meta = {"preset": preset, "seeds": seeds, "split": split, "iterations": budgets,
             "overrides": extra,
-            "protocol": {r: protocol(preset, r) for r in per_row}}  # fmt: skip
+            "protocol": {r: spec.protocol(r) for r in per_row}}  # fmt: skip
     if merged is not None:  # a kept row keeps its protocol (files before stage-wise: end to end)
         kept = (published or {}).get("meta", {}).get("protocol", {})
         meta["protocol"].update({r: kept.get(r, "end to end") for r in merged["rows"]})
     if detector:
-        det_evals = [runs[DETECTOR_ROW, seed]["eval"] for seed in range(seeds)]
+        det_evals = [runs[spec.detector, seed]["eval"] for seed in range(seeds)]
         meta["detector"] = {
-            "config": str(detector[DETECTOR_ROW]),
-            "iterations": runs[DETECTOR_ROW, 0]["iterations"],
+            "config": str(detector[spec.detector]),
+            "iterations": runs[spec.detector, 0]["iterations"],
             "box_AP": {s: [e[s]["bbox"]["AP"] for e in det_evals] for s in ("A", "B")},
         }
-    results = _results(per_row, wall, per_seed, meta, merged)
+    results = _results(spec, per_row, wall, per_seed, meta, merged)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     write_text_atomic(out / "results.md", results_markdown(results))
     bar_chart(per_row, out / "results.png")
@@ -472,13 +504,13 @@ def _plan(
     extra: list[str],
     out: Path,
     log: Callable[[str], None],
-    row_overrides: Callable[[str, int], list[str]] = lambda row, seed: [],
-) -> tuple[dict[str, int], dict[tuple[str, int], dict[str, Any]], list[tuple[str, int, dict]]]:
-    """Each row's budget, the finished runs to reuse (``(row, seed)`` -> ``result.json``) and the
-    ``(row, seed, key)`` runs still to train; ``row_overrides(row, seed)`` adds a run's own
-    overrides (the stage-wise rows' detector)."""
-    budgets: dict[str, int] = {}
-    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    row_overrides: Callable[[str, int], list[str]],
+    budgets: dict[str, int],
+    runs: dict[tuple[str, int], dict[str, Any]],
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """Fill in each row's budget and the finished runs to reuse (``(row, seed)`` -> its
+    ``result.json``: same split and :func:`~mxr.engine.run_key.run_key`); return the ``(row,
+    seed, key)`` runs still to train. ``row_overrides(row, seed)`` adds a run's own overrides."""
     todo: list[tuple[str, int, dict[str, Any]]] = []
     for name, path in configs.items():
         for seed in range(seeds):
@@ -486,19 +518,15 @@ def _plan(
             cfg = load_config(path, [*own, f"train.seed={seed}", f"model.init_seed={seed}"])
             budgets[name] = cfg.train.iterations
             key = {"split": split, "iterations": cfg.train.iterations, "config": str(path),
-                   "overrides": own}  # fmt: skip
+                   "overrides": own, "run_key": run_key(cfg)}  # fmt: skip
             done = out / name / f"seed{seed}" / "result.json"
             prev = read_json_or_none(done)  # None: not run, or cut short: run it (it resumes)
-            if (
-                isinstance(prev, dict)
-                and {k: prev.get(k) for k in key} == key
-                and same_run(done.parent, cfg)
-            ):
+            if isinstance(prev, dict) and all(prev.get(k) == key[k] for k in ("split", "run_key")):
                 log(f"[{name} seed {seed}] reusing {done}")
                 runs[name, seed] = prev
                 continue
             todo.append((name, seed, key))
-    return budgets, runs, todo
+    return todo
 
 
 def _train_all(
@@ -529,6 +557,7 @@ def _train_all(
 
 
 def _results(
+    spec: Preset,
     per_row: dict[str, Any],
     wall: dict[str, float],
     per_seed: dict[str, Any],
@@ -536,23 +565,30 @@ def _results(
     merged: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The ``results.json`` content: rows, wall times, per-seed B values, targets and meta."""
-    embed = TRANSFER_TARGETS["transfer_embed_mlp"]
     machine = f"{platform.machine()} {platform.processor() or ''} ".strip()
     machine += f", {cpu_count()} CPUs, {platform.system()}"
+    gaps = {
+        key: {m: headline(per_seed, m, row, fraction) for m in ("AP75", "mIoU")}
+        for key, (row, fraction) in spec.gap_closed.items()
+    }
+    control = spec.control
     return {
         "rows": per_row,
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
         "per_seed": {"B": per_seed},
-        "targets": {m: headline(per_seed, m) for m in ("AP75", "mIoU")},
-        "targets_embed": {
-            m: headline(per_seed, m, "transfer_embed_mlp", embed) for m in ("AP75", "mIoU")
-        },
-        "negative_control": {m: negative_control(per_seed, m) for m in ("mIoU", "AP75")},
-        "targets_stagewise": {r: stagewise_targets(per_seed, r) for r in STAGEWISE_CANDIDATES},
+        **gaps,
+        "negative_control": {
+            m: negative_control(per_seed, m, spec.negative_control) for m in ("mIoU", "AP75")
+        }
+        if spec.negative_control
+        else {},
+        "targets_stagewise": {r: stagewise_targets(per_seed, r, control) for r in spec.candidates}
+        if control
+        else {},
         "paired": {
-            r: {m: paired_difference(per_seed, r, STAGEWISE_CONTROL, m) for m in HEADLINE_METRICS}
+            r: {m: paired_difference(per_seed, r, control, m) for m in HEADLINE_METRICS}
             for r in per_seed
-            if r != STAGEWISE_CONTROL and meta.get("protocol", {}).get(r) == "stage-wise"
+            if r != control and meta.get("protocol", {}).get(r) == "stage-wise"
         },
         "meta": {
             **meta,
@@ -575,7 +611,7 @@ def _read_published(path: str | Path, split: str, seeds: int) -> dict[str, Any]:
 
 
 def _merge(
-    preset: str,
+    spec: Preset,
     per_row: dict[str, Any],
     wall: dict[str, float],
     per_seed: dict[str, Any],
@@ -584,7 +620,7 @@ def _merge(
     """The rows of a published ``results.json`` that this run did not train, merged in preset order."""
     meta, path = old.get("meta", {}), old["_path"]
     rows = [r for r in old.get("rows", {}) if r not in per_row]
-    order = [r for r in PRESETS[preset] if r in per_row or r in rows]
+    order = [r for r in spec.rows if r in per_row or r in rows]
     old_seed = old.get("per_seed", {}).get("B", {})
     out_rows = {r: per_row[r] if r in per_row else old["rows"][r] for r in order}
     out_wall = {r: wall[r] if r in wall else old.get("wall_s", {}).get(r, 0.0) for r in order}
@@ -596,7 +632,7 @@ def _merge(
 def results_markdown(results: dict[str, Any]) -> str:
     """The table (mean ± std over seeds, wall time per row) and the targets, as markdown."""
     meta = results.get("meta", {})
-    parts = [markdown_table(results["rows"], results.get("wall_s"), meta.get("protocol")), ""]
+    parts = [results_table(results["rows"], results.get("wall_s"), meta.get("protocol")), ""]
     if det := meta.get("detector"):
         box = "; ".join(
             f"{s} " + " / ".join(f"{v:.1f}" for v in det["box_AP"][s]) for s in det["box_AP"]
@@ -651,14 +687,13 @@ def publish(results_dir: str | Path, docs_dir: str | Path = "docs") -> Path:
 
 def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
     """Train + evaluate one row × seed (resuming a stopped run) and write its ``result.json``."""
-    from mxr.engine import train
+    from mxr.engine.loop import train
 
     cfg = load_config(
         key["config"], [*key["overrides"], f"train.seed={seed}", f"model.init_seed={seed}"]
     )
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
-    record_data(run_dir, cfg)
     result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
     write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
     return result
@@ -696,7 +731,7 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 #: ``mxr ablate``'s options: flag -> ``add_argument`` keywords.
 _CLI_OPTIONS: dict[str, dict[str, Any]] = {
-    "--preset": {"choices": sorted(PRESETS), "default": "shapesx"},
+    "--preset": {"choices": preset_names(), "default": "shapesx"},
     "--seeds": {"type": int, "default": 3, "help": "number of seeds, 0..N-1 (default 3)"},
     "--iterations": {"type": int, "help": "override train.iterations for every row"},
     "--split": {"choices": ("val", "test"), "default": "val", "help": "evaluate on (default val)"},

@@ -19,33 +19,41 @@ from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from mxr.evaluation import has_mask_of
-from mxr.report import eval_metric, read_metrics  # read_metrics: re-exported
+from mxr.course.analysis import (
+    TensorDict,
+    dataset_item,
+    detection_counts,
+    gallery_instances,
+    gt_detection_ious,
+    kept_by_score,
+    pca_project,
+    run_groups,
+    set_of,
+    spread,
+)
+from mxr.evaluation import (
+    InstanceIoU,
+    detections,
+    has_mask_of,
+    instance_masks,
+    ious_by_label,
+    mean_iou,
+)
+from mxr.files import read_metrics
+from mxr.report import (
+    A_COLOURS,
+    B_COLOURS,
+    RGB,
+    SET_COLOURS,
+    SET_LABELS,
+    SET_RGB,
+    eval_metric,
+    figure_png,
+    set_bars,
+)
 
-RGB = tuple[int, int, int]
-#: A target or a prediction: ``boxes``, ``labels`` and maybe ``scores``, ``masks``.
-TensorDict = Mapping[str, Tensor]
-A_COLOURS: tuple[RGB, ...] = ((255, 140, 0), (255, 60, 60), (255, 210, 0), (230, 90, 160))
-B_COLOURS: tuple[RGB, ...] = ((30, 144, 255), (0, 200, 255), (0, 230, 160), (150, 110, 255))
-#: The one colour of each class set (the first of its palette), in every chart, legend and overlay.
-SET_RGB: dict[str, RGB] = {"A": A_COLOURS[0], "B": B_COLOURS[0]}
-SET_COLOURS: dict[str, str] = {s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in SET_RGB.items()}
-SET_LABELS = {"A": "set A (masks in training)", "B": "set B (boxes only)"}
 #: Matplotlib's own DejaVu Sans (always installed with it), so labels scale with ``upscale``.
 _LABEL_FONT = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
-
-
-def set_of(label: int, a_labels: Sequence[int] | None) -> str:
-    """``"A"`` or ``"B"``: the set of a class label (``a_labels`` ``None``: every class is A)."""
-    return "A" if a_labels is None or int(label) in {int(x) for x in a_labels} else "B"
-
-
-# ---------------------------------------------------------------- image encoding, drawing instances
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """A matplotlib Figure as PNG bytes (for an ``ipywidgets.Image`` or a file)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def image_bytes(image: Any, fmt: str = "png", *, scale: int = 1, quality: int = 70) -> bytes:
@@ -197,29 +205,6 @@ def set_legend(fig: Figure, *extra: Any, **kw: Any) -> None:
     handles = [Patch(color=SET_COLOURS[s], label=SET_LABELS[s]) for s in ("A", "B")]
     opts = {"loc": "lower center", "ncol": 2 + len(extra), "frameon": False, **kw}
     fig.legend(handles=[*handles, *extra], **opts)
-
-
-def set_bars(
-    ax: Any,
-    names: Sequence[str],
-    values: Mapping[str, Sequence[float]],
-    errors: Mapping[str, Sequence[float]] | None = None,
-    *,
-    width: float = 0.8,
-    labels: Mapping[str, str] | None = None,
-    **tick_kw: Any,
-) -> dict[str, list[float]]:
-    """Grouped bars, a bar per class set (``values``: ``{set: [value per name]}``) in its colour,
-    named ``set X`` (or ``labels[X]``); ``errors``: std error bars. Returns the bars' centres."""
-    w = width / len(values)
-    at = {}
-    for k, (s, vals) in enumerate(values.items()):
-        at[s] = [i + (k - (len(values) - 1) / 2) * w for i in range(len(names))]
-        err = {} if errors is None else {"yerr": errors[s], "capsize": 3}
-        label = (labels or {}).get(s, f"set {s}")
-        ax.bar(at[s], vals, w, color=SET_COLOURS.get(s, "grey"), label=label, **err)
-    ax.set_xticks(range(len(names)), names, **tick_kw)
-    return at
 
 
 def _finish(fig: Figure, title: str | None = None, rect: Any = None, **kw: Any) -> Figure:
@@ -486,23 +471,6 @@ def plot_maps_grid(
     return _finish(fig, title)
 
 
-# ------------------------------------------------ weight PCA, per-class bars, AP and loss summaries
-def pca_project(x: Tensor, k: int = 2) -> tuple[Tensor, Tensor]:
-    """Rows ``(N, d)`` on their first ``k`` principal components (SVD of the centred rows; signs
-    fixed: largest loading positive): ``(N, k)`` coordinates, ``(k,)`` explained variances (0-1)."""
-    if x.dim() != 2:
-        raise ValueError(f"pca_project: x has shape {tuple(x.shape)}; expected (N, d)")
-    if not 1 <= k <= min(x.shape):
-        raise ValueError(f"pca_project: k={k} is not valid for x of shape {tuple(x.shape)}")
-    xc = x.detach().double() - x.detach().double().mean(0, keepdim=True)
-    u, s, vh = torch.linalg.svd(xc, full_matrices=False)
-    signs = torch.sign(vh[:k].gather(1, vh[:k].abs().argmax(1, keepdim=True))).squeeze(1)
-    signs[signs == 0] = 1
-    coords = (u[:, :k] * s[:k]) * signs
-    var = s**2
-    return coords.float(), (var[:k] / var.sum().clamp(min=1e-12)).float()
-
-
 def _scatter_a_b(ax: Any, xy: Tensor, keep: Tensor, b: Tensor, **kw: Any) -> Any:
     """Points of ``keep``: set A as dots, set B (``b``) as outlined stars; the last collection."""
     out, label = None, kw.pop("label", None)
@@ -561,21 +529,6 @@ def plot_weight_pca(
             ax.set_title(f"{title}: by {'family' if row == 0 else value_label}", fontsize=9)
             ax.grid(True, alpha=0.3)
     return _finish(fig)
-
-
-def group_separation(x: Tensor, groups: Sequence[str]) -> float:
-    """Mean distance between rows ``(N, d)`` of different groups over mean distance within a group
-    (above 1: groups are tighter than the spread between them)."""
-    if x.shape[0] != len(groups):
-        raise ValueError(f"group_separation: {x.shape[0]} rows for {len(groups)} group names")
-    d = torch.cdist(x.detach().double(), x.detach().double())
-    g = list(groups)
-    same = torch.tensor([[a == b for b in g] for a in g])
-    off = ~torch.eye(len(g), dtype=torch.bool)
-    within, between = d[same & off], d[~same]
-    if within.numel() == 0 or between.numel() == 0:
-        raise ValueError("group_separation: needs at least two groups and a group of two")
-    return float(between.mean() / within.mean().clamp(min=1e-12))
 
 
 def plot_class_bars(
@@ -673,78 +626,6 @@ def plot_images(
     return _finish(fig, title)
 
 
-# ------------------------------- what the detector calls each object: per image, and over a split
-def _kept(prediction: TensorDict, score: float) -> Tensor:
-    """Indices of the detections with score >= ``score``, highest score first."""
-    scores = prediction["scores"].detach().cpu().float().reshape(-1)
-    order = torch.argsort(scores, descending=True, stable=True)
-    return order[scores[order] >= score]
-
-
-def _box_ious(target: TensorDict, prediction: TensorDict, keep: Tensor) -> Tensor:
-    """``(G, D)`` box IoU of the ground-truth boxes with the kept detections."""
-    from torchvision.ops import box_iou
-
-    gt = target["boxes"].detach().cpu().float().reshape(-1, 4)
-    det = prediction["boxes"].detach().cpu().float().reshape(-1, 4)[keep]
-    if len(gt) == 0 or len(det) == 0:
-        return torch.zeros((len(gt), len(det)))
-    return box_iou(gt, det)
-
-
-def box_confusion(
-    predictions: Sequence[TensorDict],
-    targets: Sequence[TensorDict],
-    num_classes: int,
-    iou: float = 0.5,
-    score: float = 0.5,
-) -> Tensor:
-    """What the detector calls each true object: a ``(C, C)`` count matrix ``m``. Each true box goes
-    to the highest-scoring detection (score >= ``score``) with box IoU >= ``iou``; ``m[g, p]``:
-    true objects of class ``g`` labelled ``p``; column 0: missed objects, row 0: unmatched
-    detections."""
-    if len(predictions) != len(targets):
-        raise ValueError(
-            f"box_confusion: {len(predictions)} predictions for {len(targets)} targets"
-        )
-    if not 0.0 < iou <= 1.0:
-        raise ValueError(f"box_confusion: iou={iou} is not valid; expected 0 < iou <= 1")
-    m = torch.zeros((num_classes, num_classes), dtype=torch.long)
-    for pred, target in zip(predictions, targets, strict=True):
-        keep = _kept(pred, score)
-        gt_labels = target["labels"].detach().cpu().long().reshape(-1)
-        det_labels = pred["labels"].detach().cpu().long().reshape(-1)[keep]
-        bad = [int(x) for x in torch.cat([gt_labels, det_labels]) if not 0 < int(x) < num_classes]
-        if bad:
-            raise ValueError(
-                f"box_confusion: label {bad[0]} is not valid; expected 1..{num_classes - 1}"
-            )
-        hits = _box_ious(target, pred, keep) >= iou  # (G, D), detections in score order
-        for g, label in enumerate(gt_labels.tolist()):
-            found = torch.nonzero(hits[g]).flatten()
-            m[label, int(det_labels[found[0]]) if len(found) else 0] += 1
-        for d in torch.nonzero(~hits.any(0)).flatten().tolist():
-            m[0, int(det_labels[d])] += 1
-    return m
-
-
-def confusion_outcomes(
-    matrix: Tensor, labels: Sequence[int], related: Mapping[int, Sequence[int]]
-) -> dict[str, int]:
-    """Sum the rows ``labels`` of a :func:`box_confusion` matrix by what the objects were called:
-    ``{"own", "related" (a class in ``related[g]``), "other", "missed"}`` counts."""
-    c = matrix.shape[0]
-    out = {"own": 0, "related": 0, "other": 0, "missed": 0}
-    for g in labels:
-        if not 0 < int(g) < c:
-            raise ValueError(f"confusion_outcomes: label {g} is not valid; expected 1..{c - 1}")
-        near = {int(x) for x in related.get(int(g), ())}
-        for p, n in enumerate(matrix[int(g)].tolist()):
-            kind = "missed" if p == 0 else "own" if p == int(g) else "related" if p in near else "other"  # fmt: skip
-            out[kind] += int(n)
-    return out
-
-
 def _set_label(label: int, class_names: Sequence[str], a_labels: Any) -> str:
     return f"{class_names[label]} [{set_of(label, a_labels)}]"
 
@@ -811,8 +692,8 @@ def plot_overlaps(
     """Ground-truth instances (columns) vs detections with score >= ``score`` (rows, by score) of
     one image, shaded by box IoU; IoUs >= 0.1 written green (same class) or red. ``ax``: draw into
     it (its figure is returned)."""
-    keep = _kept(prediction, score)
-    ious = _box_ious(target, prediction, keep).T  # (D, G)
+    keep = kept_by_score(prediction, score)
+    ious = gt_detection_ious(target, prediction, keep).T  # (D, G)
     gt_labels = target["labels"].detach().cpu().long().reshape(-1).tolist()
     det_labels = prediction["labels"].detach().cpu().long().reshape(-1)[keep].tolist()
     det_scores = prediction["scores"].detach().cpu().float().reshape(-1)[keep].tolist()
@@ -842,23 +723,494 @@ def plot_overlaps(
     return _finish(ax.figure) if own_figure else ax.figure
 
 
-def mask_holes(mask: Tensor) -> Tensor:
-    """The background pixels a mask encloses: ``(H, W)`` bool -> ``(H, W)`` bool (no 4-connected
-    background path to the border: a ring's centre, not the gap between a fork's prongs)."""
-    if mask.dim() != 2:
-        raise ValueError(f"mask_holes: mask has shape {tuple(mask.shape)}; expected (H, W)")
-    free = ~mask.detach().cpu().bool()
-    reached = torch.zeros_like(free)
-    reached[0, :], reached[-1, :], reached[:, 0], reached[:, -1] = (
-        free[0, :], free[-1, :], free[:, 0], free[:, -1],
-    )  # fmt: skip
-    while True:
-        grown = reached.clone()
-        grown[1:] |= reached[:-1]
-        grown[:-1] |= reached[1:]
-        grown[:, 1:] |= reached[:, :-1]
-        grown[:, :-1] |= reached[:, 1:]
-        grown &= free
-        if torch.equal(grown, reached):
-            return free & ~reached
-        reached = grown
+def jpeg(fig: Figure, dpi: int = 80, quality: int = 70) -> Any:
+    """A Figure as a JPEG ``IPython.display.Image`` (pictures of noisy images: smaller than PNG)."""
+    from IPython.display import Image
+    from PIL import Image as PILImage
+
+    png = PILImage.open(io.BytesIO(figure_png(fig, dpi=dpi)))
+    return Image(data=image_bytes(png, "jpeg", quality=quality), format="jpeg")
+
+
+def render_sample(ds: Any, index: int, class_names: Sequence[str] | None = None) -> Tensor:
+    """Dataset item ``index`` drawn with boxes, masks and A/B labels: uint8 ``(3, H, W)``."""
+    image, target, names = dataset_item(ds, index, class_names)
+    return draw_instances(image, target, names, getattr(ds, "a_labels", None))
+
+
+def comparison_chart(runs: Sequence[Any]) -> Figure:
+    """Bars per config (:func:`run_groups`), A vs B: mask AP (left) and mask mIoU given true boxes
+    (right); several seeds: the mean, ± std error bars and a dot per seed."""
+    groups = run_groups(runs)
+    fig = Figure(figsize=(8, 3.2))
+    panels = (
+        ("mask AP", lambda run, s: run.mask_ap(s)),
+        ("mask mIoU given true boxes", lambda run, s: run.mask_iou(s)),
+    )
+    ticks = ["#" + ",".join(str(i) for i, _ in g) for g in groups]
+    for k, (name, getter) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        stats = {s: [spread([getter(r, s) for _, r in g]) for g in groups] for s in SET_COLOURS}
+        means = {s: [m or 0.0 for m, _, _ in v] for s, v in stats.items()}
+        at = set_bars(ax, ticks, means, width=0.76)
+        for s, v in stats.items():
+            for x, (mean, std, vals) in zip(at[s], v, strict=True):
+                if std is not None:
+                    ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
+                    ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
+        ax.set(xlabel="run (see the table)", ylabel=f"{name} (0-100)", ylim=(0, 100))
+        ax.set_title(f"{name}, set A vs set B", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    return _finish(fig)
+
+
+def comparison_seed_chart(
+    per_seed: Mapping[str, Mapping[str, Sequence[float | None]]],
+    rows: Sequence[str],
+    metrics: Sequence[str] = ("mIoU", "AP75"),
+    split: str = "B",
+) -> Figure:
+    """Per metric (an axis each), each row's value on every seed (a marker per seed) and its mean
+    (a line: ``ax.lines[i]`` is row ``i``'s); the y-axis fits the values. ``per_seed``:
+    ``{row: {metric: [seed 0, ...]}}`` (``docs/results.json``'s ``per_seed["B"]``)."""
+    import statistics
+
+    missing = [r for r in rows if r not in per_seed]
+    if missing or not rows:
+        raise ValueError(
+            f"comparison_seed_chart: rows {missing or list(rows)} not in per_seed; expected some "
+            f"of {', '.join(per_seed)}"
+        )
+    fig = Figure(figsize=(max(7.0, 0.75 * len(rows) * len(metrics) + 1.5), 3.4))
+    markers = "os^Dv<>"
+    xs = list(range(len(rows)))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        values = [[v for v in per_seed[r].get(metric, []) if v is not None] for r in rows]
+        for x, v in zip(xs, values, strict=True):
+            mean = statistics.fmean(v) if v else float("nan")
+            ax.plot([x - 0.3, x + 0.3], [mean, mean], color=SET_COLOURS.get(split, "grey"),
+                    linewidth=3, label="mean" if x == 0 else None)  # fmt: skip
+        for s in range(max((len(v) for v in values), default=0)):
+            pts = [(x, v[s]) for x, v in zip(xs, values, strict=True) if len(v) > s]
+            ax.scatter([x + (s - 1) * 0.08 for x, _ in pts], [y for _, y in pts],
+                       marker=markers[s % len(markers)], s=18, color="black", zorder=3,
+                       label=f"seed {s}")  # fmt: skip
+        ax.set_xticks(xs, rows, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{metric} on set {split} (0-100)")
+        ax.set_title(f"set {split} {metric}: each seed and the mean", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return _finish(fig)
+
+
+def iou_distribution_figure(
+    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
+    class_names: Sequence[str],
+    a_labels: Sequence[int],
+) -> Figure:
+    """Per model, a box plot of mask IoU (given true boxes) per class in label order, A warm, B
+    cool; grey diamonds mark each class's mean IoU of the "mask = box" guess."""
+    from matplotlib.lines import Line2D
+
+    names = list(ious_by_model)
+    if not names:
+        raise ValueError(
+            "iou_distribution_figure: ious_by_model is empty; expected one model or more"
+        )
+    labels = sorted({r.label for v in ious_by_model.values() for r in v})
+    fig = Figure(figsize=(max(7.0, 0.32 * len(labels) + 2), 2.6 * len(names) + 0.6))
+    pos = list(range(len(labels)))
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(len(names), 1, k + 1)
+        by = ious_by_label(ious_by_model[name])
+        kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
+        if kept:
+            parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
+                               patch_artist=True, showfliers=True, flierprops={"markersize": 2},
+                               medianprops={"color": "black"})  # fmt: skip
+            for (p, _), patch in zip(kept, parts["boxes"], strict=True):
+                patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
+        means = [mean_iou(ious_by_model[name], [x], box=True) or 0.0 for x in labels]
+        ax.scatter(pos, means, marker="D", s=12, color="grey", zorder=3)
+        ticks = [f"{class_names[x]}{'' if set_of(x, a_labels) == 'A' else ' [B]'}" for x in labels]
+        ax.set_xticks(pos, ticks, rotation=90, fontsize=7)
+        ax.set(ylim=(0, 1), ylabel="mask IoU")
+        ax.set_title(f"{name}: mask IoU given the true box, per class", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    box = Line2D([], [], marker="D", color="grey", linestyle="", label="mean IoU of mask = box")
+    set_legend(fig, box, fontsize=8)
+    return _finish(fig, rect=(0, 0.04, 1, 1))
+
+
+def _overlay(
+    image: Tensor, mask: Tensor, colour: Sequence[int], crop: tuple[int, int, int, int]
+) -> Any:
+    """``image`` with ``mask`` painted in ``colour``, cut to ``crop``: ``(h, w, 3)`` uint8."""
+    from torchvision.utils import draw_segmentation_masks
+
+    x0, y0, x1, y1 = crop
+    canvas = to_uint8_image(image)
+    if mask.any():
+        canvas = draw_segmentation_masks(
+            canvas, mask.bool()[None], alpha=0.55, colors=[tuple(colour)]
+        )
+    return canvas[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
+
+
+def _gallery_labels(labels: Sequence[int], ds: Any, caller: str) -> list[int]:
+    """``labels`` as a list, checked against the dataset's classes."""
+    labels = [int(x) for x in labels]
+    if not labels:
+        raise ValueError(f"{caller}: labels is empty; expected at least one class label")
+    bad = [x for x in labels if not 1 <= x < len(ds.class_names)]
+    if bad:
+        raise ValueError(
+            f"{caller}: label {bad[0]} is not valid; expected 1..{len(ds.class_names) - 1}"
+        )
+    return labels
+
+
+def _gallery_tile(
+    ax: Any, model: Any, ds: Any, r: InstanceIoU | None, col: int, cache: dict, row: int | None
+) -> None:
+    """Instance ``r``'s mask predicted from its true box on its crop in its set's colour (``cache``:
+    masks per image), or blank (``no instance`` in column 0); ``row``: the class named at left."""
+    ax.set(xticks=[], yticks=[])
+    if row is not None:
+        s = set_of(row, getattr(ds, "a_labels", None))
+        ax.set_ylabel(f"{ds.class_names[row]}\n[{s}]", fontsize=8)
+    if r is None:
+        for s in ax.spines.values():
+            s.set_visible(False)
+        if col == 0:
+            ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
+        return
+    if r.index not in cache:
+        cache[r.index] = instance_masks(model, ds, r.index)
+    image, target, inst, probs = cache[r.index]
+    crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
+    colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
+    ax.imshow(_overlay(image, probs[inst.index(r.instance)] > 0.5, colour, crop))
+
+
+def model_gallery(
+    models: Mapping[str, torch.nn.Module],
+    ds: Any,
+    labels: Sequence[int],
+    ious_by_model: Mapping[str, Sequence[InstanceIoU]],
+    per_class: int = 2,
+    title: str = "",
+) -> Figure:
+    """The same instances (:func:`gallery_instances` of the first model's scores) under several
+    models: one row per class, a block of ``per_class`` tiles per model (named above it), each the
+    crop around the true box with that model's mask from it and its IoU."""
+    labels = _gallery_labels(labels, ds, "model_gallery")
+    names = list(models)
+    if not names or set(names) != set(ious_by_model):
+        raise ValueError(
+            f"model_gallery: models {names} and ious_by_model {list(ious_by_model)} must name the "
+            "same models (at least one)"
+        )
+    chosen = gallery_instances(ious_by_model[names[0]], labels, per_class)
+    scores = {n: {(r.index, r.instance): r.iou for r in ious_by_model[n]} for n in names}
+    missing = [n for n in names if any((r.index, r.instance) not in scores[n] for r in chosen)]
+    if missing:
+        raise ValueError(
+            f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
+            "model with instance_ious on the same dataset"
+        )
+    gap = 0.25  # a narrow empty column between two models' blocks
+    widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
+    fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
+    grid = fig.add_gridspec(len(labels), len(widths), width_ratios=widths, wspace=0.08)
+    caches: dict[str, dict[int, tuple]] = {name: {} for name in names}
+    for row, label in enumerate(labels):
+        shown = [r for r in chosen if r.label == label]
+        for k, name in enumerate(names):
+            for col in range(per_class):
+                ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
+                r = shown[col] if col < len(shown) else None
+                first = k == 0 and col == 0
+                _gallery_tile(ax, models[name], ds, r, col, caches[name], label if first else None)
+                if r is not None:
+                    ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
+    fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
+    top = 1 - 1.0 / fig.get_figheight()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=top)
+    for k, name in enumerate(names):  # each model's name above its block of columns
+        first = grid[0, k * (per_class + 1)].get_position(fig)
+        last = grid[0, k * (per_class + 1) + per_class - 1].get_position(fig)
+        fig.text((first.x0 + last.x1) / 2, top + 0.35 / fig.get_figheight(), name, ha="center")
+    return fig
+
+
+def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]) -> Figure:
+    """Per failure case (a column): the crop with its true mask (top) and with the predicted mask
+    (bottom), titled with the class, its set and the IoU."""
+    cases = list(cases)
+    if not cases:
+        raise ValueError("failure_figure: cases is empty; expected at least one instance")
+    a_labels = getattr(ds, "a_labels", None)
+    fig = Figure(figsize=(1.7 * len(cases) + 0.8, 4.0))
+    for col, r in enumerate(cases):
+        image, target, inst, probs = instance_masks(model, ds, r.index)
+        crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
+        s = set_of(r.label, a_labels)
+        k = inst.index(r.instance)
+        for row, (mask, name) in enumerate(
+            ((target["masks"][k].bool(), "true mask"), (probs[k] > 0.5, "predicted"))
+        ):
+            ax = fig.add_subplot(2, len(cases), row * len(cases) + col + 1)
+            ax.imshow(_overlay(image, mask, SET_RGB[s], crop))
+            ax.set(xticks=[], yticks=[])
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if row == 0:
+                ax.set_title(f"{ds.class_names[r.label]} [{s}]\nIoU {r.iou:.2f}", fontsize=8)
+    title = "Lowest-IoU instances: true mask (top) vs predicted from the true box"
+    return _finish(fig, title, fontsize=10)
+
+
+def _detections(ds: Any, image: Tensor, shown: Any, score: float) -> Tensor:
+    a_labels = getattr(ds, "a_labels", None)
+    return draw_instances(image, shown, ds.class_names, a_labels, score, upscale=_LABEL_UP)
+
+
+def compare_models(
+    models: Mapping[str, torch.nn.Module],
+    ds: Any,
+    indices: Sequence[int],
+    score_thresh: float = 0.5,
+    predictions: Mapping[str, Sequence[TensorDict]] | None = None,
+) -> Figure:
+    """The same images (a row per index): the ground truth, then each model's detections with
+    score >= ``score_thresh``. ``predictions``: name -> :func:`predict` output, to skip it."""
+    indices = list(indices)
+    if not indices or not models:
+        raise ValueError("compare_models: expected at least one model and one dataset index")
+    predictions = predictions or {}
+    preds = {n: predictions[n] if n in predictions else detections(m, ds, indices) for n, m in models.items()}  # fmt: skip
+    cols = ["ground truth", *models]
+    fig = Figure(figsize=(2.8 * len(cols), 2.8 * len(indices) + 0.8))
+    for row, index in enumerate(indices):
+        image, target = ds[index]
+        for col, name in enumerate(cols):
+            ax = fig.add_subplot(len(indices), len(cols), row * len(cols) + col + 1)
+            shown = target if col == 0 else preds[name][row]
+            ax.imshow(_detections(ds, image, shown, score_thresh).permute(1, 2, 0).numpy())
+            ax.set(xticks=[], yticks=[])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"image id {int(target['image_id'])}", fontsize=8)
+    fig.suptitle(f"Detections with score >= {score_thresh:.2f}", fontsize=10)
+    set_legend(fig)
+    return _finish(fig, rect=(0, 0.05, 1, 1))
+
+
+def threshold_figure(
+    ds: Any, indices: Sequence[int], predictions: Sequence[TensorDict], score_thresh: float
+) -> Figure:
+    """Images with the detections at ``score_thresh``, and detections kept against the threshold."""
+    indices = list(indices)
+    n = len(indices)
+    fig = Figure(figsize=(3.0 * n + 4.2, 3.6))
+    grid = fig.add_gridspec(1, n + 1, width_ratios=[1.0] * n + [1.3])
+    for k, index in enumerate(indices):
+        image, target = ds[index]
+        kept = int((predictions[k]["scores"] >= score_thresh).sum())
+        title = f"image id {int(target['image_id'])}: {kept} kept"
+        drawn = _detections(ds, image, predictions[k], score_thresh)
+        _show_image(fig.add_subplot(grid[0, k]), drawn, title, interpolation=None)
+    ax = fig.add_subplot(grid[0, n])
+    ts = [i / 20 for i in range(1, 20)]
+    counts = detection_counts(predictions, ts, getattr(ds, "a_labels", None))
+    for s in ("A", "B"):
+        ax.plot(ts, counts[s], color=SET_COLOURS[s], label=f"set {s} classes")
+    ax.axvline(score_thresh, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set(xlabel="score threshold", ylabel="detections kept")
+    ax.set_title("Detections kept vs threshold", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    set_legend(fig)
+    return _finish(fig, rect=(0, 0.08, 1, 1))
+
+
+def plot_interpolation_probe(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
+    """Horizontal bars of B mIoU per guess (:func:`interpolation_probe` rows), grouped by kind:
+    the model's own weights, guesses that use the class structure (family, member), and guesses
+    read off ``w_det``. A's mIoU, the same for every guess, is the dashed line."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from mxr.report import SET_COLOURS
+
+    if not rows:
+        raise ValueError("plot_interpolation_probe: rows is empty; expected interpolation_probe()")
+    kinds = {
+        "own weights": ("#333333", "own weights (trained with B masks)"),
+        "mean of": ("#9e9e9e", "from the class structure (set A only)"),
+        "w_det": ("#8e44ad", "read off w_det (set A pairs only)"),
+    }
+    if any("class embedding" in r["guess"] for r in rows):
+        kinds["embedding"] = ("#2a9d8f", "read off the class embedding (set A pairs only)")
+
+    def kind(label: str) -> str:
+        if "w_det" in label:
+            return "w_det"
+        if "class embedding" in label:
+            return "embedding"
+        return "own weights" if label.startswith("own") else "mean of"
+
+    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 2.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))[::-1]
+    vals = [r["B"] for r in rows]
+    ax.barh(ys, vals, color=[kinds[kind(r["guess"])][0] for r in rows])
+    for y, v in zip(ys, vals, strict=True):
+        ax.text(v + 0.3, y, f"{v:.1f}", va="center", fontsize=8)
+    ax.axvline(rows[0]["A"], ls="--", lw=1, color=SET_COLOURS["A"])
+    ax.set_yticks(ys, [r["guess"] for r in rows], fontsize=8)
+    ax.set_xlim(max(0.0, min(vals) - 10), max(max(vals), rows[0]["A"]) + 4)
+    ax.set_xlabel("B mask IoU given the true boxes (%)")
+    handles = [Patch(color=c, label=lab) for c, lab in kinds.values()]
+    handles.append(Patch(color=SET_COLOURS["A"], label="set A mIoU (unchanged)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=2)
+    ax.set_title(title or "What could τ gain? B mask weights guessed from set A")
+    fig.tight_layout()
+    return fig
+
+
+def plot_member_sweep(
+    sweeps: dict[str, Tensor],
+    image: Tensor,
+    box: Tensor,
+    member_names: Sequence[str],
+    *,
+    b_names: Sequence[str] = (),
+    truth: Tensor | None = None,
+    title: str | None = None,
+) -> Any:
+    """One row per model (``{title: (L, H, W) member_sweep probabilities}``), one column per
+    member (``member_names``, B marked): each mask cropped to ``box``; ``truth`` ``(H, W)`` is
+    outlined, with each mask's IoU."""
+    from matplotlib.figure import Figure
+
+    from mxr.course.figures import crop_box
+    from mxr.evaluation import mask_iou
+    from mxr.report import SET_COLOURS
+
+    if not sweeps:
+        raise ValueError("plot_member_sweep: sweeps is empty; expected {model title: masks}")
+    shapes = {name: tuple(p.shape) for name, p in sweeps.items()}
+    if any(s[0] != len(member_names) or len(s) != 3 for s in shapes.values()):
+        raise ValueError(
+            f"plot_member_sweep: sweeps have shapes {shapes}; expected ({len(member_names)}, H, W)"
+        )
+    c0, r0, c1, r1 = crop_box(box, *image.shape[-2:], pad=0.2)
+    ncols = len(member_names) + 1
+    fig = Figure(figsize=(1.75 * ncols + 0.4, 2.05 * len(sweeps) + 0.7))
+    for i, (model_title, probs) in enumerate(sweeps.items()):
+        ax = fig.add_subplot(len(sweeps), ncols, i * ncols + 1)
+        ax.imshow(image[:, r0:r1, c0:c1].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.set_ylabel(model_title, fontsize=8)
+        ax.set_title(
+            "the object" + ("\n(true mask outlined)" if truth is not None else ""), fontsize=8
+        )
+        panels = [ax]
+        for k, name in enumerate(member_names):
+            ax = fig.add_subplot(len(sweeps), ncols, i * ncols + k + 2)
+            ax.imshow(probs[k, r0:r1, c0:c1].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            s = "B" if name in b_names else "A"
+            label = f"{name} [{s}]"
+            if truth is not None:
+                iou = float(mask_iou((probs[k : k + 1] > 0.5).cpu(), truth[None].cpu()))
+                label += f"\nIoU {100 * iou:.0f}"
+            ax.set_title(label, fontsize=8, color=SET_COLOURS[s])
+            panels.append(ax)
+        for ax in panels:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if truth is not None:
+                crop = truth[r0:r1, c0:c1].float().cpu().numpy()
+                ax.contour(crop, levels=[0.5], colors=[SET_COLOURS["B"]], linewidths=1)
+    fig.suptitle(title or "One RoI segmented with each family member's mask weights", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the rows that compare τ's inputs, beside the controls
+# --------------------------------------------------------------------------------------------------
+def plot_transfer_rows(
+    labels: dict[str, str],
+    published: dict[str, Any] | None = None,
+    notebook: dict[str, Any] | None = None,
+    *,
+    metrics: Sequence[str] = ("mIoU", "AP75"),
+    split: str = "B",
+    control: str = "agnostic_mlp",
+    published_label: str = "published: mean ± std over seeds",
+    notebook_label: str = "this notebook's run",
+    title: str | None = None,
+) -> Any:
+    """Set-``split`` mask metrics (``mIoU`` or ``segm`` stats) of the rows ``{row: label}``, one
+    panel per metric: ``published`` rows (mean ± std) as dots with error bars, the ``notebook``'s
+    own ``{row: evaluate() result}`` as hollow diamonds, the ``control`` row as a dashed line.
+    mIoU axes span the values; AP axes start at 0."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from mxr.report import SET_COLOURS, eval_metric
+
+    if not labels:
+        raise ValueError("plot_transfer_rows: labels is empty; expected {row: label}")
+    if published is None and notebook is None:
+        raise ValueError("plot_transfer_rows: give published rows, notebook runs, or both")
+    published, notebook = published or {}, notebook or {}
+    rows = list(labels)
+    ys = list(range(len(rows)))[::-1]
+    fig = Figure(figsize=(4.2 * len(metrics) + 2.4, 0.36 * len(rows) + 1.9))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        task = "mask_iou" if metric == "mIoU" else "segm"
+        seen = []
+        for row, y in zip(rows, ys, strict=True):
+            mean = eval_metric(published.get(row), split, metric)
+            if mean is not None:
+                std = published[row][split][task].get(f"{metric}_std") or 0.0
+                ax.errorbar(mean, y, xerr=std, fmt="o", color=SET_COLOURS[split], capsize=3, ms=5)
+                seen += [mean - std, mean + std]
+            own = eval_metric(notebook.get(row), split, metric)
+            if own is not None:
+                ax.scatter([own], [y], marker="D", s=30, facecolors="none", edgecolors="black")
+                seen.append(own)
+        ref = eval_metric(published.get(control), split, metric)
+        ref = ref if ref is not None else eval_metric(notebook.get(control), split, metric)
+        if ref is not None:
+            ax.axvline(ref, ls="--", lw=1, color="grey")
+        if seen and metric == "mIoU":
+            ax.set_xlim(max(0.0, min(seen) - 3), min(100.0, max(seen) + 3))
+        else:
+            ax.set_xlim(0, max([1.0, *seen]) * 1.1)
+        ax.set_yticks(ys, [labels[r] for r in rows] if k == 0 else [""] * len(rows), fontsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        given = " given the true boxes" if metric == "mIoU" else ""
+        ax.set_xlabel(f"set {split} mask {metric}{given}", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label),
+        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label),
+        Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or f"Set {split}: τ's inputs beside the controls", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+#: The small course images are drawn at twice their size in the side-by-side and threshold
+#: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
+_LABEL_UP = 2
