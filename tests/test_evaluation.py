@@ -198,7 +198,7 @@ def test_format_table_has_a_row_per_set_and_task(val_ds) -> None:  # noqa: ANN00
 
 
 def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained_run) -> None:  # noqa: ANN001
-    model = trained_run["model"]
+    model = trained_run["model"].train()  # the session's model: other tests leave it in eval mode
     res = evaluate(model, val_ds, batch_size=3, progress=False, mask_iou=True)
     assert set(res) == {"A", "B", "all"}
     assert all(0 <= res[s]["mask_iou"]["mIoU"] <= 100 for s in res)
@@ -217,20 +217,109 @@ def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained
     model.train()
 
 
-def test_eval_mask_iou_is_the_mean_of_the_per_instance_ious(val_ds, trained_run) -> None:  # noqa: ANN001
-    """eval.json's mIoU and the notebooks' per-instance IoUs (galleries, failure cases, probes)
-    come from one rule: the same masks for the true boxes, scored by one mask_iou."""
+# --- mask IoU given true boxes: known answers ------------------------------------------------------
+# Two 16 x 16 images, class "a" (category 7, label 1) in set A, "b" (category 9, label 2) in set B.
+# Per instance: (image, category, XYXY box, true mask rows, true mask columns). The stub model below
+# predicts the left half of each given box, so by hand (pixels counted; "box" = the filled box):
+#   a in image 1: box 4x4 = true mask (16 px); prediction cols 0:2 (8 px)  IoU 8/16 = 1/2, box 1
+#   b in image 1: true cols 9:12 (12 px) of box cols 8:12; prediction cols 8:10 (8 px): 4 px shared,
+#                 IoU 4/16 = 1/4, box 12/16 = 3/4
+#   a in image 2: true cols 2:8 (24 px) of box cols 2:10 (32 px); prediction cols 2:6 (16 px)
+#                 IoU 16/24 = 2/3, box 24/32 = 3/4
+KNOWN_INSTANCES = [
+    (1, 7, (0, 0, 4, 4), (0, 4), (0, 4)),
+    (1, 9, (8, 8, 12, 12), (8, 12), (9, 12)),
+    (2, 7, (2, 2, 10, 6), (2, 6), (2, 8)),
+]
+KNOWN_IOU = [0.5, 0.25, 2 / 3]
+KNOWN_BOX_IOU = [1.0, 0.75, 0.75]
+
+
+@pytest.fixture
+def known_ds(tmp_path: Path):  # noqa: ANN201
+    """A CocoInstances over ``KNOWN_INSTANCES`` (black PNGs, RLE masks), every mask loaded."""
+    from PIL import Image
+
+    from mxr.data.coco import CocoInstances, encode_rle
+
+    anns = []
+    for k, (image_id, cat, (x0, y0, x1, y1), rows, cols) in enumerate(KNOWN_INSTANCES):
+        mask = np.zeros((1, 16, 16), dtype=np.uint8)
+        mask[0, rows[0] : rows[1], cols[0] : cols[1]] = 1
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": float(mask.sum()),
+                "segmentation": encode_rle(mask)[0],
+            }
+        )
+    for image_id in (1, 2):
+        Image.new("RGB", (16, 16)).save(tmp_path / f"{image_id}.png")
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 16, "height": 16} for i in (1, 2)],
+        "categories": [{"id": 7, "name": "a"}, {"id": 9, "name": "b"}],
+        "annotations": anns,
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    return CocoInstances(tmp_path, tmp_path / "ann.json", split=["a"], masks="all")
+
+
+class LeftHalfMasks(torch.nn.Module):
+    """A stand-in for an mxr model given true boxes: it detects nothing and, for each given XYXY box,
+    predicts probability 0.9 on the box's left half and 0.5 (not foreground: not > 0.5) on the rest."""
+
+    def detect_and_mask_boxes(self, images, boxes, labels, *, detect=True):  # noqa: ANN001, ANN201
+        detections, masks = [], []
+        for image, b in zip(images, boxes, strict=True):
+            h, w = image.shape[-2:]
+            probs = torch.zeros(len(b), h, w)
+            for k, (x0, y0, x1, y1) in enumerate(b.round().long().tolist()):
+                probs[k, y0:y1, x0:x1] = 0.5
+                probs[k, y0:y1, x0 : (x0 + x1) // 2] = 0.9
+            masks.append(probs)
+            detections.append(
+                {
+                    "boxes": torch.zeros(0, 4),
+                    "labels": torch.zeros(0, dtype=torch.long),
+                    "scores": torch.zeros(0),
+                    "masks": torch.zeros(0, 1, h, w),
+                }
+            )
+        return (detections if detect else None), masks
+
+
+def test_mask_iou_given_true_boxes_known_answers(known_ds) -> None:  # noqa: ANN001
+    """eval.json's mIoU per set, the per-instance records (galleries, failure cases, probes) and
+    their means are the hand-counted IoUs above: a set's mIoU is the mean over its instances, and
+    "all" the mean over every instance (not the mean of the two sets' means, 41.667)."""
     from mxr.evaluation import instance_ious, mean_iou
 
-    model = trained_run["model"]
-    res = evaluate(model, val_ds, batch_size=1, progress=False, mask_iou=True)
-    ious = instance_ious(model, val_ds)
-    assert ious and all(0.0 <= r.iou <= 1.0 for r in ious)
-    for s, labels in (("A", val_ds.a_labels), ("B", val_ds.b_labels)):
-        per_instance = mean_iou(ious, labels)
-        assert per_instance is not None
-        assert res[s]["mask_iou"]["mIoU"] == pytest.approx(100 * per_instance, abs=2e-3)
-    model.train()
+    model = LeftHalfMasks()
+    records: list = []
+    res = evaluate(model, known_ds, batch_size=2, progress=False, mask_iou=True, records=records)
+    assert res["A"]["mask_iou"]["mIoU"] == 58.333  # (1/2 + 2/3) / 2
+    assert res["B"]["mask_iou"]["mIoU"] == 25.0
+    assert res["all"]["mask_iou"]["mIoU"] == 47.222  # (1/2 + 1/4 + 2/3) / 3
+    assert res["A"]["segm"]["AP"] == 0.0 and res["B"]["bbox"]["AP"] == 0.0  # nothing detected
+    expected = [  # (dataset index, instance, label, IoU, box IoU)
+        (0, 0, 1, KNOWN_IOU[0], KNOWN_BOX_IOU[0]),
+        (0, 1, 2, KNOWN_IOU[1], KNOWN_BOX_IOU[1]),
+        (1, 0, 1, KNOWN_IOU[2], KNOWN_BOX_IOU[2]),
+    ]
+    for got in (records, instance_ious(model, known_ds)):
+        assert [(r.index, r.instance, r.label) for r in got] == [e[:3] for e in expected]
+        assert [r.iou for r in got] == pytest.approx([e[3] for e in expected])
+        assert [r.box_iou for r in got] == pytest.approx([e[4] for e in expected])
+    assert mean_iou(records, [1]) == pytest.approx(7 / 12)
+    assert mean_iou(records, [1], box=True) == pytest.approx(0.875)
+    assert mean_iou(records, [1, 2]) == pytest.approx(17 / 36)
+    # a lower threshold takes the 0.5 half as foreground too: the prediction is the filled box
+    low = evaluate(model, known_ds, progress=False, mask_iou=True, mask_threshold=0.4)
+    assert [low[s]["mask_iou"]["mIoU"] for s in ("A", "B", "all")] == [87.5, 75.0, 83.333]
 
 
 def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, capsys) -> None:  # noqa: ANN001

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mxr.course.figures import draw_instances, plot_loss_curve, show_samples  # noqa: E402
+from mxr.course.figures import draw_instances, label_upscale, plot_loss_curve, show_samples
 from mxr.data.coco import CocoInstances  # noqa: E402
 from mxr.report import A_COLOURS, B_COLOURS
 
@@ -27,35 +27,67 @@ def ds(shapesx_root: Path) -> CocoInstances:
     )
 
 
+def _has_colour(image: torch.Tensor, colour: tuple[int, int, int]) -> bool:
+    """Whether some pixel of a uint8 ``(3, H, W)`` image is exactly ``colour``."""
+    return bool((image.permute(1, 2, 0) == torch.tensor(colour, dtype=torch.uint8)).all(-1).any())
+
+
+# draw_instances paints a mask with torchvision's draw_segmentation_masks at alpha 0.45:
+# pixel = int(0.55 * image + 0.45 * colour). On grey 100 with A_COLOURS[0] = (255, 140, 0):
+# (55 + 114.75, 55 + 63, 55 + 0) -> (169, 118, 55).
+GREY = 100 / 255
+
+
 def test_draw_instances_target_colours_a_and_b(ds: CocoInstances) -> None:
-    image = torch.zeros(3, 40, 50)
+    image = torch.full((3, 60, 70), GREY)
     target = {
-        "boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0], [25.0, 5.0, 45.0, 35.0]]),
+        "boxes": torch.tensor([[2.0, 2.0, 40.0, 50.0], [44.0, 5.0, 68.0, 50.0]]),
         "labels": torch.tensor([ds.a_labels[0], ds.b_labels[0]]),
-        "masks": torch.zeros(1, 40, 50, dtype=torch.uint8),
+        "masks": torch.zeros(1, 60, 70, dtype=torch.uint8),  # the A instance's only
         "has_mask": torch.tensor([True, False]),
     }
-    target["masks"][0, 5:15, 5:15] = 1
+    target["masks"][0, 24:40, 10:30] = 1
     out = draw_instances(image, target, ds.class_names, ds.a_labels)
-    assert out.dtype == torch.uint8 and out.shape == (3, 40, 50)
-    assert tuple(out[:, 10, 10].tolist()) != (0, 0, 0)  # the A mask is painted
-    assert tuple(out[:, 2, 10].tolist()) == A_COLOURS[0]  # A box edge in the A colour
-    assert tuple(out[:, 35, 35].tolist()) == B_COLOURS[0]  # B box edge in the B colour
+    assert out.dtype == torch.uint8 and out.shape == (3, 60, 70)
+    assert out[:, 32, 20].tolist() == [169, 118, 55]  # the A mask's centre: A colour at 0.45
+    assert out[:, 45, 20].tolist() == [100, 100, 100]  # in the A box, off its mask: the image
+    assert out[:, 32, 55].tolist() == [100, 100, 100]  # the B box has no mask: nothing painted
+    assert tuple(out[:, 2, 20].tolist()) == A_COLOURS[0]  # A box top edge in the A colour
+    assert tuple(out[:, 50, 55].tolist()) == B_COLOURS[0]  # B box bottom edge in the B colour
 
 
-def test_draw_instances_prediction_threshold() -> None:
+def test_draw_instances_draws_only_predictions_above_the_threshold() -> None:
+    # four detections, one below the threshold; each gets the next colour of its set's palette
     pred = {
-        "boxes": torch.tensor([[1.0, 1.0, 10.0, 10.0], [12.0, 12.0, 28.0, 28.0]]),
-        "labels": torch.tensor([1, 2]),
-        "scores": torch.tensor([0.9, 0.1]),
-        "masks": torch.rand(2, 1, 30, 30),
+        "boxes": torch.tensor(
+            [
+                [1.0, 1.0, 40.0, 40.0],
+                [42.0, 1.0, 78.0, 40.0],
+                [1.0, 42.0, 40.0, 78.0],
+                [42.0, 42.0, 78.0, 78.0],
+            ]
+        ),
+        "labels": torch.tensor([1, 2, 1, 1]),
+        "scores": torch.tensor([0.9, 0.8, 0.6, 0.1]),
+        "masks": torch.zeros(4, 1, 80, 80),
     }
-    out = draw_instances(torch.rand(3, 30, 30), pred, ["__background__", "a", "b"], a_labels=[1])
-    assert out.shape == (3, 30, 30) and out.dtype == torch.uint8
-    base = draw_instances(
-        torch.zeros(3, 30, 30), {**pred, "scores": torch.tensor([0.0, 0.0])}, ["bg", "a", "b"]
-    )
-    assert int(base.sum()) == 0  # nothing above the threshold: the image is returned unchanged
+    for k, (x, y) in enumerate([(20, 28), (60, 28), (20, 68), (60, 68)]):
+        pred["masks"][k, 0, y - 4 : y + 4, x - 6 : x + 6] = 0.9
+    names = ["__background__", "a", "b"]
+    out = draw_instances(torch.full((3, 80, 80), GREY), pred, names, a_labels=[1])
+    drawn = [A_COLOURS[0], B_COLOURS[0], A_COLOURS[1]]  # the three with score >= 0.5
+    assert [_has_colour(out, c) for c in (*drawn, A_COLOURS[2])] == [True, True, True, False]
+    grey = torch.tensor([100.0] * 3)
+    for (x, y), colour in zip([(20, 28), (60, 28), (20, 68)], drawn, strict=True):
+        blended = (0.55 * grey + 0.45 * torch.tensor(colour, dtype=torch.float32)).int()
+        assert out[:, y, x].tolist() == blended.tolist()  # each kept mask in its colour
+    assert out[:, 68, 60].tolist() == [100, 100, 100]  # the score-0.1 mask is not painted
+    assert out[:, 60:80, 78].eq(100).all()  # ... nor its box's right edge (x = 78)
+    at_01 = draw_instances(torch.full((3, 80, 80), GREY), pred, names, [1], score_thresh=0.05)
+    assert _has_colour(at_01, A_COLOURS[2]) and at_01[:, 68, 60].tolist() != [100, 100, 100]
+    none = {**pred, "scores": torch.zeros(4)}
+    blank = draw_instances(torch.zeros(3, 80, 80), none, names)
+    assert int(blank.sum()) == 0  # nothing above the threshold: the image is returned unchanged
 
 
 def test_show_samples_figure(ds: CocoInstances) -> None:
@@ -63,7 +95,14 @@ def test_show_samples_figure(ds: CocoInstances) -> None:
     assert isinstance(fig, Figure)
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 3
-    assert all(ax.get_title().startswith("image id ") and " B" in ax.get_title() for ax in images)
+    for ax, index in zip(images, [0, 1, 2], strict=True):  # each panel: its sample, drawn
+        image, target = ds[index]
+        up = label_upscale(*image.shape[-2:])
+        drawn = draw_instances(image, target, ds.class_names, ds.a_labels, upscale=up)
+        assert (ax.images[0].get_array() == drawn.permute(1, 2, 0).numpy()).all()
+        n_a = sum(int(x) in ds.a_labels for x in target["labels"])
+        n_b = len(target["labels"]) - n_a
+        assert ax.get_title() == f"image id {int(target['image_id'])}: {n_a} A, {n_b} B"
     texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert any("set A" in t for t in texts) and any("set B" in t for t in texts)
     with pytest.raises(ValueError, match="indices"):
@@ -81,6 +120,9 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
     fig = plot_loss_curve(path)
     ax = fig.axes[0]
     assert {line.get_label() for line in ax.lines} == {"loss", "loss_classifier", "loss_mask"}
+    for line in ax.lines:  # each curve is its key's values at the logged iterations
+        assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+        assert list(line.get_ydata()) == [r[line.get_label()] for r in rows[:5]]
     assert ax.get_xlabel() == "iteration" and ax.get_ylabel().startswith("loss")
     assert ax.get_title() == f"Training losses ({tmp_path.name})" and ax.get_yscale() == "log"
     assert ax.get_legend() is not None
@@ -93,8 +135,6 @@ def test_plot_loss_curve(tmp_path: Path) -> None:
 
 
 def test_draw_instances_upscale_enlarges_the_picture_and_keeps_colours() -> None:
-    from mxr.course.figures import label_upscale
-
     image = torch.zeros(3, 30, 40)
     target = {"boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0]]), "labels": torch.tensor([1])}
     out = draw_instances(image, target, ["bg", "a"], a_labels=[1], upscale=3)

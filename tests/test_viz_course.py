@@ -10,11 +10,12 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mxr.course.analysis import group_separation, pca_project
+from mxr.course.analysis import group_separation, pca_project  # noqa: E402
 from mxr.course.figures import (
     anchors_at,
     plot_anchors,
@@ -27,6 +28,7 @@ from mxr.course.figures import (
     plot_rpn_targets,
     plot_weight_pca,
 )
+from mxr.report import SET_COLOURS
 
 IMAGE = torch.rand(3, 32, 32)
 
@@ -39,6 +41,15 @@ def _grid_anchors(stride: int, size: int) -> torch.Tensor:
     return torch.cat([centres - size / 2, centres + size / 2], 1)
 
 
+def _rectangles(ax) -> list[list[float]]:  # noqa: ANN001
+    """The XYXY corners of the rectangles drawn on ``ax``, in drawing order."""
+    out = []
+    for p in ax.patches:
+        (x, y), w, h = p.get_xy(), p.get_width(), p.get_height()
+        out.append([float(x), float(y), float(x + w), float(y + h)])
+    return out
+
+
 def test_feature_maps_one_panel_per_level_plus_image() -> None:
     feats = {
         "0": torch.rand(1, 8, 8, 8),
@@ -47,8 +58,18 @@ def test_feature_maps_one_panel_per_level_plus_image() -> None:
     }
     fig = plot_feature_maps(feats, IMAGE)
     assert isinstance(fig, Figure)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles[0].startswith("input") and "stride 4" in titles[1] and "stride 16" in titles[3]
+    panels = [ax for ax in fig.axes if ax.images]  # the colour bars hold no image
+    assert [ax.get_title() for ax in panels] == [
+        "input (32, 32)",
+        "'0': (8, 8, 8), stride 4",
+        "'1': (8, 4, 4), stride 8",
+        "'pool': (8, 2, 2), stride 16",
+    ]
+    shown = (IMAGE.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert (panels[0].images[0].get_array() == shown).all()  # the input as it is
+    for ax, fmap in zip(panels[1:], feats.values(), strict=True):  # each map: its channel L2 norm
+        norm = torch.sqrt((fmap[0] ** 2).sum(0)).numpy()
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), norm, rtol=1e-6)
     with pytest.raises(ValueError, match="expected \\(B, C, H, W\\)"):
         plot_feature_maps({"0": torch.rand(8, 8)})
 
@@ -62,7 +83,12 @@ def test_anchors_at_picks_the_nearest_location_only() -> None:
         centres, torch.tensor([[20.0, 20.0], [20.0, 20.0]])
     )
     fig = plot_anchors(IMAGE, [_grid_anchors(8, 10), _grid_anchors(16, 20)], ["0", "1"])
-    assert "16 anchors" in fig.axes[0].get_title() and "4 anchors" in fig.axes[1].get_title()
+    assert fig.axes[0].get_title() == "level '0': 16 anchors\nsize ≈ 10 px"
+    assert fig.axes[1].get_title() == "level '1': 4 anchors\nsize ≈ 20 px"
+    # the image centre (16, 16) is equally near four centres; the first nearest is drawn, whole
+    assert _rectangles(fig.axes[0]) == [[7.0, 7.0, 17.0, 17.0]]  # centre (12, 12), size 10
+    assert _rectangles(fig.axes[1]) == [[-2.0, -2.0, 18.0, 18.0]]  # centre (8, 8), size 20
+    assert fig.axes[1].get_xlim() == (-4.0, 34.0)  # widened to show the anchor past the edge
     with pytest.raises(ValueError, match="names"):
         plot_anchors(IMAGE, [_grid_anchors(8, 10)], ["0", "1"])
 
@@ -75,6 +101,14 @@ def test_rpn_targets_counts_in_legend() -> None:
     sampled = torch.zeros(64, dtype=torch.bool)
     sampled[:20] = True
     fig = plot_rpn_targets(IMAGE, anchors, labels, torch.tensor([[1.0, 1.0, 9.0, 9.0]]), sampled)
+    left, right = fig.axes
+    # left: the true box, then the three positive anchors (the first three of the grid)
+    assert _rectangles(left) == [[1.0, 1.0, 9.0, 9.0], *anchors[:3].tolist()]
+    # right: a dot at the centre of each neutral anchor, then of each sampled negative
+    centres = ((anchors[:, :2] + anchors[:, 2:]) / 2).numpy()
+    neutral, negatives = right.collections
+    assert (neutral.get_offsets() == centres[3:10]).all()
+    assert (negatives.get_offsets() == centres[10:20]).all()
     legend_text = " ".join(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
     assert "positive anchors (3)" in legend_text
     assert "neutral centres (7)" in legend_text
@@ -84,19 +118,30 @@ def test_rpn_targets_counts_in_legend() -> None:
 
 
 def test_box_sets_and_maps_grid() -> None:
-    boxes = torch.tensor([[1.0, 1.0, 10.0, 10.0]] * 5)
+    boxes = torch.tensor([[float(i), 1.0, 10.0 + i, 12.0] for i in range(5)])
     fig = plot_box_sets(IMAGE, {"before": boxes, "after": boxes[:2]}, max_boxes=3)
-    assert "5 boxes (3 drawn)" in fig.axes[0].get_title()
-    fig = plot_maps_grid(
-        {
-            "rgb": torch.rand(3, 3, 7, 7),
-            "mask": torch.rand(3, 28, 28),
-            "logits": torch.randn(3, 28, 28),
-        },
-        col_titles=["a", "b", "c"],
-    )
-    assert isinstance(fig, Figure)
-    assert len(fig.axes) == 9 + 2  # 3 × 3 maps + a colour bar for each non-RGB row
+    assert fig.axes[0].get_title() == "before\n5 boxes (3 drawn)"
+    assert fig.axes[1].get_title() == "after\n2 boxes (2 drawn)"
+    assert _rectangles(fig.axes[0]) == boxes[:3].tolist()  # the first max_boxes, where they are
+    assert _rectangles(fig.axes[1]) == boxes[:2].tolist()
+    rows = {
+        "rgb": torch.rand(3, 3, 7, 7),
+        "mask": torch.rand(3, 28, 28),
+        "logits": torch.randn(3, 28, 28),
+    }
+    fig = plot_maps_grid(rows, col_titles=["a", "b", "c"])
+    cells = [ax for ax in fig.axes if ax.images]
+    assert len(cells) == 9 and len(fig.axes) == 9 + 2  # 3 × 3 maps + a colour bar per grey row
+    assert [ax.get_title() for ax in cells[:3]] == ["a", "b", "c"]
+    assert [ax.get_ylabel() for ax in cells[::3]] == ["rgb", "mask", "logits"]
+    lim = float(rows["logits"].abs().max())
+    for i, (name, maps) in enumerate(rows.items()):  # row i, column j: map j of that row
+        for j in range(3):
+            im = cells[3 * i + j].images[0]
+            want = maps[j].permute(1, 2, 0) if name == "rgb" else maps[j]
+            np.testing.assert_allclose(np.asarray(im.get_array()), want.numpy(), rtol=1e-6)
+            # RGB and 0..1 masks on a fixed 0..1 scale; signed logits on one symmetric scale
+            assert im.get_clim() == pytest.approx((-lim, lim) if name == "logits" else (0, 1))
     with pytest.raises(ValueError, match="same positive number"):
         plot_maps_grid({"x": torch.rand(2, 4, 4), "y": torch.rand(3, 4, 4)})
 
@@ -130,16 +175,40 @@ def test_group_separation_and_weight_pca() -> None:
         list(range(10)),
         [i % 5 == 2 for i in range(10)],
     )
-    assert len([ax for ax in fig.axes if ax.get_title()]) == 4
-    assert "% of variance" in fig.axes[0].get_xlabel()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "w_det: by family",
+        "w_det: by member",
+        "w_seg: by family",
+        "w_seg: by member",
+    ]
+    is_b = torch.tensor([i % 5 == 2 for i in range(10)])
+    for ax, w in zip(panels, [x, x, x[:, :4], x[:, :4]], strict=True):
+        coords, explained = pca_project(w, 2)
+        assert ax.get_xlabel() == f"PC1 ({100 * float(explained[0]):.0f} % of variance)"
+        # every class is one point at its PCA coordinates; the B classes are the big stars
+        points = torch.cat([torch.tensor(c.get_offsets()) for c in ax.collections]).float()
+        stars = torch.cat(
+            [torch.tensor(c.get_offsets()) for c in ax.collections if c.get_sizes()[0] == 160]
+        ).float()
+        assert len(points) == 10
+        np.testing.assert_allclose(sorted(points.tolist()), sorted(coords.tolist()), atol=1e-6)
+        np.testing.assert_allclose(sorted(stars.tolist()), sorted(coords[is_b].tolist()), atol=1e-6)
+        assert [t.get_text() for t in ax.texts] == ["a-2", "b-7"]  # the B classes are named
     with pytest.raises(ValueError, match="rows for"):
         plot_weight_pca({"w": x[:3]}, names, groups, list(range(10)), [False] * 10)
 
 
 def test_class_bars_ap_comparison_and_loss_terms() -> None:
     names = ["__background__", "x", "y", "z"]
-    fig = plot_class_bars({"with": torch.rand(4), "without": torch.rand(4)}, names, [1, 2], "norm")
+    series = {"with": torch.tensor([0.1, 2.0, 0.5, 1.0]), "without": torch.tensor([0, 1, 3, 0.2])}
+    fig = plot_class_bars(series, names, [1, 2], "norm")
     assert [ax.get_title() for ax in fig.axes] == ["with", "without"]
+    colours = ["#d3d3d3", SET_COLOURS["A"], SET_COLOURS["A"], SET_COLOURS["B"]]  # bg, x, y; z: B
+    for ax, values in zip(fig.axes, series.values(), strict=True):
+        assert [p.get_height() for p in ax.patches] == pytest.approx(values.tolist())
+        assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches] == colours
+        assert ax.get_ylim() == pytest.approx((0.0, 3.3))  # one scale: the largest value + 10 %
     with pytest.raises(ValueError, match="expected \\(4,\\)"):
         plot_class_bars({"bad": torch.rand(3)}, names, [1], "norm")
     result = {
@@ -150,6 +219,9 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
     assert len(fig.axes) == 3
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [0.0, 0.0, 10.0, 10.0]  # A bars of both runs, then B bars
+    assert [p.get_height() for p in fig.axes[1].patches] == [5.0] * 4  # AP75
+    assert [p.get_height() for p in fig.axes[2].patches] == [50.0] * 4  # mIoU
+    assert [ax.get_title() for ax in fig.axes] == ["mask AP", "mask AP75", "mask mIoU"]
     fig = plot_loss_terms({"loss_mask": torch.tensor(0.7), "loss_classifier": 1.2})
     ax = fig.axes[0]
     assert [p.get_width() for p in ax.patches] == pytest.approx([0.7, 1.2])
@@ -160,8 +232,11 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
 def test_plot_images_side_by_side() -> None:
     from mxr.course.figures import plot_images
 
-    fig = plot_images({"gt": IMAGE, "pred": (IMAGE * 255).to(torch.uint8)}, title="t")
+    as_uint8 = (IMAGE * 255).round().to(torch.uint8)
+    fig = plot_images({"gt": IMAGE, "pred": as_uint8}, title="t")
     assert [ax.get_title() for ax in fig.axes] == ["gt", "pred"]
+    for ax in fig.axes:  # a float image in [0, 1] and its uint8 version show the same pixels
+        assert (ax.images[0].get_array() == as_uint8.permute(1, 2, 0).numpy()).all()
     with pytest.raises(ValueError, match="expected \\(3, H, W\\)"):
         plot_images({"bad": torch.rand(32, 32)})
 

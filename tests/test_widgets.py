@@ -55,6 +55,115 @@ def ds(shapesx_root: Path) -> CocoInstances:
     )
 
 
+class TwoImages:
+    """What the drawing functions read of a dataset: two grey 40 x 60 images (id 10: an A and a B
+    instance, both with a mask; id 11: a B instance without one), classes a (set A) and b (set B)."""
+
+    class_names = ["__background__", "a", "b"]
+    a_labels = (1,)
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        image = torch.full((3, 40, 60), GREY)
+        if index == 1:
+            return image, {
+                "boxes": torch.tensor([[30.0, 2.0, 58.0, 38.0]]),
+                "labels": torch.tensor([2]),
+                "masks": torch.zeros(0, 40, 60),
+                "has_mask": torch.tensor([False]),
+                "image_id": torch.tensor(11),
+            }
+        masks = torch.zeros(2, 40, 60, dtype=torch.uint8)
+        masks[0, 20:34, 8:26] = 1  # centre (y 27, x 17)
+        masks[1, 20:34, 40:54] = 1  # centre (y 27, x 47)
+        return image, {
+            "boxes": torch.tensor([[2.0, 2.0, 28.0, 38.0], [32.0, 2.0, 58.0, 38.0]]),
+            "labels": torch.tensor([1, 2]),
+            "masks": masks,
+            "has_mask": torch.tensor([True, True]),
+            "image_id": torch.tensor(10),
+        }
+
+
+# A mask is painted at alpha 0.45 (torchvision's draw_segmentation_masks): int(0.55 * image +
+# 0.45 * colour). On grey 100: set A's (255, 140, 0) -> (169, 118, 55); set B's (30, 144, 255)
+# -> (68, 119, 169).
+GREY = 100 / 255
+A_ON_GREY, B_ON_GREY, PLAIN_GREY = [169, 118, 55], [68, 119, 169], [100, 100, 100]
+
+
+def test_render_sample_paints_each_mask_in_its_set_colour() -> None:
+    ds = TwoImages()
+    out = render_sample(ds, 0)
+    assert out[:, 27, 17].tolist() == A_ON_GREY and out[:, 27, 47].tolist() == B_ON_GREY
+    assert out[:, 36, 17].tolist() == PLAIN_GREY  # in the A box, off its mask
+    assert render_sample(ds, 1)[:, 27, 47].tolist() == PLAIN_GREY  # no mask, nothing painted
+    assert sample_summary(ds, 0) == (
+        "image 1/2 (id 10): 2 instances, 1 A, 1 B - a [A]+mask, b [B]+mask"
+    )
+    assert sample_summary(ds, 1) == "image 2/2 (id 11): 1 instances, 0 A, 1 B - b [B]"
+
+
+def _pred(boxes: list, labels: list, scores: list, masks: torch.Tensor | None = None) -> dict:
+    n = len(labels)
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "masks": torch.zeros(n, 1, 40, 60) if masks is None else masks,
+    }
+
+
+# Detections on TwoImages (scores exact in binary): image 10, a B detection at 0.875 with the true B
+# mask and an A detection at 0.25; image 11, an A detection at 0.75.
+B_MASK = torch.zeros(2, 1, 40, 60)
+B_MASK[0, 0, 20:34, 40:54] = 0.9
+PREDICTIONS = [
+    _pred([[32.0, 2.0, 58.0, 38.0], [2.0, 2.0, 28.0, 38.0]], [2, 1], [0.875, 0.25], B_MASK),
+    _pred([[4.0, 4.0, 20.0, 20.0]], [1], [0.75]),
+]
+
+
+def test_compare_models_draws_each_models_detections_above_the_threshold() -> None:
+    from mxr.report import A_COLOURS, B_COLOURS
+
+    ds = TwoImages()
+    fig = compare_models({"m": None}, ds, [0, 1], 0.5, predictions={"m": PREDICTIONS})
+    assert [ax.get_title() for ax in fig.axes] == ["ground truth", "m", "", ""]
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["image id 10", "image id 11"]
+    gt, det, gt1, det1 = (torch.from_numpy(ax.images[0].get_array().copy()) for ax in fig.axes)
+    assert gt.shape == (80, 120, 3)  # drawn at twice the size
+    assert gt[54, 34].tolist() == A_ON_GREY and gt[54, 94].tolist() == B_ON_GREY
+
+    def has(image: torch.Tensor, colour: tuple) -> bool:
+        return bool((image == torch.tensor(colour, dtype=torch.uint8)).all(-1).any())
+
+    # image 10: the B detection (0.875) with its mask; the A one (0.25) is not drawn at all
+    assert det[54, 94].tolist() == B_ON_GREY and det[54, 34].tolist() == PLAIN_GREY
+    assert has(det, B_COLOURS[0]) and not has(det, A_COLOURS[0])
+    assert has(det1, A_COLOURS[0]) and not has(det1, B_COLOURS[0])  # image 11: the A one (0.75)
+    assert has(gt1, B_COLOURS[0]) and gt1[54, 94].tolist() == PLAIN_GREY  # B box, no mask
+
+
+def test_threshold_figure_counts_the_detections_kept() -> None:
+    from mxr.course.figures import threshold_figure
+
+    fig = threshold_figure(TwoImages(), [0, 1], PREDICTIONS, 0.5)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["image id 10: 1 kept", "image id 11: 1 kept"]
+    curve = fig.axes[2]
+    lines = {line.get_label(): line for line in curve.lines}
+    thresholds = [i / 20 for i in range(1, 20)]  # 0.05 ... 0.95
+    assert list(lines["set A classes"].get_xdata()) == thresholds
+    # A: scores 0.25 and 0.75; B: 0.875 (kept where score >= threshold)
+    assert list(lines["set A classes"].get_ydata()) == [2] * 5 + [1] * 10 + [0] * 4
+    assert list(lines["set B classes"].get_ydata()) == [1] * 17 + [0] * 2
+    assert list(lines["threshold"].get_xdata()) == [0.5, 0.5]
+    at_quarter = threshold_figure(TwoImages(), [0], PREDICTIONS[:1], 0.25)
+    assert at_quarter.axes[0].get_title() == "image id 10: 2 kept"
+
+
 def test_render_sample_shape_and_summary_names_sets(ds: CocoInstances) -> None:
     out = render_sample(ds, 0)
     image, target = ds[0]
@@ -93,9 +202,10 @@ def test_dataset_browser_slider_updates_image_and_caption(ds: CocoInstances) -> 
     assert box.slider.max == len(ds) - 1
     first = box.image.value
     assert bytes(first).startswith(PNG_MAGIC)
+    assert first == image_bytes(render_sample(ds, 0), scale=3)  # the drawn sample, 3x
     box.slider.value = 1
-    assert "image 2/" in box.caption.value
-    assert box.image.value != first
+    assert box.caption.value == f"<code>{sample_summary(ds, 1)}</code>"
+    assert box.image.value == image_bytes(render_sample(ds, 1), scale=3)
 
 
 # ----------------------------------------------------------------------------- training panel
@@ -188,6 +298,8 @@ def test_runlog_comparison_table_and_chart() -> None:
     assert len(fig.axes) == 2
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [30.0, 25.0, 20.0, 5.0]  # set A bars, then set B bars
+    assert [p.get_height() for p in fig.axes[1].patches] == [40.0, 35.0, 30.0, 15.0]  # mIoU
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["#1", "#3"]
     assert fig.axes[0].get_legend() is not None and fig.axes[0].get_title()
 
 
@@ -205,6 +317,8 @@ def test_loss_figure_plots_records_and_waits_when_empty() -> None:
     ax = fig.axes[0]
     assert [ln.get_label() for ln in ax.lines] == ["loss", "loss_mask"]
     assert list(ax.lines[0].get_xdata()) == [1, 2, 3, 4]
+    assert list(ax.lines[0].get_ydata()) == [2.0, 1.0, 2.0 / 3, 0.5]
+    assert list(ax.lines[1].get_ydata()) == [0.7] * 4
     assert ax.get_xlabel() == "iteration" and ax.get_title() == "t"
     empty = loss_figure([])
     assert not empty.axes[0].lines and "waiting" in empty.axes[0].texts[0].get_text()
@@ -517,6 +631,42 @@ def test_failure_cases_mean_iou_and_by_label() -> None:
     assert mean_iou(rs, [7]) is None
 
 
+def test_iou_distribution_figure_plots_each_class_median_and_box_guess() -> None:
+    from mxr.report import SET_COLOURS
+
+    rs = [
+        InstanceIoU(0, 0, 2, 0.9, 0.5),
+        InstanceIoU(0, 1, 1, 0.1, 0.4),
+        InstanceIoU(1, 0, 2, 0.3, 0.2),
+        InstanceIoU(1, 1, 2, 0.5, 0.8),
+    ]
+    other = [InstanceIoU(0, 0, 2, 0.6, 0.1), InstanceIoU(0, 1, 1, 0.2, 0.3)]
+    fig = iou_distribution_figure({"m1": rs, "m2": other}, ["bg", "a", "b"], a_labels=[1])
+    assert [ax.get_title() for ax in fig.axes] == [
+        "m1: mask IoU given the true box, per class",
+        "m2: mask IoU given the true box, per class",
+    ]
+    # per class (label order: a at x 0, b [B] at x 1): the median line of its IoUs (width 0.6),
+    # its box in its set's colour and a diamond at the mean IoU of "mask = box"
+    for ax, medians, diamonds in (
+        (fig.axes[0], [0.1, 0.5], [0.4, 0.5]),  # b: IoUs 0.9, 0.3, 0.5; boxes 0.5, 0.2, 0.8
+        (fig.axes[1], [0.2, 0.6], [0.3, 0.1]),
+    ):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b [B]"]
+        lines = [ln for ln in ax.lines if len(ln.get_xdata()) == 2]
+        got = {
+            float(ln.get_xdata()[0]) + 0.3: float(ln.get_ydata()[0])
+            for ln in lines
+            if float(ln.get_xdata()[1] - ln.get_xdata()[0]) == pytest.approx(0.6)
+        }
+        assert got == pytest.approx({0.0: medians[0], 1.0: medians[1]})
+        colours = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches]
+        assert colours == [SET_COLOURS["A"], SET_COLOURS["B"]]
+        xs, ys = ax.collections[-1].get_offsets().T.tolist()
+        assert xs == [0.0, 1.0] and ys == pytest.approx(diamonds)
+        assert ax.get_ylim() == (0.0, 1.0)
+
+
 def test_detection_counts_split_a_b() -> None:
     preds = [{"scores": torch.tensor([0.9, 0.4, 0.2]), "labels": torch.tensor([1, 2, 1])}]
     assert detection_counts(preds, [0.1, 0.5], a_labels=[1]) == {"A": [2, 1], "B": [1, 0]}
@@ -535,6 +685,9 @@ def val_all(shapesx_root: Path) -> CocoInstances:
 def test_instance_ious_cover_every_masked_instance(
     trained_run: dict, val_all: CocoInstances
 ) -> None:
+    from mxr.course.figures import crop_box
+    from mxr.report import SET_RGB
+
     model = trained_run["model"].cpu().eval()
     rs = instance_ious(model, val_all)
     n = sum(len(val_all[i][1]["labels"]) for i in range(len(val_all)))
@@ -542,11 +695,32 @@ def test_instance_ious_cover_every_masked_instance(
     assert {r.label for r in rs} & set(val_all.b_labels)  # B instances are scored too
     fig = iou_distribution_figure({"m1": rs, "m2": rs}, val_all.class_names, val_all.a_labels)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "mask IoU" and fig.legends
-    fails = failure_figure(model, val_all, failure_cases(rs, 3))
-    assert len(fails.axes) == 6 and "IoU" in fails.axes[0].get_title()
+    cases = failure_cases(rs, 3)
+    fails = failure_figure(model, val_all, cases)
+    assert len(fails.axes) == 6  # a column per case: true mask above, prediction below
+    for col, r in enumerate(cases):
+        top = fails.axes[2 * col]  # drawn column by column
+        s = "A" if r.label in val_all.a_labels else "B"
+        name = val_all.class_names[r.label]
+        assert top.get_title() == f"{name} [{s}]\nIoU {r.iou:.2f}"
+        # the top tile: the crop around the true box, its true mask painted in the set's colour
+        # at alpha 0.55 (int(0.45 * image + 0.55 * colour)), the rest of the crop as it is
+        image, target = val_all[r.index]
+        x0, y0, x1, y1 = crop_box(target["boxes"][r.instance], *image.shape[-2:])
+        pixels = (image * 255).round()[:, y0:y1, x0:x1]
+        k = int(target["has_mask"][: r.instance].sum())
+        mask = target["masks"][k, y0:y1, x0:x1].bool()
+        assert mask.any()
+        colour = torch.tensor(SET_RGB[s], dtype=torch.float32)[:, None, None]
+        want = torch.where(mask, (0.45 * pixels + 0.55 * colour).to(torch.uint8), pixels)
+        tile = torch.from_numpy(top.images[0].get_array().copy()).permute(2, 0, 1)
+        assert tile.tolist() == want.to(torch.uint8).tolist()
 
 
 def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoInstances) -> None:
+    from mxr.course.figures import threshold_figure
+    from mxr.report import figure_png
+
     model = trained_run["model"].cpu().eval()
     fig = compare_models({"a": model, "b": model}, val_all, [0, 1], score_thresh=0.0)
     assert len(fig.axes) == 2 * 3
@@ -554,8 +728,11 @@ def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoIns
     viewer = score_threshold_viewer(model, val_all, [0, 1], score_thresh=0.5)
     first = viewer.image.value
     assert bytes(first).startswith(PNG_MAGIC) and len(viewer.predictions) == 2
-    viewer.slider.value = 0.05
-    assert viewer.image.value != first or all(len(p["scores"]) == 0 for p in viewer.predictions)
+    assert first == figure_png(threshold_figure(val_all, [0, 1], viewer.predictions, 0.5))
+    viewer.slider.value = 0.05  # redrawn at the new threshold from the same predictions
+    assert viewer.image.value == figure_png(
+        threshold_figure(val_all, [0, 1], viewer.predictions, 0.05)
+    )
     with pytest.raises(ValueError, match="indices is empty"):
         score_threshold_viewer(model, val_all, [])
 
@@ -601,7 +778,12 @@ def test_model_gallery_shows_the_same_instances_per_model(
     assert len(fig.axes) == 2 * 2 * 2  # rows x models x per_class
     assert [t.get_text() for t in fig.texts][-2:] == ["m1", "m2"]  # a header per model block
     titles = [ax.get_title() for ax in fig.axes]  # row by row: m1's two tiles, then m2's
-    assert titles[0].startswith("IoU") and titles[:2] == titles[2:4]  # the same instances
+    # each tile: the IoU of the first two instances of its row's class, the same for both models
+    want = []
+    for label in labels:
+        shown = [f"IoU {r.iou:.2f}" for r in rs if r.label == label][:2]
+        want += 2 * (shown + [""] * (2 - len(shown)))
+    assert titles == want
     with pytest.raises(ValueError, match="same models"):
         model_gallery({"m1": model}, val_all, labels, {"m2": rs})
     with pytest.raises(ValueError, match="'m2' is not scored"):
