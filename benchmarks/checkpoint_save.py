@@ -3,7 +3,7 @@
 Builds what ``configs/coco/voc2nonvoc_transfer_mlp.yaml`` trains (R-50-FPN, 81 classes, transfer
 cls+box + the paper's MLP form, frozen-BN layout; no ImageNet file is read), gives every trainable
 parameter its SGD momentum buffer (one optimizer step on zero gradients), and times the same
-checkpoint dict ``mxr.engine.train`` writes, with the same atomic ``save_checkpoint``::
+checkpoint dict ``mxr.engine.loop.train`` writes, with the same atomic ``save_checkpoint``::
 
     python benchmarks/checkpoint_save.py                 # 3 saves into a temporary folder
     python benchmarks/checkpoint_save.py --out /scratch  # on the disk the run writes to

@@ -138,14 +138,14 @@ def _add_data_subparser(sub: Any) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import os
 
-    from mxr import engine
     from mxr.config import load_config
+    from mxr.engine import loop
     from mxr.report import format_table
 
     overrides = [o for group in (args.set or []) for o in group]
     cfg = load_config(args.config, overrides)
     try:
-        summary = engine.train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+        summary = loop.train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                                eval_split=None if args.no_eval else "val")  # fmt: skip
     except KeyboardInterrupt:
         return 130

@@ -177,31 +177,9 @@ def _mxr_model(model: nn.Module) -> nn.Module:
     m = _unwrap(model)
     if not hasattr(m, "detect_and_mask_boxes"):
         raise TypeError(
-            f"mask IoU given true boxes needs an mxr model (mxr.build_model), got {type(m).__name__}"
+            f"mask IoU given true boxes needs an mxr model (mxr.model.build.build_model), got {type(m).__name__}"
         )
     return m
-
-
-def masks_from_boxes(
-    model: nn.Module, images: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor]
-) -> list[Tensor]:
-    """The model's mask probabilities ``(N, H, W)`` per image for given boxes and classes
-    (:meth:`mxr.model.MaskXRCNN.masks_for_boxes`; DDP-wrapped models too)."""
-    return _mxr_model(model).masks_for_boxes(list(images), list(boxes), list(labels))
-
-
-def detect_and_mask_boxes(
-    model: nn.Module,
-    images: Sequence[Tensor],
-    boxes: Sequence[Tensor] | None = None,
-    labels: Sequence[Tensor] | None = None,
-) -> tuple[list[dict[str, Tensor]], list[Tensor] | None]:
-    """The detections and, from the same backbone pass, masks for given boxes
-    (:meth:`mxr.model.MaskXRCNN.detect_and_mask_boxes`); without boxes, ``(model(images), None)``."""
-    if boxes is None or labels is None:
-        with torch.no_grad():
-            return _unwrap(model)(list(images)), None
-    return _mxr_model(model).detect_and_mask_boxes(list(images), list(boxes), list(labels))
 
 
 # --- the whole evaluation -------------------------------------------------------------------------
@@ -234,7 +212,7 @@ def _inference(
             images = [s[0].to(device) for s in samples]
             targets = [s[1] for s in samples]
             if true_boxes:
-                keep = [_mask_rows(t) for t in targets]
+                keep = [_checked_has_mask(t) for t in targets]
                 boxes = [t["boxes"][k].to(device) for t, k in zip(targets, keep, strict=True)]
                 labels = [t["labels"][k].to(device) for t, k in zip(targets, keep, strict=True)]
                 detections, masks = m.detect_and_mask_boxes(images, boxes, labels, detect=detect)
@@ -347,7 +325,7 @@ def evaluate(
     records: list[InstanceIoU] | None = None,
     info: DistInfo | None = None,
 ) -> dict[str, Any] | None:
-    """Detect on every image of ``dataset`` (a :class:`mxr.data.CocoInstances` with ``masks="all"``)
+    """Detect on every image of ``dataset`` (a :class:`mxr.data.coco.CocoInstances` with ``masks="all"``)
     and score it with COCOeval per class set; ``mask_iou`` adds ``[set]["mask_iou"]["mIoU"]``, the
     mean of the set's :func:`score_instances` records (which ``records``, if given, receives).
     Under several processes (``info``) every rank calls it and infers on its share
@@ -369,7 +347,7 @@ def has_mask_of(target: Mapping[str, Tensor]) -> Tensor:
     return torch.ones(len(target["labels"]), dtype=torch.bool) if has is None else has.bool()
 
 
-def _mask_rows(target: Mapping[str, Tensor]) -> Tensor:
+def _checked_has_mask(target: Mapping[str, Tensor]) -> Tensor:
     """``has_mask_of(target)``, checked against the target's masks (one per flagged instance)."""
     keep = has_mask_of(target)
     if "has_mask" in target and len(target["masks"]) != int(keep.sum()):
@@ -399,7 +377,7 @@ class InstanceIoU:
     box_iou: float
 
 
-def mask_instances(target: Mapping[str, torch.Tensor]) -> list[int]:
+def instances_with_mask(target: Mapping[str, torch.Tensor]) -> list[int]:
     """The instance numbers of a target that carry a true mask (``has_mask``; all when absent)."""
     return [i for i, has in enumerate(has_mask_of(target).tolist()) if has]
 
@@ -417,7 +395,7 @@ def score_instances(
 ) -> list[InstanceIoU]:
     """The records of dataset item ``index``: each instance with a true mask scored by ``probs``
     ``(M, H, W)``, predicted for its true box and class."""
-    inst = mask_instances(target)
+    inst = instances_with_mask(target)
     if not inst:
         return []
     gt = target["masks"].bool()
@@ -427,7 +405,7 @@ def score_instances(
             for k, i in enumerate(inst)]  # fmt: skip
 
 
-def instance_masks(
+def masks_for_true_boxes(
     model: torch.nn.Module, ds: Any, index: int, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int], torch.Tensor]:
     """The model's masks for the true boxes and classes of dataset item ``index``: ``(image
@@ -436,7 +414,7 @@ def instance_masks(
         model, ds, [index], device=torch.device(device), batch_size=1, detect=False,
         true_boxes=True,
     )  # fmt: skip
-    return image.cpu(), target, mask_instances(target), probs.cpu()
+    return image.cpu(), target, instances_with_mask(target), probs.cpu()
 
 
 def instance_ious(

@@ -247,12 +247,12 @@ def test_a_bug_keeps_its_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """An exception that is not a user error propagates (the traceback), it is not one line."""
-    import mxr.engine
+    import mxr.engine.loop
 
     def broken_train(*args: object, **kwargs: object) -> dict:
         raise RuntimeError("a bug in the training loop")
 
-    monkeypatch.setattr(mxr.engine, "train", broken_train)
+    monkeypatch.setattr(mxr.engine.loop, "train", broken_train)
     with pytest.raises(RuntimeError, match="a bug in the training loop"):
         cli.main(["train", "--set", "train.iterations=1", "--out", str(tmp_path)])
     assert "error:" not in capsys.readouterr().err
@@ -283,12 +283,12 @@ def test_an_internal_value_error_keeps_its_traceback(
 ) -> None:
     """Only the user-error type is one line: a ValueError raised inside mxr or torch is a bug, and
     reaches the caller with its traceback instead of exit status 2."""
-    import mxr.engine
+    import mxr.engine.loop
 
     def broken_train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise ValueError("an internal shape mismatch")
 
-    monkeypatch.setattr(mxr.engine, "train", broken_train)
+    monkeypatch.setattr(mxr.engine.loop, "train", broken_train)
     with pytest.raises(ValueError, match="an internal shape mismatch"):
         cli.main(["train", "--out", str(tmp_path / "run"), "--no-progress"])
     # the same command with a user's mistake is still one line

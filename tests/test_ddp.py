@@ -14,13 +14,13 @@ import torch
 import torch.multiprocessing as mp
 from conftest import tiny_config, tiny_overrides
 
-import mxr.model
+import mxr.model.build
 from mxr.config import Config, load_config
 from mxr.engine.checkpoint import load_checkpoint
 from mxr.engine.loop import train
 from mxr.files import read_metrics
 
-_real_build_model = mxr.model.build_model
+_real_build_model = mxr.model.build.build_model
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -63,7 +63,7 @@ def _worker(rank: int, world: int, port: int, cfg: Config, out: str) -> None:
         WORLD_SIZE=str(world),
     )  # fmt: skip
     torch.set_num_threads(1)
-    mxr.model.build_model = _build_with_frozen_bn
+    mxr.model.build.build_model = _build_with_frozen_bn
     summary = train(cfg, out, progress=False, eval_split=None)
     torch.save(summary["model"].state_dict(), Path(out) / f"rank{rank}.pt")
 
@@ -76,7 +76,7 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_two_processes_agree_and_match_one_process(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mxr.model, "build_model", _build_with_frozen_bn)
+    monkeypatch.setattr(mxr.model.build, "build_model", _build_with_frozen_bn)
     steps = ["train.iterations=3", "train.warmup_iters=0", "train.checkpoint_every=100"]
     cfg2 = tiny_config(shapesx_root, [*FULL_SAMPLING, *steps, "train.batch_size=2"])
     out = tmp_path / "ddp"

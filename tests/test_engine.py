@@ -184,9 +184,9 @@ def test_stoptraining_at_the_last_iteration_finishes_the_run(
 def test_non_finite_loss_stops_naming_iteration_and_term(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mxr.model
+    import mxr.model.build
 
-    real_build = mxr.model.build_model
+    real_build = mxr.model.build.build_model
 
     def build_poisoned(model_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         model = real_build(model_cfg, *args, **kwargs)
@@ -202,7 +202,7 @@ def test_non_finite_loss_stops_naming_iteration_and_term(
         model.forward = poisoned
         return model
 
-    monkeypatch.setattr(mxr.model, "build_model", build_poisoned)
+    monkeypatch.setattr(mxr.model.build, "build_model", build_poisoned)
     cfg = tiny_config(shapesx_root, ["train.checkpoint_every=2"])
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_mask=nan"):
         train(cfg, tmp_path, progress=False, eval_split=None)
@@ -337,10 +337,10 @@ def test_build_dataset_only_reads_and_prepare_data_generates(tmp_path: Path, mon
     assert not (tmp_path / "shapesx").exists()
     prepare_data(dataclasses.replace(cfg, generate=False))
     assert not (tmp_path / "shapesx").exists()
-    import mxr.data
+    import mxr.data.shapesx
 
     asked: list[str] = []
-    monkeypatch.setattr(mxr.data, "ensure_shapesx", lambda root: asked.append(root))
+    monkeypatch.setattr(mxr.data.shapesx, "ensure_shapesx", lambda root: asked.append(root))
     prepare_data(cfg)
     assert asked == [cfg.root]
 

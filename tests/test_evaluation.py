@@ -12,10 +12,8 @@ import torch
 
 from mxr.evaluation import (
     coco_evaluate,
-    detect_and_mask_boxes,
     encode_masks,
     evaluate,
-    masks_from_boxes,
     outputs_to_coco,
 )
 from mxr.report import format_table
@@ -205,11 +203,11 @@ def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained
     assert model.training  # mode restored
     img, t = val_ds[0]
     model.eval()
-    (probs,) = masks_from_boxes(model, [img], [t["boxes"]], [t["labels"]])
+    (probs,) = model.masks_for_boxes([img], [t["boxes"]], [t["labels"]])
     assert probs.shape == (len(t["boxes"]), *img.shape[-2:])
     assert 0 <= float(probs.min()) and float(probs.max()) <= 1
     # one shared backbone pass gives the same detections and masks as the two separate calls
-    dets, (shared,) = detect_and_mask_boxes(model, [img], [t["boxes"]], [t["labels"]])
+    dets, (shared,) = model.detect_and_mask_boxes([img], [t["boxes"]], [t["labels"]])
     (ref,) = model([img])
     for k in ("boxes", "labels", "scores", "masks"):
         torch.testing.assert_close(dets[0][k], ref[k])

@@ -16,7 +16,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import FrozenBatchNorm2d
 
 import mxr.engine.loop
-import mxr.model
+import mxr.model.build
 from mxr.config import ModelConfig, TrainConfig, load_config
 from mxr.engine.checkpoint import _resume, load_checkpoint, model_from_checkpoint, set_rng_state
 from mxr.engine.data import (
@@ -205,7 +205,7 @@ def test_non_finite_guard_skips_under_amp_and_stops_after_n_in_a_row(tmp_path: P
 
 
 def _poisoned_builder(bad_calls: set[int]):  # noqa: ANN202
-    real_build = mxr.model.build_model
+    real_build = mxr.model.build.build_model
 
     def build(model_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         model = real_build(model_cfg, *args, **kwargs)
@@ -229,7 +229,7 @@ def test_amp_run_skips_a_non_finite_step_and_stops_after_the_limit(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mxr.engine.loop, "_amp_enabled", lambda tc, device: True)  # the CUDA path
-    monkeypatch.setattr(mxr.model, "build_model", _poisoned_builder({2}))
+    monkeypatch.setattr(mxr.model.build, "build_model", _poisoned_builder({2}))
     sets = ["train.iterations=3", "train.checkpoint_every=100", "train.max_nonfinite_iters=2"]
     run = train(tiny_config(shapesx_root, sets), tmp_path / "one", progress=False, eval_split=None)
     assert run["iteration"] == 3
@@ -238,7 +238,7 @@ def test_amp_run_skips_a_non_finite_step_and_stops_after_the_limit(
     assert all(torch.isfinite(v).all() for v in run["model"].state_dict().values()
                if v.is_floating_point())  # fmt: skip
 
-    monkeypatch.setattr(mxr.model, "build_model", _poisoned_builder({2, 3}))
+    monkeypatch.setattr(mxr.model.build, "build_model", _poisoned_builder({2, 3}))
     with pytest.raises(NonFiniteLossError, match=r"2 iterations in a row \(iterations 2-3"):
         train(tiny_config(shapesx_root, sets), tmp_path / "two", progress=False, eval_split=None)
 

@@ -406,7 +406,7 @@ def test_masks_for_boxes_are_the_masks_inference_gives_those_boxes():
         dets, _ = model.roi_heads(features, proposals, image_list.image_sizes)
         boxes = [d["boxes"] for d in dets]
         labels = torch.cat([d["labels"] for d in dets])
-        probs = model.roi_heads.masks_for_boxes(features, boxes, labels, image_list.image_sizes)
+        probs = model.roi_heads.roi_mask_probs(features, boxes, labels, image_list.image_sizes)
     assert sum(len(b) for b in boxes) > 0
     assert probs.shape == (len(labels), 28, 28)
     torch.testing.assert_close(probs, torch.cat([d["masks"][:, 0] for d in dets]))

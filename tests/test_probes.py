@@ -169,7 +169,6 @@ def _forced_masks(model, full: list[int], empty: list[int]) -> None:  # noqa: AN
 
 def test_member_sweep_segments_one_box_as_each_forced_class(oracle) -> None:  # noqa: ANN001
     from mxr.course.probes import member_sweep
-    from mxr.evaluation import masks_from_boxes
 
     model, val = oracle
     _forced_masks(model, full=[2], empty=[3])
@@ -180,7 +179,7 @@ def test_member_sweep_segments_one_box_as_each_forced_class(oracle) -> None:  # 
     x0, y0, x1, y1 = (int(v) for v in box.round())
     inside = (slice(y0 + 1, y1 - 1), slice(x0 + 1, x1 - 1))
     assert probs[0][inside].min() > 0.99 and probs[1].max() < 0.01  # the label decides the mask
-    one = masks_from_boxes(model, [image], [box[None]], [torch.tensor([5])])[0][0]
+    one = model.masks_for_boxes([image], [box[None]], [torch.tensor([5])])[0][0]
     torch.testing.assert_close(probs[2], one)  # the same masks as the mask branch's own
     with pytest.raises(ValueError, match="labels is empty"):
         member_sweep(model, image, box, [])

@@ -281,7 +281,7 @@ def test_run_key_counts_what_decides_the_weights(shapesx_root, tmp_path) -> None
 def test_two_names_for_one_config_share_one_run(shapesx_root, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     from conftest import tiny_config
 
-    from mxr.course.runs import run_origin, train_or_load
+    from mxr.course.runs import run_origin, runs_dir, train_or_load
     from mxr.engine.run_key import run_key
 
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
@@ -289,7 +289,7 @@ def test_two_names_for_one_config_share_one_run(shapesx_root, tmp_path, monkeypa
     first = train_or_load("a", cfg, progress=False)
     again = train_or_load("b", cfg, progress=False)
     assert run_origin(first) == "trained" and run_origin(again) == "cached"
-    assert first["out_dir"] == again["out_dir"] == tmp_path / "course" / "smoke" / run_key(cfg)[:12]
+    assert first["out_dir"] == again["out_dir"] == runs_dir() / run_key(cfg)[:12]
     assert again["eval"] == first["eval"]
     other = train_or_load("a", tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"]))
     assert other["out_dir"] != first["out_dir"] and run_origin(other) == "trained"

@@ -325,11 +325,11 @@ def test_loss_figure_plots_records_and_waits_when_empty() -> None:
 
 
 def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mxr.course
+    import mxr.course.widgets
 
     seen: dict = {}
 
-    def fake_train_or_load(name, cfg, progress=True, callback=None):
+    def fake_train_or_load(name, cfg, progress=True, callback=None, reuse=True):
         seen["name"], seen["cfg"] = name, cfg
         for it in (1, 2, 3):
             callback(it, {"iter": it, "loss": 1.0 / it, "loss_mask": 0.5})
@@ -341,7 +341,7 @@ def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch
             "cached": False,
         }
 
-    monkeypatch.setattr(mxr.course, "train_or_load", fake_train_or_load)
+    monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake_train_or_load)
     panel = training_panel()
     panel.min_plot_interval_s = 0.0
     panel.mask_head.value = "agnostic"
@@ -362,12 +362,12 @@ def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch
 
 
 def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mxr.course
+    import mxr.course.widgets
 
-    def broken(name, cfg, progress=True, callback=None):
+    def broken(name, cfg, progress=True, callback=None, reuse=True):
         raise FileNotFoundError("no data in <data/shapesx>")
 
-    monkeypatch.setattr(mxr.course, "train_or_load", broken)
+    monkeypatch.setattr(mxr.course.widgets, "train_or_load", broken)
     panel = training_panel()
     panel.train_button.click()  # the button swallows the error and shows it
     with pytest.raises(FileNotFoundError):
@@ -379,12 +379,12 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(FileNotFoundError, match="no data in"):
         panel.run()
 
-    def works(name, cfg, progress=True, callback=None):
+    def works(name, cfg, progress=True, callback=None, reuse=True):
         callback(1, {"iter": 1, "loss": 1.0})
         return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
                 "cached": False}  # fmt: skip
 
-    monkeypatch.setattr(mxr.course, "train_or_load", works)
+    monkeypatch.setattr(mxr.course.widgets, "train_or_load", works)
     panel.train_button.click()  # after the failure, the same panel trains normally
     panel.wait(timeout=60)
     assert len(panel.runs) == 1 and panel.status.value.startswith("Done:")
@@ -409,7 +409,9 @@ def test_training_panel_real_run(course_env: Path) -> None:
     assert set(log.eval) == {"A", "B", "all"}
     again = panel.run()
     assert again.cached and [r["iter"] for r in again.records] == [1, 2]
-    assert (tmp_path / "smoke" / run_name(log.choices) / "last.pt").is_file()
+    assert (
+        Path(log.out_dir).parent == tmp_path / "smoke" and (Path(log.out_dir) / "last.pt").is_file()
+    )
 
 
 def test_panel_default_and_variant_choices_are_the_course_variants() -> None:
@@ -451,11 +453,11 @@ def test_panel_sizes_logging_with_course_configs_rule(iterations: int) -> None:
 
 
 def test_panel_seed_control_sets_the_config_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mxr.course
+    import mxr.course.widgets
 
     seen: dict = {}
 
-    def fake(name, cfg, progress=True, callback=None):
+    def fake(name, cfg, progress=True, callback=None, reuse=True):
         seen["name"], seen["seed"] = name, cfg.train.seed
         callback(1, {"iter": 1, "loss": 1.0})
         return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
@@ -533,7 +535,7 @@ def test_runlog_from_variant_uses_the_course_run(
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"iter": 4, "loss": 1.5}\n')
 
-    def fake(name, cfg, progress=True, callback=None):
+    def fake(name, cfg, progress=True, callback=None, reuse=True):
         seen["name"], seen["cfg"] = name, cfg
         return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": metrics,
                 "cached": True}  # fmt: skip
@@ -600,7 +602,8 @@ def test_stop_button_stops_a_background_training_early(course_env: Path) -> None
     assert [r["iter"] for r in log.records] == [10]
     assert not panel.runs and panel.status.value.startswith("Stopped:")
     assert not panel.training and not panel.train_button.disabled and panel.stop_button.disabled
-    run_dir = tmp_path / "smoke" / run_name(log.choices)
+    run_dir = Path(log.out_dir)
+    assert run_dir.parent == tmp_path / "smoke"
     assert load_checkpoint(run_dir / "last.pt")["iteration"] == 10
     assert not (run_dir / "eval.json").exists()
 

@@ -48,14 +48,15 @@ def choices_of(variant: str) -> dict[str, Any]:
     :func:`config_from_choices` of them is the same run as ``course_config(variant)``)."""
     cfg = course_config(variant)
     m = cfg.model
-    if m.transfer_input not in TRANSFER_INPUTS or m.mask_head not in MASK_HEAD_CHOICES:
+    head = "oracle" if m.mask_head == "class" else m.mask_head  # class-specific, with B's masks
+    if m.transfer_input not in TRANSFER_INPUTS or head not in MASK_HEAD_CHOICES:
         raise UserInputError(f"variant={variant!r} is not valid; its head is not on the panel")
     choices: dict[str, Any] = {
-        "mask_head": m.mask_head,
+        "mask_head": head,
         "mlp_fusion": m.mlp_fusion,
         "protocol": "stage-wise" if cfg.train.trainable == "mask" else "end to end",
     }
-    if m.mask_head == "transfer":
+    if head == "transfer":
         structure = (m.transfer_layers, m.transfer_activation)
         choices |= {
             "transfer_input": m.transfer_input,

@@ -35,8 +35,8 @@ from mxr.evaluation import (
     InstanceIoU,
     detections,
     has_mask_of,
-    instance_masks,
     ious_by_label,
+    masks_for_true_boxes,
     mean_iou,
 )
 from mxr.files import read_metrics
@@ -82,7 +82,7 @@ def to_uint8_image(image: Tensor) -> Tensor:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _instance_masks(instances: TensorDict, n: int) -> Tensor | None:
+def _bool_masks(instances: TensorDict, n: int) -> Tensor | None:
     """Boolean ``(n, H, W)`` masks aligned with the instances (all-False where one has none)."""
     masks = instances.get("masks")
     if masks is None:
@@ -134,7 +134,7 @@ def draw_instances(
     scores = target_or_prediction.get("scores")
     if scores is not None:
         scores = scores.detach().cpu().float()
-    masks = _instance_masks(target_or_prediction, n)
+    masks = _bool_masks(target_or_prediction, n)
     colours, texts = _colours_and_texts(labels, scores, class_names, a_labels)
     if upscale > 1:
         canvas = canvas.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
@@ -888,7 +888,7 @@ def _gallery_tile(
             ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
         return
     if r.index not in cache:
-        cache[r.index] = instance_masks(model, ds, r.index)
+        cache[r.index] = masks_for_true_boxes(model, ds, r.index)
     image, target, inst, probs = cache[r.index]
     crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
     colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
@@ -955,7 +955,7 @@ def failure_figure(model: torch.nn.Module, ds: Any, cases: Sequence[InstanceIoU]
     a_labels = getattr(ds, "a_labels", None)
     fig = Figure(figsize=(1.7 * len(cases) + 0.8, 4.0))
     for col, r in enumerate(cases):
-        image, target, inst, probs = instance_masks(model, ds, r.index)
+        image, target, inst, probs = masks_for_true_boxes(model, ds, r.index)
         crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
         s = set_of(r.label, a_labels)
         k = inst.index(r.instance)

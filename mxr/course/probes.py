@@ -46,7 +46,7 @@ def neighbour_hits(w: Tensor, names: Sequence[str], b_names: Sequence[str]) -> t
 
 def detection_weights(model: nn.Module) -> dict[str, Tensor]:
     """``{"cls", "box", "cls+box"}`` -> ``(C + 1, d)`` rows of the box predictor (background first),
-    read as τ reads them (:func:`mxr.model.read_detection_weights`)."""
+    read as τ reads them (:func:`mxr.model.transfer.read_detection_weights`)."""
     box = model.roi_heads.box_predictor
     every = torch.arange(box.cls_score.weight.shape[0])
     return {k: read_detection_weights(box, every, k) for k in ("cls", "box", "cls+box")}
@@ -218,7 +218,6 @@ def member_sweep(
 ) -> Tensor:
     """One RoI segmented as each class of ``labels`` (the mask head with the labels forced):
     ``image`` ``(3, H, W)``, ``box`` XYXY ``(4,)`` -> ``(L, H, W)`` mask probabilities."""
-    from mxr.evaluation import masks_from_boxes
 
     box = torch.as_tensor(box, dtype=torch.float32).reshape(-1)
     if box.numel() != 4:
@@ -227,7 +226,7 @@ def member_sweep(
     if labels.numel() == 0:
         raise ValueError("member_sweep: labels is empty; expected at least one class label")
     model.eval()
-    return masks_from_boxes(model, [image], [box.expand(len(labels), 4).clone()], [labels])[0]
+    return model.masks_for_boxes([image], [box.expand(len(labels), 4).clone()], [labels])[0]
 
 
 @torch.no_grad()
@@ -245,7 +244,7 @@ def member_sweep_ious(
 
     Returns ``[{"index", "instance", "class", "own", "neighbours": [IoU per member]}]``.
     """
-    from mxr.evaluation import mask_instances, mask_iou, masks_from_boxes
+    from mxr.evaluation import instances_with_mask, mask_iou
 
     _, b, adjacent = _class_sets(names, b_names)
     adjacent_of = dict(zip(b, adjacent, strict=True))
@@ -255,7 +254,7 @@ def member_sweep_ious(
         image, target = dataset[int(index)]
         labels = target["labels"].tolist()
         found = [
-            (row, i) for row, i in enumerate(mask_instances(target)) if labels[i] in adjacent_of
+            (row, i) for row, i in enumerate(instances_with_mask(target)) if labels[i] in adjacent_of
         ]
         if not found:
             continue
@@ -263,7 +262,7 @@ def member_sweep_ious(
         boxes = torch.cat(
             [target["boxes"][i].expand(len(s), 4) for (_, i), s in zip(found, sweeps, strict=True)]
         )
-        probs = masks_from_boxes(model, [image], [boxes], [torch.tensor(sum(sweeps, []))])[0]
+        probs = model.masks_for_boxes([image], [boxes], [torch.tensor(sum(sweeps, []))])[0]
         chunks = probs.split([len(s) for s in sweeps])
         for (row, i), sweep, p in zip(found, sweeps, chunks, strict=True):
             gt = target["masks"][row].bool().expand(len(sweep), -1, -1)

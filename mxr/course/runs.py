@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,12 @@ def run_dir(cfg: Config) -> Path:
 
 
 def train_or_load(
-    name: str, cfg: Config, *, progress: bool = True, callback=None
+    name: str, cfg: Config, *, progress: bool = True, callback=None, reuse: bool = True
 ) -> dict[str, Any]:
     """``cfg``'s run, trained into :func:`run_dir` unless a finished one is there (``name`` labels
     it in messages). A stopped run resumes where it stopped. A stage-wise run of the course's
-    detector (:func:`detector_checkpoint`) trains that detector first.
+    detector (:func:`detector_checkpoint`) trains that detector first. ``reuse=False`` deletes
+    the run's folder first and trains it again.
 
     Returns ``{"model", "eval", "out_dir", "metrics", "cached"}``; the model, in eval mode, comes
     from the checkpoint, whether this call trained it or found it.
@@ -144,6 +146,8 @@ def train_or_load(
             f"detector-seed{seed}", course_config("detector", seed=seed), progress=progress
         )
     out = run_dir(cfg)
+    if not reuse:
+        shutil.rmtree(out, ignore_errors=True)
     evaluation = read_json_or_none(out / "eval.json")  # None: not evaluated, or cut short
     cached = evaluation is not None and (out / "last.pt").is_file()
     if not cached:

@@ -1,4 +1,4 @@
-"""ipywidgets front-ends over pure functions (here or in :mod:`mxr.course.viz`, each tested) that
+"""ipywidgets front-ends over pure functions (in :mod:`mxr.course.figures` and :mod:`mxr.course.analysis`, each tested) that
 return data, an image or a Figure. An error inside an ipywidgets callback shows only in the widget's
 output area (nbval cannot see it), so the callbacks stay a few lines long."""
 
@@ -32,8 +32,8 @@ from mxr.course.figures import (
     render_sample,
     threshold_figure,
 )
-from mxr.course.runs import course_config, run_origin, train_or_load
-from mxr.evaluation import detections, mask_instances
+from mxr.course.runs import course_config, run_dir, run_origin, train_or_load
+from mxr.evaluation import detections, instances_with_mask
 from mxr.files import read_metrics
 from mxr.report import (
     SET_COLOURS,
@@ -52,7 +52,7 @@ def sample_summary(ds: Any, index: int, class_names: Sequence[str] | None = None
     (``+mask`` where the dataset gives its mask)."""
     _, target, names = dataset_item(ds, index, class_names)
     a_labels = getattr(ds, "a_labels", None)
-    masked = set(mask_instances(target)) if "masks" in target else set()
+    masked = set(instances_with_mask(target)) if "masks" in target else set()
     sets = [set_of(x, a_labels) for x in target["labels"].tolist()]
     parts = [
         f"{names[x] if 0 <= x < len(names) else x} [{s}]" + ("+mask" if i in masked else "")
@@ -238,16 +238,11 @@ def train_choices(
     """Train (or reload, when ``reuse`` and a finished run exists) the model ``choices`` describe;
     ``on_record(log)`` after each logged iteration. When ``should_stop()`` is true there, training
     stops (checkpoint saved, not evaluated: ``eval`` ``None``, ``stopped_at`` its iteration)."""
-    import shutil
-
-    from mxr.course.runs import runs_dir, train_or_load
     from mxr.engine.loop import StopTraining
 
     c = checked_choices(choices)
     log = log if log is not None else RunLog(choices=c)
-    name = run_name(c)
-    if not reuse and (runs_dir() / name).exists():
-        shutil.rmtree(runs_dir() / name)
+    name, cfg = run_name(c), config_from_choices(c)
 
     def callback(iteration: int, record: dict[str, Any]) -> None:
         log.add(iteration, record)
@@ -258,9 +253,9 @@ def train_choices(
 
     t0 = time.perf_counter()
     try:
-        result = train_or_load(name, config_from_choices(c), progress=False, callback=callback)
+        result = train_or_load(name, cfg, progress=False, callback=callback, reuse=reuse)
     except StopTraining:
-        log.out_dir = str(runs_dir() / name)
+        log.out_dir = str(run_dir(cfg))
         log.stopped_at = log.records[-1]["iter"] if log.records else 0
         result = None
     log.seconds = time.perf_counter() - t0

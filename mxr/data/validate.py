@@ -1,6 +1,6 @@
 """The rules a COCO annotation file must follow: one set, for the loader and ``mxr data check``.
 
-The loader (:class:`mxr.data.CocoInstances`) raises the first problem, :func:`validate_dataset`
+The loader (:class:`mxr.data.coco.CocoInstances`) raises the first problem, :func:`validate_dataset`
 reports them all: with the same ``split`` and ``masks``, the check passes exactly when loading does.
 """
 
@@ -141,7 +141,7 @@ def validate_dataset(
     root: str | Path | None = None,
 ) -> ValidationReport:
     """Check ``ann_file`` (and the images in ``image_dir`` unless ``None``) by the loader's rules,
-    ``split``, ``masks``, ``root`` as :class:`mxr.data.CocoInstances` takes them. Never raises."""
+    ``split``, ``masks``, ``root`` as :class:`mxr.data.coco.CocoInstances` takes them. Never raises."""
     try:
         data = read_coco_json(ann_file)
     except (FileNotFoundError, ValueError) as e:

@@ -116,7 +116,7 @@ def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
     if given is None:
         raise ValueError(
             f"model.transfer_input={cfg.transfer_input!r} needs the class embedding tensor "
-            f"(C, E); load it with mxr.engine.class_embedding_for (file: {cfg.class_embedding})"
+            f"(C, E); load it with mxr.engine.data.class_embedding_for (file: {cfg.class_embedding})"
         )
     if given.ndim != 2 or given.shape[0] != cfg.num_classes:
         raise ValueError(
@@ -226,7 +226,7 @@ class MaskXRCNN(MaskRCNN):
             detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
             detections = self.transform.postprocess(detections, image_list.image_sizes, sizes)
         classes = torch.cat(list(labels)) if len(labels) else torch.zeros(0, dtype=torch.int64)
-        probs = self.roi_heads.masks_for_boxes(
+        probs = self.roi_heads.roi_mask_probs(
             features, [t["boxes"] for t in targets_t], classes, image_list.image_sizes
         )
         per_image = zip(

@@ -16,7 +16,7 @@ from mxr.model.heads import MaskPredictor
 from mxr.model.transfer import TRANSFER_INPUT_PARTS, read_detection_weights, uses_embedding
 
 
-def mask_rows_of_instances(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
+def mask_row_per_instance(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
     """For each instance of a target, the row of ``masks`` holding its mask: ``(N,)`` int64, -1
     where it has none or its class is not in set A (``mask_classes`` ``(A,)``)."""
     labels = target["labels"]
@@ -108,7 +108,7 @@ class MaskXRoIHeads(RoIHeads):
         reader = self.read_w_det if self.mask_predictor.uses_detection_weights else None
         return self.mask_predictor(x, classes, reader)
 
-    def masks_for_boxes(
+    def roi_mask_probs(
         self, features: dict[str, Tensor], boxes: list[Tensor], labels: Tensor, image_shapes
     ) -> Tensor:
         """Mask probabilities ``(R, 28, 28)`` for given boxes (per transformed image ``(R_i, 4)``
@@ -166,7 +166,7 @@ class MaskXRoIHeads(RoIHeads):
         mask_boxes, mask_rows, mask_classes = [], [], []
         per_image = zip(proposals, matched_idxs, labels, targets, strict=True)
         for props, matched, lab, target in per_image:
-            rows = mask_rows_of_instances(target, self.mask_classes)
+            rows = mask_row_per_instance(target, self.mask_classes)
             # an image without instances: every RoI is background (matched is clamped to 0)
             row = rows[matched] if rows.numel() else torch.full_like(matched, -1)
             keep = (lab > 0) & (row >= 0)
