@@ -300,7 +300,7 @@ def headline(
 
 
 def stagewise_targets(per_seed: dict[str, Any], row: str, control: str) -> dict[str, Any] | None:
-    """Issue 25's targets for ``row`` against ``control`` on set B, seeds paired (one shared
+    """The stage-wise targets for ``row`` against ``control`` on set B, seeds paired (one shared
     detector per seed): on AP75 a gain on every seed with a mean above twice its sample std; on
     AP a mean gain not below 0; on mIoU (given true boxes) the per-seed gains, and whether ``row``
     is above on every seed (the stretch). ``None`` when a row lacks values."""

@@ -29,9 +29,7 @@ from torch import Tensor, nn
 
 from mxr.data.coco import encode_rle
 from mxr.engine.dist import DistInfo, gather_to_main
-
-# format_table and the set/statistic names live in mxr.report; re-exported here for old imports
-from mxr.report import SETS, STAT_NAMES, TASKS, format_table  # noqa: F401
+from mxr.report import STAT_NAMES, TASKS
 
 
 # --- model outputs -> COCO results ----------------------------------------------------------------

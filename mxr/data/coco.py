@@ -17,16 +17,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-from mxr.data.splits import (
-    VOC_CAT_IDS,  # noqa: F401
-    VOC_CAT_NAMES,  # noqa: F401
-    random_split_text,
-    resolve_split,  # noqa: F401
-    split_root,  # noqa: F401
-)
+from mxr.data.splits import random_split_text
 from mxr.data.validate import check_coco_data, read_coco_json, segmentation_problem
-
-# The A/B split and the VOC class list live in mxr.data.splits; re-exported here, their older home.
 from mxr.errors import MissingFileError, UserInputError
 
 
