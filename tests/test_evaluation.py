@@ -198,7 +198,7 @@ def test_format_table_has_a_row_per_set_and_task(val_ds) -> None:  # noqa: ANN00
 
 
 def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained_run) -> None:  # noqa: ANN001
-    model = trained_run["model"]
+    model = trained_run.model
     res = evaluate(model, val_ds, batch_size=3, progress=False, mask_iou=True)
     assert set(res) == {"A", "B", "all"}
     assert all(0 <= res[s]["mask_iou"]["mIoU"] <= 100 for s in res)
@@ -222,7 +222,7 @@ def test_eval_mask_iou_is_the_mean_of_the_per_instance_ious(val_ds, trained_run)
     come from one rule: the same masks for the true boxes, scored by one mask_iou."""
     from mxr.evaluation import instance_ious, mean_iou
 
-    model = trained_run["model"]
+    model = trained_run.model
     res = evaluate(model, val_ds, batch_size=1, progress=False, mask_iou=True)
     ious = instance_ious(model, val_ds)
     assert ious and all(0.0 <= r.iou <= 1.0 for r in ious)
@@ -239,7 +239,7 @@ def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, caps
     from mxr.__main__ import main
 
     ckpt = tmp_path / "last.pt"
-    shutil.copy(trained_run["checkpoint"], ckpt)
+    shutil.copy(trained_run.checkpoint, ckpt)
     assert main(["eval", "--checkpoint", str(ckpt), "--split", "test", "--no-progress"]) == 0
     assert "| A | mask |" in capsys.readouterr().out
     res = json.loads((tmp_path / "eval_test.json").read_text())  # the val eval.json is kept apart

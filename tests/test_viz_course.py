@@ -27,6 +27,7 @@ from mxr.course.viz import (  # noqa: E402
     plot_rpn_targets,
     plot_weight_pca,
 )
+from mxr.engine.loop import TrainResult  # noqa: E402
 
 IMAGE = torch.rand(3, 32, 32)
 
@@ -190,13 +191,13 @@ def test_a_cached_run_is_reused_only_for_the_same_model_data_and_train() -> None
     assert not same_run_config(older, zero_init)
 
 
-def _ablation_twin(trained_run: dict, ablation: Path) -> Path:
+def _ablation_twin(trained_run: TrainResult, ablation: Path) -> Path:
     """A copy of the session's finished ``trained_run`` laid out as an ablation run
     (``<ablation>/agnostic/seed0`` with its ``result.json``): a twin of ``tiny_config(root)``."""
     import shutil
 
     twin = ablation / "agnostic" / "seed0"
-    shutil.copytree(trained_run["out_dir"], twin)
+    shutil.copytree(trained_run.out_dir, twin)
     (twin / "result.json").write_text("{}")
     return twin
 

@@ -45,6 +45,7 @@ from mxr.course.widgets import (  # noqa: E402
     training_panel,
 )
 from mxr.data import CocoInstances  # noqa: E402
+from mxr.engine.loop import TrainResult  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -531,9 +532,9 @@ def val_all(shapesx_root: Path) -> CocoInstances:
 
 
 def test_instance_ious_cover_every_masked_instance(
-    trained_run: dict, val_all: CocoInstances
+    trained_run: TrainResult, val_all: CocoInstances
 ) -> None:
-    model = trained_run["model"].cpu().eval()
+    model = trained_run.model.cpu().eval()
     rs = instance_ious(model, val_all)
     n = sum(len(val_all[i][1]["labels"]) for i in range(len(val_all)))
     assert len(rs) == n and all(0.0 <= r.iou <= 1.0 and 0.0 < r.box_iou <= 1.0 for r in rs)
@@ -544,8 +545,10 @@ def test_instance_ious_cover_every_masked_instance(
     assert len(fails.axes) == 6 and "IoU" in fails.axes[0].get_title()
 
 
-def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoInstances) -> None:
-    model = trained_run["model"].cpu().eval()
+def test_compare_models_and_threshold_viewer(
+    trained_run: TrainResult, val_all: CocoInstances
+) -> None:
+    model = trained_run.model.cpu().eval()
     fig = compare_models({"a": model, "b": model}, val_all, [0, 1], score_thresh=0.0)
     assert len(fig.axes) == 2 * 3
     assert [ax.get_title() for ax in fig.axes[:3]] == ["ground truth", "a", "b"]
@@ -588,11 +591,11 @@ def test_gallery_instances_first_per_class_in_order() -> None:
 
 
 def test_model_gallery_shows_the_same_instances_per_model(
-    trained_run: dict, val_all: CocoInstances
+    trained_run: TrainResult, val_all: CocoInstances
 ) -> None:
     from mxr.course.widgets import model_gallery
 
-    model = trained_run["model"].cpu().eval()
+    model = trained_run.model.cpu().eval()
     rs = instance_ious(model, val_all)
     labels = sorted({r.label for r in rs})[:2]
     fig = model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs})

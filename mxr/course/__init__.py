@@ -325,9 +325,9 @@ def train_or_load(
     return {
         # from the checkpoint, as a cached run is: a whole model (a stage-2 run's detector unfrozen)
         "model": model_from_checkpoint(out / "last.pt"),
-        "eval": result["eval"],
+        "eval": result.eval,
         "out_dir": out,
-        "metrics": Path(result["metrics"]),
+        "metrics": result.metrics,
         "cached": False,
         "adopted": twin is not None,
     }
