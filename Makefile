@@ -34,7 +34,7 @@ endif
 
 ## make data: generate the ShapesX dataset if it is missing
 data: venv
-	$(PY) -c "from mxr.data import ensure_shapesx; ensure_shapesx('$(DATA)')"
+	$(PY) -c "from mxr.data.shapesx import ensure_shapesx; ensure_shapesx('$(DATA)')"
 
 ## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
 ## then every notebook in full mode, in place

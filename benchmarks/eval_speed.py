@@ -63,11 +63,11 @@ def main() -> None:
                  f"train.iterations={args.train_iters}", f"train.checkpoint_every={args.train_iters}"],
             )  # fmt: skip
             summary = train(cfg, Path(tmp) / "run", progress=False, eval_split=None)
-            model = summary["model"].eval()
+            model = summary.model.eval()
             what = f"{Path(args.config).stem}, trained {args.train_iters} iterations"
             print(
                 f"train: {args.train_iters} iterations of {cfg.train.batch_size} images in "
-                f"{summary['train_time_s']:.0f} s, median step {summary['step_time_s']:.3f} s"
+                f"{summary.train_time_s:.0f} s, median step {summary.step_time_s:.3f} s"
             )
         val = build_dataset(cfg.data, "val")
         with torch.no_grad():

@@ -60,7 +60,7 @@ check_frozen() {
   "$PY" - "$1" "$2" <<'EOF'
 import sys
 import torch
-from mxr.engine import load_checkpoint, model_from_checkpoint
+from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from mxr.engine.stagewise import file_sha256
 detector_path, stage2_path = sys.argv[1:3]
 detector, stage2 = load_checkpoint(detector_path), load_checkpoint(stage2_path)
@@ -190,7 +190,8 @@ echo "== 4. GPU-safety paths of the COCO recipe on one GPU (AMP): float32 propos
 echo "      layout from a weights file, --resume on CUDA, mxr eval without that file"
 "$PY" - <<'EOF'
 import torch
-from mxr import ModelConfig, build_model
+from mxr.config import ModelConfig
+from mxr.model.build import build_model
 from mxr.model.backbone import NO_WEIGHTS
 cfg = ModelConfig(num_classes=81, mask_classes=tuple(range(1, 21)), backbone="resnet50_fpn",
                   backbone_weights=NO_WEIGHTS, min_size=800, max_size=1333)

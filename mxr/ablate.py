@@ -694,7 +694,7 @@ def _train_one(run_dir: Path, key: dict[str, Any], seed: int, progress: bool) ->
     )
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, resume=True, progress=progress, eval_split=key["split"])
-    result = {**key, "eval": summary["eval"], "wall_s": time.perf_counter() - t0}
+    result = {**key, "eval": summary.eval, "wall_s": time.perf_counter() - t0}
     write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
     return result
 

@@ -149,9 +149,9 @@ def _run_train(args: argparse.Namespace) -> int:
                                eval_split=None if args.no_eval else "val")  # fmt: skip
     except KeyboardInterrupt:
         return 130
-    if summary["eval"] is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(format_table(summary["eval"]))
-        print(f"wrote {summary['eval_path']}", file=sys.stderr)
+    if summary.eval is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(format_table(summary.eval))
+        print(f"wrote {summary.eval_path}", file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mxr.config import Config, load_config
+from mxr.engine.loop import TrainResult
 
 TINY_MODEL = [
     "model.backbone=tiny",
@@ -93,8 +94,8 @@ def shapesx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_run(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One finished 4-iteration training run (with its final evaluation); its ``train`` summary."""
+def trained_run(shapesx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """One finished 4-iteration training run (with its final evaluation): what ``train`` returns."""
     from mxr.engine.loop import train
 
     out = tmp_path_factory.mktemp("run")

@@ -79,7 +79,11 @@ def lab(tmp_path: Path):
     # The course data is set-up, not what this test checks: generate it first, so that the notebook
     # does not show the generator's progress bar (stderr) on a fresh clone.
     subprocess.run(
-        [sys.executable, "-c", "from mxr.course.runs import ensure_course_data; ensure_course_data()"],
+        [
+            sys.executable,
+            "-c",
+            "from mxr.course.runs import ensure_course_data; ensure_course_data()",
+        ],
         env=env,
         check=True,
         capture_output=True,

@@ -208,16 +208,16 @@ def test_short_glove_training_and_eval_on_real_coco(
     cfg = load_config(CONFIGS / "voc2nonvoc_glove_mlp.yaml", _real_overrides(coco_sample))
     assert not (coco_sample / cfg.model.class_embedding).exists()  # found in the repository
     result = train(cfg, tmp_path / "run", progress=False, eval_split=None)
-    losses = [r for r in read_metrics(result["metrics"]) if "loss" in r]
+    losses = [r for r in read_metrics(result.metrics) if "loss" in r]
     assert len(losses) == 3 and all(np.isfinite(r["loss_mask"]) for r in losses)
     # τ read the GloVe rows of the dataset's labels; they travel in the checkpoint.
-    stored = torch.load(result["checkpoint"], weights_only=True)["model"]
+    stored = torch.load(result.checkpoint, weights_only=True)["model"]
     names = GLOVE_NAMES.read_text().splitlines()
     expected = load_class_embedding(GLOVE, ["__background__", *names])
     assert torch.equal(stored["roi_heads.class_embedding"], expected)
     eval_json = tmp_path / "eval.json"
-    args = ["eval", "--checkpoint", result["checkpoint"], "--split", "val", "--out", str(eval_json)]
-    assert main([*args, "--no-progress", "--no-mask-iou"]) == 0
+    args = ["eval", "--checkpoint", str(result.checkpoint), "--split", "val"]
+    assert main([*args, "--out", str(eval_json), "--no-progress", "--no-mask-iou"]) == 0
     printed = capsys.readouterr().out
     assert "val: 80 images" in printed
     scores = json.loads(eval_json.read_text())

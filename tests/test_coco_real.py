@@ -22,6 +22,7 @@ from mxr.config import load_config
 from mxr.data.coco import CocoInstances
 from mxr.data.splits import VOC_CAT_IDS
 from mxr.data.validate import validate_dataset
+from mxr.engine.loop import TrainResult
 from mxr.evaluation import coco_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,12 +240,14 @@ def _real_overrides(root: Path, iterations: int = 3) -> list[str]:
     ]
 
 
-def _stored_model(result: dict) -> dict:
+def _stored_model(result: TrainResult) -> dict:
     """The model section of the config a run stored."""
-    return yaml.safe_load(Path(result["config"]).read_text())["model"]
+    return yaml.safe_load(result.config.read_text())["model"]
 
 
-def _train_and_eval(root: Path, out: Path, extra: list[str], capsys: pytest.CaptureFixture) -> dict:
+def _train_and_eval(
+    root: Path, out: Path, extra: list[str], capsys: pytest.CaptureFixture
+) -> TrainResult:
     from mxr.engine.loop import train
     from mxr.files import read_metrics
 
@@ -254,7 +257,7 @@ def _train_and_eval(root: Path, out: Path, extra: list[str], capsys: pytest.Capt
     assert cfg.data.split == "voc" and cfg.data.train_masks == "A"  # the paper's setting, kept
     assert cfg.model.mask_head == "transfer" and cfg.model.mlp_fusion
     result = train(cfg, out, progress=False, eval_split=None)  # scored below by `mxr eval`
-    losses = [r for r in read_metrics(result["metrics"]) if "loss" in r]
+    losses = [r for r in read_metrics(result.metrics) if "loss" in r]
     assert len(losses) == 3
     for record in losses:
         for k, v in record.items():
@@ -268,7 +271,7 @@ def _train_and_eval(root: Path, out: Path, extra: list[str], capsys: pytest.Capt
             [
                 "eval",
                 "--checkpoint",
-                result["checkpoint"],
+                str(result.checkpoint),
                 "--split",
                 "val",
                 "--out",

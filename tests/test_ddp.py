@@ -14,13 +14,13 @@ import torch
 import torch.multiprocessing as mp
 from conftest import tiny_config, tiny_overrides
 
-import mxr.model.build
+import mxr.engine.loop
 from mxr.config import Config, load_config
 from mxr.engine.checkpoint import load_checkpoint
 from mxr.engine.loop import train
 from mxr.files import read_metrics
 
-_real_build_model = mxr.model.build.build_model
+_real_build_model = mxr.engine.loop.build_model
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -63,9 +63,9 @@ def _worker(rank: int, world: int, port: int, cfg: Config, out: str) -> None:
         WORLD_SIZE=str(world),
     )  # fmt: skip
     torch.set_num_threads(1)
-    mxr.model.build.build_model = _build_with_frozen_bn
+    mxr.engine.loop.build_model = _build_with_frozen_bn
     summary = train(cfg, out, progress=False, eval_split=None)
-    torch.save(summary["model"].state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.save(summary.model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
 def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -76,7 +76,7 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def test_two_processes_agree_and_match_one_process(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mxr.model.build, "build_model", _build_with_frozen_bn)
+    monkeypatch.setattr(mxr.engine.loop, "build_model", _build_with_frozen_bn)
     steps = ["train.iterations=3", "train.warmup_iters=0", "train.checkpoint_every=100"]
     cfg2 = tiny_config(shapesx_root, [*FULL_SAMPLING, *steps, "train.batch_size=2"])
     out = tmp_path / "ddp"
@@ -98,14 +98,14 @@ def test_two_processes_agree_and_match_one_process(
         tiny_config(shapesx_root, [*FULL_SAMPLING, *steps, "train.batch_size=4"]),
         tmp_path / "single", progress=False, eval_split=None,
     )  # fmt: skip
-    s = single["model"].state_dict()
+    s = single.model.state_dict()
     # The weights before the first step: built from the run's saved config (construction is seeded
     # by model.init_seed), not trained for a step at lr=0 as a fourth run.
     init = _build_with_frozen_bn(load_config(out / "config.yaml").model).state_dict()
     other = train(  # a control: the same job on other images (another sampling seed)
         tiny_config(shapesx_root, [*FULL_SAMPLING, *steps, "train.batch_size=4", "train.seed=1"]),
         tmp_path / "other", progress=False, eval_split=None,
-    )["model"].state_dict()  # fmt: skip
+    ).model.state_dict()  # fmt: skip
     update, gap, control = _distance(s, init), _distance(s, r0), _distance(s, other)
     print(
         f"|update| {update:.4g}  |DDP - single| {gap:.4g}  |other batches - single| {control:.4g}"
@@ -182,7 +182,7 @@ def _b_only_worker(rank: int, world: int, port: int, cfg: Config, out: str) -> N
     mxr.evaluation.predict, mxr.evaluation.score_predictions = predict, score_predictions
     mxr.engine.loop.write_text_atomic = write_text_atomic
     summary = train(cfg, out, progress=False, eval_split="val")  # BatchNorm of its own per rank
-    torch.save(summary["model"].state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.save(summary.model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 
 def test_b_only_rank_trains_and_final_evaluation_is_sharded(

@@ -215,7 +215,7 @@ def test_engine_reads_the_file_relative_to_data_root_and_checkpoint_is_self_cont
     (root / "annotations" / "class_embedding.json").unlink()  # evaluation elsewhere: no file
     model = model_from_checkpoint(tmp_path / "run" / "last.pt")
     assert torch.equal(model.roi_heads.class_embedding, stored)
-    assert summary["iteration"] == 2 and summary["eval"] is None  # eval_split=None
+    assert summary.iteration == 2 and summary.eval is None  # eval_split=None
     rebuilt = build_model(model.config, class_embedding=stored)
     rebuilt.load_state_dict(ckpt["model"])
     assert config_to_dict(config)["model"]["class_embedding"] == "annotations/class_embedding.json"

@@ -15,7 +15,14 @@ from conftest import EpochIndices, stop_at_replace, tiny_config, tiny_overrides
 from mxr.config import TrainConfig, config_from_dict, load_config
 from mxr.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mxr.engine.data import batch_indices
-from mxr.engine.loop import LOSS_TERMS, NonFiniteLossError, StopTraining, lr_factor, train
+from mxr.engine.loop import (
+    LOSS_TERMS,
+    NonFiniteLossError,
+    StopTraining,
+    TrainResult,
+    lr_factor,
+    train,
+)
 from mxr.files import read_metrics
 
 
@@ -45,12 +52,12 @@ def test_batches_depend_only_on_seed_epoch_and_cover_each_epoch_once() -> None:
 
 
 def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
-    from mxr.engine.data import _iterate_batches
+    from mxr.engine.data import iterate_batches
     from mxr.engine.dist import DistInfo
 
     def run(rank: int, world: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
-        it = _iterate_batches(EpochIndices(10), start=start, stop=stop, batch_size=2,
-                              info=DistInfo(rank, world), seed=5, num_workers=0)  # fmt: skip
+        it = iterate_batches(EpochIndices(10), start=start, stop=stop, batch_size=2,
+                             info=DistInfo(rank, world), seed=5, num_workers=0)  # fmt: skip
         return [(i, [int(x) for x in ims], int(t[0]["epoch"])) for i, ims, t in it]
 
     r0, r1 = run(0, 2, 0, 5), run(1, 2, 0, 5)
@@ -60,8 +67,8 @@ def test_ranks_split_each_global_batch_and_resume_mid_epoch() -> None:
     assert run(0, 2, 3, 5) == r0[3:]  # starting mid-stream gives the same batches
 
 
-def test_train_writes_metrics_checkpoint_config_and_eval(trained_run: dict) -> None:
-    out = Path(trained_run["out_dir"])
+def test_train_writes_metrics_checkpoint_config_and_eval(trained_run: TrainResult) -> None:
+    out = trained_run.out_dir
     records = read_metrics(out / "metrics.jsonl")
     assert [r["iter"] for r in records] == [1, 2, 3, 4]
     for r in records:
@@ -106,7 +113,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(shapesx_root: Path, tmp_pa
     with (part / "metrics.jsonl").open("a") as f:  # a kill mid-write leaves a line cut short
         f.write('{"iter": 4, "lr": 0.0')
     summary = train(cfg, part, resume=True, progress=False, eval_split=None)
-    assert summary["iteration"] == 6
+    assert summary.iteration == 6
 
     a, b = _weights(full / "last.pt"), _weights(part / "last.pt")
     assert a.keys() == b.keys()
@@ -163,7 +170,7 @@ def test_a_callback_stops_training_with_stoptraining_from_a_thread(
     assert not (tmp_path / "eval.json").exists()  # stopped: not evaluated
     assert signal.getsignal(signal.SIGINT) is before  # a thread installs no handler
     summary = train(cfg, tmp_path, resume=True, progress=False, eval_split=None)
-    assert summary["iteration"] == 6  # the saved checkpoint continues
+    assert summary.iteration == 6  # the saved checkpoint continues
 
 
 def test_stoptraining_at_the_last_iteration_finishes_the_run(
@@ -178,15 +185,15 @@ def test_stoptraining_at_the_last_iteration_finishes_the_run(
         train(cfg, tmp_path / "early", progress=False, eval_split=None, callback=stop)
     one = tiny_config(shapesx_root, ["train.iterations=1"])
     summary = train(one, tmp_path / "last", progress=False, eval_split=None, callback=stop)
-    assert summary["iteration"] == 1  # nothing left to stop: the run simply finished
+    assert summary.iteration == 1  # nothing left to stop: the run simply finished
 
 
 def test_non_finite_loss_stops_naming_iteration_and_term(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mxr.model.build
+    import mxr.engine.loop
 
-    real_build = mxr.model.build.build_model
+    real_build = mxr.engine.loop.build_model
 
     def build_poisoned(model_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         model = real_build(model_cfg, *args, **kwargs)
@@ -202,7 +209,7 @@ def test_non_finite_loss_stops_naming_iteration_and_term(
         model.forward = poisoned
         return model
 
-    monkeypatch.setattr(mxr.model.build, "build_model", build_poisoned)
+    monkeypatch.setattr(mxr.engine.loop, "build_model", build_poisoned)
     cfg = tiny_config(shapesx_root, ["train.checkpoint_every=2"])
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_mask=nan"):
         train(cfg, tmp_path, progress=False, eval_split=None)
@@ -235,11 +242,11 @@ def test_a_stop_while_writing_eval_json_leaves_the_old_file_whole(
 
 
 def test_resume_rejects_a_different_model(
-    trained_run: dict, shapesx_root: Path, tmp_path: Path
+    trained_run: TrainResult, shapesx_root: Path, tmp_path: Path
 ) -> None:
     import shutil
 
-    shutil.copy(Path(trained_run["out_dir"]) / "last.pt", tmp_path / "last.pt")
+    shutil.copy(trained_run.checkpoint, tmp_path / "last.pt")
     cfg = tiny_config(shapesx_root, ["model.mask_head=agnostic", "train.iterations=5"])
     with pytest.raises(ValueError, match="model.mask_head"):
         train(cfg, tmp_path, resume=True, progress=False, eval_split=None)

@@ -196,7 +196,7 @@ def test_format_table_has_a_row_per_set_and_task(val_ds) -> None:  # noqa: ANN00
 
 
 def test_evaluate_runs_a_model_and_measures_mask_iou_given_boxes(val_ds, trained_run) -> None:  # noqa: ANN001
-    model = trained_run["model"].train()  # the session's model: other tests leave it in eval mode
+    model = trained_run.model.train()  # the session's model: other tests leave it in eval mode
     res = evaluate(model, val_ds, batch_size=3, progress=False, mask_iou=True)
     assert set(res) == {"A", "B", "all"}
     assert all(0 <= res[s]["mask_iou"]["mIoU"] <= 100 for s in res)
@@ -326,7 +326,7 @@ def test_cli_eval_prints_table_and_writes_json(trained_run, tmp_path: Path, caps
     from mxr.cli import main
 
     ckpt = tmp_path / "last.pt"
-    shutil.copy(trained_run["checkpoint"], ckpt)
+    shutil.copy(trained_run.checkpoint, ckpt)
     assert main(["eval", "--checkpoint", str(ckpt), "--split", "test", "--no-progress"]) == 0
     assert "| A | mask |" in capsys.readouterr().out
     res = json.loads((tmp_path / "eval_test.json").read_text())  # the val eval.json is kept apart

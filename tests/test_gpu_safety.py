@@ -16,20 +16,26 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import FrozenBatchNorm2d
 
 import mxr.engine.loop
-import mxr.model.build
 from mxr.config import ModelConfig, TrainConfig, load_config
-from mxr.engine.checkpoint import _resume, load_checkpoint, model_from_checkpoint, set_rng_state
+from mxr.engine.checkpoint import (
+    Checkpointer,
+    TrainParts,
+    load_checkpoint,
+    model_from_checkpoint,
+    set_rng_state,
+)
 from mxr.engine.data import (
-    _iterate_batches,
     batch_indices,
     build_dataset,
     epoch_batches,
+    iterate_batches,
     orientation_groups,
 )
 from mxr.engine.dist import DistInfo
 from mxr.engine.loop import (
+    NonFiniteGuard,
     NonFiniteLossError,
-    _NonFiniteGuard,
+    TrainResult,
     build_optimizer,
     build_scheduler,
     lr_factor,
@@ -51,11 +57,11 @@ def _model_cfg(**kw) -> ModelConfig:
 
 # ---- 1. --resume restores onto a non-CPU model --------------------------------------------------
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
-def test_resume_restores_rng_and_state_onto_a_non_cpu_model(trained_run: dict) -> None:
+def test_resume_restores_rng_and_state_onto_a_non_cpu_model(trained_run: TrainResult) -> None:
     # The session's finished 4-iteration run (conftest.trained_run): only read, never written.
-    ckpt_path = Path(trained_run["out_dir"]) / "last.pt"
+    ckpt_path = trained_run.checkpoint
     saved = load_checkpoint(ckpt_path)
-    cfg = load_config(Path(trained_run["out_dir"]) / "config.yaml")  # num_classes etc. filled in
+    cfg = load_config(trained_run.config)  # num_classes etc. filled in
 
     # What a CUDA run did: the file mapped to the training device. RNG states then break.
     off_cpu = load_checkpoint(ckpt_path, map_location="meta")
@@ -68,7 +74,8 @@ def test_resume_restores_rng_and_state_onto_a_non_cpu_model(trained_run: dict) -
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     torch.manual_seed(12345)
-    start = _resume(ckpt_path, cfg, model, optimizer, scheduler, scaler, DistInfo())
+    parts = TrainParts(model, optimizer, scheduler, scaler, amp=False)
+    start = Checkpointer(ckpt_path, cfg, DistInfo(), parts).restore()
     assert start == saved["iteration"] == 4
     assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])  # restored from CPU tensors
     state = next(iter(optimizer.state.values()))
@@ -88,8 +95,8 @@ def test_checkpoint_evaluates_where_the_backbone_weights_file_is_gone(
     weights.unlink()  # another machine: the file is not there
     with pytest.raises(FileNotFoundError, match="imagenet_tiny.pth"):
         build_model(load_config(tmp_path / "run" / "config.yaml").model)  # what it did before
-    model = model_from_checkpoint(run["checkpoint"])
-    trained = run["model"].state_dict()
+    model = model_from_checkpoint(run.checkpoint)
+    trained = run.model.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
 
 
@@ -190,11 +197,11 @@ def test_bias_parameter_group_has_its_own_lr_and_decay() -> None:
 # ---- 8. AMP: skip a non-finite step, stop after N in a row --------------------------------------
 def test_non_finite_guard_skips_under_amp_and_stops_after_n_in_a_row(tmp_path: Path) -> None:
     nan = float("nan")
-    plain = _NonFiniteGuard(amp=False, limit=3, checkpoint=tmp_path / "last.pt", verbose=False)
+    plain = NonFiniteGuard(amp=False, limit=3, checkpoint=tmp_path / "last.pt", verbose=False)
     assert not plain.skip(1, {"loss_mask": 0.5})
     with pytest.raises(NonFiniteLossError, match=r"iteration 2: loss_mask=nan"):
         plain.skip(2, {"loss_mask": nan})
-    amp = _NonFiniteGuard(amp=True, limit=3, checkpoint=tmp_path / "last.pt", verbose=False)
+    amp = NonFiniteGuard(amp=True, limit=3, checkpoint=tmp_path / "last.pt", verbose=False)
     assert amp.skip(5, {"loss_mask": nan, "loss_classifier": 0.1})
     assert amp.skip(6, {"loss_mask": float("inf")})
     assert not amp.skip(7, {"loss_mask": 0.2})  # a finite step resets the count
@@ -205,7 +212,7 @@ def test_non_finite_guard_skips_under_amp_and_stops_after_n_in_a_row(tmp_path: P
 
 
 def _poisoned_builder(bad_calls: set[int]):  # noqa: ANN202
-    real_build = mxr.model.build.build_model
+    real_build = mxr.engine.loop.build_model
 
     def build(model_cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         model = real_build(model_cfg, *args, **kwargs)
@@ -228,17 +235,17 @@ def _poisoned_builder(bad_calls: set[int]):  # noqa: ANN202
 def test_amp_run_skips_a_non_finite_step_and_stops_after_the_limit(
     shapesx_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mxr.engine.loop, "_amp_enabled", lambda tc, device: True)  # the CUDA path
-    monkeypatch.setattr(mxr.model.build, "build_model", _poisoned_builder({2}))
+    monkeypatch.setattr(mxr.engine.loop, "amp_enabled", lambda tc, device: True)  # the CUDA path
+    monkeypatch.setattr(mxr.engine.loop, "build_model", _poisoned_builder({2}))
     sets = ["train.iterations=3", "train.checkpoint_every=100", "train.max_nonfinite_iters=2"]
     run = train(tiny_config(shapesx_root, sets), tmp_path / "one", progress=False, eval_split=None)
-    assert run["iteration"] == 3
+    assert run.iteration == 3
     records = read_metrics(tmp_path / "one")
     assert [r.get("skipped_nonfinite", 0) for r in records] == [0, 1, 0]
-    assert all(torch.isfinite(v).all() for v in run["model"].state_dict().values()
+    assert all(torch.isfinite(v).all() for v in run.model.state_dict().values()
                if v.is_floating_point())  # fmt: skip
 
-    monkeypatch.setattr(mxr.model.build, "build_model", _poisoned_builder({2, 3}))
+    monkeypatch.setattr(mxr.engine.loop, "build_model", _poisoned_builder({2, 3}))
     with pytest.raises(NonFiniteLossError, match=r"2 iterations in a row \(iterations 2-3"):
         train(tiny_config(shapesx_root, sets), tmp_path / "two", progress=False, eval_split=None)
 
@@ -268,8 +275,8 @@ def test_grouped_loader_resumes_mid_stream_and_matches_batch_indices() -> None:
     groups = [int(i % 4 == 0) for i in range(20)]
 
     def run(rank: int, start: int, stop: int) -> list[tuple[int, list[int], int]]:
-        it = _iterate_batches(EpochIndices(20), start=start, stop=stop, batch_size=2,
-                              info=DistInfo(rank, 2), seed=1, num_workers=0, groups=groups)  # fmt: skip
+        it = iterate_batches(EpochIndices(20), start=start, stop=stop, batch_size=2,
+                             info=DistInfo(rank, 2), seed=1, num_workers=0, groups=groups)  # fmt: skip
         return [(i, [int(x) for x in ims], int(t[0]["epoch"])) for i, ims, t in it]
 
     r0, r1 = run(0, 0, 9), run(1, 0, 9)
@@ -322,8 +329,8 @@ def test_grouped_training_resumes_bit_identically(shapesx_root: Path, tmp_path: 
 
 def test_one_loader_with_workers_serves_every_epoch_as_without() -> None:
     def run(workers: int) -> list[tuple[int, list[int], list[int]]]:
-        it = _iterate_batches(EpochIndices(10), start=1, stop=7, batch_size=2, info=DistInfo(0, 1),
-                              seed=2, num_workers=workers)  # fmt: skip
+        it = iterate_batches(EpochIndices(10), start=1, stop=7, batch_size=2, info=DistInfo(0, 1),
+                             seed=2, num_workers=workers)  # fmt: skip
         return [(i, [int(x) for x in ims], [int(t["epoch"]) for t in ts]) for i, ims, ts in it]
 
     plain = run(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -221,8 +222,11 @@ def test_every_public_name_has_one_home() -> None:
     assert not waived, f"re-exports (an import kept with noqa: F401): {waived}"
 
     sources = {f"{m}.py": tree for m, tree in modules.items()}
-    for path in [*(REPO / "tests").glob("*.py"), *(REPO / "docs").glob("*.py")]:
-        sources[str(path.relative_to(REPO))] = ast.parse(path.read_text())
+    for folder in ("tests", "docs", "benchmarks"):
+        for path in (REPO / folder).glob("*.py"):
+            sources[str(path.relative_to(REPO))] = ast.parse(path.read_text())
+    for path in _text_files():  # shell heredocs, Makefile one-liners, examples in Markdown
+        sources[str(path.relative_to(REPO))] = ast.parse(_imports_in_text(path.read_text()))
     for path in sorted((REPO / "notebooks").rglob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         code = "\n".join(
@@ -233,6 +237,24 @@ def test_every_public_name_has_one_home() -> None:
         sources[str(path.relative_to(REPO))] = ast.parse(code)
     elsewhere = _misplaced_imports(sources, modules)
     assert not elsewhere, "imported from a module that does not define it:\n" + "\n".join(elsewhere)
+
+
+def _text_files() -> list[Path]:
+    """Files other than Python sources and notebooks that hold ``from mxr... import`` lines."""
+    found = [REPO / "Makefile", *sorted((REPO / ".ci").glob("*"))]
+    for pattern in ("*.sh", "*.md"):
+        found += [p for p in REPO.rglob(pattern) if not {".venv", "runs", "data"} & set(p.parts)]
+    return [p for p in found if p.is_file()]
+
+
+def _imports_in_text(text: str) -> str:
+    """The ``from mxr... import`` statements in ``text``, one per line, as Python source."""
+    pattern = r"from (mxr[\w.]*) import (\([^)]*\)|[\w ,]+)"
+    lines = []
+    for module, names in re.findall(pattern, text):
+        listed = [n for n in re.split(r"[\s,()]+", names) if n]
+        lines.append(f"from {module} import {', '.join(listed)}")
+    return "\n".join(lines)
 
 
 def _misplaced_imports(sources: dict[str, ast.Module], modules: dict[str, ast.Module]) -> list[str]:
@@ -256,5 +278,8 @@ def test_the_one_home_check_names_a_re_export() -> None:
     modules = _modules()
     reexport = {"x.py": ast.parse("from mxr.report import read_metrics\nfrom mxr import ablate\n")}
     assert _misplaced_imports(reexport, modules) == ["x.py: from mxr.report import read_metrics"]
+    shell = "python - <<'PY'\nfrom mxr.engine import (\n    load_checkpoint,\n)\nPY\n"
+    embedded = {"x.sh": ast.parse(_imports_in_text(shell))}
+    assert _misplaced_imports(embedded, modules) == ["x.sh: from mxr.engine import load_checkpoint"]
     home = {"x.py": ast.parse("from mxr.files import read_metrics\n")}
     assert _misplaced_imports(home, modules) == []

@@ -23,6 +23,7 @@ from mxr.config import load_config
 from mxr.engine.checkpoint import model_from_checkpoint
 from mxr.engine.data import build_dataset
 from mxr.engine.dist import init_distributed
+from mxr.engine.loop import TrainResult
 from mxr.evaluation import predict, score_predictions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,22 +76,22 @@ def _worker(rank: int, world: int, port: int, checkpoint: str, out: str) -> None
 
 
 def test_two_processes_predict_and_score_as_one_on_shapesx(
-    trained_run: dict, tmp_path: Path
+    trained_run: TrainResult, tmp_path: Path
 ) -> None:
     """Rank 0 gets every image's detections and true-box IoUs in the single process's order (rank
     1: None), and so the same eval dict; the val images split unevenly (batches of 3 of 4)."""
     mp.start_processes(
-        _worker, args=(2, _free_port(), trained_run["checkpoint"], str(tmp_path)), nprocs=2,
+        _worker, args=(2, _free_port(), str(trained_run.checkpoint), str(tmp_path)), nprocs=2,
         start_method="spawn",
     )  # fmt: skip
     (preds, scores), (preds1, scores1) = (
         pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in (0, 1)
     )
     assert preds1 is None and scores1 is None
-    cfg = load_config(Path(trained_run["checkpoint"]).parent / "config.yaml")
+    cfg = load_config(trained_run.config)
     ds = build_dataset(cfg.data, "val")
     with one_thread():
-        single = predict(_model(trained_run["checkpoint"]), ds, batch_size=3, progress=False,
+        single = predict(_model(str(trained_run.checkpoint)), ds, batch_size=3, progress=False,
                          mask_iou=True)  # fmt: skip
     assert len(single.results) == 4 * 20 and len({r["image_id"] for r in single.results}) == 4
     assert preds == single  # boxes, scores, RLEs and IoUs exactly, in the same order
@@ -128,7 +129,7 @@ def test_torchrun_eval_on_real_coco_equals_one_process(coco_sample: Path, tmp_pa
          f"data.root={root}", "data.num_workers=0", "train.iterations=1", "train.batch_size=2",
          "train.warmup_iters=1", "train.device=cpu", "train.amp=false"],
     )  # fmt: skip
-    checkpoint = train(cfg, tmp_path / "run", progress=False, eval_split=None)["checkpoint"]
+    checkpoint = str(train(cfg, tmp_path / "run", progress=False, eval_split=None).checkpoint)
     args = ["eval", "--checkpoint", checkpoint, "--no-progress", "--batch-size", "3"]
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

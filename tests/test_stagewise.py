@@ -64,7 +64,7 @@ def test_mask_only_stage_keeps_the_detector_bit_identical_and_trains_the_mask_br
     # one loss term: the mask loss
     records = read_metrics(tmp_path)
     assert {k for k in records[-1] if k.startswith("loss")} == {"loss", "loss_mask"}
-    assert summary["eval"]["B"]["segm"]["AP"] is not None  # evaluation runs the whole model
+    assert summary.eval["B"]["segm"]["AP"] is not None  # evaluation runs the whole model
 
 
 def test_mask_only_stage_leaves_the_detector_out_of_the_optimizer_and_the_graph(
@@ -73,14 +73,14 @@ def test_mask_only_stage_leaves_the_detector_out_of_the_optimizer_and_the_graph(
     import dataclasses
 
     from mxr.engine.data import build_dataset, model_config_for
-    from mxr.engine.loop import _build_parts
+    from mxr.engine.loop import build_parts
 
     cfg = _stage2(shapesx_root, detector)
     ds = build_dataset(cfg.data, "train", keep_coco=False)
     cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, ds))
-    parts = _build_parts(cfg, ds, torch.device("cpu"))
-    model = parts["model"]
-    in_optimizer = {id(p) for g in parts["optimizer"].param_groups for p in g["params"]}
+    parts = build_parts(cfg, ds, torch.device("cpu"))
+    model = parts.model
+    in_optimizer = {id(p) for g in parts.optimizer.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
         assert (id(p) in in_optimizer) == (not name.startswith(DETECTOR)), name
     model.train()
@@ -124,7 +124,7 @@ def test_init_from_with_trainable_all_starts_from_the_detector(
     cfg = tiny_config(shapesx_root, [f"train.init_from={detector}", "train.iterations=1"])
     summary = train(cfg, tmp_path, progress=False, eval_split=None)
     det0, _ = _split(load_checkpoint(detector)["model"])
-    det1, _ = _split(summary["model"].state_dict())
+    det1, _ = _split(summary.model.state_dict())
     moved = [k for k in det0 if not torch.equal(det0[k], det1[k])]
     assert moved  # end to end: the detector trains on from where stage 1 left it
     model = model_from_checkpoint(tmp_path / "last.pt")

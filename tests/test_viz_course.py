@@ -281,18 +281,18 @@ def test_run_key_counts_what_decides_the_weights(shapesx_root, tmp_path) -> None
 def test_two_names_for_one_config_share_one_run(shapesx_root, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     from conftest import tiny_config
 
-    from mxr.course.runs import run_origin, runs_dir, train_or_load
+    from mxr.course.runs import runs_dir, train_or_load
     from mxr.engine.run_key import run_key
 
     monkeypatch.setenv("MXR_RUNS", str(tmp_path / "course"))
     cfg = tiny_config(shapesx_root, ["train.iterations=2"])
     first = train_or_load("a", cfg, progress=False)
     again = train_or_load("b", cfg, progress=False)
-    assert run_origin(first) == "trained" and run_origin(again) == "cached"
-    assert first["out_dir"] == again["out_dir"] == runs_dir() / run_key(cfg)[:12]
-    assert again["eval"] == first["eval"]
+    assert first.origin == "trained" and again.origin == "cached"
+    assert first.out_dir == again.out_dir == runs_dir() / run_key(cfg)[:12]
+    assert again.eval == first.eval
     other = train_or_load("a", tiny_config(shapesx_root, ["train.iterations=2", "train.seed=1"]))
-    assert other["out_dir"] != first["out_dir"] and run_origin(other) == "trained"
+    assert other.out_dir != first.out_dir and other.origin == "trained"
 
 
 def test_an_interrupted_run_is_not_taken_for_a_finished_one(
@@ -316,11 +316,11 @@ def test_an_interrupted_run_is_not_taken_for_a_finished_one(
         train_or_load("run", cfg, progress=False)
     monkeypatch.setattr(mxr.engine.loop, "train", real_train)
     done = train_or_load("run", cfg, progress=False)  # resumed at its end: only evaluated
-    assert not done["cached"] and train_or_load("run", cfg, progress=False)["cached"]
-    (done["out_dir"] / "eval.json").write_text('{"A": {"segm"')  # cut short by a stop mid-write
+    assert not done.cached and train_or_load("run", cfg, progress=False).cached
+    (done.out_dir / "eval.json").write_text('{"A": {"segm"')  # cut short by a stop mid-write
     again = train_or_load("run", cfg, progress=False)
-    assert not again["cached"]
-    assert json.loads((done["out_dir"] / "eval.json").read_text()) == again["eval"]
+    assert not again.cached
+    assert json.loads((done.out_dir / "eval.json").read_text()) == again.eval
 
 
 def test_course_config_takes_train_overrides_including_the_length() -> None:

@@ -29,6 +29,7 @@ from mxr.course.figures import (
     loss_figure,
     render_sample,
 )
+from mxr.course.runs import CourseRun
 from mxr.course.widgets import (
     RunLog,
     comparison_rows,
@@ -41,6 +42,7 @@ from mxr.course.widgets import (
     training_panel,
 )
 from mxr.data.coco import CocoInstances  # noqa: E402
+from mxr.engine.loop import TrainResult  # noqa: E402
 from mxr.evaluation import InstanceIoU, box_masks, instance_ious, ious_by_label, mask_iou, mean_iou
 
 PNG_MAGIC = b"\x89PNG"
@@ -333,13 +335,7 @@ def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch
         seen["name"], seen["cfg"] = name, cfg
         for it in (1, 2, 3):
             callback(it, {"iter": it, "loss": 1.0 / it, "loss_mask": 0.5})
-        return {
-            "model": None,
-            "eval": _fake_eval(30, 10),
-            "out_dir": "x",
-            "metrics": "m",
-            "cached": False,
-        }
+        return CourseRun(None, _fake_eval(30, 10), Path("x"), Path("m"), cached=False)
 
     monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake_train_or_load)
     panel = training_panel()
@@ -381,8 +377,7 @@ def test_training_panel_error_shown_in_status(monkeypatch: pytest.MonkeyPatch) -
 
     def works(name, cfg, progress=True, callback=None, reuse=True):
         callback(1, {"iter": 1, "loss": 1.0})
-        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
-                "cached": False}  # fmt: skip
+        return CourseRun(None, _fake_eval(30, 10), Path("x"), Path("m"), cached=False)
 
     monkeypatch.setattr(mxr.course.widgets, "train_or_load", works)
     panel.train_button.click()  # after the failure, the same panel trains normally
@@ -460,8 +455,7 @@ def test_panel_seed_control_sets_the_config_seed(monkeypatch: pytest.MonkeyPatch
     def fake(name, cfg, progress=True, callback=None, reuse=True):
         seen["name"], seen["seed"] = name, cfg.train.seed
         callback(1, {"iter": 1, "loss": 1.0})
-        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": "m",
-                "cached": False}  # fmt: skip
+        return CourseRun(None, _fake_eval(30, 10), Path("x"), Path("m"), cached=False)
 
     monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake)
     panel = training_panel()
@@ -537,8 +531,7 @@ def test_runlog_from_variant_uses_the_course_run(
 
     def fake(name, cfg, progress=True, callback=None, reuse=True):
         seen["name"], seen["cfg"] = name, cfg
-        return {"model": None, "eval": _fake_eval(30, 10), "out_dir": "x", "metrics": metrics,
-                "cached": True}  # fmt: skip
+        return CourseRun(None, _fake_eval(30, 10), Path("x"), Path(metrics), cached=True)
 
     monkeypatch.setattr(mxr.course.widgets, "train_or_load", fake)
     log = RunLog.from_variant("agnostic_mlp")
@@ -686,12 +679,12 @@ def val_all(shapesx_root: Path) -> CocoInstances:
 
 
 def test_instance_ious_cover_every_masked_instance(
-    trained_run: dict, val_all: CocoInstances
+    trained_run: TrainResult, val_all: CocoInstances
 ) -> None:
     from mxr.course.figures import crop_box
     from mxr.report import SET_RGB
 
-    model = trained_run["model"].cpu().eval()
+    model = trained_run.model.cpu().eval()
     rs = instance_ious(model, val_all)
     n = sum(len(val_all[i][1]["labels"]) for i in range(len(val_all)))
     assert len(rs) == n and all(0.0 <= r.iou <= 1.0 and 0.0 < r.box_iou <= 1.0 for r in rs)
@@ -720,11 +713,13 @@ def test_instance_ious_cover_every_masked_instance(
         assert tile.tolist() == want.to(torch.uint8).tolist()
 
 
-def test_compare_models_and_threshold_viewer(trained_run: dict, val_all: CocoInstances) -> None:
+def test_compare_models_and_threshold_viewer(
+    trained_run: TrainResult, val_all: CocoInstances
+) -> None:
     from mxr.course.figures import threshold_figure
     from mxr.report import figure_png
 
-    model = trained_run["model"].cpu().eval()
+    model = trained_run.model.cpu().eval()
     fig = compare_models({"a": model, "b": model}, val_all, [0, 1], score_thresh=0.0)
     assert len(fig.axes) == 2 * 3
     assert [ax.get_title() for ax in fig.axes[:3]] == ["ground truth", "a", "b"]
@@ -770,11 +765,11 @@ def test_gallery_instances_first_per_class_in_order() -> None:
 
 
 def test_model_gallery_shows_the_same_instances_per_model(
-    trained_run: dict, val_all: CocoInstances
+    trained_run: TrainResult, val_all: CocoInstances
 ) -> None:
     from mxr.course.figures import model_gallery
 
-    model = trained_run["model"].cpu().eval()
+    model = trained_run.model.cpu().eval()
     rs = instance_ious(model, val_all)
     labels = sorted({r.label for r in rs})[:2]
     fig = model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs})

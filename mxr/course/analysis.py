@@ -22,7 +22,9 @@ def set_of(label: int, a_labels: Sequence[int] | None) -> str:
 
 
 # ----------------------------------------------------------------------------- dataset browser
-def dataset_item(ds: Any, index: int, class_names: Sequence[str] | None) -> tuple[Tensor, dict, list]:
+def dataset_item(
+    ds: Any, index: int, class_names: Sequence[str] | None
+) -> tuple[Tensor, dict, list]:
     """Dataset item ``index`` (checked) and the class names to label it with."""
     if not 0 <= int(index) < len(ds):
         raise IndexError(f"index={index} is out of range; the dataset has {len(ds)} images")
@@ -59,7 +61,9 @@ def pca_project(x: Tensor, k: int = 2) -> tuple[Tensor, Tensor]:
     if not 1 <= k <= min(x.shape):
         raise ValueError(f"pca_project: k={k} is not valid for x of shape {tuple(x.shape)}")
     x = x.detach().double()
-    with torch.random.fork_rng(devices=[]):  # pca_lowrank draws a random basis: keep the caller's RNG
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # pca_lowrank draws a random basis: keep the caller's RNG
         torch.manual_seed(0)
         _, s, v = torch.pca_lowrank(x, q=min(x.shape), center=True)
     v = v[:, :k]

@@ -9,7 +9,6 @@ from mxr.course.runs import (
     budget_mode,
     course_config,
     ensure_course_data,
-    run_origin,
     train_or_load,
 )
 
@@ -39,7 +38,7 @@ def notebook_runs() -> list[tuple[str, Config]]:
 
 def _prime_one(job: tuple[str, Config]) -> str:
     name, cfg = job
-    return f"{name}: {run_origin(train_or_load(name, cfg, progress=False))}"
+    return f"{name}: {train_or_load(name, cfg, progress=False).origin}"
 
 
 def prime(jobs: int | None = None) -> None:

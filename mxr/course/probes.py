@@ -254,7 +254,9 @@ def member_sweep_ious(
         image, target = dataset[int(index)]
         labels = target["labels"].tolist()
         found = [
-            (row, i) for row, i in enumerate(instances_with_mask(target)) if labels[i] in adjacent_of
+            (row, i)
+            for row, i in enumerate(instances_with_mask(target))
+            if labels[i] in adjacent_of
         ]
         if not found:
             continue
@@ -292,5 +294,3 @@ def summarise_member_sweep(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         "neighbour": 100 * sum(sum(r["neighbours"]) / len(r["neighbours"]) for r in rows) / n,
         "own_wins": sum(r["own"] > max(r["neighbours"]) for r in rows) / n,
     }
-
-

@@ -126,16 +126,33 @@ def run_dir(cfg: Config) -> Path:
     return runs_dir() / run_key(cfg)[:12]
 
 
+@dataclasses.dataclass
+class CourseRun:
+    """A finished course run, as :func:`train_or_load` returns it: the model (in eval mode, from
+    the checkpoint), its evaluation dict (:func:`mxr.evaluation.evaluate`), its folder, its
+    ``metrics.jsonl`` and whether it was found finished (``cached``) or trained by this call."""
+
+    model: Any
+    eval: dict[str, Any]
+    out_dir: Path
+    metrics: Path
+    cached: bool
+
+    @property
+    def origin(self) -> str:
+        """``"cached"`` (found finished) or ``"trained"`` (by this call)."""
+        return "cached" if self.cached else "trained"
+
+
 def train_or_load(
     name: str, cfg: Config, *, progress: bool = True, callback=None, reuse: bool = True
-) -> dict[str, Any]:
+) -> CourseRun:
     """``cfg``'s run, trained into :func:`run_dir` unless a finished one is there (``name`` labels
     it in messages). A stopped run resumes where it stopped. A stage-wise run of the course's
     detector (:func:`detector_checkpoint`) trains that detector first. ``reuse=False`` deletes
     the run's folder first and trains it again.
 
-    Returns ``{"model", "eval", "out_dir", "metrics", "cached"}``; the model, in eval mode, comes
-    from the checkpoint, whether this call trained it or found it.
+    The model comes from the checkpoint, whether this call trained it or found it.
     """
     from mxr.engine.checkpoint import model_from_checkpoint
     from mxr.engine.loop import train
@@ -151,19 +168,14 @@ def train_or_load(
     evaluation = read_json_or_none(out / "eval.json")  # None: not evaluated, or cut short
     cached = evaluation is not None and (out / "last.pt").is_file()
     if not cached:
-        evaluation = train(cfg, out, resume=True, progress=progress, callback=callback)["eval"]
-    return {
-        "model": model_from_checkpoint(out / "last.pt"),
-        "eval": evaluation,
-        "out_dir": out,
-        "metrics": out / "metrics.jsonl",
-        "cached": cached,
-    }
-
-
-def run_origin(run: dict[str, Any]) -> str:
-    """Where a :func:`train_or_load` run came from: ``"cached"`` (found finished) or ``"trained"``."""
-    return "cached" if run.get("cached") else "trained"
+        evaluation = train(cfg, out, resume=True, progress=progress, callback=callback).eval
+    return CourseRun(
+        model=model_from_checkpoint(out / "last.pt"),
+        eval=evaluation,
+        out_dir=out,
+        metrics=out / "metrics.jsonl",
+        cached=cached,
+    )
 
 
 def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
@@ -178,5 +190,3 @@ def published_results(path: str | Path | None = None) -> dict[str, Any] | None:
     if not isinstance(data.get("rows"), dict):
         raise ValueError(f"{path}: field 'rows' is missing or not a mapping; expected {expected}")
     return data
-
-

@@ -32,7 +32,7 @@ from mxr.course.figures import (
     render_sample,
     threshold_figure,
 )
-from mxr.course.runs import course_config, run_dir, run_origin, train_or_load
+from mxr.course.runs import CourseRun, course_config, run_dir, train_or_load
 from mxr.evaluation import detections, instances_with_mask
 from mxr.files import read_metrics
 from mxr.report import (
@@ -112,8 +112,8 @@ class RunLog:
 
     @property
     def origin(self) -> str:
-        """``"cached"`` or ``"trained"`` (see :func:`mxr.course.runs.run_origin`)."""
-        return run_origin({"cached": self.cached})
+        """``"cached"`` or ``"trained"``, as :attr:`mxr.course.runs.CourseRun.origin`."""
+        return "cached" if self.cached else "trained"
 
     @property
     def group_label(self) -> str:
@@ -147,16 +147,12 @@ class RunLog:
         log._fill(result)
         return log
 
-    def _fill(self, result: Mapping[str, Any]) -> None:
-        """Take a finished ``train_or_load`` result (records from the file if cached or unseen)."""
-        self.cached = bool(result["cached"])
-        self.out_dir, self.eval, self.model = (
-            str(result["out_dir"]),
-            result["eval"],
-            result["model"],
-        )
+    def _fill(self, result: CourseRun) -> None:
+        """Take a finished run (records from its file if cached or unseen)."""
+        self.cached, self.out_dir = result.cached, str(result.out_dir)
+        self.eval, self.model = result.eval, result.model
         if self.cached or not self.records:
-            self.records = [r for r in read_metrics(result["metrics"]) if "iter" in r]
+            self.records = [r for r in read_metrics(result.metrics) if "iter" in r]
 
     def add(self, iteration: int, record: Mapping[str, Any]) -> None:
         """The engine callback: keep ``record`` (``iteration`` overrides its ``iter``)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,73 +107,69 @@ def model_from_checkpoint(
     return model.to(device).eval()
 
 
-def _resume(
-    path: Path,
-    cfg: Config,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    info: DistInfo,
-    loaded: dict[str, Any] | None = None,
-) -> int:
-    """Restore model, optimizer, scheduler, scaler and RNG states (the model config must match);
-    the iteration to continue from. Loaded to the CPU: the RNG states must stay CPU tensors
-    (``loaded``: the checkpoint at ``path``, when the caller has read it already)."""
-    ckpt = loaded if loaded is not None else load_checkpoint(path, map_location="cpu")
-    saved = config_from_dict(ckpt["config"], where=f"{path} (config)")
-    a, b = (config_to_dict(Config(model=c.model))["model"] for c in (saved, cfg))
-    if a != b:
-        diff = ", ".join(f"model.{k} ({a[k]!r} saved, {b[k]!r} now)" for k in a if a[k] != b[k])
-        raise UserInputError(
-            f"--resume: the model config differs from the checkpoint {path} in {diff}"
-        )
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    start = int(ckpt["iteration"])
-    if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
-        set_rng_state(ckpt["rng"])
-    elif info.world_size == int(ckpt.get("world_size", 1)):
-        torch.manual_seed(cfg.train.seed + info.rank + 7919 * start)
-    return start
+@dataclass
+class TrainParts:
+    """What a run trains, and what its checkpoint saves and restores: the model (on the training
+    device), its optimizer, the per-iteration LR scheduler and the GradScaler (``amp``: mixed
+    precision is on). ``init_from``: ``{"path", "sha256"}`` of the ``train.init_from`` detector the
+    run started from, or None."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp: bool
+    init_from: dict[str, str] | None = None
 
 
 class Checkpointer:
     """The training state of one run in ``path``: :meth:`save` (rank 0 writes, atomically) and
     :meth:`restore` (every rank reads; returns the iteration to continue from)."""
 
-    def __init__(self, path: Path, cfg: Config, info: DistInfo, **state: Any) -> None:
-        self.path, self.cfg, self.info = path, cfg, info
-        self.model, self.optimizer = state["model"], state["optimizer"]
-        self.scheduler, self.scaler, self.amp = state["scheduler"], state["scaler"], state["amp"]
-        #: ``{"path", "sha256"}`` of the ``train.init_from`` detector, or None
-        self.init_from: dict[str, str] | None = state.get("init_from")
+    def __init__(self, path: Path, cfg: Config, info: DistInfo, parts: TrainParts) -> None:
+        self.path, self.cfg, self.info, self.parts = path, cfg, info, parts
 
     def save(self, iteration: int) -> None:
         from mxr import __version__
 
         if not self.info.is_main:
             return
+        parts = self.parts
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.amp else None,
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.amp else None,
             "iteration": iteration,
             "config": config_to_dict(self.cfg),
             "rng": rng_state(),
             "world_size": self.info.world_size,
             "mxr_version": __version__,
-            "init_from": self.init_from,
+            "init_from": parts.init_from,
         }
         save_checkpoint(self.path, state)
 
     def restore(self) -> int:
+        """Restore model, optimizer, scheduler, scaler and RNG states (the model config must match);
+        the iteration to continue from. Loaded to the CPU: the RNG states must stay CPU tensors."""
         ckpt = load_checkpoint(self.path, map_location="cpu")
-        start = _resume(self.path, self.cfg, self.model, self.optimizer, self.scheduler,
-                        self.scaler, self.info, loaded=ckpt)  # fmt: skip
-        self.init_from = ckpt.get("init_from") or self.init_from
+        saved = config_from_dict(ckpt["config"], where=f"{self.path} (config)")
+        a, b = (config_to_dict(Config(model=c.model))["model"] for c in (saved, self.cfg))
+        if a != b:
+            diff = ", ".join(f"model.{k} ({a[k]!r} saved, {b[k]!r} now)" for k in a if a[k] != b[k])
+            raise UserInputError(
+                f"--resume: the model config differs from the checkpoint {self.path} in {diff}"
+            )
+        parts = self.parts
+        parts.model.load_state_dict(ckpt["model"])
+        parts.optimizer.load_state_dict(ckpt["optimizer"])
+        parts.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            parts.scaler.load_state_dict(ckpt["scaler"])
+        parts.init_from = ckpt.get("init_from") or parts.init_from
+        start, info = int(ckpt["iteration"]), self.info
+        if info.world_size == int(ckpt.get("world_size", 1)) and info.is_main:
+            set_rng_state(ckpt["rng"])
+        elif info.world_size == int(ckpt.get("world_size", 1)):
+            torch.manual_seed(self.cfg.train.seed + info.rank + 7919 * start)
         return start

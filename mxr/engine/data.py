@@ -200,7 +200,7 @@ def _rank_batches(n: int, start: int, stop: int, bs: int, info: DistInfo, seed: 
             it = i + 1
 
 
-def _iterate_batches(
+def iterate_batches(
     dataset: Any,
     *,
     start: int,
@@ -231,10 +231,3 @@ def _iterate_batches(
     )
     for it, (images, targets) in enumerate(loader, start=start):
         yield it, list(images), list(targets)
-
-
-def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    return [
-        {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()}
-        for t in targets
-    ]

@@ -1,5 +1,6 @@
-"""The training loop, after Detectron2's ``SimpleTrainer``: :func:`train` builds the parts, then
-each iteration runs the :class:`TrainStep`, the :class:`MetricsWriter` and the ``Checkpointer``."""
+"""The training loop, after Detectron2's ``SimpleTrainer``: :func:`train` builds the
+:class:`TrainParts`, then each iteration of the :class:`TrainLoop` runs the :class:`TrainStep`, the
+:class:`MetricsWriter` and the ``Checkpointer``; :func:`train` returns a :class:`TrainResult`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,11 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from mxr.config import Config, TrainConfig, save_config
-from mxr.engine.checkpoint import Checkpointer
+from mxr.engine.checkpoint import Checkpointer, TrainParts
 from mxr.engine.data import (
-    _iterate_batches,
-    _to_device,
     build_dataset,
     class_embedding_for,
+    iterate_batches,
     model_config_for,
     orientation_groups,
     prepare_data,
@@ -45,9 +46,12 @@ from mxr.engine.dist import (
 )
 from mxr.engine.stagewise import load_detector
 from mxr.files import write_text_atomic
+from mxr.model.build import build_model
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 Callback = Callable[[int, dict[str, float]], None]
+#: One iteration's ``(0-based iteration, images, targets)``, as :func:`iterate_batches` yields it.
+Batch = tuple[int, list[torch.Tensor], list[dict[str, Any]]]
 
 
 class StopTraining(Exception):
@@ -101,12 +105,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: TrainConfig) ->
     return LambdaLR(optimizer, lambda it: lr_factor(it, train_cfg))
 
 
-def _amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
+def amp_enabled(train_cfg: TrainConfig, device: torch.device) -> bool:
     """Mixed precision (float16 autocast + GradScaler) runs on CUDA only."""
     return bool(train_cfg.amp) and device.type == "cuda"
 
 
-class _NonFiniteGuard:
+class NonFiniteGuard:
     """A NaN/inf loss stops training at once; under AMP (GradScaler would skip such a step anyway)
     the update is skipped, and training stops after ``limit`` such iterations in a row."""
 
@@ -173,17 +177,23 @@ class TrainStep:
     """One iteration: forward (autocast under AMP), the loss terms and the stop flag all-reduced
     over ranks (every rank decides alike), the non-finite guard, backward and the update."""
 
-    def __init__(self, net: nn.Module, model: nn.Module, parts: dict[str, Any], cfg: TrainConfig,
-                 guard: _NonFiniteGuard, info: DistInfo) -> None:  # fmt: skip
-        self.net, self.model, self.cfg, self.guard, self.info = net, model, cfg, guard, info
-        self.optimizer, self.scheduler = parts["optimizer"], parts["scheduler"]
-        self.scaler, self.amp = parts["scaler"], parts["amp"]
+    def __init__(
+        self,
+        net: nn.Module,
+        parts: TrainParts,
+        cfg: TrainConfig,
+        guard: NonFiniteGuard,
+        info: DistInfo,
+    ) -> None:
+        """``net``: ``parts.model``, or its DDP wrapper with several processes."""
+        self.net, self.parts, self.cfg, self.guard, self.info = net, parts, cfg, guard, info
 
     def __call__(
         self, iteration: int, images: list[torch.Tensor], targets: list[dict[str, Any]], stop: bool
     ) -> tuple[dict[str, float], bool, bool]:
         """``(loss terms, skipped, stop requested on any rank)`` for 0-based ``iteration``."""
-        with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
+        parts = self.parts
+        with torch.autocast("cuda", dtype=torch.float16) if parts.amp else nullcontext():
             loss_dict = self.net(images, targets)
         loss = sum(loss_dict.values())
         values = torch.stack([v.detach().float() for v in loss_dict.values()])
@@ -194,15 +204,15 @@ class TrainStep:
         vals = values.tolist()
         terms = dict(zip(loss_dict, vals[:-1], strict=True))
         skip = self.guard.skip(iteration + 1, terms)
-        self.optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         if not skip:
-            self.scaler.scale(loss).backward()
+            parts.scaler.scale(loss).backward()
             if self.cfg.clip_grad_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        self.scheduler.step()
+                parts.scaler.unscale_(parts.optimizer)
+                torch.nn.utils.clip_grad_norm_(parts.model.parameters(), self.cfg.clip_grad_norm)
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+        parts.scheduler.step()
         return terms, skip, vals[-1] > 0
 
 
@@ -280,14 +290,12 @@ def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: 
     raise KeyboardInterrupt(f"training stopped at iteration {it}")
 
 
-def _build_parts(
+def build_parts(
     cfg: Config, train_ds: Any, device: torch.device, resuming: bool = False
-) -> dict[str, Any]:
+) -> TrainParts:
     """The model (on ``device``), optimizer, scheduler and GradScaler of a run. The detector of
     ``train.init_from`` is loaded unless ``resuming`` (the checkpoint holds it), and frozen
     before the optimizer is built when ``train.trainable`` is ``"mask"``."""
-    from mxr.model.build import build_model  # looked up at call time (tests replace it)
-
     model = build_model(cfg.model, class_embedding=class_embedding_for(cfg, train_ds)).to(device)
     init_from = None
     if cfg.train.init_from and not resuming:
@@ -295,46 +303,94 @@ def _build_parts(
     if cfg.train.trainable == "mask":
         model.freeze_detector()
     optimizer = build_optimizer(model, cfg.train)
-    amp = _amp_enabled(cfg.train, device)
-    return {"model": model, "optimizer": optimizer, "amp": amp,
-            "scheduler": build_scheduler(optimizer, cfg.train),
-            "scaler": torch.amp.GradScaler("cuda", enabled=amp), "init_from": init_from}  # fmt: skip
+    amp = amp_enabled(cfg.train, device)
+    return TrainParts(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.train),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        amp=amp,
+        init_from=init_from,
+    )
 
 
-def _run_loop(cfg: Config, train_ds: Any, parts: dict[str, Any], ckpt: Checkpointer, start: int,
-              info: DistInfo, device: torch.device, bar: Any, writer: MetricsWriter
-              ) -> tuple[int, list[float]]:  # fmt: skip
-    """Iterations ``start..train.iterations-1``; the last iteration done and each step's seconds."""
-    tc, model, optimizer = cfg.train, parts["model"], parts["optimizer"]
-    guard = _NonFiniteGuard(amp=parts["amp"], limit=tc.max_nonfinite_iters,
-                            checkpoint=ckpt.path, verbose=info.is_main)  # fmt: skip
-    step = TrainStep(wrap_ddp(model, device, info), model, parts, tc, guard, info)
-    groups = orientation_groups(train_ds) if tc.aspect_ratio_grouping else None
-    it, step_times, stopper = start, [], _StopRequest()
-    model.train()
-    with stopper.installed():
-        t_last = time.perf_counter()
-        for it0, images, targets in _iterate_batches(
-            train_ds, start=start, stop=tc.iterations, batch_size=tc.batch_size, info=info,
-            seed=tc.seed, num_workers=cfg.data.num_workers, groups=groups,
-            pin_memory=device.type == "cuda",
-        ):  # fmt: skip
-            images = [im.to(device, non_blocking=True) for im in images]
-            lr = optimizer.param_groups[0]["lr"]
-            terms, skipped, stop = step(it0, images, _to_device(targets, device), stopper.requested)
-            it, now = it0 + 1, time.perf_counter()
-            step_times.append(now - t_last)
-            t_last = now
-            stopper.by_callback = writer.add(it, lr, terms, skipped, now) or stopper.by_callback
-            bar.update(1)
-            if it % tc.checkpoint_every == 0 or it == tc.iterations:
-                ckpt.save(it)
-            if not stop and info.world_size == 1:
-                stop = stopper.requested
-            if stop and it < tc.iterations:
-                bar.close()
-                _stop(it, tc.iterations, ckpt, stopper, info)
-    return it, step_times
+def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    def move(v: Any) -> Any:
+        return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+    return [{k: move(v) for k, v in t.items()} for t in targets]
+
+
+@dataclass
+class TrainLoop:
+    """What each iteration calls: the step, the metrics writer (and its progress bar), the
+    checkpointer; ``device``: where the batches go."""
+
+    step: TrainStep
+    writer: MetricsWriter
+    checkpointer: Checkpointer
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+
+    def run(self, batches: Iterable[Batch], start: int) -> tuple[int, list[float]]:
+        """Iterations ``start..train.iterations-1`` of ``batches``; the last iteration done and each
+        step's seconds. A stop request (signal or callback) saves the checkpoint and raises."""
+        tc, step, writer, ckpt = self.cfg, self.step, self.writer, self.checkpointer
+        it, step_times, stopper = start, [], _StopRequest()
+        step.parts.model.train()
+        with stopper.installed():
+            t_last = time.perf_counter()
+            for it0, images, targets in batches:
+                images = [im.to(self.device, non_blocking=True) for im in images]
+                targets = _to_device(targets, self.device)
+                lr = step.parts.optimizer.param_groups[0]["lr"]
+                terms, skipped, stop = step(it0, images, targets, stopper.requested)
+                it, now = it0 + 1, time.perf_counter()
+                step_times.append(now - t_last)
+                t_last = now
+                stopper.by_callback = writer.add(it, lr, terms, skipped, now) or stopper.by_callback
+                writer.bar.update(1)
+                if it % tc.checkpoint_every == 0 or it == tc.iterations:
+                    ckpt.save(it)
+                if not stop and self.info.world_size == 1:
+                    stop = stopper.requested
+                if stop and it < tc.iterations:
+                    writer.bar.close()
+                    _stop(it, tc.iterations, ckpt, stopper, self.info)
+        return it, step_times
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``iteration``: the last one done; ``train_time_s``: the loop's
+    seconds; ``step_time_s``: the median step's (None when no step ran); ``eval``: the evaluation
+    (``eval.json``; None without ``eval_split`` and on ranks other than 0); ``model``: unwrapped,
+    in train mode. The run's files are in ``out_dir``: :attr:`checkpoint`, :attr:`metrics`,
+    :attr:`config` and :attr:`eval_path` name them."""
+
+    out_dir: Path
+    iteration: int
+    train_time_s: float
+    step_time_s: float | None
+    eval: dict[str, Any] | None = field(repr=False)
+    model: nn.Module = field(repr=False)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.out_dir / "config.yaml"
+
+    @property
+    def eval_path(self) -> Path | None:
+        return self.out_dir / "eval.json" if self.eval is not None else None
 
 
 def train(
@@ -345,15 +401,14 @@ def train(
     progress: bool = True,
     callback: Callback | None = None,
     eval_split: str | None = "val",
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train the model ``cfg`` describes (``num_classes`` / ``mask_classes`` may be ``None``: from
     the data) and evaluate it on ``eval_split``; see :mod:`mxr.engine` for the files.
 
     ``resume`` continues from ``out_dir/last.pt`` (same model section). ``callback(iteration,
     record)`` runs on rank 0 after each logged iteration and may raise :class:`StopTraining`.
-    Returns ``{"out_dir", "checkpoint", "metrics", "config", "iteration", "train_time_s",
-    "step_time_s", "eval", "eval_path", "model"}`` (``model``: unwrapped, train mode). After SIGINT
-    or SIGTERM: ``KeyboardInterrupt`` or ``SystemExit(143)``, once the checkpoint is saved.
+    After SIGINT or SIGTERM: ``KeyboardInterrupt`` or ``SystemExit(143)``, once the checkpoint is
+    saved.
     """
     from tqdm.auto import tqdm
 
@@ -371,14 +426,30 @@ def train(
         cfg = dataclasses.replace(cfg, model=model_config_for(cfg.model, train_ds))
         if info.is_main:  # sets A and B by name (a random data.split records what it drew)
             write_text_atomic(out / "split.json", json.dumps(train_ds.split_names, indent=2))
-        parts = _build_parts(cfg, train_ds, device, resuming=resume and (out / "last.pt").is_file())
-        ckpt = Checkpointer(out / "last.pt", cfg, info, **parts)
+        parts = build_parts(cfg, train_ds, device, resuming=resume and (out / "last.pt").is_file())
+        ckpt = Checkpointer(out / "last.pt", cfg, info, parts)
         start = _start(cfg, ckpt, out, resume, info)
         bar = tqdm(total=tc.iterations, initial=start, desc="train",
                    disable=not (progress and info.is_main))  # fmt: skip
         writer = MetricsWriter(out / "metrics.jsonl", tc, info, bar, callback)
+        guard = NonFiniteGuard(
+            amp=parts.amp, limit=tc.max_nonfinite_iters, checkpoint=ckpt.path, verbose=info.is_main
+        )
+        step = TrainStep(wrap_ddp(parts.model, device, info), parts, tc, guard, info)
+        batches = iterate_batches(
+            train_ds,
+            start=start,
+            stop=tc.iterations,
+            batch_size=tc.batch_size,
+            info=info,
+            seed=tc.seed,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+            groups=orientation_groups(train_ds) if tc.aspect_ratio_grouping else None,
+        )
+        loop = TrainLoop(step, writer, ckpt, tc, info, device)
         t_train = time.perf_counter()
-        it, step_times = _run_loop(cfg, train_ds, parts, ckpt, start, info, device, bar, writer)
+        it, step_times = loop.run(batches, start)
         bar.close()
         if it == start and start < tc.iterations:
             raise RuntimeError("no training batch was produced")
@@ -390,20 +461,21 @@ def train(
             from mxr.evaluation import predict, score_predictions
 
             ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
-            broadcast_buffers(parts["model"], info)  # rank 0's BatchNorm statistics, as saved
-            predictions = predict(parts["model"], ds, device=device, progress=progress, info=info,
+            broadcast_buffers(parts.model, info)  # rank 0's BatchNorm statistics, as saved
+            predictions = predict(parts.model, ds, device=device, progress=progress, info=info,
                                   mask_iou=True, batch_size=max(tc.batch_size, 8))  # fmt: skip
         barrier(info)
         leave_process_group(info)  # every rank together, before rank 0's long COCOeval
         if predictions is not None:  # rank 0; no collective after this: the group is gone
             results = score_predictions(predictions, ds)
             write_text_atomic(out / "eval.json", json.dumps(results, indent=2))
-        return {
-            "out_dir": str(out), "checkpoint": str(ckpt.path), "metrics": str(out / "metrics.jsonl"),
-            "config": str(out / "config.yaml"), "iteration": it, "train_time_s": train_time,
-            "step_time_s": float(np.median(step_times)) if step_times else None,
-            "eval": results, "eval_path": str(out / "eval.json") if results is not None else None,
-            "model": parts["model"],
-        }  # fmt: skip
+        return TrainResult(
+            out_dir=out,
+            iteration=it,
+            train_time_s=train_time,
+            step_time_s=float(np.median(step_times)) if step_times else None,
+            eval=results,
+            model=parts.model,
+        )
     finally:
         leave_process_group(info)
