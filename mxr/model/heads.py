@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mxr.config import ModelConfig
-from mxr.model.transfer import WeightTransfer, transfer_input_dim
+from mxr.model.transfer import TRANSFER_INPUTS, WeightTransfer
 
 WDetReader = Callable[[Tensor], Tensor]
 
@@ -167,7 +167,7 @@ def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredic
         return ClassMaskPredictor(c, cfg.num_classes, **common)
     return TransferMaskPredictor(
         c,
-        transfer_input_dim(cfg.transfer_input, cfg.box_fc_dim, embedding_dim),
+        TRANSFER_INPUTS[cfg.transfer_input].width(cfg.box_fc_dim, embedding_dim),
         transfer_layers=cfg.transfer_layers,
         transfer_activation=cfg.transfer_activation,
         transfer_zero_init=cfg.transfer_zero_init,
