@@ -22,6 +22,7 @@ import torch
 from mxr.config import ModelConfig
 from mxr.model.backbone import NO_WEIGHTS
 from mxr.model.build import build_model, build_stock_maskrcnn, count_parameters
+from mxr.model.transfer import TRANSFER_INPUTS
 
 VARIANTS = {
     "stock MaskRCNN": None,
@@ -81,7 +82,7 @@ def build(name: str, variant: dict | None, cfg_kw: dict, device: torch.device):
         )
     cfg = model_cfg(**cfg_kw, **variant)
     emb = None
-    if cfg.transfer_input == "embed":  # what engine.class_embedding_for would read from the file
+    if TRANSFER_INPUTS[cfg.transfer_input].reads_file:  # what engine.class_embedding_for reads
         emb = torch.randn(cfg.num_classes, 300, generator=torch.Generator().manual_seed(0))
     return build_model(cfg, class_embedding=emb).to(device)
 

@@ -40,7 +40,7 @@ def main(paths: list[str]) -> None:
                 + "{}/12, adj {}/12".format(*neighbour_hits(x, names, b_names))
             )
             with torch.no_grad():
-                w_seg = heads.mask_predictor.mask_weights_of(labels, heads.read_w_det)
+                w_seg = heads.mask_predictor.mask_weights_of(labels, heads.read_transfer_input)
             cells.append("{}/12, adj {}/12".format(*neighbour_hits(w_seg, names, b_names)))
         else:
             cells += ["—", "—"]

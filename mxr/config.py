@@ -34,9 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 BACKBONES = ("tiny", "resnet18_fpn", "resnet50_fpn")
 MASK_HEADS = ("agnostic", "class", "transfer")
-TRANSFER_INPUTS = ("cls", "box", "cls+box", "embed", "randn", "cls+embed")
-#: Transfer inputs that read their class embedding from the file ``model.class_embedding``.
-FILE_EMBEDDING_INPUTS = ("embed", "cls+embed")
 TRANSFER_LAYERS = (1, 2)
 TRANSFER_ACTIVATIONS = ("relu", "leaky_relu")
 MLP_FORMS = ("light", "paper")
@@ -142,11 +139,11 @@ class ModelConfig:
 
     ``num_classes`` counts the background; ``mask_classes`` is set A, the labels with masks (the
     mask loss sees only them); ``None`` there: from the dataset; ``None`` head sizes: the backbone's
-    default (:meth:`resolved`). ``transfer_input``: what τ reads per class: detection weights
-    (``"cls"``, ``"box"``, ``"cls+box"``), the fixed embedding file ``class_embedding`` (relative:
-    under ``data.root``, else under the repository, e.g. ``configs/coco/glove_coco.npy``;
-    ``"embed"``: the paper's GloVe, ``"cls+embed"``) or a fixed N(0, 1) vector of
-    ``randn_dim`` numbers from ``init_seed`` (``"randn"``, the paper's negative control).
+    default (:meth:`resolved`). ``transfer_input``: what τ reads per class, a name in
+    :data:`mxr.model.transfer.TRANSFER_INPUTS` (detection weights, a fixed class embedding or a
+    random one); an input whose embedding is a file reads ``class_embedding`` (relative: under
+    ``data.root``, else under the repository, e.g. ``configs/coco/glove_coco.npy``), ``"randn"``
+    draws ``randn_dim`` N(0, 1) numbers per class from ``init_seed``.
     """
 
     num_classes: int | None = None
@@ -185,10 +182,12 @@ class ModelConfig:
     init_seed: int = 0
 
     def __post_init__(self) -> None:
+        from mxr.model.transfer import TRANSFER_INPUTS  # here: mxr.model imports this module
+
         rules = [
             ("backbone", _one_of(BACKBONES)),
             ("mask_head", _one_of(MASK_HEADS)),
-            ("transfer_input", _one_of(TRANSFER_INPUTS)),
+            ("transfer_input", _one_of(tuple(TRANSFER_INPUTS))),
             ("transfer_layers", _one_of(TRANSFER_LAYERS)),
             ("transfer_activation", _one_of(TRANSFER_ACTIVATIONS)),
             ("mlp_form", _one_of(MLP_FORMS)),
@@ -197,7 +196,7 @@ class ModelConfig:
             ("stop_grad mlp_fusion transfer_zero_init", _BOOL),
         ]
         _check("model", self, rules)
-        if self.transfer_input in FILE_EMBEDDING_INPUTS and not self.class_embedding:
+        if TRANSFER_INPUTS[self.transfer_input].reads_file and not self.class_embedding:
             raise UserInputError(
                 f"model.class_embedding is required for transfer_input={self.transfer_input!r}; "
                 'expected a JSON file {"<category name>": [floats]} or an .npy file with a '

@@ -174,7 +174,7 @@ def _b_mask(model, features, label):
     heads = model.roi_heads
     x = heads.mask_head(features)
     classes = torch.full((x.shape[0],), label, dtype=torch.int64)
-    return heads.mask_predictor(x, classes, heads.read_w_det)
+    return heads.mask_predictor(x, classes, heads.read_transfer_input)
 
 
 @torch.no_grad()

@@ -115,7 +115,7 @@ def test_every_variant_trains_a_step_and_predicts_masks_for_every_class(variant)
     # Masks for B classes too: force the predictor to segment a B class directly.
     heads = model.roi_heads
     feats = torch.randn(3, heads.mask_head[-1][0].out_channels, 14, 14)
-    logits = heads.mask_predictor(feats, torch.tensor([1, 6, 8]), heads.read_w_det)
+    logits = heads.mask_predictor(feats, torch.tensor([1, 6, 8]), heads.read_transfer_input)
     assert logits.shape == (3, 28, 28)
 
 
@@ -194,9 +194,9 @@ def test_each_class_mask_weights_come_from_its_own_detection_weights():
     feats = torch.randn(2, heads.mask_head[-1][0].out_channels, 14, 14)
     classes = torch.arange(1, 9)
     with torch.no_grad():
-        before = heads.mask_predictor.class_logits(feats, classes, heads.read_w_det)
+        before = heads.mask_predictor.class_logits(feats, classes, heads.read_transfer_input)
         heads.box_predictor.cls_score.weight[3] += 0.5
-        after = heads.mask_predictor.class_logits(feats, classes, heads.read_w_det)
+        after = heads.mask_predictor.class_logits(feats, classes, heads.read_transfer_input)
     changed = [(after[:, k] != before[:, k]).any().item() for k in range(8)]
     assert changed == [c == 3 for c in classes.tolist()]
 
@@ -244,10 +244,10 @@ def test_mlp_fusion_adds_one_class_agnostic_term_to_every_class():
     classes = torch.arange(0, 9)
     with torch.no_grad():
         pred.mlp.fc.weight.normal_(std=0.05)  # make the term visible
-        fused = pred.class_logits(feats, classes, heads.read_w_det)
+        fused = pred.class_logits(feats, classes, heads.read_transfer_input)
         mlp = pred.mlp
         pred.mlp = None
-        fcn = pred.class_logits(feats, classes, heads.read_w_det)
+        fcn = pred.class_logits(feats, classes, heads.read_transfer_input)
         pred.mlp = mlp
     term = fused - fcn  # (R, K, 28, 28)
     assert term.shape[-2:] == (28, 28)

@@ -472,7 +472,7 @@ def test_panel_seed_control_sets_the_config_seed(monkeypatch: pytest.MonkeyPatch
 
 
 def test_panel_offers_every_transfer_input_with_its_meaning() -> None:
-    from mxr.config import TRANSFER_INPUTS
+    from mxr.model.transfer import TRANSFER_INPUTS
 
     panel = training_panel()
     assert panel.transfer_input.value == "embed"  # the default

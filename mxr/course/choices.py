@@ -8,9 +8,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mxr.config import FILE_EMBEDDING_INPUTS, TRANSFER_INPUTS, Config, config_to_dict
+from mxr.config import Config, config_to_dict
 from mxr.course.runs import budget, course_config
 from mxr.errors import UserInputError
+from mxr.model.transfer import TRANSFER_INPUTS
 
 MASK_HEAD_CHOICES: tuple[str, ...] = ("agnostic", "transfer", "oracle")
 """What the panel's mask-head menu offers: class-agnostic, weight transfer, class-specific oracle."""
@@ -90,8 +91,6 @@ def default_choices() -> dict[str, Any]:
 def checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
     """``choices`` completed from :func:`default_choices` and checked (a ``ValueError`` names the
     key, the value and the valid options)."""
-    from mxr.config import TRANSFER_INPUTS
-
     c = {**default_choices(), **dict(choices)}
     unknown = sorted(set(c) - set(default_choices()))
     if unknown:
@@ -101,7 +100,7 @@ def checked_choices(choices: Mapping[str, Any]) -> dict[str, Any]:
         )
     for key, options in (
         ("mask_head", MASK_HEAD_CHOICES),
-        ("transfer_input", TRANSFER_INPUTS),
+        ("transfer_input", tuple(TRANSFER_INPUTS)),
         ("structure", tuple(STRUCTURES)),
         ("protocol", PROTOCOLS),
     ):
@@ -124,11 +123,11 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
 
     Args:
         choices: any of ``mask_head`` (``"agnostic"``, ``"transfer"``, ``"oracle"``),
-            ``transfer_input`` (``"cls"``, ``"box"``, ``"cls+box"``, ``"embed"``, ``"randn"``,
-            ``"cls+embed"``), ``structure`` (a key of
-            :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools), ``iterations`` and ``seed``
-            (``train.seed``); missing keys take :func:`default_choices`. Transfer input, structure
-            and stop-grad only matter for the transfer head; MLP fusion applies to every head.
+            ``transfer_input`` (a key of :data:`mxr.model.transfer.TRANSFER_INPUTS`),
+            ``structure`` (a key of :data:`STRUCTURES`), ``stop_grad``, ``mlp_fusion`` (bools),
+            ``iterations`` and ``seed`` (``train.seed``); missing keys take
+            :func:`default_choices`. Transfer input, structure and stop-grad only matter for the
+            transfer head; MLP fusion applies to every head.
 
     Returns:
         The course config (:func:`course_config`) of ``agnostic``, ``oracle`` or the transfer
@@ -145,7 +144,8 @@ def config_from_choices(choices: Mapping[str, Any]) -> Config:
     model = dataclasses.replace(cfg.model, mlp_fusion=c["mlp_fusion"])
     if c["mask_head"] == "transfer":
         layers, activation = STRUCTURES[c["structure"]]
-        embed = c["transfer_input"] in FILE_EMBEDDING_INPUTS  # the course data's class embedding
+        # an input that reads a file reads the course data's class embedding
+        embed = TRANSFER_INPUTS[c["transfer_input"]].reads_file
         model = dataclasses.replace(
             model,
             transfer_input=c["transfer_input"],

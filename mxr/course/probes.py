@@ -61,7 +61,7 @@ def transfer_input_rows(model: nn.Module) -> Tensor | None:
         return None
     every = torch.arange(heads.box_predictor.cls_score.weight.shape[0])
     with torch.no_grad():
-        return heads.read_w_det(every)
+        return heads.read_transfer_input(every)
 
 
 def _class_sets(

@@ -260,17 +260,6 @@ def train_choices(
     return log
 
 
-#: What each transfer input reads, as the panel's menu shows it.
-TRANSFER_INPUT_LABELS: dict[str, str] = {
-    "cls": "cls (classification weights)",
-    "box": "box (box-regression weights)",
-    "cls+box": "cls+box (both: the paper's)",
-    "embed": "embed (class embedding)",
-    "randn": "randn (random vector: control)",
-    "cls+embed": "cls+embed (both)",
-}
-
-
 def _error_html(text: str) -> str:
     return f"<span style='color:#c00'>{escape(text)}</span>"
 
@@ -307,10 +296,10 @@ class TrainingPanel:
     def _make_widgets(self) -> None:
         import ipywidgets as w
 
-        from mxr.config import TRANSFER_INPUTS
+        from mxr.model.transfer import TRANSFER_INPUTS
 
         d, style = default_choices(), {"description_width": "110px"}
-        inputs = [(TRANSFER_INPUT_LABELS.get(k, k), k) for k in TRANSFER_INPUTS]
+        inputs = [(f"{k} ({t.description})", k) for k, t in TRANSFER_INPUTS.items()]
         self.mask_head = w.ToggleButtons(options=list(MASK_HEAD_CHOICES), description="mask head")
         self.transfer_input = w.Dropdown(options=inputs, description="transfer input")
         self.structure = w.Dropdown(options=list(STRUCTURES), description="τ structure")

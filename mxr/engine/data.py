@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mxr.config import FILE_EMBEDDING_INPUTS, REPO_ROOT, Config, DataConfig, ModelConfig
+from mxr.config import REPO_ROOT, Config, DataConfig, ModelConfig
 from mxr.engine.dist import DistInfo
 from mxr.errors import MissingFileError, UserInputError
+from mxr.model.transfer import TRANSFER_INPUTS
 
 
 def build_dataset(
@@ -63,8 +64,8 @@ def prepare_data(data_cfg: DataConfig) -> None:
 
 
 def class_embedding_for(cfg: Config, dataset: Any) -> Tensor | None:
-    """The ``(C, E)`` class embedding τ reads for ``transfer_input="embed"`` / ``"cls+embed"``,
-    aligned to the dataset's labels by name; ``None`` for the other inputs.
+    """The ``(C, E)`` class embedding τ reads when ``transfer_input`` reads a file (``"embed"``,
+    ``"cls+embed"``), aligned to the dataset's labels by name; ``None`` for the other inputs.
 
     ``model.class_embedding`` is a path: absolute, as is; relative, under ``data.root`` (a file made
     with the data) or, when not there, under the repository root (a file shipped with mxr, such as
@@ -72,7 +73,7 @@ def class_embedding_for(cfg: Config, dataset: Any) -> Tensor | None:
     from mxr.data.embedding import load_class_embedding
 
     m = cfg.model
-    if m.mask_head != "transfer" or m.transfer_input not in FILE_EMBEDDING_INPUTS:
+    if m.mask_head != "transfer" or not TRANSFER_INPUTS[m.transfer_input].reads_file:
         return None
     name = Path(m.class_embedding)  # an absolute class_embedding replaces the root
     places = [Path(cfg.data.root) / name, *([] if name.is_absolute() else [REPO_ROOT / name])]

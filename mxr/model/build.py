@@ -26,7 +26,7 @@ from mxr.model.backbone import build_backbone
 from mxr.model.heads import build_mask_predictor
 from mxr.model.roi_heads import MaskXRoIHeads
 from mxr.model.rpn import Float32RegionProposalNetwork
-from mxr.model.transfer import randn_embedding, uses_embedding
+from mxr.model.transfer import TRANSFER_INPUTS, randn_embedding
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
@@ -107,11 +107,13 @@ def _check_ready(cfg: ModelConfig) -> ModelConfig:
 
 
 def _class_embedding(cfg: ModelConfig, given: Tensor | None) -> Tensor | None:
-    """The ``(C, E)`` embedding τ reads: ``given`` (``embed``, ``cls+embed``), drawn from
-    ``cfg.init_seed`` (``randn``), or ``None``."""
-    if cfg.mask_head != "transfer" or not uses_embedding(cfg.transfer_input):
+    """The ``(C, E)`` embedding τ reads, by where its transfer input's embedding comes from:
+    ``given`` (a file: ``embed``, ``cls+embed``), drawn from ``cfg.init_seed`` (``randn``), or
+    ``None`` (no embedding)."""
+    source = TRANSFER_INPUTS[cfg.transfer_input].embedding
+    if cfg.mask_head != "transfer" or source is None:
         return None
-    if cfg.transfer_input == "randn":
+    if source == "randn":
         return randn_embedding(cfg.num_classes, cfg.randn_dim, cfg.init_seed)
     if given is None:
         raise ValueError(
@@ -248,7 +250,8 @@ def build_model(
 ) -> MaskXRCNN:
     """The model ``cfg`` describes, seeded by ``cfg.init_seed`` (the global RNG is untouched); never
     downloads. ``backbone_weights`` (default ``cfg.backbone_weights``): a local backbone state dict;
-    ``class_embedding`` ``(C, E)``: τ's input for ``embed``/``cls+embed``, kept as a buffer."""
+    ``class_embedding`` ``(C, E)``: the embedding a transfer input that reads a file (``embed``,
+    ``cls+embed``) holds, kept as a buffer."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         return MaskXRCNN(cfg, backbone_weights, class_embedding)

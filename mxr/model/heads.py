@@ -1,7 +1,7 @@
 """Mask predictors: class-agnostic, class-specific and weight-transfer, with optional MLP fusion.
 
 Each computes only the mask of each RoI's own class, so its cost does not grow with the vocabulary
-(3,000 classes on Visual Genome). ``read_w_det(classes (K,)) -> (K, d)`` reads τ's input from the
+(3,000 classes on Visual Genome). ``read_transfer_input(classes (K,)) -> (K, d)`` reads τ's input from the
 box predictor (not a submodule here, so no weight is stored twice).
 """
 
@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from mxr.config import ModelConfig
-from mxr.model.transfer import WeightTransfer, transfer_input_dim
+from mxr.model.transfer import TRANSFER_INPUTS, WeightTransfer
 
-WDetReader = Callable[[Tensor], Tensor]
+TransferInputReader = Callable[[Tensor], Tensor]
 
 
 class MLPFusion(nn.Module):
@@ -69,16 +69,16 @@ class MaskPredictor(nn.Module, ABC):
 
     @abstractmethod
     def mask_weights(
-        self, classes: Tensor, read_w_det: WDetReader | None
+        self, classes: Tensor, read_transfer_input: TransferInputReader | None
     ) -> tuple[Tensor, Tensor | None]:
         """``(R,)`` classes -> ``(R, C)`` weights and ``(R,)`` biases (or None)."""
 
     def forward(
-        self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
+        self, features: Tensor, classes: Tensor, read_transfer_input: TransferInputReader | None = None
     ) -> Tensor:
         """``(R, C, 14, 14)`` features, ``(R,)`` int64 classes -> ``(R, 28, 28)`` mask logits."""
         x28 = torch.relu(self.deconv(features))
-        w_seg, bias = self.mask_weights(classes, read_w_det)
+        w_seg, bias = self.mask_weights(classes, read_transfer_input)
         logits = torch.einsum("rchw,rc->rhw", x28, w_seg.to(x28.dtype))
         if bias is not None:
             logits = logits + bias.to(logits.dtype)[:, None, None]
@@ -87,12 +87,12 @@ class MaskPredictor(nn.Module, ABC):
         return logits
 
     def class_logits(
-        self, features: Tensor, classes: Tensor, read_w_det: WDetReader | None = None
+        self, features: Tensor, classes: Tensor, read_transfer_input: TransferInputReader | None = None
     ) -> Tensor:
         """Every RoI segmented with every class's weights (for inspection): ``classes (K,)`` ->
         ``(R, K, 28, 28)``."""
         r, k = features.shape[0], classes.numel()
-        logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_w_det)
+        logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_transfer_input)
         return logits.view(r, k, *logits.shape[-2:])
 
 
@@ -104,7 +104,7 @@ class ClassMaskPredictor(MaskPredictor):
         self.weight = nn.Parameter(torch.randn(num_classes, in_channels) * 0.001)
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
-    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
+    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, Tensor]:
         return self.weight[classes], self.bias[classes]
 
 
@@ -114,7 +114,7 @@ class AgnosticMaskPredictor(ClassMaskPredictor):
     def __init__(self, in_channels: int, **kwargs):
         super().__init__(in_channels, 1, **kwargs)
 
-    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, Tensor]:
+    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, Tensor]:
         n = classes.shape[0]
         return self.weight.expand(n, -1), self.bias.expand(n)
 
@@ -143,17 +143,17 @@ class TransferMaskPredictor(MaskPredictor):
             zero_init=transfer_zero_init,
         )
 
-    def mask_weights(self, classes: Tensor, read_w_det: WDetReader | None) -> tuple[Tensor, None]:
-        if read_w_det is None:
+    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, None]:
+        if read_transfer_input is None:
             raise ValueError(
-                "TransferMaskPredictor needs read_w_det to read the box predictor's weights"
+                "TransferMaskPredictor needs read_transfer_input to read the box predictor's weights"
             )
         distinct, index = torch.unique(classes, return_inverse=True)
-        return self.transfer(read_w_det(distinct))[index], None  # (K, C) -> (R, C)
+        return self.transfer(read_transfer_input(distinct))[index], None  # (K, C) -> (R, C)
 
-    def mask_weights_of(self, classes: Tensor, read_w_det: WDetReader) -> Tensor:
+    def mask_weights_of(self, classes: Tensor, read_transfer_input: TransferInputReader) -> Tensor:
         """``w_seg`` of the given classes: ``(K,)`` -> ``(K, C)`` (for inspection)."""
-        return self.transfer(read_w_det(classes))
+        return self.transfer(read_transfer_input(classes))
 
 
 def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredictor:
@@ -167,7 +167,7 @@ def build_mask_predictor(cfg: ModelConfig, embedding_dim: int = 0) -> MaskPredic
         return ClassMaskPredictor(c, cfg.num_classes, **common)
     return TransferMaskPredictor(
         c,
-        transfer_input_dim(cfg.transfer_input, cfg.box_fc_dim, embedding_dim),
+        TRANSFER_INPUTS[cfg.transfer_input].width(cfg.box_fc_dim, embedding_dim),
         transfer_layers=cfg.transfer_layers,
         transfer_activation=cfg.transfer_activation,
         transfer_zero_init=cfg.transfer_zero_init,

@@ -13,7 +13,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from mxr.losses import partial_mask_loss
 from mxr.model.heads import MaskPredictor
-from mxr.model.transfer import TRANSFER_INPUT_PARTS, read_detection_weights, uses_embedding
+from mxr.model.transfer import TRANSFER_INPUTS
 
 
 def mask_row_per_instance(target: dict[str, Tensor], mask_classes: Tensor) -> Tensor:
@@ -67,10 +67,16 @@ class MaskXRoIHeads(RoIHeads):
         self.register_buffer(
             "mask_classes", torch.tensor(sorted(mask_classes), dtype=torch.int64), persistent=False
         )
+        if transfer_input not in TRANSFER_INPUTS:
+            raise ValueError(
+                f"transfer_input={transfer_input!r} is not valid; expected one of "
+                f"{', '.join(map(repr, TRANSFER_INPUTS))}"
+            )
         self.transfer_input = transfer_input
+        self._transfer_input = TRANSFER_INPUTS[transfer_input]
         self.stop_grad = stop_grad
         self.mask_only = False  # set by MaskXRCNN.freeze_detector: training skips the box head
-        if uses_embedding(transfer_input):
+        if self._transfer_input.embedding is not None:
             if class_embedding is None:
                 raise ValueError(
                     f"transfer_input={transfer_input!r} needs class_embedding, a (C, E) tensor"
@@ -79,33 +85,19 @@ class MaskXRoIHeads(RoIHeads):
         else:
             self.class_embedding = None
 
-    def read_w_det(self, classes: Tensor) -> Tensor:
+    def read_transfer_input(self, classes: Tensor) -> Tensor:
         """τ's input for ``classes`` ``(K,)`` -> ``(K, d)``: the detection weights (detached when
         ``stop_grad``) and/or the class embedding rows that ``transfer_input`` names."""
-        transfer_input, embedding = self.transfer_input, self.class_embedding
-        if transfer_input not in TRANSFER_INPUT_PARTS:
-            raise ValueError(
-                f"transfer_input={transfer_input!r} is not valid; expected one of "
-                f"{', '.join(map(repr, TRANSFER_INPUT_PARTS))}"
-            )
-        parts = TRANSFER_INPUT_PARTS[transfer_input]
-        out = []
-        if det := "+".join(p for p in parts if p != "embed"):  # "cls", "box" or "cls+box"
-            out.append(read_detection_weights(self.box_predictor, classes, det, self.stop_grad))
-        if "embed" in parts:
-            if embedding is None:
-                raise ValueError(
-                    f"transfer_input={transfer_input!r} needs a class embedding; none was given"
-                )
-            out.append(embedding[classes].to(out[0].dtype if out else embedding.dtype))
-        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+        return self._transfer_input.read(
+            self.box_predictor, self.class_embedding, classes, self.stop_grad
+        )
 
     def mask_logits(
         self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor, image_shapes
     ) -> Tensor:
         """RoIAlign + mask head + predictor: per-image boxes ``(R_i, 4)``, classes ``(R,)`` -> ``(R, 28, 28)``."""
         x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
-        reader = self.read_w_det if self.mask_predictor.uses_detection_weights else None
+        reader = self.read_transfer_input if self.mask_predictor.uses_detection_weights else None
         return self.mask_predictor(x, classes, reader)
 
     def roi_mask_probs(
