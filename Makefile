@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[notebooks,test]"
 	@touch $@
 
-## make test: ruff, the pytest suite, and the notebooks under nbval in smoke mode
+## make test: ruff (lint, and the formatter's check on the package, tests and scripts), the pytest suite, and the notebooks under nbval in smoke mode
 test: venv lint unit notebooks-smoke
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check mxr tests benchmarks docs
 
 unit: venv
 	$(VENV)/bin/pytest -q tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc

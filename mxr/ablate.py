@@ -477,9 +477,14 @@ def run_ablation(
         budgets.update({r: merged["iterations"].get(r) for r in merged["rows"]})
     if len(set(budgets.values())) > 1:
         log(f"warning: rows have different train.iterations: {budgets}")
-    meta = {"preset": preset, "seeds": seeds, "split": split, "iterations": budgets,
-            "overrides": extra,
-            "protocol": {r: spec.protocol(r) for r in per_row}}  # fmt: skip
+    meta = {
+        "preset": preset,
+        "seeds": seeds,
+        "split": split,
+        "iterations": budgets,
+        "overrides": extra,
+        "protocol": {r: spec.protocol(r) for r in per_row},
+    }
     if merged is not None:  # a kept row keeps its protocol (files before stage-wise: end to end)
         kept = (published or {}).get("meta", {}).get("protocol", {})
         meta["protocol"].update({r: kept.get(r, "end to end") for r in merged["rows"]})
@@ -517,8 +522,13 @@ def _plan(
             own = [*extra, *row_overrides(name, seed)]
             cfg = load_config(path, [*own, f"train.seed={seed}", f"model.init_seed={seed}"])
             budgets[name] = cfg.train.iterations
-            key = {"split": split, "iterations": cfg.train.iterations, "config": str(path),
-                   "overrides": own, "run_key": run_key(cfg)}  # fmt: skip
+            key = {
+                "split": split,
+                "iterations": cfg.train.iterations,
+                "config": str(path),
+                "overrides": own,
+                "run_key": run_key(cfg),
+            }
             done = out / name / f"seed{seed}" / "result.json"
             prev = read_json_or_none(done)  # None: not run, or cut short: run it (it resumes)
             if isinstance(prev, dict) and all(prev.get(k) == key[k] for k in ("split", "run_key")):
@@ -738,16 +748,28 @@ _CLI_OPTIONS: dict[str, dict[str, Any]] = {
     "--out": {"help": "output folder (default runs/ablate_<preset>)"},
     "--rows": {"help": "comma-separated subset of rows (default: all)"},
     "--config-dir": {"help": "folder with the preset's YAML files"},
-    "--set": {"nargs": "+", "action": "append", "metavar": "KEY=VALUE",
-              "help": "override config fields for every row, e.g. data.root=data/shapesx"},
-    "--jobs": {"type": int, "default": 1,
-               "help": "runs trained side by side, each in its own process (default 1)"},
-    "--publish": {"metavar": "DIR", "help": "also copy results.json / the AP75 chart into DIR and "
-                  "update DIR/results.md's table"},
-    "--merge-from": {"metavar": "RESULTS_JSON",
-                     "help": "keep the rows of this published results.json that --rows does not train"},
+    "--set": {
+        "nargs": "+",
+        "action": "append",
+        "metavar": "KEY=VALUE",
+        "help": "override config fields for every row, e.g. data.root=data/shapesx",
+    },
+    "--jobs": {
+        "type": int,
+        "default": 1,
+        "help": "runs trained side by side, each in its own process (default 1)",
+    },
+    "--publish": {
+        "metavar": "DIR",
+        "help": "also copy results.json / the AP75 chart into DIR and "
+        "update DIR/results.md's table",
+    },
+    "--merge-from": {
+        "metavar": "RESULTS_JSON",
+        "help": "keep the rows of this published results.json that --rows does not train",
+    },
     "--no-progress": {"action": "store_true", "help": "hide progress bars"},
-}  # fmt: skip
+}
 
 
 def add_subparser(sub: Any) -> None:

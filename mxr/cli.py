@@ -48,9 +48,17 @@ def _run_shapesx(args: argparse.Namespace) -> int:
     """A bad size or an unwritable folder raises; :func:`main` turns it into one line, exit 2."""
     from mxr.data.shapesx import generate_shapesx
 
-    generate_shapesx(args.out, train=args.train, val=args.val, test=args.test, seed=args.seed,
-                     test_seed=args.test_seed, image_size=args.image_size, design=args.design,
-                     cap_jitter=args.cap_jitter)  # fmt: skip
+    generate_shapesx(
+        args.out,
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        seed=args.seed,
+        test_seed=args.test_seed,
+        image_size=args.image_size,
+        design=args.design,
+        cap_jitter=args.cap_jitter,
+    )
     return 0
 
 
@@ -91,19 +99,34 @@ def _add_data_subparser(sub: Any) -> None:
         "shapesx", help="generate the ShapesX synthetic dataset (COCO format)"
     )
     gen.add_argument("--out", default="data/shapesx", help="output folder (default: data/shapesx)")
-    for name, default, what in (("train", 2000, "training"), ("val", 300, "validation"),
-                                ("test", 300, "test")):  # fmt: skip
-        gen.add_argument(f"--{name}", type=int, default=default,
-                         help=f"{what} images (default: {default})")  # fmt: skip
+    for name, default, what in (
+        ("train", 2000, "training"),
+        ("val", 300, "validation"),
+        ("test", 300, "test"),
+    ):
+        gen.add_argument(
+            f"--{name}", type=int, default=default, help=f"{what} images (default: {default})"
+        )
     gen.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    gen.add_argument("--test-seed", type=int, default=None,
-                     help="seed of the test split (default: seed + 1)")  # fmt: skip
-    gen.add_argument("--image-size", type=int, default=128,
-                     help="image side in pixels (default: 128)")  # fmt: skip
-    gen.add_argument("--design", default=DEFAULT_DESIGN, choices=sorted(DESIGNS),
-                     help=f"design (default: {DEFAULT_DESIGN})")  # fmt: skip
-    gen.add_argument("--cap-jitter", type=float, default=0.0, metavar="STD",
-                     help="member cue ambiguity: cap depth 0.15 r (k + e), e ~ N(0, STD) (default: 0)")  # fmt: skip
+    gen.add_argument(
+        "--test-seed", type=int, default=None, help="seed of the test split (default: seed + 1)"
+    )
+    gen.add_argument(
+        "--image-size", type=int, default=128, help="image side in pixels (default: 128)"
+    )
+    gen.add_argument(
+        "--design",
+        default=DEFAULT_DESIGN,
+        choices=sorted(DESIGNS),
+        help=f"design (default: {DEFAULT_DESIGN})",
+    )
+    gen.add_argument(
+        "--cap-jitter",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="member cue ambiguity: cap depth 0.15 r (k + e), e ~ N(0, STD) (default: 0)",
+    )
     gen.set_defaults(func=_run_shapesx)
     check = data_sub.add_parser(
         "check",
@@ -145,8 +168,13 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = [o for group in (args.set or []) for o in group]
     cfg = load_config(args.config, overrides)
     try:
-        summary = loop.train(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                               eval_split=None if args.no_eval else "val")  # fmt: skip
+        summary = loop.train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            eval_split=None if args.no_eval else "val",
+        )
     except KeyboardInterrupt:
         return 130
     if summary.eval is not None and int(os.environ.get("RANK", "0")) == 0:
@@ -167,9 +195,13 @@ def _add_train_subparser(sub: Any) -> None:
         ),
     )
     p.add_argument("--config", help="a YAML or TOML config (default: the built-in defaults)")
-    p.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set train.iterations=200 "
-                   "model.mlp_fusion=false")  # fmt: skip
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set train.iterations=200 model.mlp_fusion=false",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt if it exists")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
@@ -215,9 +247,15 @@ def _run_eval(args: argparse.Namespace) -> int:
         barrier(info)
         dataset = build_dataset(cfg.data, args.split, seed=cfg.train.seed)
         t0 = time.perf_counter()
-        predictions = predict(model, dataset, device=device, batch_size=args.batch_size,
-                              progress=not args.no_progress, mask_iou=not args.no_mask_iou,
-                              info=info)  # fmt: skip
+        predictions = predict(
+            model,
+            dataset,
+            device=device,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            mask_iou=not args.no_mask_iou,
+            info=info,
+        )
         barrier(info)
     finally:
         leave_process_group(info)  # every rank together, before rank 0's COCOeval

@@ -93,8 +93,14 @@ def _stat(v: float) -> float | None:
 
 
 #: COCOeval's summary statistics 0-5, as ``(IoU threshold or None: all, area range label)``.
-_STAT_SLICES = ((None, "all"), (0.5, "all"), (0.75, "all"), (None, "small"), (None, "medium"),
-                (None, "large"))  # fmt: skip
+_STAT_SLICES = (
+    (None, "all"),
+    (0.5, "all"),
+    (0.75, "all"),
+    (None, "small"),
+    (None, "medium"),
+    (None, "large"),
+)
 
 
 def _set_stats(e: COCOeval, cat_ids: Sequence[int]) -> dict[str, float | None]:
@@ -235,9 +241,14 @@ def detections(
     return [
         {k: v.detach().cpu() for k, v in d.items()}
         for *_, found, _ in _inference(
-            model, dataset, [int(i) for i in indices], device=torch.device(device),
-            batch_size=batch_size, detect=True, true_boxes=False,
-        )  # fmt: skip
+            model,
+            dataset,
+            [int(i) for i in indices],
+            device=torch.device(device),
+            batch_size=batch_size,
+            detect=True,
+            true_boxes=False,
+        )
         for d in found
     ]
 
@@ -273,10 +284,16 @@ def predict(
     info = info or DistInfo()
     per_image: list[tuple[int, list[dict[str, Any]], list[InstanceIoU]]] = []
     for idx, _, targets, outputs, masks in _inference(
-        model, dataset, range(len(dataset)), device=torch.device(device), batch_size=batch_size,
-        detect=True, true_boxes=mask_iou, progress=progress and info.is_main,
+        model,
+        dataset,
+        range(len(dataset)),
+        device=torch.device(device),
+        batch_size=batch_size,
+        detect=True,
+        true_boxes=mask_iou,
+        progress=progress and info.is_main,
         shard=(info.rank, info.world_size),
-    ):  # fmt: skip
+    ):
         for k, (i, t, out) in enumerate(zip(idx, targets, outputs, strict=True)):
             results = outputs_to_coco(
                 [out], [int(t["image_id"])], dataset.label_to_cat_id, mask_threshold=mask_threshold
@@ -305,8 +322,13 @@ def score_predictions(predictions: Predictions, dataset: Any) -> dict[str, Any]:
         scored, cat_of = predictions.instances, dataset.label_to_cat_id
         order = dict.fromkeys(r.label for r in scored)  # labels as they first appear
         for name, ids in sets.items():
-            vals = [r.iou for lab in order if _cat_id(cat_of, lab) in ids
-                    for r in scored if r.label == lab]  # fmt: skip
+            vals = [
+                r.iou
+                for lab in order
+                if _cat_id(cat_of, lab) in ids
+                for r in scored
+                if r.label == lab
+            ]
             out[name]["mask_iou"] = {"mIoU": round(100 * float(np.mean(vals)), 3) if vals else None}
     return out
 
@@ -329,9 +351,15 @@ def evaluate(
     Under several processes (``info``) every rank calls it and infers on its share
     (:func:`predict`); rank 0 scores and gets the dict, the others ``None``."""
     predictions = predict(
-        model, dataset, device=device, batch_size=batch_size, progress=progress,
-        mask_iou=mask_iou, mask_threshold=mask_threshold, info=info,
-    )  # fmt: skip
+        model,
+        dataset,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        mask_iou=mask_iou,
+        mask_threshold=mask_threshold,
+        info=info,
+    )
     if predictions is None:
         return None
     if records is not None and predictions.instances is not None:
@@ -399,8 +427,10 @@ def score_instances(
     gt = target["masks"].bool()
     ious = mask_iou(probs.cpu() > threshold, gt)
     base = mask_iou(box_masks(target["boxes"][inst], *gt.shape[-2:]), gt)
-    return [InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
-            for k, i in enumerate(inst)]  # fmt: skip
+    return [
+        InstanceIoU(int(index), i, int(target["labels"][i]), float(ious[k]), float(base[k]))
+        for k, i in enumerate(inst)
+    ]
 
 
 def masks_for_true_boxes(
@@ -409,9 +439,14 @@ def masks_for_true_boxes(
     """The model's masks for the true boxes and classes of dataset item ``index``: ``(image
     (3, H, W), target, the M instance numbers with a true mask, probabilities (M, H, W))``."""
     ((_, (image,), (target,), _, (probs,)),) = _inference(
-        model, ds, [index], device=torch.device(device), batch_size=1, detect=False,
+        model,
+        ds,
+        [index],
+        device=torch.device(device),
+        batch_size=1,
+        detect=False,
         true_boxes=True,
-    )  # fmt: skip
+    )
     return image.cpu(), target, instances_with_mask(target), probs.cpu()
 
 
@@ -426,9 +461,14 @@ def instance_ious(
     The dataset needs masks of every class (``masks="all"``), or B instances are skipped."""
     out: list[InstanceIoU] = []
     for (i,), _, (target,), _, (probs,) in _inference(
-        model, ds, list(range(len(ds)) if indices is None else indices),
-        device=torch.device(device), batch_size=1, detect=False, true_boxes=True,
-    ):  # fmt: skip
+        model,
+        ds,
+        list(range(len(ds)) if indices is None else indices),
+        device=torch.device(device),
+        batch_size=1,
+        detect=False,
+        true_boxes=True,
+    ):
         out += score_instances(i, target, probs, threshold)
     return out
 

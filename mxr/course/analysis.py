@@ -155,7 +155,15 @@ def confusion_outcomes(
             raise ValueError(f"confusion_outcomes: label {g} is not valid; expected 1..{c - 1}")
         near = {int(x) for x in related.get(int(g), ())}
         for p, n in enumerate(matrix[int(g)].tolist()):
-            kind = "missed" if p == 0 else "own" if p == int(g) else "related" if p in near else "other"  # fmt: skip
+            kind = (
+                "missed"
+                if p == 0
+                else "own"
+                if p == int(g)
+                else "related"
+                if p in near
+                else "other"
+            )
             out[kind] += int(n)
     return out
 
@@ -168,8 +176,11 @@ def mask_holes(mask: Tensor) -> Tensor:
     free = ~mask.detach().cpu().bool()
     reached = torch.zeros_like(free)
     reached[0, :], reached[-1, :], reached[:, 0], reached[:, -1] = (
-        free[0, :], free[-1, :], free[:, 0], free[:, -1],
-    )  # fmt: skip
+        free[0, :],
+        free[-1, :],
+        free[:, 0],
+        free[:, -1],
+    )
     while True:
         grown = reached.clone()
         grown[1:] |= reached[:-1]
@@ -207,7 +218,9 @@ def detection_counts(
     out = {"A": [0] * len(thresholds), "B": [0] * len(thresholds)}
     for p in predictions:
         scores = p["scores"].float()
-        is_a = torch.tensor([set_of(x, a_labels) == "A" for x in p["labels"].tolist()], dtype=torch.bool)  # fmt: skip
+        is_a = torch.tensor(
+            [set_of(x, a_labels) == "A" for x in p["labels"].tolist()], dtype=torch.bool
+        )
         for k, t in enumerate(thresholds):
             keep = scores >= t
             out["A"][k] += int((keep & is_a).sum())

@@ -196,7 +196,12 @@ def crop_box(box: Any, h: int, w: int, pad: float = 0.25) -> tuple[int, int, int
     to an ``h`` × ``w`` image."""
     x0, y0, x1, y1 = (float(v) for v in torch.as_tensor(box).reshape(-1))
     px, py = (x1 - x0) * pad + 2, (y1 - y0) * pad + 2
-    return max(0, int(x0 - px)), max(0, int(y0 - py)), min(w, int(x1 + px + 1)), min(h, int(y1 + py + 1))  # fmt: skip
+    return (
+        max(0, int(x0 - px)),
+        max(0, int(y0 - py)),
+        min(w, int(x1 + px + 1)),
+        min(h, int(y1 + py + 1)),
+    )
 
 
 # ------------------------------------------------------------- shared figure parts, dataset samples
@@ -282,8 +287,15 @@ def loss_figure(
         if log_y and positive:
             ax.set_yscale("log")
     else:
-        ax.text(0.5, 0.5, "waiting for the first logged iteration", ha="center", va="center",
-                transform=ax.transAxes, color="grey")  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            "waiting for the first logged iteration",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="grey",
+        )
     return _finish(fig)
 
 
@@ -399,8 +411,9 @@ def plot_rpn_targets(
     right.scatter(
         *centres[neutral].T, s=4, c="grey", alpha=0.5, label=f"neutral centres ({n_neutral})"
     )
-    right.scatter(*centres[shown_neg].T, s=6, c="red",
-                  label=f"{what} centres ({n_shown} of {int(neg.sum())})")  # fmt: skip
+    right.scatter(
+        *centres[shown_neg].T, s=6, c="red", label=f"{what} centres ({n_shown} of {int(neg.sum())})"
+    )
     _add_boxes(right, gt_boxes, "white", 2.0)
     for ax in (left, right):
         ax.legend(fontsize=7, loc="lower right")
@@ -478,9 +491,14 @@ def _scatter_a_b(ax: Any, xy: Tensor, keep: Tensor, b: Tensor, **kw: Any) -> Any
         m = keep & (b == flag)
         if m.any():
             c = kw["c"][m].numpy() if isinstance(kw["c"], Tensor) else kw["c"]
-            out = ax.scatter(*xy[m].T, **{**kw, "c": c}, marker=marker, s=size,
-                             edgecolors="black" if flag else "none",
-                             label=None if flag else label)  # fmt: skip
+            out = ax.scatter(
+                *xy[m].T,
+                **{**kw, "c": c},
+                marker=marker,
+                s=size,
+                edgecolors="black" if flag else "none",
+                label=None if flag else label,
+            )
     return out
 
 
@@ -516,8 +534,16 @@ def plot_weight_pca(
                 ax.legend(fontsize=7, title="family (★ = set B)", title_fontsize=7)
             else:
                 everyone = torch.ones(len(b), dtype=torch.bool)
-                sc = _scatter_a_b(ax, xy, everyone, b, c=vals, cmap="viridis",
-                                  vmin=float(vals.min()), vmax=float(vals.max()))  # fmt: skip
+                sc = _scatter_a_b(
+                    ax,
+                    xy,
+                    everyone,
+                    b,
+                    c=vals,
+                    cmap="viridis",
+                    vmin=float(vals.min()),
+                    vmax=float(vals.max()),
+                )
                 if sc is not None:
                     fig.colorbar(sc, ax=ax, label=value_label)
             for i in torch.nonzero(b).flatten().tolist():
@@ -714,7 +740,10 @@ def plot_overlaps(
     xlabels = [_set_label(x, class_names, a_labels) for x in gt_labels]
     ax.set_xticks(range(len(gt_labels)), xlabels, rotation=90, fontsize=7)
     _colour_ticks(ax.get_xticklabels(), gt_labels, a_labels)
-    ylabels = [f"{_set_label(x, class_names, a_labels)} {s:.2f}" for x, s in zip(det_labels, det_scores, strict=True)]  # fmt: skip
+    ylabels = [
+        f"{_set_label(x, class_names, a_labels)} {s:.2f}"
+        for x, s in zip(det_labels, det_scores, strict=True)
+    ]
     ax.set_yticks(range(len(det_labels)), ylabels, fontsize=7)
     _colour_ticks(ax.get_yticklabels(), det_labels, a_labels)
     ax.set_xlabel("ground truth")
@@ -790,13 +819,24 @@ def comparison_seed_chart(
         values = [[v for v in per_seed[r].get(metric, []) if v is not None] for r in rows]
         for x, v in zip(xs, values, strict=True):
             mean = statistics.fmean(v) if v else float("nan")
-            ax.plot([x - 0.3, x + 0.3], [mean, mean], color=SET_COLOURS.get(split, "grey"),
-                    linewidth=3, label="mean" if x == 0 else None)  # fmt: skip
+            ax.plot(
+                [x - 0.3, x + 0.3],
+                [mean, mean],
+                color=SET_COLOURS.get(split, "grey"),
+                linewidth=3,
+                label="mean" if x == 0 else None,
+            )
         for s in range(max((len(v) for v in values), default=0)):
             pts = [(x, v[s]) for x, v in zip(xs, values, strict=True) if len(v) > s]
-            ax.scatter([x + (s - 1) * 0.08 for x, _ in pts], [y for _, y in pts],
-                       marker=markers[s % len(markers)], s=18, color="black", zorder=3,
-                       label=f"seed {s}")  # fmt: skip
+            ax.scatter(
+                [x + (s - 1) * 0.08 for x, _ in pts],
+                [y for _, y in pts],
+                marker=markers[s % len(markers)],
+                s=18,
+                color="black",
+                zorder=3,
+                label=f"seed {s}",
+            )
         ax.set_xticks(xs, rows, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"{metric} on set {split} (0-100)")
         ax.set_title(f"set {split} {metric}: each seed and the mean", fontsize=10)
@@ -827,9 +867,15 @@ def iou_distribution_figure(
         by = ious_by_label(ious_by_model[name])
         kept = [(p, by[lab]) for p, lab in enumerate(labels) if by.get(lab)]
         if kept:
-            parts = ax.boxplot([d for _, d in kept], positions=[p for p, _ in kept], widths=0.6,
-                               patch_artist=True, showfliers=True, flierprops={"markersize": 2},
-                               medianprops={"color": "black"})  # fmt: skip
+            parts = ax.boxplot(
+                [d for _, d in kept],
+                positions=[p for p, _ in kept],
+                widths=0.6,
+                patch_artist=True,
+                showfliers=True,
+                flierprops={"markersize": 2},
+                medianprops={"color": "black"},
+            )
             for (p, _), patch in zip(kept, parts["boxes"], strict=True):
                 patch.set_facecolor(SET_COLOURS[set_of(labels[p], a_labels)])
         means = [mean_iou(ious_by_model[name], [x], box=True) or 0.0 for x in labels]
@@ -991,7 +1037,10 @@ def compare_models(
     if not indices or not models:
         raise ValueError("compare_models: expected at least one model and one dataset index")
     predictions = predictions or {}
-    preds = {n: predictions[n] if n in predictions else detections(m, ds, indices) for n, m in models.items()}  # fmt: skip
+    preds = {
+        n: predictions[n] if n in predictions else detections(m, ds, indices)
+        for n, m in models.items()
+    }
     cols = ["ground truth", *models]
     fig = Figure(figsize=(2.8 * len(cols), 2.8 * len(indices) + 0.8))
     for row, index in enumerate(indices):

@@ -63,8 +63,10 @@ def prime(jobs: int | None = None) -> None:
     detectors = [(f"detector-seed{k}", course_config("detector", seed=k)) for k in seeds]
     rounds = (detectors + [job for job in todo if job not in stagewise], stagewise)
     t0 = time.perf_counter()
-    print(f"priming {len(todo)} notebook runs and {len(detectors)} detector(s) "
-          f"({budget_mode()} budget) with {jobs} processes")  # fmt: skip
+    print(
+        f"priming {len(todo)} notebook runs and {len(detectors)} detector(s) "
+        f"({budget_mode()} budget) with {jobs} processes"
+    )
     for batch in rounds:
         for _, line in in_processes(_prime_one, batch, jobs, threads=cpu_count() // jobs or 1):
             print(f"  {line} ({time.perf_counter() - t0:.0f} s)", flush=True)

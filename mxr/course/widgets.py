@@ -172,10 +172,14 @@ COMPARISON_HEADER = ["#", "run", "mask AP A", "mask AP B", "mIoU A", "mIoU B", "
 def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
     """Rows of :data:`SPLIT_TABLE_HEADER` for sets A, B and all of an evaluation."""
     return [
-        [s, *map(cell, (r["segm"]["AP"], r["segm"]["AP50"], r["bbox"]["AP"])),
-         cell(r.get("mask_iou", {}).get("mIoU"))]
-        for s in ("A", "B", "all") if (r := results.get(s)) is not None
-    ]  # fmt: skip
+        [
+            s,
+            *map(cell, (r["segm"]["AP"], r["segm"]["AP50"], r["bbox"]["AP"])),
+            cell(r.get("mask_iou", {}).get("mIoU")),
+        ]
+        for s in ("A", "B", "all")
+        if (r := results.get(s)) is not None
+    ]
 
 
 def _seconds_cell(logs: Sequence[RunLog]) -> str:
@@ -272,8 +276,16 @@ class TrainingPanel:
     stopped)."""
 
     #: The choice widgets, in menu order (each named after its key in :func:`config_from_choices`).
-    CHOICES = ("mask_head", "transfer_input", "structure", "stop_grad", "mlp_fusion", "protocol",
-               "iterations", "seed")  # fmt: skip
+    CHOICES = (
+        "mask_head",
+        "transfer_input",
+        "structure",
+        "stop_grad",
+        "mlp_fusion",
+        "protocol",
+        "iterations",
+        "seed",
+    )
 
     def __init__(self, runs: Sequence[RunLog] = (), min_plot_interval_s: float = 0.3) -> None:
         self.runs: list[RunLog] = list(runs)
@@ -326,7 +338,9 @@ class TrainingPanel:
         # explicit sizes (the figures' pixel sizes at 80 dpi): an Image sized "auto" can collapse to
         # 0x0 in a flex box when its picture changes
         def image(width: str, **kw: Any) -> Any:
-            return w.Image(format="png", layout=w.Layout(width=width, min_width=width, height="auto"), **kw)  # fmt: skip
+            return w.Image(
+                format="png", layout=w.Layout(width=width, min_width=width, height="auto"), **kw
+            )
 
         self.plot = image("480px", value=figure_png(loss_figure([], "Training loss")))
         self.table, self.comparison = w.HTML(), w.HTML()
@@ -336,7 +350,9 @@ class TrainingPanel:
         import ipywidgets as w
 
         buttons = w.HBox([self.train_button, self.stop_button])
-        options = w.VBox([*(getattr(self, k) for k in self.CHOICES), self.reuse, buttons, self.status])  # fmt: skip
+        options = w.VBox(
+            [*(getattr(self, k) for k in self.CHOICES), self.reuse, buttons, self.status]
+        )
         heading = w.HTML("<b>All runs of this panel</b> (several seeds of one config: mean ± std)")
         return w.VBox(
             [w.HBox([options, self.plot]), self.table, heading, self.comparison, self.chart]
@@ -413,8 +429,13 @@ class TrainingPanel:
     def _train(self, log: RunLog) -> RunLog:
         try:
             self._draw(log, force=True)
-            train_choices(log.choices, log, reuse=self.reuse.value, on_record=self._draw,
-                          should_stop=self._stop.is_set)  # fmt: skip
+            train_choices(
+                log.choices,
+                log,
+                reuse=self.reuse.value,
+                on_record=self._draw,
+                should_stop=self._stop.is_set,
+            )
         except Exception as e:
             self.status.value = _error_html(f"Training failed: {type(e).__name__}: {e}")
             raise
@@ -509,8 +530,15 @@ def score_threshold_viewer(
     if not indices:
         raise ValueError("score_threshold_viewer: indices is empty; expected at least one index")
     predictions = detections(model, ds, indices)
-    slider = w.FloatSlider(value=score_thresh, min=0.05, max=0.95, step=0.05, description="score ≥",
-                           continuous_update=False, readout_format=".2f")  # fmt: skip
+    slider = w.FloatSlider(
+        value=score_thresh,
+        min=0.05,
+        max=0.95,
+        step=0.05,
+        description="score ≥",
+        continuous_update=False,
+        readout_format=".2f",
+    )
     image = w.Image(format="png")
 
     def update(change: Any = None) -> None:

@@ -149,9 +149,7 @@ def resolve_design(design: str = DEFAULT_DESIGN, **design_params: Any) -> dict[s
     params.update(design_params)
     jitter = params["cap_jitter"]
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not jitter >= 0:
-        raise UserInputError(
-            f"ShapesX cap_jitter={jitter!r} is not valid; expected a number >= 0"
-        )
+        raise UserInputError(f"ShapesX cap_jitter={jitter!r} is not valid; expected a number >= 0")
     if params["slab"] not in ("tail", "random", "none"):
         raise UserInputError(
             f"ShapesX slab={params['slab']!r} is not valid; expected 'tail', 'random' or 'none'"

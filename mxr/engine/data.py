@@ -187,8 +187,9 @@ class _EpochItems(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def _rank_batches(n: int, start: int, stop: int, bs: int, info: DistInfo, seed: int,
-                  groups: Sequence[int] | None) -> Iterator[list[tuple[int, int]]]:  # fmt: skip
+def _rank_batches(
+    n: int, start: int, stop: int, bs: int, info: DistInfo, seed: int, groups: Sequence[int] | None
+) -> Iterator[list[tuple[int, int]]]:
     """This rank's ``[(epoch, index), ...]`` of each iteration ``start..stop-1`` (batch sampler)."""
     gb, r = bs * info.world_size, info.rank
     per_epoch = batches_per_epoch(n, gb, bs, groups)

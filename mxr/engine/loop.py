@@ -220,8 +220,9 @@ class MetricsWriter:
     """Every ``log_every`` iterations and at the last, on rank 0: a ``metrics.jsonl`` record (the
     means over the window's finite steps, ``skipped_nonfinite``), the bar's losses, the callback."""
 
-    def __init__(self, path: Path, cfg: TrainConfig, info: DistInfo, bar: Any,
-                 callback: Callback | None) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path, cfg: TrainConfig, info: DistInfo, bar: Any, callback: Callback | None
+    ) -> None:
         self.path, self.cfg, self.info, self.bar, self.callback = path, cfg, info, bar, callback
         self.window: dict[str, float] = {}
         self.n, self.steps, self.t0 = 0, 0, time.perf_counter()
@@ -244,8 +245,9 @@ class MetricsWriter:
             return None
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self.bar.set_postfix(loss=f"{record.get('loss', math.nan):.3f}",
-                             mask=f"{record.get('loss_mask', 0):.3f}")  # fmt: skip
+        self.bar.set_postfix(
+            loss=f"{record.get('loss', math.nan):.3f}", mask=f"{record.get('loss_mask', 0):.3f}"
+        )
         try:
             if self.callback is not None:
                 self.callback(it, record)
@@ -283,8 +285,11 @@ def _stop(it: int, total: int, ckpt: Checkpointer, stopper: _StopRequest, info: 
     if stopper.by_callback is not None:  # the callback's caller tells the user
         raise stopper.by_callback
     if info.is_main:
-        print(f"\nstopped at iteration {it}/{total}; checkpoint saved to {ckpt.path}; continue "
-              "with --resume", file=sys.stderr)  # fmt: skip
+        print(
+            f"\nstopped at iteration {it}/{total}; checkpoint saved to {ckpt.path}; continue "
+            "with --resume",
+            file=sys.stderr,
+        )
     if stopper.signum == signal.SIGTERM:
         raise SystemExit(128 + signal.SIGTERM)
     raise KeyboardInterrupt(f"training stopped at iteration {it}")
@@ -429,8 +434,12 @@ def train(
         parts = build_parts(cfg, train_ds, device, resuming=resume and (out / "last.pt").is_file())
         ckpt = Checkpointer(out / "last.pt", cfg, info, parts)
         start = _start(cfg, ckpt, out, resume, info)
-        bar = tqdm(total=tc.iterations, initial=start, desc="train",
-                   disable=not (progress and info.is_main))  # fmt: skip
+        bar = tqdm(
+            total=tc.iterations,
+            initial=start,
+            desc="train",
+            disable=not (progress and info.is_main),
+        )
         writer = MetricsWriter(out / "metrics.jsonl", tc, info, bar, callback)
         guard = NonFiniteGuard(
             amp=parts.amp, limit=tc.max_nonfinite_iters, checkpoint=ckpt.path, verbose=info.is_main
@@ -462,8 +471,15 @@ def train(
 
             ds = build_dataset(cfg.data, eval_split, seed=tc.seed)
             broadcast_buffers(parts.model, info)  # rank 0's BatchNorm statistics, as saved
-            predictions = predict(parts.model, ds, device=device, progress=progress, info=info,
-                                  mask_iou=True, batch_size=max(tc.batch_size, 8))  # fmt: skip
+            predictions = predict(
+                parts.model,
+                ds,
+                device=device,
+                progress=progress,
+                info=info,
+                mask_iou=True,
+                batch_size=max(tc.batch_size, 8),
+            )
         barrier(info)
         leave_process_group(info)  # every rank together, before rank 0's long COCOeval
         if predictions is not None:  # rank 0; no collective after this: the group is gone

@@ -74,7 +74,10 @@ class MaskPredictor(nn.Module, ABC):
         """``(R,)`` classes -> ``(R, C)`` weights and ``(R,)`` biases (or None)."""
 
     def forward(
-        self, features: Tensor, classes: Tensor, read_transfer_input: TransferInputReader | None = None
+        self,
+        features: Tensor,
+        classes: Tensor,
+        read_transfer_input: TransferInputReader | None = None,
     ) -> Tensor:
         """``(R, C, 14, 14)`` features, ``(R,)`` int64 classes -> ``(R, 28, 28)`` mask logits."""
         x28 = torch.relu(self.deconv(features))
@@ -87,12 +90,17 @@ class MaskPredictor(nn.Module, ABC):
         return logits
 
     def class_logits(
-        self, features: Tensor, classes: Tensor, read_transfer_input: TransferInputReader | None = None
+        self,
+        features: Tensor,
+        classes: Tensor,
+        read_transfer_input: TransferInputReader | None = None,
     ) -> Tensor:
         """Every RoI segmented with every class's weights (for inspection): ``classes (K,)`` ->
         ``(R, K, 28, 28)``."""
         r, k = features.shape[0], classes.numel()
-        logits = self.forward(features.repeat_interleave(k, dim=0), classes.repeat(r), read_transfer_input)
+        logits = self.forward(
+            features.repeat_interleave(k, dim=0), classes.repeat(r), read_transfer_input
+        )
         return logits.view(r, k, *logits.shape[-2:])
 
 
@@ -104,7 +112,9 @@ class ClassMaskPredictor(MaskPredictor):
         self.weight = nn.Parameter(torch.randn(num_classes, in_channels) * 0.001)
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
-    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, Tensor]:
+    def mask_weights(
+        self, classes: Tensor, read_transfer_input: TransferInputReader | None
+    ) -> tuple[Tensor, Tensor]:
         return self.weight[classes], self.bias[classes]
 
 
@@ -114,7 +124,9 @@ class AgnosticMaskPredictor(ClassMaskPredictor):
     def __init__(self, in_channels: int, **kwargs):
         super().__init__(in_channels, 1, **kwargs)
 
-    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, Tensor]:
+    def mask_weights(
+        self, classes: Tensor, read_transfer_input: TransferInputReader | None
+    ) -> tuple[Tensor, Tensor]:
         n = classes.shape[0]
         return self.weight.expand(n, -1), self.bias.expand(n)
 
@@ -143,7 +155,9 @@ class TransferMaskPredictor(MaskPredictor):
             zero_init=transfer_zero_init,
         )
 
-    def mask_weights(self, classes: Tensor, read_transfer_input: TransferInputReader | None) -> tuple[Tensor, None]:
+    def mask_weights(
+        self, classes: Tensor, read_transfer_input: TransferInputReader | None
+    ) -> tuple[Tensor, None]:
         if read_transfer_input is None:
             raise ValueError(
                 "TransferMaskPredictor needs read_transfer_input to read the box predictor's weights"
