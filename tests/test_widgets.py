@@ -793,3 +793,24 @@ def test_model_gallery_shows_the_same_instances_per_model(
     absent = next(x for x in range(1, val_all.num_classes) if x not in {r.label for r in rs})
     fig = model_gallery({"m1": model}, val_all, [labels[0], absent], {"m1": rs})
     assert "no instance" in fig.axes[2].texts[0].get_text()  # the absent class's row says so
+
+
+def test_prime_trains_each_config_once() -> None:
+    # two names for one config are one run folder: prime must not train it in two processes at once
+    import json
+
+    from mxr.config import config_to_dict
+    from mxr.course.prime import distinct_runs, notebook_runs
+    from mxr.course.runs import course_config
+
+    def key(cfg) -> str:  # noqa: ANN001
+        return json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+
+    a, b = course_config("agnostic"), course_config("oracle")
+    assert [n for n, _ in distinct_runs([("x", a), ("y", b), ("z", a)])] == ["x = z", "y"]
+    runs, jobs = notebook_runs(), distinct_runs(notebook_runs())
+    assert (
+        len({key(c) for _, c in jobs}) == len(jobs) < len(runs)
+    )  # the panel's default is a variant
+    assert {key(c) for _, c in jobs} == {key(c) for _, c in runs}
+    assert "transfer_embed_mlp = panel-" in " ".join(n for n, _ in jobs)

@@ -36,6 +36,20 @@ def notebook_runs() -> list[tuple[str, Config]]:
     return runs
 
 
+def distinct_runs(runs: list[tuple[str, Config]]) -> list[tuple[str, Config]]:
+    """``runs`` with one job per config: two names for one config are one run (one folder of the
+    run cache), and two processes must not train it side by side. The kept job's name lists both."""
+    import json
+
+    from mxr.config import config_to_dict
+
+    kept: dict[str, tuple[str, Config]] = {}
+    for name, cfg in runs:
+        key = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+        kept[key] = (f"{kept[key][0]} = {name}", cfg) if key in kept else (name, cfg)
+    return list(kept.values())
+
+
 def _prime_one(job: tuple[str, Config]) -> str:
     name, cfg = job
     return f"{name}: {train_or_load(name, cfg, progress=False).origin}"
@@ -57,7 +71,7 @@ def prime(jobs: int | None = None) -> None:
 
     jobs = jobs or max(1, min(2, cpu_count()))
     ensure_course_data()
-    todo = notebook_runs()
+    todo = distinct_runs(notebook_runs())
     stagewise = [job for job in todo if job[1].train.trainable == "mask"]
     seeds = sorted({cfg.train.seed for _, cfg in stagewise})
     detectors = [(f"detector-seed{k}", course_config("detector", seed=k)) for k in seeds]
