@@ -38,15 +38,17 @@ data: venv
 	$(PY) -c "from mxr.data.shapesx import ensure_shapesx; ensure_shapesx('$(DATA)')"
 
 ## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
-## then every notebook in full mode, in place
+## then every notebook in full mode, in place, NB_JOBS at a time (they only reload cached runs,
+## and each keeps about one core busy)
+NB_JOBS ?= 2
 run: data
 ifneq ($(NB),)
 	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
-	@for nb in $(NB); do \
-	  echo "== $$nb"; \
-	  MXR_BUDGET=full $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
-	done
+	@printf '%s\n' $(NB) | xargs -P $(NB_JOBS) -I{} sh -c '\
+	  MXR_BUDGET=full OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --inplace --ExecutePreprocessor.timeout=3600 "{}" >/dev/null 2>"{}.log" \
+	  && { echo "== {}: executed"; rm -f "{}.log"; } \
+	  || { echo "== {}: FAILED (see {}.log)"; exit 255; }'
 endif
 	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
 	@echo "Dataset: $(CURDIR)/$(DATA)"

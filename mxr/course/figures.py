@@ -1147,7 +1147,6 @@ def plot_member_sweep(
     outlined, with each mask's IoU."""
     from matplotlib.figure import Figure
 
-    from mxr.course.figures import crop_box
     from mxr.evaluation import mask_iou
     from mxr.report import SET_COLOURS
 
