@@ -222,6 +222,8 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
     assert [p.get_height() for p in fig.axes[1].patches] == [5.0] * 4  # AP75
     assert [p.get_height() for p in fig.axes[2].patches] == [50.0] * 4  # mIoU
     assert [ax.get_title() for ax in fig.axes] == ["mask AP", "mask AP75", "mask mIoU"]
+    assert fig.axes[2].get_ylim() == pytest.approx((48.0, 52.0))  # where the data is, not from 0
+    assert fig.axes[0].get_ylim() == pytest.approx((0.0, 12.0))  # 0 to 10, 2-point margins
     fig = plot_loss_terms({"loss_mask": torch.tensor(0.7), "loss_classifier": 1.2})
     ax = fig.axes[0]
     assert [p.get_width() for p in ax.patches] == pytest.approx([0.7, 1.2])

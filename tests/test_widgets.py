@@ -301,7 +301,10 @@ def test_runlog_comparison_table_and_chart() -> None:
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [30.0, 25.0, 20.0, 5.0]  # set A bars, then set B bars
     assert [p.get_height() for p in fig.axes[1].patches] == [40.0, 35.0, 30.0, 15.0]  # mIoU
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["#1", "#3"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == [first.group_label, second.group_label]  # runs by name
+    low, high = fig.axes[0].get_ylim()  # the axis starts where the data is: 5 - 3.75, 30 + 3.75
+    assert (low, high) == pytest.approx((1.25, 33.75))
     assert fig.axes[0].get_legend() is not None and fig.axes[0].get_title()
 
 
@@ -512,7 +515,10 @@ def test_comparison_groups_seeds_of_one_config_as_mean_and_std() -> None:
     ax = fig.axes[0]
     assert [p.get_height() for p in ax.patches] == [32.0, 25.0, 22.0, 5.0]
     assert len(ax.containers) == 2 + 2  # the bars of A and B, an error bar per several-seed group
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["#1,4", "#2"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        runs[0].group_label,
+        runs[1].group_label,
+    ]
     # the other head with the same seed is its own config
     assert RunLog(choices={**base, "mask_head": "oracle"}).config_key != runs[0].config_key
     assert runs[0].config_key == runs[3].config_key
@@ -773,15 +779,28 @@ def test_model_gallery_shows_the_same_instances_per_model(
     rs = instance_ious(model, val_all)
     labels = sorted({r.label for r in rs})[:2]
     fig = model_gallery({"m1": model, "m2": model}, val_all, labels, {"m1": rs, "m2": rs})
-    assert len(fig.axes) == 2 * 2 * 2  # rows x models x per_class
-    assert [t.get_text() for t in fig.texts][-2:] == ["m1", "m2"]  # a header per model block
-    titles = [ax.get_title() for ax in fig.axes]  # row by row: m1's two tiles, then m2's
-    # each tile: the IoU of the first two instances of its row's class, the same for both models
+    assert len(fig.axes) == 2 * 3 * 2  # rows x (ground truth + models) x per_class
+    assert [t.get_text() for t in fig.texts][-3:] == ["ground truth", "m1", "m2"]  # block headers
+    titles = [ax.get_title() for ax in fig.axes]  # row by row: the truth's tiles, m1's, m2's
+    # a model's tile: the IoU (0-100) of the first two instances of its row's class
     want = []
     for label in labels:
-        shown = [f"IoU {r.iou:.2f}" for r in rs if r.label == label][:2]
-        want += 2 * (shown + [""] * (2 - len(shown)))
+        shown = [f"IoU {100 * r.iou:.0f}" for r in rs if r.label == label][:2]
+        want += ["", ""] + 2 * (shown + [""] * (2 - len(shown)))
     assert titles == want
+    # the ground truth's first tile is the true mask of the row's first instance, overlaid
+    from mxr.course.analysis import set_of
+    from mxr.course.figures import _overlay, crop_box
+    from mxr.evaluation import instances_with_mask
+    from mxr.report import SET_RGB
+
+    first = next(r for r in rs if r.label == labels[0])
+    image, target = val_all[first.index]
+    true_mask = target["masks"][instances_with_mask(target).index(first.instance)] > 0.5
+    colour = SET_RGB[set_of(first.label, val_all.a_labels)]
+    crop = crop_box(target["boxes"][first.instance], *image.shape[-2:])
+    drawn = fig.axes[0].images[0].get_array()
+    assert (drawn == _overlay(image, true_mask, colour, crop)).all()
     with pytest.raises(ValueError, match="same models"):
         model_gallery({"m1": model}, val_all, labels, {"m2": rs})
     with pytest.raises(ValueError, match="'m2' is not scored"):
@@ -792,7 +811,7 @@ def test_model_gallery_shows_the_same_instances_per_model(
         model_gallery({"m1": model}, val_all, [10_000], {"m1": rs})
     absent = next(x for x in range(1, val_all.num_classes) if x not in {r.label for r in rs})
     fig = model_gallery({"m1": model}, val_all, [labels[0], absent], {"m1": rs})
-    assert "no instance" in fig.axes[2].texts[0].get_text()  # the absent class's row says so
+    assert "no instance" in fig.axes[4].texts[0].get_text()  # the absent class's row says so
 
 
 def test_prime_trains_each_config_once() -> None:

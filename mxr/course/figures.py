@@ -35,6 +35,7 @@ from mxr.evaluation import (
     InstanceIoU,
     detections,
     has_mask_of,
+    instances_with_mask,
     ious_by_label,
     masks_for_true_boxes,
     mean_iou,
@@ -591,6 +592,17 @@ def plot_class_bars(
     return _finish(fig, title, rect=(0, 0.04, 1, 1))
 
 
+def data_ylim(values: Sequence[float | None], top: float = 100.0) -> tuple[float, float]:
+    """A y-range that starts where the data is: the finite ``values`` with a margin (at least 2
+    points, or 15 % of their range), kept within ``[0, top]``; ``(0, top)`` when none is finite."""
+    finite = [float(v) for v in values if v is not None and v == v]
+    if not finite:
+        return 0.0, top
+    lo, hi = min(finite), max(finite)
+    pad = max(2.0, 0.15 * (hi - lo))
+    return max(0.0, lo - pad), min(top, hi + pad)
+
+
 def plot_ap_comparison(
     results: Mapping[str, Mapping[str, Any]],
     metrics: Sequence[str] = ("AP", "AP75", "mIoU"),
@@ -608,8 +620,7 @@ def plot_ap_comparison(
         got = {s: [eval_metric(results[n], s, metric) for n in names] for s in splits}
         values = {s: [float("nan") if v is None else float(v) for v in vs] for s, vs in got.items()}
         set_bars(ax, names, values, rotation=20, ha="right", fontsize=8)
-        top = max((v for vals in values.values() for v in vals if v == v), default=0.0)
-        ax.set_ylim(0, max(1.0, 1.15 * top))
+        ax.set_ylim(*data_ylim([v for vals in values.values() for v in vals]))
         ax.set_ylabel(f"mask {metric}" + (" (given true boxes)" if metric == "mIoU" else ""))
         ax.set_title(f"mask {metric}", fontsize=9)
         ax.legend(fontsize=7)
@@ -776,18 +787,22 @@ def comparison_chart(runs: Sequence[Any]) -> Figure:
         ("mask AP", lambda run, s: run.mask_ap(s)),
         ("mask mIoU given true boxes", lambda run, s: run.mask_iou(s)),
     )
-    ticks = ["#" + ",".join(str(i) for i, _ in g) for g in groups]
+    ticks = [g[0][1].group_label for g in groups]  # a config's name (its seeds share a bar)
     for k, (name, getter) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
         stats = {s: [spread([getter(r, s) for _, r in g]) for g in groups] for s in SET_COLOURS}
         means = {s: [m or 0.0 for m, _, _ in v] for s, v in stats.items()}
-        at = set_bars(ax, ticks, means, width=0.76)
+        at = set_bars(ax, ticks, means, width=0.76, rotation=20, ha="right", fontsize=7)
         for s, v in stats.items():
             for x, (mean, std, vals) in zip(at[s], v, strict=True):
                 if std is not None:
                     ax.errorbar(x, mean, yerr=std, color="black", capsize=3, linewidth=1)
                     ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
-        ax.set(xlabel="run (see the table)", ylabel=f"{name} (0-100)", ylim=(0, 100))
+        seen = [v for per_set in stats.values() for _, _, vals in per_set for v in vals]
+        seen += [
+            m + k * sd for per_set in stats.values() for m, sd, _ in per_set if sd for k in (-1, 1)
+        ]
+        ax.set(ylabel=f"{name} (0-100)", ylim=data_ylim(seen))
         ax.set_title(f"{name}, set A vs set B", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
@@ -933,8 +948,12 @@ def _gallery_tile(
         if col == 0:
             ax.text(0.5, 0.5, "no instance", ha="center", va="center", fontsize=8)
         return
-    if r.index not in cache:
-        cache[r.index] = masks_for_true_boxes(model, ds, r.index)
+    if r.index not in cache:  # model None: the ground truth's masks
+        if model is None:
+            image, target = ds[r.index]
+            cache[r.index] = (image, target, instances_with_mask(target), target["masks"])
+        else:
+            cache[r.index] = masks_for_true_boxes(model, ds, r.index)
     image, target, inst, probs = cache[r.index]
     crop = crop_box(target["boxes"][r.instance], *image.shape[-2:])
     colour = SET_RGB[set_of(r.label, getattr(ds, "a_labels", None))]
@@ -948,10 +967,12 @@ def model_gallery(
     ious_by_model: Mapping[str, Sequence[InstanceIoU]],
     per_class: int = 2,
     title: str = "",
+    truth: bool = True,
 ) -> Figure:
     """The same instances (:func:`gallery_instances` of the first model's scores) under several
     models: one row per class, a block of ``per_class`` tiles per model (named above it), each the
-    crop around the true box with that model's mask from it and its IoU."""
+    crop around the true box with that model's mask from it and its IoU. ``truth``: a first block,
+    "ground truth", shows the instances' true masks."""
     labels = _gallery_labels(labels, ds, "model_gallery")
     names = list(models)
     if not names or set(names) != set(ious_by_model):
@@ -967,25 +988,27 @@ def model_gallery(
             f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
             "model with instance_ious on the same dataset"
         )
-    gap = 0.25  # a narrow empty column between two models' blocks
-    widths = [w for k in range(len(names)) for w in ([gap] if k else []) + [1.0] * per_class]
+    blocks = (["ground truth"] if truth else []) + names
+    models = {**({"ground truth": None} if truth else {}), **models}
+    gap = 0.25  # a narrow empty column between two blocks
+    widths = [w for k in range(len(blocks)) for w in ([gap] if k else []) + [1.0] * per_class]
     fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
     grid = fig.add_gridspec(len(labels), len(widths), width_ratios=widths, wspace=0.08)
-    caches: dict[str, dict[int, tuple]] = {name: {} for name in names}
+    caches: dict[str, dict[int, tuple]] = {name: {} for name in blocks}
     for row, label in enumerate(labels):
         shown = [r for r in chosen if r.label == label]
-        for k, name in enumerate(names):
+        for k, name in enumerate(blocks):
             for col in range(per_class):
                 ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
                 r = shown[col] if col < len(shown) else None
                 first = k == 0 and col == 0
                 _gallery_tile(ax, models[name], ds, r, col, caches[name], label if first else None)
-                if r is not None:
-                    ax.set_title(f"IoU {scores[name][(r.index, r.instance)]:.2f}", fontsize=7)
+                if r is not None and name in scores:  # IoU on 0-100, as the tables
+                    ax.set_title(f"IoU {100 * scores[name][(r.index, r.instance)]:.0f}", fontsize=7)
     fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
     top = 1 - 1.0 / fig.get_figheight()
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.02, top=top)
-    for k, name in enumerate(names):  # each model's name above its block of columns
+    for k, name in enumerate(blocks):  # each block's name above its columns
         first = grid[0, k * (per_class + 1)].get_position(fig)
         last = grid[0, k * (per_class + 1) + per_class - 1].get_position(fig)
         fig.text((first.x0 + last.x1) / 2, top + 0.35 / fig.get_figheight(), name, ha="center")
