@@ -253,3 +253,18 @@ def test_plot_transfer_rows_marks_published_rows_runs_and_the_control() -> None:
         plot_transfer_rows({}, published)
     with pytest.raises(ValueError, match="published rows, notebook runs, or both"):
         plot_transfer_rows(labels)
+
+
+def test_distance_from_adjacent_is_zero_for_an_embedding_that_interpolates() -> None:
+    from mxr.course.probes import distance_from_adjacent
+    from mxr.data.shapesx import class_embedding
+
+    names, b_names = class_names(), default_split()["B"]
+    table = class_embedding()  # the ideal embedding: each member halfway between its neighbours
+    rows = torch.tensor([[0.0] * len(table[names[0]])] + [table[n] for n in names])
+    assert distance_from_adjacent(rows, names, b_names) == pytest.approx(0.0, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    noisy = rows + 0.1 * torch.randn(rows.shape, generator=g)
+    shuffled = rows[torch.cat([torch.tensor([0]), 1 + torch.randperm(len(names), generator=g)])]
+    near, far = (distance_from_adjacent(x, names, b_names) for x in (noisy, shuffled))
+    assert 0 < near < 0.5 < far

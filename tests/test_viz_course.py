@@ -452,3 +452,35 @@ def test_mask_holes_finds_enclosed_background_only() -> None:
     assert mask_holes(diagonal).sum() == 0  # background joined through the border
     with pytest.raises(ValueError, match="expected \\(H, W\\)"):
         mask_holes(torch.zeros(1, 3, 3, dtype=torch.bool))
+
+
+def test_transfer_order_figure_draws_each_input_where_its_numbers_put_it() -> None:
+    from mxr.course.figures import transfer_order_figure
+
+    def row(label, sigma, dist, miou):  # noqa: ANN001, ANN202
+        return {
+            "label": label,
+            "sigma": sigma,
+            "distance": [dist, dist] if dist is not None else [None, None],
+            "distance_mean": dist,
+            "B_mIoU": [miou - 1, miou + 1],
+            "B_mIoU_mean": miou,
+            "B_mIoU_std": 1.414,
+        }
+
+    rows = [
+        row("noisy 0.5", 0.5, 0.6, 78.0),
+        row("ideal", 0.0, 0.0, 80.0),
+        row("w_det: cls", None, 0.62, 76.0),
+        row("control", None, None, 78.1),
+    ]
+    fig = transfer_order_figure(rows)
+    ax = fig.axes[0]
+    curve = ax.lines[0]  # the embedding's curve, in order of σ
+    assert list(curve.get_xdata()) == [0.0, 0.6] and list(curve.get_ydata()) == [80.0, 78.0]
+    control = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(control) == 1 and list(control[0].get_ydata()) == [78.1, 78.1]
+    texts = [t.get_text() for t in ax.texts]
+    assert {"noisy 0.5", "ideal", "w_det: cls", " control"} <= set(texts)
+    with pytest.raises(ValueError, match="rows is empty"):
+        transfer_order_figure([])

@@ -1285,3 +1285,50 @@ def plot_transfer_rows(
 #: The small course images are drawn at twice their size in the side-by-side and threshold
 #: figures, so that the labels' fixed-size font fits beside the objects (the panels are ~3 inches).
 _LABEL_UP = 2
+
+
+def transfer_order_figure(
+    rows: Sequence[Mapping[str, Any]], metric: str = "B_mIoU", title: str | None = None
+) -> Figure:
+    """τ's transfer against how well its input orders the classes: one point per input (x: the
+    mean :func:`mxr.course.probes.distance_from_adjacent` of its rows, 0 = interpolates; y:
+    ``metric``'s mean ± std over seeds, a small dot per seed), the noisy embeddings joined in order
+    of σ, and a row without τ input (the class-agnostic control) as a dashed line.
+    ``rows``: ``docs/results_embed_noise.json``'s ``rows``."""
+    if not rows:
+        raise ValueError(
+            "transfer_order_figure: rows is empty; expected docs/results_embed_noise.json"
+        )
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    curve = sorted((r for r in rows if r.get("sigma") is not None), key=lambda r: float(r["sigma"]))
+    ax.plot(
+        [r["distance_mean"] for r in curve],
+        [r[f"{metric}_mean"] for r in curve],
+        color=SET_COLOURS["B"],
+        linewidth=1,
+        label="ideal embedding, then more noise (σ)",
+    )
+    for r in rows:
+        if r["distance_mean"] is None:  # no τ input: drawn below as a level to beat
+            continue
+        x, y = r["distance_mean"], r[f"{metric}_mean"]
+        colour = SET_COLOURS["B"] if r.get("sigma") is not None else "black"
+        ax.errorbar(x, y, yerr=r.get(f"{metric}_std"), fmt="o", color=colour, capsize=3)
+        ax.scatter(r["distance"], r[metric], s=6, color=colour, alpha=0.5)
+        ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set(
+        xlabel="distance of a B class's input from its neighbours' mean / its length (0: between them)",
+        ylabel=f"B {metric.split('_')[1]} (test, given true boxes)"
+        if metric == "B_mIoU"
+        else f"B {metric.split('_')[1]} (test)",
+        title=title or f"B {metric.split('_')[1]} against how well τ's input orders the classes",
+    )
+    left = ax.get_xlim()[0]
+    for r in rows:
+        if r["distance_mean"] is None:
+            ax.axhline(r[f"{metric}_mean"], color="grey", linestyle="--", linewidth=1)
+            ax.text(left, r[f"{metric}_mean"], f" {r['label']}", fontsize=7, va="bottom")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    return _finish(fig)

@@ -137,21 +137,28 @@ def b_weight_guesses(
     return guesses
 
 
+def distance_from_adjacent(x: Tensor, names: Sequence[str], b_names: Sequence[str]) -> float:
+    """How far each B class's row of ``x`` ``(C, d)`` (row = label, background first) is from the
+    mean of its adjacent A members' rows, relative to its own norm (rows centred on the A mean),
+    averaged over B: 0 means the rows interpolate between neighbours; how well an input orders the
+    classes for τ."""
+    a, b, adjacent = _class_sets(names, b_names)
+    xc = x.float() - x[a].float().mean(0)
+    rel = [
+        float((xc[i] - xc[idx].mean(0)).norm() / xc[i].norm())
+        for i, idx in zip(b, adjacent, strict=True)
+    ]
+    return sum(rel) / len(rel)
+
+
 def wdet_distance_from_adjacent(
     model: nn.Module, names: Sequence[str], b_names: Sequence[str]
 ) -> dict[str, float]:
-    """How far each B class's ``w_det`` is from the mean of its adjacent A members, relative to its
-    own norm (rows centred on the A mean), averaged over B: 0 means the detection weights interpolate."""
-    a, b, adjacent = _class_sets(names, b_names)
-    out = {}
-    for name, x in detection_weights(model).items():
-        xc = x - x[a].mean(0)
-        rel = [
-            float((xc[i] - xc[idx].mean(0)).norm() / xc[i].norm())
-            for i, idx in zip(b, adjacent, strict=True)
-        ]
-        out[name] = sum(rel) / len(rel)
-    return out
+    """:func:`distance_from_adjacent` of each kind of ``w_det`` (``cls``, ``box``, ``cls+box``)."""
+    return {
+        name: distance_from_adjacent(x, names, b_names)
+        for name, x in detection_weights(model).items()
+    }
 
 
 def interpolation_probe(
