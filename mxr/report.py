@@ -89,7 +89,7 @@ SET_RGB: dict[str, RGB] = {"A": A_COLOURS[0], "B": B_COLOURS[0]}
 SET_COLOURS: dict[str, str] = {s: "#{:02x}{:02x}{:02x}".format(*c) for s, c in SET_RGB.items()}
 
 
-SET_LABELS = {"A": "set A (masks in training)", "B": "set B (boxes only)"}
+SET_LABELS = {"A": "set A (masks in training)", "B": "set B (boxes only in training)"}
 
 
 # ---------------------------------------------------------------- image encoding, drawing instances

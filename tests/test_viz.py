@@ -166,7 +166,7 @@ def test_set_bars_and_legend_use_the_one_palette() -> None:
     set_legend(fig)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "set A (masks in training)",
-        "set B (boxes only)",
+        "set B (boxes only in training)",
     ]
 
 

@@ -209,6 +209,9 @@ def test_class_bars_ap_comparison_and_loss_terms() -> None:
         assert [p.get_height() for p in ax.patches] == pytest.approx(values.tolist())
         assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches] == colours
         assert ax.get_ylim() == pytest.approx((0.0, 3.3))  # one scale: the largest value + 10 %
+    no_bg = plot_class_bars({"n": series["with"]}, names, [1, 2], "norm", background=False)
+    assert [p.get_height() for p in no_bg.axes[0].patches] == pytest.approx([2.0, 0.5, 1.0])
+    assert [t.get_text() for t in no_bg.axes[0].get_xticklabels()] == ["x", "y", "z"]
     with pytest.raises(ValueError, match="expected \\(4,\\)"):
         plot_class_bars({"bad": torch.rand(3)}, names, [1], "norm")
     result = {

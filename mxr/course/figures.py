@@ -564,13 +564,16 @@ def plot_class_bars(
     a_labels: Sequence[int],
     ylabel: str,
     title: str | None = None,
+    background: bool = True,
 ) -> Figure:
-    """Per-class values, one panel per ``{title: (C,)}`` series (label 0, background, in grey; A
-    and B bars in their set colours). Non-negative series share one y scale from 0."""
+    """Per-class values, one panel per ``{title: (C,)}`` series (label 0, background, in grey, or
+    left out with ``background=False``; A and B bars in their set colours). Non-negative series
+    share one y scale from 0."""
     if not series:
         raise ValueError("plot_class_bars: series is empty")
     c = len(class_names)
     colours = ["lightgrey", *(SET_COLOURS[set_of(i, a_labels)] for i in range(1, c))]
+    first = 0 if background else 1  # the first label drawn
     fig = Figure(figsize=(max(7.0, 0.25 * c), 2.6 * len(series) + 0.6))
     flat = torch.cat([v.detach().cpu().float().flatten() for v in series.values()])
     shared_top = float(flat.max()) * 1.1 if flat.numel() and float(flat.min()) >= 0 else None
@@ -581,10 +584,10 @@ def plot_class_bars(
                 f"plot_class_bars: {name!r} has shape {tuple(values.shape)}; expected ({c},)"
             )
         ax = fig.add_subplot(len(series), 1, k + 1)
-        ax.bar(range(c), values.numpy(), color=colours)
+        ax.bar(range(c - first), values[first:].numpy(), color=colours[first:])
         ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(c), class_names, rotation=90, fontsize=7)
-        ax.set(ylabel=ylabel, xlim=(-0.6, c - 0.4))
+        ax.set_xticks(range(c - first), class_names[first:], rotation=90, fontsize=7)
+        ax.set(ylabel=ylabel, xlim=(-0.6, c - first - 0.4))
         if shared_top is not None:  # non-negative values: one y scale from 0, so panels compare
             ax.set_ylim(0, shared_top or 1.0)
         ax.grid(True, axis="y", alpha=0.3)
