@@ -195,6 +195,16 @@ def test_group_separation_and_weight_pca() -> None:
         np.testing.assert_allclose(sorted(points.tolist()), sorted(coords.tolist()), atol=1e-6)
         np.testing.assert_allclose(sorted(stars.tolist()), sorted(coords[is_b].tolist()), atol=1e-6)
         assert [t.get_text() for t in ax.texts] == ["a-2", "b-7"]  # the B classes are named
+    assert all(ax.get_legend() is None for ax in fig.axes)  # one legend, below the panels
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    close = torch.zeros(10, 6)  # two B classes on nearly the same spot: their labels move apart
+    close[2, 0], close[7, 0], close[:, 1] = 0.01, 0.0, torch.arange(10.0)
+    close[7, 1] = close[2, 1]
+    fig = plot_weight_pca(
+        {"w": close}, names, groups, list(range(10)), [i % 5 == 2 for i in range(10)]
+    )
+    offsets = [t.xyann for t in fig.axes[0].texts]
+    assert offsets[0] != offsets[1]
     with pytest.raises(ValueError, match="rows for"):
         plot_weight_pca({"w": x[:3]}, names, groups, list(range(10)), [False] * 10)
 

@@ -532,7 +532,6 @@ def plot_weight_pca(
                 for g, colour in group_colour.items():
                     sel = torch.tensor([x == g for x in groups])
                     _scatter_a_b(ax, xy, sel, b, c=[colour], label=g)
-                ax.legend(fontsize=7, title="family (★ = set B)", title_fontsize=7)
             else:
                 everyone = torch.ones(len(b), dtype=torch.bool)
                 sc = _scatter_a_b(
@@ -547,15 +546,31 @@ def plot_weight_pca(
                 )
                 if sc is not None:
                     fig.colorbar(sc, ax=ax, label=value_label)
-            for i in torch.nonzero(b).flatten().tolist():
+            span = float((xy.max(0).values - xy.min(0).values).max().clamp(min=1e-9))
+            placed: list[int] = []
+            for i in torch.nonzero(b).flatten().tolist():  # a B label moves off a close one
+                near = sum(float((xy[i] - xy[p]).norm()) < 0.08 * span for p in placed)
+                offset = ((3, 3), (3, -10), (-34, 3), (-34, -10))[near % 4]
                 ax.annotate(
-                    names[i], xy[i].tolist(), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                    names[i], xy[i].tolist(), fontsize=7, xytext=offset, textcoords="offset points"
                 )
+                placed.append(i)
             ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f} % of variance)")
             ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f} %)")
             ax.set_title(f"{title}: by {'family' if row == 0 else value_label}", fontsize=9)
             ax.grid(True, alpha=0.3)
-    return _finish(fig)
+    handles, labels = fig.axes[0].get_legend_handles_labels()  # one legend, off the data
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=len(labels),
+        fontsize=7,
+        frameon=False,
+        title="family (★ = set B)",
+        title_fontsize=7,
+    )
+    return _finish(fig, rect=(0, 0.06, 1, 1))
 
 
 def plot_class_bars(
