@@ -549,7 +549,7 @@ def plot_weight_pca(
             span = float((xy.max(0).values - xy.min(0).values).max().clamp(min=1e-9))
             placed: list[int] = []
             for i in torch.nonzero(b).flatten().tolist():  # a B label moves off a close one
-                near = sum(float((xy[i] - xy[p]).norm()) < 0.08 * span for p in placed)
+                near = sum(float((xy[i] - xy[p]).norm()) < 0.15 * span for p in placed)
                 offset = ((3, 3), (3, -10), (-34, 3), (-34, -10))[near % 4]
                 ax.annotate(
                     names[i], xy[i].tolist(), fontsize=7, xytext=offset, textcoords="offset points"
