@@ -547,14 +547,18 @@ def plot_weight_pca(
                 if sc is not None:
                     fig.colorbar(sc, ax=ax, label=value_label)
             span = float((xy.max(0).values - xy.min(0).values).max().clamp(min=1e-9))
-            placed: list[int] = []
-            for i in torch.nonzero(b).flatten().tolist():  # a B label moves off a close one
-                near = sum(float((xy[i] - xy[p]).norm()) < 0.15 * span for p in placed)
-                offset = ((3, 3), (3, -10), (-34, 3), (-34, -10))[near % 4]
+            bs = torch.nonzero(b).flatten().tolist()
+            for i in bs:  # a label goes on the side away from a close B neighbour
+                close = [j for j in bs if j != i and float((xy[i] - xy[j]).norm()) < 0.15 * span]
+                dx = -38 if any(xy[j, 0] > xy[i, 0] for j in close) else 3
+                dy = -10 if any(xy[j, 1] > xy[i, 1] for j in close) else 3
                 ax.annotate(
-                    names[i], xy[i].tolist(), fontsize=7, xytext=offset, textcoords="offset points"
+                    names[i],
+                    xy[i].tolist(),
+                    fontsize=7,
+                    xytext=(dx, dy),
+                    textcoords="offset points",
                 )
-                placed.append(i)
             ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f} % of variance)")
             ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f} %)")
             ax.set_title(f"{title}: by {'family' if row == 0 else value_label}", fontsize=9)
