@@ -34,6 +34,7 @@ from mxr.data.embedding import read_embedding_file, write_embedding_json
 from mxr.data.shapesx import class_names, default_split
 from mxr.engine.checkpoint import model_from_checkpoint
 from mxr.files import read_json_file, read_json_or_none
+from mxr.report import eval_metric
 
 REPO = Path(__file__).resolve().parents[1]
 SIGMAS = (0.1, 0.25, 0.5, 1.0)
@@ -51,6 +52,8 @@ def noisy_embedding(data: Path, sigma: float, seed: int) -> str:
     """Write the ideal embedding plus N(0, sigma²) noise (its own generator) next to it; return
     the path relative to the data root, as ``model.class_embedding`` takes it."""
     rel = f"annotations/class_embedding_noise{sigma:g}_seed{seed}.json"
+    if (data / rel).is_file():  # written by an earlier run: the same numbers
+        return rel
     table = read_embedding_file(data / "annotations" / "class_embedding.json")
     g = torch.Generator().manual_seed(1000 * seed + round(100 * sigma))
     noisy = {
@@ -77,7 +80,7 @@ def train_one(job: tuple[Path, Path, list[str]]) -> Path:
 
 
 def b_scores(evaluation: dict) -> tuple[float, float]:
-    return evaluation["B"]["mask_iou"]["mIoU"], evaluation["B"]["segm"]["AP75"]
+    return eval_metric(evaluation, "B", "mIoU"), eval_metric(evaluation, "B", "AP75")
 
 
 def distance_of(checkpoint: Path) -> float | None:

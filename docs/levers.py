@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mxr.files import read_json_or_none
+from mxr.report import eval_metric
 
 LEVERS = {
     "zeroinit": "τ's last layer zero-initialised (`model.transfer_zero_init=true`)",
@@ -21,13 +22,13 @@ LEVERS = {
     "jit06": "member cue ambiguous per instance (`--cap-jitter 0.6`)",
     "detectron": "Detectron's box-predictor init (`model.box_predictor_init=detectron`)",
 }
-METRICS = (("mask_iou", "mIoU"), ("segm", "AP75"), ("segm", "AP"))
+METRICS = ("mIoU", "AP75", "AP")
 
 
 def b_scores(path: Path) -> tuple[float, ...] | None:
     """B's mIoU (true boxes), mask AP75 and mask AP in an ``eval.json``, or None if absent."""
     ev = read_json_or_none(path)
-    return None if ev is None else tuple(ev["B"][kind][m] for kind, m in METRICS)
+    return None if ev is None else tuple(eval_metric(ev, "B", m) for m in METRICS)
 
 
 def gains(ctrl: tuple[float, ...], tau: tuple[float, ...]) -> str:

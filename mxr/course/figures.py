@@ -1010,8 +1010,7 @@ def model_gallery(
             f"model_gallery: {missing[0]!r} is not scored on the gallery's instances; score every "
             "model with instance_ious on the same dataset"
         )
-    blocks = (["ground truth"] if truth else []) + names
-    models = {**({"ground truth": None} if truth else {}), **models}
+    blocks = (["ground truth"] if truth else []) + names  # the truth's block has no model
     gap = 0.25  # a narrow empty column between two blocks
     widths = [w for k in range(len(blocks)) for w in ([gap] if k else []) + [1.0] * per_class]
     fig = Figure(figsize=(1.25 * sum(widths) + 1.0, 1.3 * len(labels) + 0.9))
@@ -1024,7 +1023,8 @@ def model_gallery(
                 ax = fig.add_subplot(grid[row, k * (per_class + 1) + col])
                 r = shown[col] if col < len(shown) else None
                 first = k == 0 and col == 0
-                _gallery_tile(ax, models[name], ds, r, col, caches[name], label if first else None)
+                model = models[name] if name in scores else None
+                _gallery_tile(ax, model, ds, r, col, caches[name], label if first else None)
                 if r is not None and name in scores:  # IoU on 0-100, as the tables
                     ax.set_title(f"IoU {100 * scores[name][(r.index, r.instance)]:.0f}", fontsize=7)
     fig.suptitle(title or "Predicted masks from true boxes: the same instances, per model")
