@@ -10,7 +10,8 @@ x-axis is :func:`mxr.course.probes.distance_from_adjacent` of τ's input rows, a
 them (0: the input interpolates between neighbours).
 
     python docs/embed_noise.py            # trains what is missing (2 at a time), then writes
-                                          # docs/results_embed_noise.json
+                                          # docs/results_embed_noise.json and its figure,
+                                          # docs/results_embed_noise.png (B mIoU; notebooks/README.md)
     python docs/embed_noise.py --no-train # only collect finished runs
 
 About 20 minutes on 2 cores: 4 noise levels and randn, 3 seeds each.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from mxr.course.figures import transfer_order_figure
 from mxr.course.probes import distance_from_adjacent, transfer_input_rows
 from mxr.data.embedding import read_embedding_file, write_embedding_json
 from mxr.data.shapesx import class_names, default_split
@@ -180,7 +182,9 @@ def main() -> None:
         d = "—" if r["distance_mean"] is None else f"{r['distance_mean']:.2f}"
         mious = f"{r['B_mIoU_mean']:.1f} ± {r['B_mIoU_std']:.1f}"
         print(f"{r['label']:32s} distance {d:>5s}  B mIoU {mious}  AP75 {r['B_AP75_mean']:.1f}")
-    print(f"wrote {args.write}")
+    figure = args.write.with_suffix(".png")
+    transfer_order_figure(rows).savefig(figure, dpi=80, bbox_inches="tight")
+    print(f"wrote {args.write} and {figure}")
 
 
 if __name__ == "__main__":

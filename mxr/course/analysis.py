@@ -226,3 +226,20 @@ def detection_counts(
             out["A"][k] += int((keep & is_a).sum())
             out["B"][k] += int((keep & ~is_a).sum())
     return out
+
+
+def period2_share(maps: Tensor) -> Tensor:
+    """How much of each map's variation repeats every 2 pixels: the deconvolution's checkerboard.
+
+    ``maps`` is ``(..., H, W)`` with even ``H`` and ``W``. Returns ``(...)``: the share of each map's
+    energy around its mean that lies at the three period-2 frequencies of its 2-D Fourier transform,
+    ``(H/2, 0)``, ``(0, W/2)`` and ``(H/2, W/2)``. 0 for a map that varies smoothly, 1 for a pure
+    2×2 pattern tiled over the map (what a stride-2, kernel-2 transposed convolution draws from a
+    constant input)."""
+    h, w = maps.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"period2_share needs even map sizes, got {h}×{w}")
+    centred = maps.double() - maps.double().mean((-2, -1), keepdim=True)
+    power = torch.fft.fft2(centred).abs() ** 2
+    nyquist = power[..., h // 2, 0] + power[..., 0, w // 2] + power[..., h // 2, w // 2]
+    return (nyquist / power.sum((-2, -1)).clamp(min=1e-12)).float()
