@@ -189,7 +189,7 @@ def test_notebook_04_train_button_shows_plot_and_table(lab: tuple[str, str]) -> 
             table = panel.locator("table.mxr-table").first
             expect(table).to_be_visible()
             text = table.inner_text()
-            assert "mask AP" in text and "Validation AP per class set" in text
+            assert "mask AP75" in text and "Validation AP per class set" in text
             cells = [c.strip() for c in table.locator("td").all_inner_texts()]
             assert "A" in cells and "B" in cells
             comparison = panel.locator("table.mxr-table").nth(1)

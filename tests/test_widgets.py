@@ -31,6 +31,8 @@ from mxr.course.figures import (
 )
 from mxr.course.runs import CourseRun
 from mxr.course.widgets import (
+    COMPARISON_HEADER,
+    SPLIT_TABLE_HEADER,
     RunLog,
     comparison_rows,
     comparison_table,
@@ -292,10 +294,10 @@ def test_runlog_comparison_table_and_chart() -> None:
     runs = [first, pending, second]
     rows = comparison_rows(runs)
     assert [r[0] for r in rows] == ["1", "3"]  # the unevaluated run is left out, numbers kept
-    assert rows[0][2:] == ["30.0", "20.0", "40.0", "30.0", "12"]
+    assert rows[0][2:] == ["30.0", "20.0", "20.0", "40.0", "30.0", "12"]
     assert rows[1][-1] == "cached"
     table = comparison_table(runs)
-    assert table.splitlines()[0].startswith("| # | run | mask AP A | mask AP B")
+    assert table.splitlines()[0].startswith("| # | run | mask AP A | mask AP B | mask AP75 B |")
     fig = comparison_chart(runs)
     assert len(fig.axes) == 2
     heights = [p.get_height() for p in fig.axes[0].patches]
@@ -311,9 +313,34 @@ def test_runlog_comparison_table_and_chart() -> None:
 def test_split_table_rows_and_html_escape() -> None:
     rows = split_table_rows(_fake_eval(30.0, 20.0))
     assert [r[0] for r in rows] == ["A", "B", "all"]
-    assert rows[1] == ["B", "20.0", "20.0", "20.0", "30.0"]
+    assert rows[1] == ["B", "20.0", "20.0", "20.0", "20.0", "30.0"]
     html = html_table(["a<b"], [["x&y"]], caption="c")
     assert "a&lt;b" in html and "x&amp;y" in html and "<caption" in html
+
+
+def test_split_table_rows_show_mask_ap75() -> None:
+    # every metric distinct, so each cell shows which key it was read from
+    def part(offset: float) -> dict:
+        segm = {"AP": 40.0 + offset, "AP50": 60.0 + offset, "AP75": 33.0 + offset}
+        return {"segm": segm, "bbox": {"AP": 50.0 + offset}, "mask_iou": {"mIoU": 70.0 + offset}}
+
+    rows = split_table_rows({"A": part(0.0), "B": part(-20.0)})  # no "all": its row is left out
+    assert SPLIT_TABLE_HEADER == [
+        "set",
+        "mask AP",
+        "mask AP50",
+        "mask AP75",
+        "box AP",
+        "mask mIoU (true boxes)",
+    ]
+    assert rows == [
+        ["A", "40.0", "60.0", "33.0", "50.0", "70.0"],
+        ["B", "20.0", "40.0", "13.0", "30.0", "50.0"],
+    ]
+    ap75 = dict(zip(SPLIT_TABLE_HEADER, rows[1], strict=True))["mask AP75"]
+    assert ap75 == "13.0"
+    no_iou = split_table_rows({"B": {k: v for k, v in part(0.0).items() if k != "mask_iou"}})
+    assert no_iou == [["B", "40.0", "60.0", "33.0", "50.0", "—"]]
 
 
 def test_loss_figure_plots_records_and_waits_when_empty() -> None:
@@ -353,6 +380,7 @@ def test_training_panel_wires_button_to_training(monkeypatch: pytest.MonkeyPatch
     assert len(panel.runs) == 1 and len(panel.runs[0].records) == 3
     assert panel.plot.value != before
     assert ">A<" in panel.table.value and ">B<" in panel.table.value
+    assert ">mask AP75<" in panel.table.value
     assert "30.0" in panel.comparison.value and bytes(panel.chart.value).startswith(PNG_MAGIC)
     log = panel.run(mask_head="oracle", iterations=5)
     assert panel.mask_head.value == "oracle" and log.choices["iterations"] == 5
@@ -508,8 +536,8 @@ def test_comparison_groups_seeds_of_one_config_as_mean_and_std() -> None:
     assert rows[0][0] == "1, 4" and rows[1][0] == "2"
     assert "seeds 0, 1 (mean ± std)" in rows[0][1] and "seed 0" in rows[1][1]
     # mask AP A: 30 and 34 -> 32.0 ± 2.8 (sample std); B: 20 and 24; mIoU = AP + 10
-    assert rows[0][2:6] == ["32.0 ± 2.8", "22.0 ± 2.8", "42.0 ± 2.8", "32.0 ± 2.8"]
-    assert rows[1][2:6] == ["25.0", "5.0", "35.0", "15.0"]  # one seed: the value alone
+    assert rows[0][2:7] == ["32.0 ± 2.8", "22.0 ± 2.8", "22.0 ± 2.8", "42.0 ± 2.8", "32.0 ± 2.8"]
+    assert rows[1][2:7] == ["25.0", "5.0", "5.0", "35.0", "15.0"]  # one seed: the value alone
     assert [len(g) for g in run_groups(runs)] == [2, 1]
     fig = comparison_chart(runs)
     ax = fig.axes[0]
@@ -833,3 +861,12 @@ def test_prime_trains_each_config_once() -> None:
     )  # the panel's default is a variant
     assert {key(c) for _, c in jobs} == {key(c) for _, c in runs}
     assert "transfer_embed_mlp = panel-" in " ".join(n for n, _ in jobs)
+
+
+def test_comparison_rows_read_mask_ap75_of_set_b() -> None:
+    ev = _fake_eval(30.0, 20.0)
+    ev["B"]["segm"]["AP75"] = 17.5  # unlike every other B metric
+    ev["A"]["segm"]["AP75"] = 99.0  # set A's AP75 is not a column
+    (row,) = comparison_rows([RunLog(choices=default_choices(), eval=ev, seconds=1.0)])
+    assert dict(zip(COMPARISON_HEADER, row, strict=True))["mask AP75 B"] == "17.5"
+    assert "99.0" not in row

@@ -40,6 +40,7 @@ from mxr.report import (
     SET_LABELS,
     cell,
     cell_pm,
+    eval_metric,
     figure_png,
     markdown_table,
     mask_ap,
@@ -165,16 +166,35 @@ class RunLog:
         return mask_miou(self.eval, split)
 
 
-SPLIT_TABLE_HEADER = ["set", "mask AP", "mask AP50", "box AP", "mask mIoU (true boxes)"]
-COMPARISON_HEADER = ["#", "run", "mask AP A", "mask AP B", "mIoU A", "mIoU B", "seconds"]
+SPLIT_TABLE_HEADER = [
+    "set",
+    "mask AP",
+    "mask AP50",
+    "mask AP75",
+    "box AP",
+    "mask mIoU (true boxes)",
+]
+COMPARISON_HEADER = [
+    "#",
+    "run",
+    "mask AP A",
+    "mask AP B",
+    "mask AP75 B",
+    "mIoU A",
+    "mIoU B",
+    "seconds",
+]
+# (metric, class set) of each number column: report.eval_metric's names
+COMPARISON_METRICS = [("AP", "A"), ("AP", "B"), ("AP75", "B"), ("mIoU", "A"), ("mIoU", "B")]
 
 
 def split_table_rows(results: Mapping[str, Any]) -> list[list[str]]:
-    """Rows of :data:`SPLIT_TABLE_HEADER` for sets A, B and all of an evaluation."""
+    """Rows of :data:`SPLIT_TABLE_HEADER` for sets A, B and all of an evaluation (mask AP75: the
+    paper's headline metric)."""
     return [
         [
             s,
-            *map(cell, (r["segm"]["AP"], r["segm"]["AP50"], r["bbox"]["AP"])),
+            *map(cell, (r["segm"]["AP"], r["segm"]["AP50"], r["segm"]["AP75"], r["bbox"]["AP"])),
             cell(r.get("mask_iou", {}).get("mIoU")),
         ]
         for s in ("A", "B", "all")
@@ -203,10 +223,9 @@ def comparison_rows(runs: Sequence[RunLog]) -> list[list[str]]:
             f" · seed {seeds}" if len(logs) == 1 else f" · seeds {seeds} (mean ± std)"
         )
         metrics = []
-        for getter in (RunLog.mask_ap, RunLog.mask_iou):
-            for split in ("A", "B"):
-                mean, std, _ = spread([getter(r, split) for r in logs])
-                metrics.append(cell(mean) if std is None else cell_pm(mean, std))
+        for metric, split in COMPARISON_METRICS:
+            mean, std, _ = spread([eval_metric(r.eval, split, metric) for r in logs])
+            metrics.append(cell(mean) if std is None else cell_pm(mean, std))
         rows.append([", ".join(str(i) for i, _ in group), label, *metrics, _seconds_cell(logs)])
     return rows
 
