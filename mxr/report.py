@@ -79,7 +79,9 @@ RGB = tuple[int, int, int]
 A_COLOURS: tuple[RGB, ...] = ((255, 140, 0), (255, 60, 60), (255, 210, 0), (230, 90, 160))
 
 
-B_COLOURS: tuple[RGB, ...] = ((30, 144, 255), (0, 200, 255), (0, 230, 160), (150, 110, 255))
+#: Set B's instances: blues only (hue 190-235°), as the legend says; no green or violet, which
+#: read as a third set beside the warm A palette.
+B_COLOURS: tuple[RGB, ...] = ((30, 144, 255), (0, 200, 255), (70, 90, 230), (140, 180, 255))
 
 
 #: The one colour of each class set (the first of its palette), in every chart, legend and overlay.

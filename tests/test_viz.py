@@ -52,8 +52,8 @@ def test_draw_instances_target_colours_a_and_b(ds: CocoInstances) -> None:
     assert out[:, 32, 20].tolist() == [169, 118, 55]  # the A mask's centre: A colour at 0.45
     assert out[:, 45, 20].tolist() == [100, 100, 100]  # in the A box, off its mask: the image
     assert out[:, 32, 55].tolist() == [100, 100, 100]  # the B box has no mask: nothing painted
-    assert tuple(out[:, 2, 20].tolist()) == A_COLOURS[0]  # A box top edge in the A colour
-    assert tuple(out[:, 50, 55].tolist()) == B_COLOURS[0]  # B box bottom edge in the B colour
+    assert tuple(out[:, 30, 2].tolist()) == A_COLOURS[0]  # A box left edge in the A colour
+    assert tuple(out[:, 30, 68].tolist()) == B_COLOURS[0]  # B box right edge in the B colour
 
 
 def test_draw_instances_draws_only_predictions_above_the_threshold() -> None:
@@ -82,7 +82,8 @@ def test_draw_instances_draws_only_predictions_above_the_threshold() -> None:
         blended = (0.55 * grey + 0.45 * torch.tensor(colour, dtype=torch.float32)).int()
         assert out[:, y, x].tolist() == blended.tolist()  # each kept mask in its colour
     assert out[:, 68, 60].tolist() == [100, 100, 100]  # the score-0.1 mask is not painted
-    assert out[:, 60:80, 78].eq(100).all()  # ... nor its box's right edge (x = 78)
+    three = {k: v[:3] for k, v in pred.items()}  # ... nor its box or label: the same picture
+    assert torch.equal(out, draw_instances(torch.full((3, 80, 80), GREY), three, names, [1]))
     at_01 = draw_instances(torch.full((3, 80, 80), GREY), pred, names, [1], score_thresh=0.05)
     assert _has_colour(at_01, A_COLOURS[2]) and at_01[:, 68, 60].tolist() != [100, 100, 100]
     none = {**pred, "scores": torch.zeros(4)}
@@ -180,18 +181,120 @@ def test_figure_png_is_what_a_saved_figure_is(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG") and png == (tmp_path / "f.png").read_bytes()
 
 
-def test_labels_of_boxes_at_one_corner_are_stacked_not_overlapped() -> None:
-    # two detections of one object, the same box: the second label goes below the first
+def _label_patch(out: torch.Tensor, colour: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (inclusive) of the label patch drawn in ``colour``: the rows with 8 or
+    more pixels of it and the columns with 4 or more (a 1-px leader line of the colour adds at most
+    one pixel to a row or column outside the patch)."""
+    hit = (out.permute(1, 2, 0) == torch.tensor(colour, dtype=torch.uint8)).all(-1)
+    rows = (hit.sum(1) >= 8).nonzero().flatten()
+    cols = (hit.sum(0) >= 4).nonzero().flatten()
+    assert len(rows) and len(cols), f"no label patch of colour {colour}"
+    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+
+
+def _label_height(size: int = 10) -> int:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from mxr.course.figures import _LABEL_FONT
+
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox(
+        (0, 0), "a [A] 0.90", font=ImageFont.truetype(_LABEL_FONT, size)
+    )
+    return box[3] - box[1] + 2
+
+
+def _hue(colour: tuple[int, int, int]) -> float:
+    import colorsys
+
+    return 360 * colorsys.rgb_to_hsv(*(c / 255 for c in colour))[0]
+
+
+def test_set_palettes_are_the_legends_colours() -> None:
+    # the legend says A is orange and B blue: every instance colour keeps to its set's hue
+    from mxr.report import SET_RGB
+
+    assert A_COLOURS[0] == SET_RGB["A"] and B_COLOURS[0] == SET_RGB["B"]
+    assert all(190 <= _hue(c) <= 240 for c in B_COLOURS), [round(_hue(c)) for c in B_COLOURS]
+    assert all(_hue(c) <= 50 or _hue(c) >= 320 for c in A_COLOURS)
+    assert len(set(B_COLOURS)) == len(B_COLOURS) and len(set(A_COLOURS)) == len(A_COLOURS)
+
+
+def test_every_b_label_is_drawn_in_a_b_colour() -> None:
+    # six B detections (the palette cycles past its end): boxes and label patches all in B's blues;
+    # the old palette's third colour was green, and its label read as a third set
+    boxes = [
+        [8.0 + 84 * (k % 3), 30.0 + 120 * (k // 3), 70.0 + 84 * (k % 3), 90.0 + 120 * (k // 3)]
+        for k in range(6)
+    ]
+    pred = {
+        "boxes": torch.tensor(boxes),
+        "labels": torch.full((6,), 2),
+        "scores": torch.linspace(0.9, 0.6, 6),
+    }
+    out = draw_instances(torch.full((3, 256, 256), GREY), pred, ["bg", "a", "b"], a_labels=[1])
+    colours, counts = out.permute(1, 2, 0).reshape(-1, 3).unique(dim=0, return_counts=True)
+    major = {tuple(c) for c in colours[counts >= 40].tolist()}  # not the text's anti-aliasing
+    assert major - {(100, 100, 100), (0, 0, 0), (255, 255, 255)} == set(B_COLOURS)
+    for k, colour in enumerate([*B_COLOURS, *B_COLOURS[:2]]):
+        # each label rests on its box's top-left corner, in the box's colour (the patch's bottom
+        # row is its padding, under the text)
+        x0, y0 = int(boxes[k][0]), int(boxes[k][1])
+        patch = {tuple(out[:, y0 - 1, x].tolist()) for x in range(x0, x0 + 40)}
+        assert patch == {colour}
+
+
+def test_a_label_sits_above_the_box_it_names_not_on_it() -> None:
     from mxr.course.figures import _draw_labels
 
-    box = torch.tensor([[4.0, 4.0, 60.0, 60.0]] * 2)
-    red, green = (255, 0, 0), (0, 255, 0)
-    out = _draw_labels(
-        torch.zeros(3, 64, 64, dtype=torch.uint8), box, ["a 0.9", "b 0.8"], [red, green], 10
+    red = (255, 0, 0)
+    box = torch.tensor([[30.0, 50.0, 100.0, 110.0]])
+    out = _draw_labels(torch.zeros(3, 128, 128, dtype=torch.uint8), box, ["a [A] 0.90"], [red], 10)
+    x0, y0, x1, y1 = _label_patch(out, red)
+    assert (x0, y1) == (30, 49) and y1 - y0 + 1 == _label_height()  # on the box's top-left corner
+    # no room above (the box at the image's top): below it, still off the object
+    box = torch.tensor([[30.0, 0.0, 100.0, 60.0]])
+    out = _draw_labels(torch.zeros(3, 128, 128, dtype=torch.uint8), box, ["a [A] 0.90"], [red], 10)
+    assert _label_patch(out, red)[:2] == (30, 61)
+
+
+def test_labels_of_one_objects_detections_never_overlap() -> None:
+    # four detections of one object at the image's bottom (notebook 05's image 53 at score >= 0.05
+    # stacked four labels on top of each other there): four whole patches, apart, none on the box
+    from mxr.course.figures import _draw_labels
+
+    boxes = torch.tensor(
+        [
+            [30.0, 96.0, 110.0, 127.0],
+            [32.0, 98.0, 112.0, 127.0],
+            [28.0, 95.0, 108.0, 126.0],
+            [31.0, 97.0, 111.0, 127.0],
+        ]
     )
-    rows = {}
-    for name, colour in (("red", red), ("green", green)):
-        hit = (out.permute(1, 2, 0) == torch.tensor(colour, dtype=torch.uint8)).all(-1)
-        rows[name] = set(hit.any(1).nonzero().flatten().tolist())
-    assert rows["red"] and rows["green"] and not rows["red"] & rows["green"]
-    assert min(rows["green"]) > max(rows["red"])  # stacked downwards
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    texts = ["a [A] 0.90", "b [B] 0.80", "c [A] 0.30", "d [A] 0.06"]
+    out = _draw_labels(torch.zeros(3, 128, 128, dtype=torch.uint8), boxes, texts, colours, 10)
+    patches = [_label_patch(out, c) for c in colours]
+    for _, y0, _, y1 in patches:
+        assert y1 - y0 + 1 == _label_height()  # the whole patch shows: none drawn over another
+    assert patches[0][::3] == (30, 95)  # the first on its box's corner, above the object
+    assert patches[2][::3] == (28, 84)  # the third stacked on it (the others go beside the box)
+    for i, a in enumerate(patches):
+        for b in patches[i + 1 :]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+
+
+def test_place_labels_keeps_labels_apart_and_in_the_image() -> None:
+    from mxr.course.figures import _place_labels
+
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(14, 2, generator=g) * 200
+    boxes = torch.cat([corners, corners + 10 + torch.rand(14, 2, generator=g) * 50], 1)
+    rects = _place_labels(boxes.tolist(), [(70.0, 14.0)] * 14, 256, 256)
+    for i, (x, y, w, h) in enumerate(rects):
+        assert 0 <= x <= 256 - w and 0 <= y <= 256 - h and (w, h) == (70.0, 14.0)
+        for x2, y2, w2, h2 in rects[i + 1 :]:
+            assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
+    # a lone box with room all round: its label rests on its top-left corner
+    assert _place_labels([[40.0, 60.0, 120.0, 150.0]], [(70.0, 14.0)], 256, 256) == [
+        (40.0, 46.0, 70.0, 14.0)
+    ]

@@ -1,6 +1,6 @@
 """Drawing helpers that return images (uint8 tensors) and matplotlib Figures; they never call ``show``.
 
-Set A (classes trained with masks) is drawn in warm colours, set B (boxes only) in cool ones, and
+Set A (classes trained with masks) is drawn in warm colours, set B (boxes only) in blues, and
 every label names its class's set, e.g. ``"fork-3 [B] 0.91"``. This is the one home of the A/B
 palette and legend (:data:`SET_COLOURS`, :func:`set_legend`), bars (:func:`set_bars`), loss curve.
 """
@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
+from torchvision.ops import box_iou
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from mxr.course.analysis import (
@@ -155,35 +156,116 @@ def draw_instances(
     return _draw_labels(canvas, boxes[idx], [texts[i] for i in idx], shown, max(10, 6 * upscale))
 
 
+#: A label's place: ``(x, y, width, height)`` in pixels, ``(x, y)`` its top-left corner.
+Rect = tuple[float, float, float, float]
+
+
+def _overlaps(a: Tensor, b: Tensor) -> Tensor:
+    """``(len(a), len(b))``: the areas XYXY rectangles share (``x1``, ``y1`` exclusive)."""
+    w = torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])
+    h = torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])
+    return w.clamp(min=0) * h.clamp(min=0)
+
+
+def _gaps(rects: Tensor, frame: Tensor) -> Tensor:
+    """How far (city-block, px) each XYXY rectangle lies from ``frame``: 0 where they touch."""
+    dx = torch.maximum(frame[0] - rects[:, 2], rects[:, 0] - frame[2]).clamp(min=0)
+    dy = torch.maximum(frame[1] - rects[:, 3], rects[:, 1] - frame[3]).clamp(min=0)
+    return dx + dy
+
+
+def _cheapest_spot(
+    xs: Tensor,
+    ys: Tensor,
+    size: tuple[float, float],
+    image: tuple[int, int],
+    frames: Tensor,
+    weight: Tensor,
+    placed: Tensor,
+    i: int,
+) -> tuple[Tensor, bool]:
+    """Of the places ``xs`` × ``ys`` (moved into the image) of a ``size`` label of box ``i``, the one
+    that costs least (see :func:`_place_labels`), and whether it overlaps a placed label."""
+    (tw, th), (width, height) = size, image
+    gy, gx = torch.meshgrid(
+        ys.clamp(0, max(0, height - th)), xs.clamp(0, max(0, width - tw)), indexing="ij"
+    )
+    spots = torch.stack([gx, gy, gx + tw, gy + th], -1).reshape(-1, 4)
+    clash = _overlaps(spots, placed).sum(1)
+    cost = (
+        1e6 * clash
+        + _overlaps(spots, frames) @ weight
+        + tw * _gaps(spots, frames[i]) / 2
+        + tw * th / 4 * (spots[:, 1] > frames[i, 1])
+        + 1e-3 * torch.arange(len(spots))  # a tie: the earlier candidate
+    )
+    k = int(cost.argmin())
+    return spots[k], bool(clash[k] > 0)
+
+
+def _place_labels(
+    boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[float, float]], width: int, height: int
+) -> list[Rect]:
+    """Where each ``(w, h)`` label of an XYXY box (pixel corners, as drawn) goes in a ``width`` ×
+    ``height`` image, in order (the first label gets the best place): at a corner of its box,
+    **outside** it where there is room (above, else below: the label does not hide the object it
+    names), or stacked against a nearby label. Of those places, the one that costs least: any
+    overlap with a label placed before it (prohibitive), the area it covers of its own box and,
+    twice over, of other objects' boxes (hidden, and a label there seems to name them; a box with
+    IoU >= 0.5 with its own is another detection of its object), its distance from its box (half
+    a label area per label height) and, below the box, a quarter of a label area."""
+    frames = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4) + torch.tensor([0, 0, 1, 1])
+    others = box_iou(frames, frames) < 0.5  # the boxes of other objects than each box's
+    placed = torch.zeros(0, 4, dtype=torch.float64)
+    for i, (tw, th) in enumerate(sizes):
+        x0, y0, x1, y1 = frames[i].tolist()
+        near = placed[_gaps(placed, frames[i]).argsort()[:8]]  # labels it may stack against
+        xs = torch.cat([torch.tensor([x0, x1 - tw]), near[:, 2], near[:, 0] - tw])
+        ys = torch.cat([torch.tensor([y0 - th, y1, y0]), near[:, 1] - th, near[:, 3]])
+        weight = 2.0 * others[i].double()
+        weight[i] = 1.0
+        spot, clash = _cheapest_spot(xs, ys, (tw, th), (width, height), frames, weight, placed, i)
+        if clash:  # crowded: anywhere in the image (steps of 1/8 label width, 1/2 height)
+            xs = torch.arange(0.0, max(1.0, width - tw + 1), max(1.0, tw / 8))
+            ys = torch.arange(0.0, max(1.0, height - th + 1), max(1.0, th / 2))
+            spot, _ = _cheapest_spot(xs, ys, (tw, th), (width, height), frames, weight, placed, i)
+        placed = torch.cat([placed, spot[None]])
+    return [(x, y, r - x, b - y) for x, y, r, b in placed.tolist()]
+
+
+def _ink(colour: Sequence[int]) -> tuple[int, int, int]:
+    """Black text on a light patch, white on a dark one."""
+    r, g, b = colour[:3]
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b >= 110 else (255, 255, 255)
+
+
 def _draw_labels(
     canvas: Tensor, boxes: Tensor, texts: Sequence[str], colours: Sequence[RGB], size: int
 ) -> Tensor:
-    """Each text on a patch of its colour at its box's top-left corner, kept inside the image; a
-    label that would cover one drawn before it moves down below that one."""
+    """Each text on a patch of its colour, placed by :func:`_place_labels` (outside its box, apart
+    from the others, inside the image); a label placed off its box is tied to it by a line."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(_LABEL_FONT, size)
     pil = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(pil)
-    placed: list[tuple[float, float, float, float]] = []  # (x, y, width, height) of drawn labels
-    for box, text, colour in zip(boxes.tolist(), texts, colours, strict=True):
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2, bottom - top + 2
-        x = min(max(0.0, box[0]), max(0.0, pil.width - tw))
-        y = min(max(0.0, box[1]), max(0.0, pil.height - th))
-        while True:  # below every earlier label this one would cover, while it fits
-            covered = [
-                py + ph
-                for px, py, pw, ph in placed
-                if x < px + pw and px < x + tw and y < py + ph and py < y + th
-            ]
-            if not covered or max(covered) + th > pil.height:
-                break
-            y = max(covered)
-        placed.append((x, y, tw, th))
-        draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=tuple(colour))
-        draw.text((x + 1 - left, y + 1 - top), text, fill=(0, 0, 0), font=font)
+    extents = [draw.textbbox((0, 0), text, font=font) for text in texts]
+    sizes = [(r - left + 2, b - top + 2) for left, top, r, b in extents]
+    rects = _place_labels(boxes.tolist(), sizes, pil.width, pil.height)
+    for (x, y, w, h), box, colour in zip(rects, boxes.tolist(), colours, strict=True):
+        frame = torch.tensor(box, dtype=torch.float64) + torch.tensor([0, 0, 1, 1])
+        if float(_gaps(torch.tensor([[x, y, x + w, y + h]], dtype=torch.float64), frame)[0]) > 0:
+            # off its box: a line from the box's point nearest the label's centre to the label
+            bx = min(max(x + w / 2, box[0]), box[2])
+            by = min(max(y + h / 2, box[1]), box[3])
+            end = (min(max(bx, x), x + w - 1), min(max(by, y), y + h - 1))
+            draw.line([end, (bx, by)], fill=tuple(colour), width=1)
+    for (x, y, w, h), text, colour, (left, top, _, _) in zip(
+        rects, texts, colours, extents, strict=True
+    ):
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=tuple(colour))
+        draw.text((x + 1 - left, y + 1 - top), text, fill=_ink(colour), font=font)
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
 
 
