@@ -3,6 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mxr-installed
 NB     := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
+SOL    := $(wildcard notebooks/solutions/[0-9][0-9]_solutions.ipynb)
 DATA   ?= data/shapesx
 
 .PHONY: venv test lint unit notebooks-smoke run lab data clean-venv
@@ -27,7 +28,7 @@ unit: venv
 
 notebooks-smoke: venv
 ifneq ($(NB),)
-	MXR_BUDGET=smoke $(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider $(NB); rc=$$?; \
+	MXR_BUDGET=smoke $(VENV)/bin/pytest -q --nbval-lax -p no:cacheprovider $(NB) $(SOL); rc=$$?; \
 	  [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 else
 	@echo "no notebooks yet"
@@ -39,15 +40,15 @@ data: venv
 
 ## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
 ## then every notebook in full mode, in place, NB_JOBS at a time (they only reload cached runs,
-## and each keeps about one core busy)
+## and each keeps about one core busy), then the exercises' solutions
 NB_JOBS ?= 2
 run: data
 ifneq ($(NB),)
 	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
-	@printf '%s\n' $(NB) | xargs -P $(NB_JOBS) -I{} sh -c '\
+	@printf '%s\n' $(NB) $(SOL) | xargs -P $(NB_JOBS) -I{} sh -c 'start=$$(date +%s); \
 	  MXR_BUDGET=full OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
 	    --inplace --ExecutePreprocessor.timeout=3600 "{}" >/dev/null 2>"{}.log" \
-	  && { echo "== {}: executed"; rm -f "{}.log"; } \
+	  && { echo "== {}: executed in $$(( $$(date +%s) - start )) s"; rm -f "{}.log"; } \
 	  || { echo "== {}: FAILED (see {}.log)"; exit 255; }'
 endif
 	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
