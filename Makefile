@@ -6,7 +6,7 @@ NB     := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 SOL    := $(wildcard notebooks/solutions/[0-9][0-9]_solutions.ipynb)
 DATA   ?= data/shapesx
 
-.PHONY: venv test lint unit notebooks-smoke run lab data clean-venv
+.PHONY: venv test lint unit notebooks-smoke run solutions lab data clean-venv
 
 venv: $(STAMP)
 
@@ -40,19 +40,29 @@ data: venv
 
 ## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
 ## then every notebook in full mode, in place, NB_JOBS at a time (they only reload cached runs,
-## and each keeps about one core busy), then the exercises' solutions
+## and each keeps about one core busy); each notebook's execution time is printed
 NB_JOBS ?= 2
-run: data
-ifneq ($(NB),)
-	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
-	@printf '%s\n' $(NB) $(SOL) | xargs -P $(NB_JOBS) -I{} sh -c 'start=$$(date +%s); \
+define execute_notebooks
+	@printf '%s\n' $(1) | xargs -P $(NB_JOBS) -I{} sh -c 'start=$$(date +%s); \
 	  MXR_BUDGET=full OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
 	    --inplace --ExecutePreprocessor.timeout=3600 "{}" >/dev/null 2>"{}.log" \
 	  && { echo "== {}: executed in $$(( $$(date +%s) - start )) s"; rm -f "{}.log"; } \
 	  || { echo "== {}: FAILED (see {}.log)"; exit 255; }'
+endef
+
+run: data
+ifneq ($(NB),)
+	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
+	$(call execute_notebooks,$(NB))
 endif
 	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
 	@echo "Dataset: $(CURDIR)/$(DATA)"
+
+## make solutions: the exercises' worked solutions in full mode, in place (after make run, they
+## reload its cached runs: under a minute each; on a fresh clone prime() trains them first)
+solutions: data
+	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
+	$(call execute_notebooks,$(SOL))
 
 ## make lab: JupyterLab on notebooks/ for learners
 lab: venv
