@@ -58,8 +58,9 @@ endif
 	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
 	@echo "Dataset: $(CURDIR)/$(DATA)"
 
-## make solutions: the exercises' worked solutions in full mode, in place (after make run, they
-## reload its cached runs: under a minute each; on a fresh clone prime() trains them first)
+## make solutions: the exercises' worked solutions in full mode, in place. After make run they
+## reload its cached runs (under a minute and a half each), except the first time, when 04 and 05
+## train three more mask branches (about 3 minutes each); on a fresh clone prime() trains first
 solutions: data
 	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
 	$(call execute_notebooks,$(SOL))
