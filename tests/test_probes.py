@@ -249,6 +249,11 @@ def test_plot_transfer_rows_marks_published_rows_runs_and_the_control() -> None:
     assert miou.get_xlim()[0] == pytest.approx(61.0)  # the mIoU axis spans the values, not from 0
     assert ap75.get_xlim()[0] == 0.0
     assert [ln.get_xdata()[0] for ln in miou.lines if ln.get_linestyle() == "--"] == [73.5]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(legend) == 3 and "this notebook's run" in legend
+    only_published = plot_transfer_rows(labels, published)  # no run drawn: no run in the legend
+    legend = [t.get_text() for t in only_published.legends[0].get_texts()]
+    assert len(legend) == 2 and "this notebook's run" not in legend
     with pytest.raises(ValueError, match="labels is empty"):
         plot_transfer_rows({}, published)
     with pytest.raises(ValueError, match="published rows, notebook runs, or both"):

@@ -1375,11 +1375,15 @@ def plot_transfer_rows(
         given = " given the true boxes" if metric == "mIoU" else ""
         ax.set_xlabel(f"set {split} mask {metric}{given}", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
-    handles = [
-        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label),
-        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label),
-        Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}"),
-    ]
+    handles = [  # a legend entry only for what is drawn
+        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label)
+    ] * bool(published)
+    handles += [
+        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label)
+    ] * bool(notebook)
+    handles.append(
+        Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}")
+    )
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or f"Set {split}: τ's inputs beside the controls", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
