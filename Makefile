@@ -40,11 +40,18 @@ data: venv
 
 ## make run: the main job, headless: data if missing, the notebooks' trainings (2 processes),
 ## then every notebook in full mode, in place, NB_JOBS at a time (they only reload cached runs,
-## and each keeps about one core busy); each notebook's execution time is printed
-NB_JOBS ?= 2
+## and each keeps about one core busy); each notebook's execution time is printed.
+## NB_ALONE: the notebooks that need none of prime()'s runs. They execute beside prime() at the
+## lowest priority (nice 19), so they only take a core prime() leaves idle (one waits ~200 s for
+## the detector); the rest follow prime(), the longest first.
+NB_JOBS  ?= 2
+NB_ALONE := $(filter %/00_the_problem_and_the_data.ipynb %/06_coco_voc_to_nonvoc.ipynb,$(NB))
+NB_AFTER := $(filter %/05_visualising_masks.ipynb,$(NB)) $(filter %/02_weight_transfer.ipynb,$(NB)) \
+            $(filter-out $(NB_ALONE) %/05_visualising_masks.ipynb %/02_weight_transfer.ipynb,$(NB))
+# $(1): notebooks; $(2): a command prefix (e.g. nice -n 19)
 define execute_notebooks
-	@printf '%s\n' $(1) | xargs -P $(NB_JOBS) -I{} sh -c 'start=$$(date +%s); \
-	  MXR_BUDGET=full OMP_NUM_THREADS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+printf '%s\n' $(1) | xargs -P $(NB_JOBS) -I{} sh -c 'start=$$(date +%s); \
+	  MXR_BUDGET=full OMP_NUM_THREADS=1 $(2) $(VENV)/bin/jupyter nbconvert --to notebook --execute \
 	    --inplace --ExecutePreprocessor.timeout=3600 "{}" >/dev/null 2>"{}.log" \
 	  && { echo "== {}: executed in $$(( $$(date +%s) - start )) s"; rm -f "{}.log"; } \
 	  || { echo "== {}: FAILED (see {}.log)"; exit 255; }'
@@ -52,8 +59,10 @@ endef
 
 run: data
 ifneq ($(NB),)
-	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
-	$(call execute_notebooks,$(NB))
+	@MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()" & primer=$$!; \
+	  $(call execute_notebooks,$(NB_ALONE),nice -n 19); alone=$$?; \
+	  wait $$primer && [ $$alone -eq 0 ]
+	@$(call execute_notebooks,$(NB_AFTER))
 endif
 	@echo "Executed notebooks (with their outputs) are in: $(CURDIR)/notebooks/"
 	@echo "Dataset: $(CURDIR)/$(DATA)"
@@ -63,7 +72,7 @@ endif
 ## train three more mask branches (about 3 minutes each); on a fresh clone prime() trains first
 solutions: data
 	MXR_BUDGET=full $(PY) -c "from mxr.course.prime import prime; prime()"
-	$(call execute_notebooks,$(SOL))
+	@$(call execute_notebooks,$(SOL))
 
 ## make lab: JupyterLab on notebooks/ for learners
 lab: venv
