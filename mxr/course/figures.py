@@ -1375,12 +1375,15 @@ def plot_transfer_rows(
         given = " given the true boxes" if metric == "mIoU" else ""
         ax.set_xlabel(f"set {split} mask {metric}{given}", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
-    handles = [  # a legend entry only for what is drawn
-        Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label)
-    ] * bool(published)
-    handles += [
-        Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label)
-    ] * bool(notebook)
+    handles = []  # a legend entry only for what is drawn
+    if published:
+        handles.append(
+            Line2D([], [], marker="o", ls="", color=SET_COLOURS[split], label=published_label)
+        )
+    if notebook:
+        handles.append(
+            Line2D([], [], marker="D", ls="", mfc="none", mec="black", label=notebook_label)
+        )
     handles.append(
         Line2D([], [], ls="--", color="grey", label=f"control: {labels.get(control, control)}")
     )
