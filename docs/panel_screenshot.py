@@ -28,6 +28,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "notebooks" / "figures" / "panel.png"
@@ -65,7 +66,7 @@ body {{
 """
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     sys.exit(f"panel_screenshot: {message}")
 
 
@@ -78,7 +79,6 @@ def chromium() -> str:
         if found:
             return found
     fail("chromium not found (install it, e.g. apt-get install chromium, or set CHROMIUM)")
-    raise AssertionError  # unreachable: fail() exits
 
 
 def bundle_spec() -> tuple[str, str]:
@@ -88,7 +88,6 @@ def bundle_spec() -> tuple[str, str]:
     m = re.search(r"html-manager@([^/]+)/(dist/[\w.-]+\.js)$", DEFAULT_EMBED_SCRIPT_URL)
     if m is None:
         fail(f"cannot read the html-manager version in {DEFAULT_EMBED_SCRIPT_URL!r}")
-        raise AssertionError
     return m.group(1), m.group(2)
 
 
